@@ -1,0 +1,48 @@
+"""The LM layer: one async interface over an embedded llama.cpp model and any OpenAI-compatible server."""
+
+from prompthone.lm.cache import ResponseCache, cache_key
+from prompthone.lm.client import LM, make_backend, open_cache, run_sync
+from prompthone.lm.errors import (
+    AuthenticationError,
+    BadRequestError,
+    ChecksumMismatch,
+    ConfigError,
+    ConnectionFailed,
+    ContextTooLongError,
+    LMError,
+    LMTimeoutError,
+    ModelNotInstalled,
+    RateLimitError,
+    ServerError,
+)
+from prompthone.lm.model_string import DEFAULT_MODEL, ModelSpec, parse_model_string
+from prompthone.lm.types import Completion, Generation, Message, Request
+from prompthone.lm.usage import Usage
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "LM",
+    "AuthenticationError",
+    "BadRequestError",
+    "ChecksumMismatch",
+    "Completion",
+    "ConfigError",
+    "ConnectionFailed",
+    "ContextTooLongError",
+    "Generation",
+    "LMError",
+    "LMTimeoutError",
+    "Message",
+    "ModelNotInstalled",
+    "ModelSpec",
+    "RateLimitError",
+    "Request",
+    "ResponseCache",
+    "ServerError",
+    "Usage",
+    "cache_key",
+    "make_backend",
+    "open_cache",
+    "parse_model_string",
+    "run_sync",
+]

@@ -1,0 +1,145 @@
+"""The response cache: a SQLite file that makes every paid-for answer replayable.
+
+Keys hash everything that can change an answer (backend identity without secrets, model, messages,
+sampling parameters, sample index), so a hit is always the answer the same call would have bought.
+WAL mode and a busy timeout let many processes and tasks write to one file at once. A damaged file is
+moved aside and rebuilt rather than crashing a run: the cache is an optimization, never the only copy
+of anything a run needs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from prompthone.lm.types import Generation, Request
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS responses (
+    key TEXT PRIMARY KEY,
+    backend TEXT NOT NULL,
+    model TEXT NOT NULL,
+    request TEXT NOT NULL,
+    text TEXT NOT NULL,
+    finish_reason TEXT NOT NULL,
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    latency_s REAL NOT NULL,
+    created_at REAL NOT NULL
+);
+"""
+
+
+def cache_key(backend_identity: str, model: str, request: Request) -> str:
+    """The hex sha256 of a canonical JSON of everything that can change the answer."""
+    payload = {"backend": backend_identity, "model": model, "request": request.key_fields()}
+    blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+class ResponseCache:
+    """A process-safe, task-safe key -> Generation store in one SQLite file."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path).expanduser()
+        self._lock = threading.Lock()
+        self._broken = False
+        self._conn = self._open()
+
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=30000")
+        conn.executescript(SCHEMA)
+        conn.execute("SELECT count(*) FROM responses LIMIT 1").fetchone()
+        return conn
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            return self._connect()
+        except sqlite3.DatabaseError as exc:
+            if "locked" in str(exc).lower() or "busy" in str(exc).lower():
+                raise
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
+            log.warning(
+                "response cache %s is unreadable (%s); moved it to %s and started a new one",
+                self.path,
+                exc,
+                aside,
+            )
+            for suffix in ("", "-wal", "-shm"):
+                p = Path(str(self.path) + suffix)
+                if p.exists():
+                    p.replace(Path(str(aside) + suffix))
+            return self._connect()
+
+    def get(self, key: str) -> Generation | None:
+        if self._broken:
+            return None
+        try:
+            with self._lock:
+                row = self._conn.execute(
+                    "SELECT text, finish_reason, prompt_tokens, completion_tokens FROM responses WHERE key=?",
+                    (key,),
+                ).fetchone()
+        except sqlite3.DatabaseError as exc:
+            self._disable(exc)
+            return None
+        if row is None:
+            return None
+        return Generation(text=row[0], finish_reason=row[1], prompt_tokens=row[2], completion_tokens=row[3])
+
+    def put(
+        self, key: str, backend: str, model: str, request: Request, gen: Generation, latency_s: float
+    ) -> None:
+        if self._broken:
+            return
+        req = json.dumps(request.key_fields(), sort_keys=True, ensure_ascii=False)
+        try:
+            with self._lock:
+                self._conn.execute(
+                    "INSERT OR REPLACE INTO responses VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        key,
+                        backend,
+                        model,
+                        req,
+                        gen.text,
+                        gen.finish_reason,
+                        gen.prompt_tokens,
+                        gen.completion_tokens,
+                        latency_s,
+                        time.time(),
+                    ),
+                )
+        except sqlite3.DatabaseError as exc:
+            self._disable(exc)
+
+    def _disable(self, exc: Exception) -> None:
+        """Keep the run going without a cache rather than crash it mid-way."""
+        if not self._broken:
+            log.warning(
+                "response cache %s failed (%s); continuing without it for this process", self.path, exc
+            )
+        self._broken = True
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            n, size = self._conn.execute(
+                "SELECT count(*), coalesce(sum(length(text)),0) FROM responses"
+            ).fetchone()
+        return {"path": str(self.path), "entries": n, "text_bytes": size}
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()

@@ -1,0 +1,220 @@
+"""`LM`: the one object the rest of prompthone talks to.
+
+It owns the policies that every backend shares: the response cache, retries with backoff, the
+bound on requests in flight, and usage accounting. Backends only know how to answer one request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+from prompthone.lm import settings
+from prompthone.lm.backend import Backend, PerLoop
+from prompthone.lm.cache import ResponseCache, cache_key
+from prompthone.lm.errors import LMError
+from prompthone.lm.model_string import DEFAULT_MODEL, parse_model_string
+from prompthone.lm.types import Completion, Message, Request
+from prompthone.lm.usage import Usage
+
+T = TypeVar("T")
+
+_CACHES: dict[Path, ResponseCache] = {}
+_CACHES_LOCK = threading.Lock()
+
+
+def open_cache(path: str | Path | None = None) -> ResponseCache:
+    """One shared `ResponseCache` per file per process."""
+    p = Path(path).expanduser().resolve() if path else settings.response_cache_path().resolve()
+    with _CACHES_LOCK:
+        if p not in _CACHES:
+            _CACHES[p] = ResponseCache(p)
+        return _CACHES[p]
+
+
+def make_backend(model: str, **options: Any) -> Backend:
+    """Build the backend a model string names. Options go to that backend's constructor."""
+    spec = parse_model_string(model)
+    if spec.provider == "local":
+        from prompthone.lm.local.backend import LocalBackend
+
+        return LocalBackend(spec.model, **options)
+    from prompthone.lm.openai_backend import OpenAIBackend
+
+    return OpenAIBackend(spec.model, base_url=spec.base_url, **options)
+
+
+class LM:
+    """A model you can ask things, async first.
+
+    >>> lm = LM("local/qwen2.5-coder-0.5b")
+    >>> lm.complete_sync([{"role": "user", "content": "2+2="}], max_tokens=8).text
+
+    `cache` is True (the default file, see `prompthone.lm.settings`), False, a path, or a
+    `ResponseCache`. PROMPTHONE_NO_CACHE=1 turns caching off globally.
+    """
+
+    def __init__(
+        self,
+        model: str | Backend = DEFAULT_MODEL,
+        *,
+        cache: bool | str | Path | ResponseCache = True,
+        timeout_s: float = 120.0,
+        max_retries: int = 4,
+        backoff_base_s: float = 0.5,
+        backoff_max_s: float = 30.0,
+        max_concurrency: int | None = None,
+        **backend_options: Any,
+    ) -> None:
+        self.backend = model if isinstance(model, Backend) else make_backend(model, **backend_options)
+        self.model = self.backend.describe()
+        if isinstance(cache, ResponseCache):
+            self.cache: ResponseCache | None = cache
+        elif cache is True:
+            self.cache = open_cache() if settings.cache_enabled() else None
+        elif cache:
+            self.cache = open_cache(cache) if settings.cache_enabled() else None
+        else:
+            self.cache = None
+        self.timeout_s = float(timeout_s)
+        self.max_retries = int(max_retries)
+        self.backoff_base_s = float(backoff_base_s)
+        self.backoff_max_s = float(backoff_max_s)
+        self.max_concurrency = int(max_concurrency or self.backend.max_concurrency)
+        if self.max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency!r}")
+        self.usage = Usage()
+        self._slots: PerLoop[asyncio.Semaphore] = PerLoop(lambda: asyncio.Semaphore(self.max_concurrency))
+        self._identity = self.backend.identity()
+
+    def __repr__(self) -> str:
+        return f"LM({self.model!r})"
+
+    def key_for(self, request: Request) -> str:
+        return cache_key(self._identity, self.backend.model, request)
+
+    async def complete(
+        self,
+        messages: list[Message],
+        *,
+        temperature: float = 0.0,
+        max_tokens: int = 512,
+        stop: list[str] | str | None = None,
+        top_p: float = 1.0,
+        seed: int = 0,
+        sample_index: int = 0,
+        response_format: dict[str, Any] | None = None,
+        cache: bool = True,
+    ) -> Completion:
+        """Answer a chat, from the cache when this exact call was answered before.
+
+        `sample_index` tells apart several samples of one prompt at temperature > 0: each index is
+        its own cache entry and its own sampling seed, so a re-run replays the same samples.
+        `response_format` is a JSON schema the reply must follow, where the backend can enforce it.
+        """
+        request = Request.build(
+            messages,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            stop=stop,
+            top_p=top_p,
+            seed=seed,
+            sample_index=sample_index,
+            response_format=response_format,
+        )
+        return await self.complete_request(request, cache=cache)
+
+    async def complete_request(self, request: Request, *, cache: bool = True) -> Completion:
+        key = self.key_for(request)
+        use_cache = cache and self.cache is not None
+        if use_cache:
+            t0 = time.perf_counter()
+            hit = self.cache.get(key)
+            if hit is not None:
+                c = Completion(
+                    text=hit.text,
+                    finish_reason=hit.finish_reason,
+                    prompt_tokens=hit.prompt_tokens,
+                    completion_tokens=hit.completion_tokens,
+                    latency_s=time.perf_counter() - t0,
+                    cached=True,
+                    model=self.model,
+                    cache_key=key,
+                )
+                self.usage.record(c)
+                return c
+        async with self._slots.get():
+            t0 = time.perf_counter()
+            gen = await self._generate_with_retries(request)
+            latency = time.perf_counter() - t0
+        if use_cache:
+            self.cache.put(key, self._identity, self.backend.model, request, gen, latency)
+        c = Completion(
+            text=gen.text,
+            finish_reason=gen.finish_reason,
+            prompt_tokens=gen.prompt_tokens,
+            completion_tokens=gen.completion_tokens,
+            latency_s=latency,
+            cached=False,
+            model=self.model,
+            cache_key=key,
+        )
+        self.usage.record(c)
+        return c
+
+    async def _generate_with_retries(self, request: Request):
+        attempt = 0
+        while True:
+            try:
+                return await self.backend.generate(request, timeout_s=self.timeout_s)
+            except LMError as exc:
+                if not exc.retryable or attempt >= self.max_retries:
+                    self.usage.record_error()
+                    raise
+                delay = self._backoff(attempt, getattr(exc, "retry_after", None))
+                attempt += 1
+                self.usage.record_retry()
+                await asyncio.sleep(delay)
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        """Full-jitter exponential backoff; a server's Retry-After is a floor, never shortened."""
+        ceiling = min(self.backoff_max_s, self.backoff_base_s * (2**attempt))
+        delay = random.uniform(ceiling / 2, ceiling)
+        if retry_after is not None:
+            delay = max(delay, min(float(retry_after), self.backoff_max_s * 4))
+        return delay
+
+    def complete_sync(self, messages: list[Message], **kwargs: Any) -> Completion:
+        """The same as `complete`, for code that is not async."""
+        return run_sync(self.complete(messages, **kwargs))
+
+    async def aclose(self) -> None:
+        await self.backend.aclose()
+
+
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to completion from sync code, even when a loop is already running (notebooks)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    result: list[T] = []
+    error: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            result.append(asyncio.run(coro))
+        except BaseException as exc:  # re-raised in the caller's thread
+            error.append(exc)
+
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join()
+    if error:
+        raise error[0]
+    return result[0]

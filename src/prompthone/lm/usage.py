@@ -1,0 +1,63 @@
+"""Usage accounting: what was paid for, and what the cache served for free."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import asdict, dataclass, field
+
+from prompthone.lm.types import Completion
+
+
+@dataclass
+class Usage:
+    """Running totals for one LM (or a sum of several).
+
+    `prompt_tokens` / `completion_tokens` count tokens a backend actually processed (paid for);
+    the `cached_*` fields count tokens replayed from the cache, so a warm re-run shows its savings.
+    """
+
+    calls: int = 0
+    cache_hits: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    cached_completion_tokens: int = 0
+    retries: int = 0
+    errors: int = 0
+    latency_s: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def record(self, c: Completion) -> None:
+        with self._lock:
+            self.calls += 1
+            if c.cached:
+                self.cache_hits += 1
+                self.cached_prompt_tokens += c.prompt_tokens
+                self.cached_completion_tokens += c.completion_tokens
+            else:
+                self.prompt_tokens += c.prompt_tokens
+                self.completion_tokens += c.completion_tokens
+                self.latency_s += c.latency_s
+
+    def record_retry(self) -> None:
+        with self._lock:
+            self.retries += 1
+
+    def record_error(self) -> None:
+        with self._lock:
+            self.errors += 1
+
+    @property
+    def paid_calls(self) -> int:
+        return self.calls - self.cache_hits
+
+    def as_dict(self) -> dict[str, float | int]:
+        d = asdict(self)
+        d.pop("_lock", None)
+        d["paid_calls"] = self.paid_calls
+        return d
+
+    def __add__(self, other: Usage) -> Usage:
+        a, b = self.as_dict(), other.as_dict()
+        a.pop("paid_calls"), b.pop("paid_calls")
+        return Usage(**{k: a[k] + b[k] for k in a})
