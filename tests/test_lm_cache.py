@@ -186,3 +186,11 @@ async def test_identical_calls_in_flight_are_paid_once(tmp_path):
     assert len({r.text for r in results}) == 1
     assert sum(not r.cached for r in results) == 1
     assert lm.usage.paid_calls == 1 and lm.usage.cache_hits == 9
+
+
+def test_schema_field_order_is_kept_and_keyed():
+    schema = {"type": "object", "properties": {"reasoning": {"type": "string"}, "answer": {"type": "string"}}}
+    flipped = {"type": "object", "properties": {"answer": {"type": "string"}, "reasoning": {"type": "string"}}}
+    r = Request.build(MSG, response_format=schema)
+    assert list(r.schema["properties"]) == ["reasoning", "answer"]
+    assert cache_key("b", "m", r) != cache_key("b", "m", Request.build(MSG, response_format=flipped))

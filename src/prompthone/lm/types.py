@@ -72,7 +72,8 @@ class Request:
         if int(sample_index) < 0:
             raise ValueError(f"sample_index must be >= 0, got {sample_index!r}")
         stops = (stop,) if isinstance(stop, str) else tuple(stop or ())
-        fmt = json.dumps(response_format, sort_keys=True, separators=(",", ":")) if response_format else None
+        # Key order is kept: it is the order a grammar makes the model write the fields in (reasoning first).
+        fmt = json.dumps(response_format, separators=(",", ":")) if response_format else None
         return cls(
             messages=tuple((m["role"], m["content"]) for m in msgs),
             temperature=float(temperature),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import threading
 import time
@@ -21,6 +22,8 @@ from prompthone.lm.backend import Backend, PerLoop
 from prompthone.lm.errors import ConfigError, ContextTooLongError, LMError, LMTimeoutError
 from prompthone.lm.local.assemble import resolve_gguf
 from prompthone.lm.types import Generation, Request
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -44,12 +47,27 @@ def _import_llama():
     return Llama
 
 
+def _warn_if_amx_build() -> None:
+    """A native build with AMX kernels crashes in batch decoding on some VMs; say so before it does."""
+    import llama_cpp
+
+    info = llama_cpp.llama_print_system_info()
+    if b"AMX_INT8 = 1" in (info if isinstance(info, bytes) else str(info).encode()):
+        log.warning(
+            "llama-cpp-python was built with AMX kernels, which crash on some virtual machines. If the "
+            'process dies with a segmentation fault, reinstall it with CMAKE_ARGS="-DGGML_NATIVE=OFF '
+            '-DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON" pip install --no-cache-dir --force-reinstall '
+            "--no-deps llama-cpp-python==0.3.36 (the Makefile does this)"
+        )
+
+
 def load_llama(path: Path, *, n_ctx: int, n_threads: int) -> _Loaded:
     """Load (once per process) and return the shared model for `path`."""
     key = (str(path), n_ctx, n_threads)
     with _LOAD_LOCK:
         if key not in _LOADED:
             Llama = _import_llama()
+            _warn_if_amx_build()
             with open(os.devnull, "w") as devnull, contextlib.redirect_stderr(devnull):
                 llama = Llama(
                     model_path=str(path),
@@ -91,13 +109,16 @@ class LocalBackend(Backend):
     def _generate_blocking(self, loaded: _Loaded, request: Request, timeout_s: float) -> Generation:
         deadline = time.monotonic() + timeout_s
         timed_out = False
+        eos = loaded.llama.token_eos()
 
-        def stop_at_deadline(input_ids, logits) -> bool:  # llama.cpp stopping criterion
+        def stop_at_deadline(input_ids, scores):
+            """Past the deadline, force end-of-sequence: llama.cpp has no other way to stop mid-call."""
             nonlocal timed_out
             if time.monotonic() > deadline:
                 timed_out = True
-                return True
-            return False
+                scores[:] = -float("inf")
+                scores[eos] = 0.0
+            return scores
 
         kwargs: dict[str, Any] = dict(
             messages=request.chat,
@@ -140,8 +161,6 @@ class LocalBackend(Backend):
 
     @staticmethod
     def _chat(llama: Any, kwargs: dict[str, Any], stop_at_deadline) -> dict[str, Any]:
-        from llama_cpp import StoppingCriteriaList
+        from llama_cpp import LogitsProcessorList
 
-        return llama.create_chat_completion(
-            **kwargs, stopping_criteria=StoppingCriteriaList([stop_at_deadline])
-        )
+        return llama.create_chat_completion(**kwargs, logits_processor=LogitsProcessorList([stop_at_deadline]))

@@ -1,0 +1,422 @@
+"""The backend for OpenAI and every OpenAI-compatible server (vLLM, Ollama, llama.cpp's server, ...).
+
+It is a thin translation layer over the official `openai` SDK: a `Request` becomes one
+`chat.completions.create` call, and every way that call can fail becomes one of the typed errors in
+`prompthone.lm.errors`. The SDK's own retries are off (`max_retries=0`): retries, backoff and the
+bound on requests in flight live once, in `LM`, so that every backend behaves the same.
+
+The API key is read from an environment variable whose *name* is configured. The key itself never
+appears in `identity()` (hence never in cache keys), in reprs, or in error messages: servers echo bad
+keys back in their 401 text, so error text is scrubbed before it is raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import math
+import os
+import re
+import time
+import weakref
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from typing import Any, Literal, NoReturn
+
+import openai
+import pydantic
+
+from prompthone.lm.backend import Backend, PerLoop
+from prompthone.lm.errors import (
+    AuthenticationError,
+    BadRequestError,
+    ConfigError,
+    ConnectionFailed,
+    ContextTooLongError,
+    LMError,
+    LMTimeoutError,
+    RateLimitError,
+    ServerError,
+)
+from prompthone.lm.types import FinishReason, Generation, Request
+
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+#: sent when a custom server is used and no key is set: local servers ignore it, but the SDK wants one
+PLACEHOLDER_API_KEY = "prompthone-no-key"
+
+MaxTokensParam = Literal["max_tokens", "max_completion_tokens"]
+StructuredOutput = Literal["json_schema", "json_object", "none"]
+
+_FINISH: dict[str, FinishReason] = {
+    "stop": "stop",
+    "eos": "stop",
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "length": "length",
+    "max_tokens": "length",
+}
+
+# How servers word "prompt + max_tokens do not fit": OpenAI and vLLM ("maximum context length"),
+# llama.cpp ("exceed context window"), others ("context length exceeded", "context_length_exceeded").
+_CONTEXT_RE = re.compile(
+    r"context[\s_-]*length|maximum[\s_-]+context|exceeds?\w*\b.*\bcontext[\s_-]*(window|size)"
+    r"|context[\s_-]*(window|size)\b.*\bexceed",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
+class _Secret:
+    """Holds the API key so that no repr, `vars()` dump or log line can show it by accident."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "_Secret('***')"
+
+
+@dataclass
+class _LoopClient:
+    """One SDK client and the loop it is bound to (httpx connections cannot move between loops).
+
+    The loop is held weakly: `PerLoop` forgets a client when its loop is collected, which a strong
+    reference from the value back to its key would prevent.
+    """
+
+    loop: weakref.ref[asyncio.AbstractEventLoop]
+    client: openai.AsyncOpenAI
+    closer: AsyncGenerator[None, None]
+
+
+async def _close_when_loop_shuts_down(client: openai.AsyncOpenAI) -> AsyncGenerator[None, None]:
+    """Close `client` when its event loop shuts down.
+
+    asyncio has no "loop is closing" hook, but `asyncio.run` (and so `LM.complete_sync`, which runs a
+    fresh loop per call) finalizes every live async generator before closing the loop. Without this,
+    each sync call would leave an open keep-alive socket behind, and the SDK's own `__del__` would later
+    try to close it on a dead loop and log "Task exception was never retrieved".
+    """
+    try:
+        yield
+    finally:
+        await client.close()
+
+
+def _start(gen: AsyncGenerator[None, None]) -> None:
+    """Run `gen` to its first `yield` without awaiting, so that the running loop tracks it."""
+    step = gen.__anext__()
+    try:
+        step.send(None)  # type: ignore[attr-defined]
+    except StopIteration:
+        pass
+    else:  # pragma: no cover - the generator yields at once, so send() always finishes the step
+        raise RuntimeError("loop-shutdown hook did not yield at once")
+
+
+def parse_retry_after(headers: Any) -> float | None:
+    """Seconds to wait, from `retry-after-ms`, or `Retry-After` as seconds or an HTTP date; else None.
+
+    Servers use all three forms; a date in the past means "now" (0), and junk values are ignored
+    rather than trusted, so backoff falls back to its own schedule.
+    """
+    if headers is None:
+        return None
+    ms = headers.get("retry-after-ms")
+    if ms is not None:
+        try:
+            value = float(ms) / 1000.0
+        except ValueError:
+            value = math.nan
+        if math.isfinite(value) and value >= 0:
+            return value
+    raw = headers.get("retry-after")
+    if raw is None:
+        return None
+    raw = raw.strip()
+    try:
+        value = float(raw)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(raw)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when is None:
+            return None
+        return max(0.0, when.timestamp() - time.time())
+    return value if math.isfinite(value) and value >= 0 else None
+
+
+def is_context_length_message(text: str, code: str | None = None) -> bool:
+    """True when a 4xx error says the prompt plus max_tokens do not fit the model's context."""
+    return code == "context_length_exceeded" or bool(_CONTEXT_RE.search(text or ""))
+
+
+class OpenAIBackend(Backend):
+    """Chat completions from OpenAI or any OpenAI-compatible server, through the official SDK.
+
+    `base_url=None` means the real OpenAI API, which needs a key in the environment variable
+    `api_key_env`; a custom `base_url` works without one (local servers need none).
+    `max_tokens_param` picks the request field the token limit is sent under: llama.cpp's server
+    honours `max_tokens` and ignores `max_completion_tokens`, while OpenAI's reasoning models accept
+    only `max_completion_tokens`. `structured_output` picks how a JSON schema is passed on: OpenAI's
+    `json_schema` format, the `json_object` format with a `schema` field (llama.cpp, vLLM), or not at all.
+    """
+
+    kind = "openai"
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str | None = None,
+        api_key_env: str = "OPENAI_API_KEY",
+        max_concurrency: int = 16,
+        max_tokens_param: MaxTokensParam = "max_tokens",
+        structured_output: StructuredOutput = "json_schema",
+    ) -> None:
+        super().__init__(model)
+        if not model or not isinstance(model, str):
+            raise ConfigError(f"OpenAIBackend needs a model name, got {model!r}")
+        if base_url is not None and not base_url.startswith(("http://", "https://")):
+            raise ConfigError(f"base_url must start with http:// or https://, got {base_url!r}")
+        if max_tokens_param not in ("max_tokens", "max_completion_tokens"):
+            raise ConfigError(
+                f"max_tokens_param must be 'max_tokens' or 'max_completion_tokens', got {max_tokens_param!r}"
+            )
+        if structured_output not in ("json_schema", "json_object", "none"):
+            raise ConfigError(
+                f"structured_output must be 'json_schema', 'json_object' or 'none', got {structured_output!r}"
+            )
+        if int(max_concurrency) < 1:
+            raise ConfigError(f"max_concurrency must be >= 1, got {max_concurrency!r}")
+        self.base_url = (base_url or OPENAI_BASE_URL).rstrip("/")
+        self.is_official = base_url is None
+        self.api_key_env = api_key_env
+        self.max_concurrency = int(max_concurrency)
+        self.max_tokens_param: MaxTokensParam = max_tokens_param
+        self.structured_output: StructuredOutput = structured_output
+        key = os.environ.get(api_key_env, "").strip()
+        if not key and self.is_official:
+            raise ConfigError(
+                f"no API key for OpenAI: the environment variable {api_key_env} is not set. "
+                f"Set it (export {api_key_env}=sk-...), or point the model string at an OpenAI-compatible "
+                f"server that needs no key, e.g. openai/{model}@http://127.0.0.1:8000/v1"
+            )
+        self.key_is_placeholder = not key
+        self._api_key = _Secret(key or PLACEHOLDER_API_KEY)
+        self._clients: PerLoop[_LoopClient] = PerLoop(self._new_client)
+
+    def __repr__(self) -> str:
+        return (
+            f"OpenAIBackend(model={self.model!r}, base_url={self.base_url!r}, "
+            f"api_key_env={self.api_key_env!r})"
+        )
+
+    def identity(self) -> str:
+        """`openai:<base_url>`: where answers come from; the key is deliberately not part of it."""
+        return f"openai:{self.base_url}"
+
+    def _new_client(self) -> _LoopClient:
+        client = openai.AsyncOpenAI(
+            api_key=self._api_key.reveal(),
+            base_url=self.base_url,
+            max_retries=0,  # retries live once, in LM
+        )
+        closer = _close_when_loop_shuts_down(client)
+        _start(closer)
+        return _LoopClient(weakref.ref(asyncio.get_running_loop()), client, closer)
+
+    def request_params(self, request: Request) -> dict[str, Any]:
+        """The keyword arguments for `chat.completions.create`, minus transport options."""
+        params: dict[str, Any] = {
+            "model": self.model,
+            "messages": request.chat,
+            "temperature": request.temperature,
+            "top_p": request.top_p,
+            self.max_tokens_param: request.max_tokens,
+            "seed": request.effective_seed(),
+        }
+        if request.stop:
+            params["stop"] = list(request.stop)
+        schema = request.schema
+        if schema is not None and self.structured_output == "json_schema":
+            params["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "output", "schema": schema},
+            }
+        elif schema is not None and self.structured_output == "json_object":
+            params["response_format"] = {"type": "json_object", "schema": schema}
+        return params
+
+    async def generate(self, request: Request, *, timeout_s: float) -> Generation:
+        client = self._clients.get().client
+        params = self.request_params(request)
+        try:
+            # The SDK's timeout bounds each phase (connect, each read); the outer one bounds the whole
+            # call, so a server that trickles bytes cannot hold a slot past timeout_s either.
+            async with asyncio.timeout(timeout_s):
+                completion = await client.chat.completions.create(**params, timeout=timeout_s)
+        except TimeoutError:
+            self._raise_timeout(timeout_s)
+        except openai.APITimeoutError:
+            self._raise_timeout(timeout_s)
+        except openai.APIConnectionError as exc:
+            cause = exc.__cause__ or exc.__context__
+            detail = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)
+            raise ConnectionFailed(
+                self._scrub(
+                    f"could not connect to {self.base_url} for model {self.model!r} ({detail}). "
+                    "Check that the server is running and that the URL (host, port, /v1 path) is right."
+                ),
+                model=self.model,
+            ) from None
+        except openai.APIResponseValidationError as exc:
+            self._raise_malformed(f"{exc.message}", exc.status_code)
+        except openai.APIStatusError as exc:
+            raise self._status_error(exc) from None
+        except (json.JSONDecodeError, UnicodeDecodeError, pydantic.ValidationError) as exc:
+            # the SDK decodes and validates 200 bodies without wrapping these errors
+            self._raise_malformed(f"{type(exc).__name__}: {exc}", 200)
+        return self._to_generation(completion)
+
+    # -- mapping -----------------------------------------------------------------------------------
+    def _scrub(self, text: str) -> str:
+        key = self._api_key.reveal()
+        return text.replace(key, "***") if key and key != PLACEHOLDER_API_KEY else text
+
+    def _raise_timeout(self, timeout_s: float) -> NoReturn:
+        raise LMTimeoutError(
+            f"no answer from {self.base_url} for model {self.model!r} within {timeout_s:g}s. If the model "
+            "is just slow, raise the timeout (LM(..., timeout_s=...)) or lower max_tokens; otherwise check "
+            "that the server is not stuck.",
+            model=self.model,
+        ) from None
+
+    def _raise_malformed(self, detail: str, status: int | None) -> NoReturn:
+        raise ServerError(
+            self._scrub(
+                f"{self.base_url} returned a malformed body that is not a chat completion for model "
+                f"{self.model!r} ({detail[:300]}). Check that base_url points at an OpenAI-compatible "
+                "/v1 endpoint; if it does, the server is misbehaving and the call will be retried."
+            ),
+            model=self.model,
+            status=status,
+        ) from None
+
+    def _status_error(self, exc: openai.APIStatusError) -> LMError:
+        status = exc.status_code
+        server_says = _server_message(exc)
+        where = f"{self.base_url} (HTTP {status}) for model {self.model!r}"
+        kw: dict[str, Any] = {"model": self.model, "status": status}
+        if status in (401, 403):
+            if self.key_is_placeholder:
+                hint = (
+                    f"No key was sent: the environment variable {self.api_key_env} is not set. "
+                    f"Set it to this server's key."
+                )
+            else:
+                hint = (
+                    f"The key is read from the environment variable {self.api_key_env}; check that it "
+                    "holds a valid key for this server (and, for 403, that it may use this model)."
+                )
+            return AuthenticationError(
+                self._scrub(f"{where} refused the API key: {server_says}. {hint}"), **kw
+            )
+        if status in (400, 404, 413, 422) or (400 <= status < 500 and status not in (408, 409, 429)):
+            code = getattr(exc, "code", None)
+            if status != 404 and is_context_length_message(server_says, code):
+                return ContextTooLongError(
+                    self._scrub(
+                        f"{where}: the prompt plus max_tokens exceed the model's context window: "
+                        f"{server_says}. "
+                        "Shorten the prompt (fewer demos, shorter instructions) or lower max_tokens."
+                    ),
+                    **kw,
+                )
+            if status == 404:
+                hint = (
+                    f"Check the model name {self.model!r} and that base_url ends with the API root "
+                    "(usually .../v1)."
+                )
+            else:
+                hint = "Retrying will not help; check the model name and the request parameters."
+            return BadRequestError(self._scrub(f"{where} rejected the request: {server_says}. {hint}"), **kw)
+        retry_after = parse_retry_after(exc.response.headers)
+        if status == 429:
+            wait = f" The server asked to wait {retry_after:g}s." if retry_after is not None else ""
+            return RateLimitError(
+                self._scrub(
+                    f"{where}: rate limited: {server_says}.{wait} It is retried with backoff; lower "
+                    "max_concurrency if this keeps happening."
+                ),
+                retry_after=retry_after,
+                **kw,
+            )
+        return ServerError(
+            self._scrub(f"{where}: server error: {server_says}. It is retried with backoff."),
+            retry_after=retry_after,
+            **kw,
+        )
+
+    def _to_generation(self, completion: Any) -> Generation:
+        """Check that the SDK's (leniently parsed) object really is a chat completion, and convert it."""
+        if isinstance(completion, str):
+            self._raise_malformed(f"not JSON: {completion[:120]!r}", 200)
+        choices = getattr(completion, "choices", None)
+        if not isinstance(choices, list) or not choices:
+            self._raise_malformed("no 'choices'", 200)
+        choice = choices[0]
+        message = getattr(choice, "message", None)
+        text = getattr(message, "content", None)
+        raw_finish = getattr(choice, "finish_reason", None)
+        if text is None and raw_finish == "content_filter":
+            text = ""
+        if not isinstance(text, str):
+            self._raise_malformed("no 'choices[0].message.content' string", 200)
+        finish = _FINISH.get(raw_finish, "other") if isinstance(raw_finish, str) else "other"
+        usage = getattr(completion, "usage", None)
+        prompt_tokens = getattr(usage, "prompt_tokens", None)
+        completion_tokens = getattr(usage, "completion_tokens", None)
+        return Generation(
+            text=text,
+            finish_reason=finish,
+            prompt_tokens=prompt_tokens if isinstance(prompt_tokens, int) else 0,
+            completion_tokens=completion_tokens if isinstance(completion_tokens, int) else 0,
+        )
+
+    async def aclose(self) -> None:
+        """Close the SDK clients: this loop's directly, others' on their own loops if still running."""
+        current = asyncio.get_running_loop()
+        for held in self._clients.values():
+            loop = held.loop()
+            if loop is current:
+                await held.client.close()
+            elif loop is not None and not loop.is_closed() and loop.is_running():
+                asyncio.run_coroutine_threadsafe(held.client.close(), loop)
+        self._clients = PerLoop(self._new_client)
+
+
+def _server_message(exc: openai.APIStatusError) -> str:
+    """The server's own error message: OpenAI-style `{"error": {"message": ...}}`, or the raw text."""
+    body = exc.body
+    text = ""
+    if isinstance(body, dict):
+        msg = body.get("message") or body.get("detail") or body.get("error")
+        if isinstance(msg, dict):
+            msg = msg.get("message")
+        if isinstance(msg, str):
+            text = msg
+    if not text and isinstance(body, str):
+        text = body
+    if not text:
+        try:
+            text = exc.response.text
+        except Exception:  # the body may be unreadable (closed stream)
+            text = ""
+    return text.strip()[:500].rstrip(". ") or "no error message"

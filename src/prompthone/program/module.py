@@ -1,0 +1,159 @@
+"""Modules: `Predict` and `ChainOfThought`, the units that call the LM and own prompt parameters."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+from typing import Any
+
+from prompthone.program.context import RunContext, current_run, default_lm, wait_on_run_loop
+from prompthone.program.params import Demo, PromptParams
+from prompthone.program.parse import parse_reply
+from prompthone.program.prediction import Prediction
+from prompthone.program.render import check_inputs, output_schema, render_messages
+from prompthone.program.signature import Signature, as_signature
+from prompthone.program.trace import ModuleCall
+
+#: LM options a module or a run may set; they go straight to `LM.complete`.
+LM_OPTIONS = frozenset({"temperature", "max_tokens", "stop", "top_p", "seed", "sample_index", "cache"})
+
+REASONING_DESCRIPTION = "think step by step to reach the outputs"
+
+
+def check_lm_options(options: Mapping[str, Any], where: str) -> dict[str, Any]:
+    unknown = sorted(set(options) - LM_OPTIONS)
+    if unknown:
+        raise TypeError(f"{where}: unknown LM option(s) {unknown}; expected some of {sorted(LM_OPTIONS)}")
+    return dict(options)
+
+
+class Module:
+    """Base of everything that calls the LM once per call.
+
+    It owns its default `params` (instruction and demos), as a torch module owns its weights; a run
+    under a `Candidate` reads the candidate's params instead and never touches these.
+    `structured` asks for JSON replies constrained by a schema (None: follow the run's setting).
+    LM options given here (`max_tokens=...`) are defaults that a run's own options override.
+    """
+
+    #: output fields that may be missing from a reply without it being a parse failure
+    optional_outputs: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        signature: Signature | str,
+        *,
+        instruction: str | None = None,
+        demos: Iterable[Mapping[str, Any]] = (),
+        structured: bool | None = None,
+        **lm_options: Any,
+    ) -> None:
+        self.signature = self._extend(as_signature(signature))
+        self.params = PromptParams(
+            self.signature.instruction if instruction is None else instruction,
+            tuple(d if isinstance(d, Demo) else Demo(d) for d in demos),
+        )
+        self.structured = structured
+        self.lm_options = check_lm_options(lm_options, type(self).__name__)
+
+    def _extend(self, signature: Signature) -> Signature:
+        return signature
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.signature.shorthand()!r})"
+
+    def __call__(self, **inputs: Any) -> Prediction:
+        """Call from a sync `forward` (or interactively, inside `using(lm)`)."""
+        ctx = current_run()
+        if ctx is None:
+            from prompthone.program.run import run_module_interactively
+
+            return run_module_interactively(self, inputs, default_lm(repr(self)))
+        what = f"module {ctx.name_of(self)!r}"  # before the coroutine exists, so an error leaves none behind
+        return wait_on_run_loop(ctx, self._call_in(ctx, inputs), what)
+
+    async def acall(self, **inputs: Any) -> Prediction:
+        """Call from an async `forward`."""
+        ctx = current_run()
+        if ctx is None:
+            from prompthone.program.run import arun_module_interactively
+
+            return await arun_module_interactively(self, inputs, default_lm(repr(self)))
+        return await self._call_in(ctx, inputs)
+
+    async def _call_in(self, ctx: RunContext, inputs: dict[str, Any]) -> Prediction:
+        name = ctx.name_of(self)
+        ctx.check_not_cancelled(f"module {name!r}")
+        check_inputs(self.signature, inputs, where=f"module {name!r}")
+        params = ctx.candidate[name] if ctx.candidate is not None else self.params
+        structured = self.structured if self.structured is not None else bool(ctx.structured)
+        messages = render_messages(self.signature, params, inputs, structured=structured)
+        options = {**self.lm_options, **ctx.lm_options}
+        lm = ctx.lm_for.get(name, ctx.lm)
+        seq = ctx.next_seq()
+        schema = output_schema(self.signature) if structured else None
+        try:
+            completion = await lm.complete(messages, response_format=schema, **options)
+        except Exception as exc:
+            ctx.trace.append(
+                ModuleCall(
+                    module=name,
+                    inputs=dict(inputs),
+                    outputs={},
+                    raw="",
+                    messages=messages,
+                    status="error",
+                    seq=seq,
+                    error=f"{type(exc).__name__}: {exc}",
+                    structured=structured,
+                    model=lm.model,
+                )
+            )
+            raise
+        parsed = parse_reply(
+            self.signature,
+            completion.text,
+            structured=structured,
+            optional=self.optional_outputs,
+            truncated=completion.finish_reason == "length",
+        )
+        failure = None if parsed.failure is None else replace(parsed.failure, module=name)
+        outputs = {n: parsed.values.get(n) for n in self.signature.output_names}
+        ctx.trace.append(
+            ModuleCall(
+                module=name,
+                inputs=dict(inputs),
+                outputs=outputs,
+                raw=completion.text,
+                messages=messages,
+                status="ok" if failure is None else "parse_failure",
+                seq=seq,
+                failure=failure,
+                parsed_how=dict(parsed.how),
+                structured=structured,
+                model=completion.model,
+                prompt_tokens=completion.prompt_tokens,
+                completion_tokens=completion.completion_tokens,
+                latency_s=completion.latency_s,
+                cached=completion.cached,
+                finish_reason=completion.finish_reason,
+            )
+        )
+        return Prediction(outputs, failures=() if failure is None else (failure,))
+
+
+class Predict(Module):
+    """Ask for the signature's outputs directly."""
+
+
+class ChainOfThought(Module):
+    """Ask for a `reasoning` field before the outputs, so the model works the problem out first.
+
+    A reply without reasoning is still accepted (reasoning becomes ""): small models often skip it,
+    and the answer is what the metric judges.
+    """
+
+    optional_outputs = ("reasoning",)
+
+    def _extend(self, signature: Signature) -> Signature:
+        return signature.prepend_output("reasoning", REASONING_DESCRIPTION)

@@ -1,0 +1,300 @@
+"""Parsing: a model's reply becomes output fields, or an explicit `ParseFailure`.
+
+Small models rarely reply in exactly the format they were shown. The rules, in order:
+
+1. Label lines. A line that starts with a field's label followed by a colon starts that field's value;
+   the value runs until the next label line, so it may span several lines (reasoning). Labels match
+   blind to case, underscores and spacing (`answer`, `ANSWER`, `Search_Query`), with markdown around
+   them (`**Answer:**`, `**Answer**:`, `## Answer`, `- Answer:`), and `Final Answer:` counts as
+   `Answer:`. Text before the first label (chatter) is ignored unless rule 5 uses it.
+2. Made-up next turn. If an *input* label appears once every required output already has a value,
+   the model has started inventing another example (`Answer: 4` / `Question: ...` / `Answer: 6`):
+   the reply is cut there.
+3. Repeated labels. When a field appears more than once, the LAST complete value wins: a value that is
+   empty or a copy of the format template (`...`, `<answer>`) is not complete. Last, because a model
+   that restates the format or corrects itself ends with the value it means.
+4. A field with no label line is looked for, in order, as an inline label later in a line
+   (`... so 2+2=4. Answer: 4`), then as "the answer is X" (trailing period and bold removed).
+5. If only one required output field exists and no output label appears at all, the whole reply is its
+   value ("the whole reply is just the answer"). If the first output field (reasoning) has no label
+   while a later one has a label line, the text before the first label line is taken as its value.
+6. Anything still missing: optional fields (chain-of-thought reasoning) become "", and a missing
+   required field makes the reply a `ParseFailure` (what was found is kept as `partial`).
+
+With `structured=True` the reply is read as a JSON object first (code fences and chatter around the
+braces are tolerated); a reply that is not JSON falls back to the rules above.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from typing import Any
+
+from prompthone.program.signature import Field, Signature
+from prompthone.program.values import label_key
+
+_LEAD_MARKERS = re.compile(r"^(?:#{1,6}\s*|>\s*|[-*+]\s+|\d+[.)]\s+)+")
+_MAX_LABEL_CHARS = 48
+
+
+@dataclass(frozen=True)
+class ParseFailure:
+    """A reply that could not be read as the module's outputs: an outcome, kept with its raw text."""
+
+    reason: str
+    raw: str
+    missing: tuple[str, ...] = ()
+    partial: dict[str, str] = field(default_factory=dict)
+    module: str = ""
+
+    def __str__(self) -> str:
+        where = f"module {self.module!r}: " if self.module else ""
+        return f"{where}{self.reason}"
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """The fields read from a reply, how each was found, and the failure if any required one is missing."""
+
+    values: dict[str, str]
+    how: dict[str, str]
+    failure: ParseFailure | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
+
+
+def _clean(value: str) -> str:
+    v = value.strip()
+    for mark in ("**", "__"):
+        while len(v) > 2 * len(mark) and v.startswith(mark) and v.endswith(mark):
+            v = v[len(mark) : -len(mark)].strip()
+        if v.startswith(mark) and v.count(mark) == 1:
+            v = v[len(mark) :].strip()
+        if v.endswith(mark) and v.count(mark) == 1:
+            v = v[: -len(mark)].strip()
+    return v
+
+
+def _is_template(value: str, name: str) -> bool:
+    """True for a copy of the format template (`...`, `<answer>`) rather than a real value."""
+    v = value.strip()
+    if v in ("...", "…", "<...>"):
+        return True
+    return v.startswith("<") and v.endswith(">") and label_key(v) in (label_key(name), "value", "")
+
+
+def _label_index(signature: Signature) -> dict[str, tuple[str, bool]]:
+    """label key -> (field name, is_output)."""
+    index: dict[str, tuple[str, bool]] = {}
+    for f in signature.inputs:
+        index[label_key(f.name)] = (f.name, False)
+    for f in signature.outputs:
+        index[label_key(f.name)] = (f.name, True)
+        index.setdefault("final" + label_key(f.name), (f.name, True))
+    return index
+
+
+def _match_label(line: str, index: dict[str, tuple[str, bool]]) -> tuple[str, bool, str] | None:
+    """(field, is_output, rest of line) when the line starts with a known label."""
+    body = line.strip()
+    stripped = _LEAD_MARKERS.sub("", body)
+    had_marker = stripped != body
+    colon = -1
+    for sep in (":", "："):
+        pos = stripped.find(sep)
+        if 0 < pos <= _MAX_LABEL_CHARS and (colon < 0 or pos < colon):
+            colon = pos
+    if colon > 0:
+        hit = index.get(label_key(stripped[:colon]))
+        if hit is not None:
+            return hit[0], hit[1], _clean(stripped[colon + 1 :])
+    # A heading or bold label alone on its line (`## Answer`, `**Answer**`), value on the next lines.
+    bold = stripped.startswith(("**", "__")) and stripped.endswith(("**", "__"))
+    if (had_marker or bold) and len(stripped) <= _MAX_LABEL_CHARS:
+        hit = index.get(label_key(stripped))
+        if hit is not None:
+            return hit[0], hit[1], ""
+    return None
+
+
+@dataclass
+class _Scan:
+    segments: list[tuple[str, bool, str]]  # (field, is_output, value) in reply order
+    preamble: str  # text before the first label line
+    kept: str  # the reply up to a made-up next turn (rule 2)
+
+
+def _complete(segments: list[tuple[str, bool, list[str]]], fields: list[Field]) -> bool:
+    done = {n for n, o, lines in segments if o and (v := _clean("\n".join(lines))) and not _is_template(v, n)}
+    return all(f.name in done for f in fields)
+
+
+def _scan(text: str, signature: Signature, optional: Collection[str]) -> _Scan:
+    index = _label_index(signature)
+    required = [f for f in signature.outputs if f.name not in optional]
+    segments: list[tuple[str, bool, list[str]]] = []
+    preamble: list[str] = []
+    kept: list[str] = []
+    for line in text.split("\n"):
+        hit = _match_label(line, index)
+        if hit is not None:
+            name, is_output, rest = hit
+            if not is_output and _complete(segments, required):
+                break  # rule 2: every output is there and the model started inventing another example
+            segments.append((name, is_output, [rest] if rest else []))
+        elif segments:
+            segments[-1][2].append(line)
+        else:
+            preamble.append(line)
+        kept.append(line)
+    return _Scan(
+        segments=[(n, o, _clean("\n".join(lines))) for n, o, lines in segments],
+        preamble="\n".join(preamble).strip(),
+        kept="\n".join(kept).strip(),
+    )
+
+
+def _words_pattern(f: Field) -> str:
+    return r"[\s_]*".join(re.escape(w) for w in f.label.split())
+
+
+def _inline(text: str, f: Field) -> str | None:
+    pat = re.compile(rf"(?<![A-Za-z0-9])(?:\*\*)?{_words_pattern(f)}(?:\*\*)?\s*[:：]\s*(.+)$", re.I | re.M)
+    found = [_clean(m.group(1)) for m in pat.finditer(text)]
+    found = [v for v in found if v and not _is_template(v, f.name)]
+    return found[-1] if found else None
+
+
+def _answer_is(text: str, f: Field) -> str | None:
+    # The greedy `.*` makes each line yield its last "the answer is", as a later one corrects an earlier.
+    pat = re.compile(rf"^.*\b{_words_pattern(f)}\s+(?:is|would\s+be|will\s+be)\s*:?\s*(.+)$", re.I | re.M)
+    found: list[str] = []
+    for m in pat.finditer(text):
+        v = re.split(r"(?<=[.!?])\s+(?=[A-Z])", m.group(1).strip(), maxsplit=1)[0]
+        v = _clean(_clean(v).rstrip("."))
+        if v and not _is_template(v, f.name):
+            found.append(v)
+    return found[-1] if found else None
+
+
+def parse_text(
+    signature: Signature, text: str, *, optional: Collection[str] = (), truncated: bool = False
+) -> Parsed:
+    """Read `Label: value` lines (see the module docstring for every rule)."""
+    raw = text
+    text = text.replace("\r\n", "\n").replace("\r", "\n").strip()
+    if not text:
+        return Parsed({}, {}, _failure(signature, optional, {}, raw, "empty reply", truncated))
+    scan = _scan(text, signature, optional)
+    segments = scan.segments
+    values: dict[str, str] = {}
+    how: dict[str, str] = {}
+    outputs_labelled = any(is_out for _, is_out, _ in segments)
+    for f in signature.outputs:
+        complete = [v for n, o, v in segments if o and n == f.name and v and not _is_template(v, f.name)]
+        if complete:
+            values[f.name], how[f.name] = complete[-1], "label"
+    cut_text = scan.kept  # fallbacks search only the part of the reply that rule 2 kept
+    for f in signature.outputs:
+        if f.name in values:
+            continue
+        for finder, tag in ((_inline, "inline"), (_answer_is, "answer-is")):
+            v = finder(cut_text, f)
+            if v is not None:
+                values[f.name], how[f.name] = v, tag
+                break
+    required = [f for f in signature.outputs if f.name not in optional]
+    missing = [f for f in required if f.name not in values]
+    if len(required) == 1 and missing and not outputs_labelled:
+        values[missing[0].name], how[missing[0].name] = _clean(cut_text), "whole-reply"
+    first = signature.outputs[0]
+    later_found = any(f.name in values for f in signature.outputs[1:])
+    if first.name not in values and later_found and outputs_labelled and scan.preamble:
+        values[first.name], how[first.name] = scan.preamble, "preamble"
+    for f in signature.outputs:
+        if f.name not in values and f.name in optional:
+            values[f.name], how[f.name] = "", "absent"
+    missing_names = [f.name for f in signature.outputs if f.name not in values]
+    if missing_names:
+        reason = "no value for " + ", ".join(f"'{signature_label(signature, n)}:'" for n in missing_names)
+        return Parsed(values, how, _failure(signature, optional, values, raw, reason, truncated))
+    return Parsed(values, how)
+
+
+def signature_label(signature: Signature, name: str) -> str:
+    for f in signature.outputs + signature.inputs:
+        if f.name == name:
+            return f.label
+    return name
+
+
+def _failure(
+    signature: Signature,
+    optional: Collection[str],
+    values: dict[str, str],
+    raw: str,
+    reason: str,
+    truncated: bool,
+) -> ParseFailure:
+    missing = tuple(f.name for f in signature.outputs if f.name not in values and f.name not in optional)
+    if truncated:
+        reason += " (the reply was cut off at max_tokens)"
+    return ParseFailure(reason=reason, raw=raw, missing=missing, partial=dict(values))
+
+
+def _json_object(text: str) -> dict[str, Any] | None:
+    t = text.strip()
+    fence = re.search(r"```(?:json)?\s*(.*?)```", t, re.S | re.I)
+    if fence:
+        t = fence.group(1).strip()
+    start, end = t.find("{"), t.rfind("}")
+    if start < 0 or end <= start:
+        return None
+    try:
+        obj = json.loads(t[start : end + 1])
+    except json.JSONDecodeError:
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def parse_json(
+    signature: Signature, text: str, *, optional: Collection[str] = (), truncated: bool = False
+) -> Parsed:
+    """Read a JSON object reply; keys match field names blind to case; non-JSON falls back to labels."""
+    obj = _json_object(text)
+    if obj is None:
+        return parse_text(signature, text, optional=optional, truncated=truncated)
+    by_key = {label_key(str(k)): v for k, v in obj.items()}
+    values: dict[str, str] = {}
+    how: dict[str, str] = {}
+    for f in signature.outputs:
+        v = by_key.get(label_key(f.name))
+        if v is not None:
+            values[f.name] = v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)
+            how[f.name] = "json"
+        elif f.name in optional:
+            values[f.name], how[f.name] = "", "absent"
+    missing = [f.name for f in signature.outputs if f.name not in values]
+    if missing:
+        reason = "JSON reply has no key " + ", ".join(repr(n) for n in missing)
+        return Parsed(values, how, _failure(signature, optional, values, text, reason, truncated))
+    return Parsed(values, how)
+
+
+def parse_reply(
+    signature: Signature,
+    text: str,
+    *,
+    structured: bool = False,
+    optional: Collection[str] = (),
+    truncated: bool = False,
+) -> Parsed:
+    """Turn a reply into output fields; never raises on a bad reply, returns a failure instead."""
+    if structured:
+        return parse_json(signature, text, optional=optional, truncated=truncated)
+    return parse_text(signature, text, optional=optional, truncated=truncated)
