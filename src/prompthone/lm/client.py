@@ -96,6 +96,11 @@ class LM:
     def __repr__(self) -> str:
         return f"LM({self.model!r})"
 
+    @property
+    def identity(self) -> str:
+        """Where this LM's answers come from, without secrets: backend identity plus model."""
+        return f"{self._identity}|{self.backend.model}"
+
     def key_for(self, request: Request) -> str:
         return cache_key(self._identity, self.backend.model, request)
 

@@ -1,0 +1,188 @@
+"""Score a candidate program on examples: concurrently, with a progress bar, never hiding an error.
+
+The evaluator is the one loop every optimizer shares. It runs the program under a candidate on each
+example with bounded concurrency, scores the outputs with the metric, and returns per-example records
+plus the mean and its confidence interval. Three outcomes stay apart: a scored answer, a parse failure
+(counted as 0 and counted on its own) and an error (never scored; past `max_errors` the evaluation
+fails loudly with `EvaluationError`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from prompthone.data.example import Example
+from prompthone.evaluate.results import EvalResult, ExampleRecord
+from prompthone.evaluate.score_cache import ScoreCache, score_key
+from prompthone.lm.client import LM, run_sync
+from prompthone.metrics.base import Metric, MissingFieldError, as_metric
+from prompthone.program.candidate import Candidate
+from prompthone.program.program import Program, as_program
+from prompthone.program.run import run_program
+
+
+class EvaluationError(RuntimeError):
+    """More examples errored than the policy allows; the partial result is attached."""
+
+    def __init__(self, message: str, result: EvalResult) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+class Evaluator:
+    """Scores candidates of one program with one metric and one task LM.
+
+    `concurrency` bounds examples in flight (the LM bounds its own requests too); `max_errors` is how
+    many examples may fail with an error before the whole evaluation raises; `score_cache` (shared by
+    every optimizer of a run) serves repeated (candidate, example, metric) scores; `lm_options` go to
+    every LM call (e.g. temperature=0, max_tokens=256).
+    """
+
+    def __init__(
+        self,
+        program: Program,
+        metric: Metric | Any,
+        lm: LM,
+        *,
+        concurrency: int = 16,
+        max_errors: int = 0,
+        score_cache: ScoreCache | None = None,
+        progress: bool = False,
+        lm_for: Mapping[str, LM] | None = None,
+        keep_traces: bool = True,
+        **lm_options: Any,
+    ) -> None:
+        self.program = as_program(program)
+        self.metric = as_metric(metric)
+        self.lm = lm
+        self.concurrency = int(concurrency)
+        if self.concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {concurrency!r}")
+        self.max_errors = int(max_errors)
+        self.score_cache = score_cache if score_cache is not None else ScoreCache()
+        self.progress = progress
+        self.lm_for = dict(lm_for or {})
+        self.keep_traces = keep_traces
+        self.lm_options = lm_options
+        self._program_id = f"{type(self.program).__module__}.{type(self.program).__qualname__}"
+        self._lm_id = "|".join([lm.identity, *(f"{k}={v.identity}" for k, v in sorted(self.lm_for.items()))])
+
+    def _key(self, candidate: Candidate, example: Example) -> str:
+        return score_key(
+            program=self._program_id,
+            lm=self._lm_id,
+            candidate=candidate.hash,
+            example=example,
+            metric=self.metric.name,
+            options=self.lm_options,
+        )
+
+    async def evaluate(
+        self, candidate: Candidate | None, examples: Sequence[Example], *, description: str = "evaluating"
+    ) -> EvalResult:
+        """Score `candidate` (None: the program's own prompts) on `examples`; see the class docstring."""
+        candidate = candidate or Candidate.default(self.program)
+        gate = asyncio.Semaphore(self.concurrency)
+        traces: dict[str, list] = {}
+        t0 = time.perf_counter()
+        with self._progress_bar(description, len(examples)) as advance:
+
+            async def one(ex: Example) -> ExampleRecord:
+                async with gate:
+                    rec = await self._one(candidate, ex, traces)
+                advance()
+                return rec
+
+            records = await asyncio.gather(*(one(ex) for ex in examples))
+        result = EvalResult(
+            candidate_hash=candidate.hash,
+            records=list(records),
+            wall_s=time.perf_counter() - t0,
+            traces=traces,
+        )
+        if result.n_errors > self.max_errors:
+            first = next(r for r in result.records if r.status == "error")
+            raise EvaluationError(
+                f"{result.n_errors} of {result.n} examples failed with an error "
+                f"(allowed: {self.max_errors}); first, on example {first.example_id!r}: {first.error}. "
+                "Fix the cause (the model server, the program) and re-run: computed scores are cached",
+                result,
+            )
+        return result
+
+    def evaluate_sync(
+        self, candidate: Candidate | None, examples: Sequence[Example], **kw: Any
+    ) -> EvalResult:
+        return run_sync(self.evaluate(candidate, examples, **kw))
+
+    async def _one(self, candidate: Candidate, ex: Example, traces: dict[str, list]) -> ExampleRecord:
+        key = self._key(candidate, ex)
+        hit = self.score_cache.get(key)
+        if hit is not None:
+            return ExampleRecord(**{**hit.to_dict(), "cached": True})
+        run = await run_program(
+            self.program, ex.inputs, lm=self.lm, candidate=candidate, lm_for=self.lm_for, **self.lm_options
+        )
+        if self.keep_traces:
+            traces[ex.id] = run.trace
+        common = dict(
+            example_id=ex.id,
+            outputs=dict(run.outputs),
+            parse_failures=run.parse_failures,
+            raw=run.trace[-1].raw if run.trace else "",
+            latency_s=run.latency_s,
+            prompt_tokens=run.prompt_tokens,
+            completion_tokens=run.completion_tokens,
+            lm_calls=len(run.trace),
+            cached=bool(run.trace) and all(c.cached for c in run.trace),
+        )
+        if run.error is not None:
+            return ExampleRecord(status="error", score=None, error=_describe(run.error), **common)
+        try:
+            result = await self.metric.ascore(ex, run.outputs)
+        except MissingFieldError as exc:
+            if exc.side == "label":
+                raise  # a setup mistake, not a property of this candidate
+            rec = ExampleRecord(status="parse_failure", score=0.0, feedback=str(exc), **common)
+        else:
+            rec = ExampleRecord(status="scored", score=result.score, feedback=result.feedback, **common)
+        self.score_cache.put(key, candidate.hash, self.metric.name, rec)
+        return rec
+
+    def _progress_bar(self, description: str, total: int):
+        return _ProgressContext(description, total, enabled=self.progress)
+
+
+class _ProgressContext:
+    """A rich progress bar when asked for, a no-op otherwise (tests, nested evaluations)."""
+
+    def __init__(self, description: str, total: int, *, enabled: bool) -> None:
+        self.enabled = enabled and total > 0
+        self.description, self.total = description, total
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda: None
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            transient=False,
+        )
+        self._progress.__enter__()
+        task = self._progress.add_task(self.description, total=self.total)
+        return lambda: self._progress.advance(task)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            self._progress.__exit__(*exc)
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
