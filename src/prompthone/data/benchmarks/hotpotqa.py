@@ -1,0 +1,113 @@
+"""HotPotQA dev (CC BY-SA 4.0 data, via MIT-licensed repos): multi-hop questions with short answers.
+
+Two views: the full dev Q/A set (7405, no contexts) for closed-book or retrieval programs, and a
+100-question sample with the 10 paragraphs HotPotQA's distractor setting gives each question, pooled
+into one corpus of `title | text` passages for a retrieve-then-answer program. Both use the id
+`hotpotqa/dev:<position in the dev set>`, so the same question has the same id in both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from prompthone.data.benchmarks._common import field
+from prompthone.data.errors import DataError
+from prompthone.data.example import Example
+from prompthone.data.frozen import FrozenMap
+from prompthone.data.records import Record, read_records
+from prompthone.data.root import dataset_file
+
+DEV_FILE = "hotpot_dev_v1_simplified.json"
+DISTRACTOR_FILE = "hotpot_dev_distractor_sample100.jsonl"
+
+
+@dataclass(frozen=True)
+class HotpotDistractor:
+    """The 100-question distractor sample: questions, the pooled passage corpus, and each one's context.
+
+    `corpus` holds every distinct passage once, in first-seen order (1000 here); `contexts` maps an
+    example id to its own 10 passages in upstream order, for oracle-context baselines.
+    """
+
+    questions: tuple[Example, ...]
+    corpus: tuple[str, ...]
+    contexts: Mapping[str, tuple[str, ...]]
+
+
+def format_passage(title: str, sentences: list[str] | tuple[str, ...]) -> str:
+    """`title | text`, the text being the sentences joined as written (they carry their own spaces)."""
+    return f"{title} | {''.join(sentences).strip()}"
+
+
+def load_hotpotqa_dev(*, root: str | Path | None = None) -> list[Example]:
+    """The 7405 dev questions; labels `answer` and `type` ("bridge" or "comparison")."""
+    path = dataset_file(root, "hotpotqa", DEV_FILE)
+    return [
+        Example(
+            id=f"hotpotqa/dev:{rec.index}",
+            inputs={"question": field(path, rec, "question")},
+            labels={"answer": field(path, rec, "answer"), "type": field(path, rec, "type")},
+        )
+        for rec in read_records(path)
+    ]
+
+
+def load_hotpotqa_distractor(*, root: str | Path | None = None) -> HotpotDistractor:
+    """The 100 dev questions with their 10 paragraphs; labels `answer`, `type`, `supporting_titles`."""
+    path = dataset_file(root, "hotpotqa", DISTRACTOR_FILE)
+    questions: list[Example] = []
+    corpus: dict[str, None] = {}
+    contexts: dict[str, tuple[str, ...]] = {}
+    for rec in read_records(path):
+        index = field(path, rec, "hf_validation_index", int)
+        ex_id = f"hotpotqa/dev:{index}"
+        if ex_id in contexts:
+            raise DataError(
+                f"duplicate dev index {index}", path=path, line=rec.line, field="hf_validation_index"
+            )
+        passages = _passages(path, rec)
+        facts = field(path, rec, "supporting_facts", dict)
+        titles = facts.get("title")
+        if not isinstance(titles, list) or not all(isinstance(t, str) for t in titles):
+            raise DataError(
+                "expected a list of titles", path=path, line=rec.line, field="supporting_facts.title"
+            )
+        questions.append(
+            Example(
+                id=ex_id,
+                inputs={"question": field(path, rec, "question")},
+                labels={
+                    "answer": field(path, rec, "answer"),
+                    "type": field(path, rec, "type"),
+                    "supporting_titles": tuple(dict.fromkeys(titles)),
+                },
+            )
+        )
+        contexts[ex_id] = passages
+        corpus.update(dict.fromkeys(passages))
+    return HotpotDistractor(questions=tuple(questions), corpus=tuple(corpus), contexts=FrozenMap(contexts))
+
+
+def _passages(path: Path, rec: Record) -> tuple[str, ...]:
+    context = field(path, rec, "context", dict)
+    titles, sentences = context.get("title"), context.get("sentences")
+    ok = (
+        isinstance(titles, list)
+        and isinstance(sentences, list)
+        and len(titles) == len(sentences)
+        and all(isinstance(t, str) for t in titles)
+        and all(isinstance(s, list) and all(isinstance(x, str) for x in s) for s in sentences)
+    )
+    if not ok:
+        raise DataError(
+            "expected {'title': [str, ...], 'sentences': [[str, ...], ...]} with one sentence list per title",
+            path=path,
+            line=rec.line,
+            field="context",
+        )
+    return tuple(format_passage(t, s) for t, s in zip(titles, sentences, strict=True))
+
+
+__all__ = ["HotpotDistractor", "format_passage", "load_hotpotqa_dev", "load_hotpotqa_distractor"]
