@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -103,6 +104,48 @@ def models_install(name: Annotated[str, typer.Argument(help="Embedded model name
     except LMError as exc:
         raise fail(str(exc)) from None
     console.print(f"[green]ok[/] {model.name} verified at {path}")
+
+
+@app.command("eval")
+def eval_command(
+    task: Annotated[
+        str, typer.Option("--task", "-t", help="Built-in task, e.g. demo, gsm8k, trec, hotpotqa.")
+    ],
+    model: Annotated[str, typer.Option("--model", "-m", help="Task model string.")] = DEFAULT_MODEL,
+    n: Annotated[int, typer.Option("--n", help="How many held-out examples.")] = 20,
+    seed: Annotated[int, typer.Option(help="Seed of the example draw.")] = 0,
+    data_root: Annotated[
+        str | None, typer.Option(help="Benchmark data folder (else PROMPTHONE_DATA_DIR).")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Folder for result files.")] = Path("prompthone-runs"),
+    concurrency: Annotated[int, typer.Option(help="Examples in flight.")] = 8,
+    max_tokens: Annotated[int, typer.Option(help="Cap on tokens per LM call.")] = 384,
+) -> None:
+    """Evaluate a built-in task's starting prompt and write per-example results."""
+    _eval(task, model, n, seed, data_root, out, concurrency, max_tokens)
+
+
+@app.command("demo")
+def demo_command(
+    model: Annotated[str, typer.Option("--model", "-m", help="Task model string.")] = DEFAULT_MODEL,
+    n: Annotated[int, typer.Option("--n", help="How many examples.")] = 10,
+) -> None:
+    """The README demo: the built-in math prompt on shipped GSM8K problems, with the embedded model."""
+    _eval("demo", model, n, 0, None, Path("prompthone-runs"), 4, 384)
+
+
+def _eval(task, model, n, seed, data_root, out, concurrency, max_tokens) -> None:
+    from prompthone.cli.eval_cmd import run_eval
+    from prompthone.data import DataError
+    from prompthone.evaluate import EvaluationError
+
+    try:
+        run_eval(
+            task_name=task, model=model, n=n, seed=seed, data_root=data_root, out_dir=out,
+            concurrency=concurrency, max_tokens=max_tokens, console=console,
+        )  # fmt: skip
+    except (LMError, DataError, EvaluationError, KeyError) as exc:
+        raise fail(str(exc).strip("'\"")) from None
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -1,0 +1,130 @@
+"""The catalogue of built-in tasks, each ready to evaluate or optimize from one name.
+
+A task knows how to load its examples (from the shared benchmark data, a user path, or the shipped
+demo file), how to build its zero-shot starting program, and which metric scores it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from prompthone.data import (
+    BBH_MULTIPLE_CHOICE,
+    BBH_TASKS,
+    TREC_CLASSES,
+    Example,
+    load_bbh,
+    load_demo,
+    load_gsm8k,
+    load_hotpotqa_distractor,
+    load_multiarith,
+    load_sst2,
+    load_trec,
+)
+from prompthone.metrics import ChoiceMatch, ExactMatch, Metric, NumericMatch
+from prompthone.program import Program
+from prompthone.tasks.programs import Classify, MultiHopQA, Reason
+
+Root = str | Path | None
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    description: str
+    load: Callable[[Root], list[Example]]
+    make_program: Callable[[Root], Program]
+    metric: Callable[[], Metric]
+    multi_stage: bool = False
+
+
+MATH_INSTRUCTION = "Solve the math word problem."
+MATH_ANSWER = "the final numeric answer, a number only"
+
+
+def _math(name: str, description: str, load: Callable[[Root], list[Example]]) -> Task:
+    return Task(
+        name=name,
+        description=description,
+        load=load,
+        make_program=lambda root: Reason(MATH_INSTRUCTION, MATH_ANSWER),
+        metric=NumericMatch,
+    )
+
+
+def _bbh(task: str) -> Task:
+    mc = task in BBH_MULTIPLE_CHOICE
+    return Task(
+        name=f"bbh/{task}",
+        description=f"BIG-Bench Hard: {task.replace('_', ' ')}",
+        load=lambda root: load_bbh(task, root=root),
+        make_program=lambda root: Reason(
+            "Answer the question.", "the option letter, e.g. (A)" if mc else "the final answer only"
+        ),
+        metric=ChoiceMatch if mc else ExactMatch,
+    )
+
+
+def _hotpot_questions(root: Root) -> list[Example]:
+    return list(load_hotpotqa_distractor(root=root).questions)
+
+
+def _hotpot_program(root: Root) -> Program:
+    return MultiHopQA(load_hotpotqa_distractor(root=root).corpus)
+
+
+_TASK_LIST = [
+    _math("demo", "60 easy GSM8K training problems shipped with prompthone (MIT)", lambda root: load_demo()),
+    _math("gsm8k", "GSM8K grade-school math (test split)", lambda root: load_gsm8k("test", root=root)),
+    _math("multiarith", "MultiArith arithmetic word problems", lambda root: load_multiarith(root=root)),
+    Task(
+        name="sst2",
+        description="SST-2 sentiment (positive / negative), dev split",
+        load=lambda root: load_sst2("dev", root=root),
+        make_program=lambda root: Classify(
+            "sentence -> answer", "Is the sentiment of the sentence positive or negative?", "answer"
+        ),
+        metric=ExactMatch,
+    ),
+    Task(
+        name="trec",
+        description="TREC question classification, 6 coarse classes, test split",
+        load=lambda root: load_trec("test", root=root),
+        make_program=lambda root: Classify(
+            "question -> answer",
+            "Classify the question by the kind of answer it asks for: " + ", ".join(TREC_CLASSES) + ".",
+            "answer",
+        ),
+        metric=ExactMatch,
+    ),
+    Task(
+        name="hotpotqa",
+        description="HotPotQA multi-hop: write a query, BM25 over 1000 paragraphs, answer (two LM stages)",
+        load=_hotpot_questions,
+        make_program=_hotpot_program,
+        metric=ExactMatch,
+        multi_stage=True,
+    ),
+    *(_bbh(t) for t in BBH_TASKS),
+]
+
+TASKS: dict[str, Task] = {t.name: t for t in _TASK_LIST}
+
+
+def task_names() -> list[str]:
+    return list(TASKS)
+
+
+def get_task(name: str) -> Task:
+    """The built-in task called `name`, or an error listing the names there are."""
+    if name in TASKS:
+        return TASKS[name]
+    if f"bbh/{name}" in TASKS:
+        return TASKS[f"bbh/{name}"]
+    plain = [n for n in TASKS if not n.startswith("bbh/")]
+    raise KeyError(
+        f"unknown task {name!r}; built-in tasks: {', '.join(plain)}, and bbh/<task> for the 27 "
+        f"BIG-Bench Hard tasks ({', '.join(BBH_TASKS[:3])}, ...)"
+    )

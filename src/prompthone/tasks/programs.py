@@ -1,0 +1,59 @@
+"""The starting programs of the built-in tasks: deliberately plain, so an optimizer has work to do."""
+
+from __future__ import annotations
+
+from prompthone.data.retrieval import BM25Index
+from prompthone.program import ChainOfThought, Predict, Program, Signature
+
+
+class Reason(Program):
+    """One chain-of-thought step: question -> reasoning, answer."""
+
+    def __init__(self, instruction: str, answer_desc: str = "the final answer") -> None:
+        signature = Signature(
+            inputs={"question": ""}, outputs={"answer": answer_desc}, instruction=instruction
+        )
+        self.solve = ChainOfThought(signature)
+
+    def forward(self, question: str) -> dict:
+        pred = self.solve(question=question)
+        return {"answer": pred.answer, "reasoning": pred.reasoning}
+
+
+class Classify(Program):
+    """One direct prediction from a text field to a label field."""
+
+    def __init__(self, signature: str, instruction: str, output: str) -> None:
+        self.classify = Predict(signature, instruction=instruction)
+        self._output = output
+
+    def forward(self, **inputs: str) -> dict:
+        pred = self.classify(**inputs)
+        return {self._output: pred[self._output]}
+
+
+class MultiHopQA(Program):
+    """Two LM stages around a retriever: write a search query, retrieve passages, answer from them.
+
+    Only the final answer is labelled; the query module is credited through the end result, which is
+    exactly the credit-assignment problem MIPRO addresses.
+    """
+
+    def __init__(self, corpus: tuple[str, ...] | list[str], k: int = 3) -> None:
+        self.query = Predict(
+            "question -> search_query", instruction="Write a search query that finds the facts needed."
+        )
+        self.answer = Predict(
+            "context, question -> answer", instruction="Answer the question using the context."
+        )
+        self.k = k
+        self._index = BM25Index(list(corpus))
+
+    def retrieve(self, query: str) -> list[str]:
+        return self._index.search(query, k=self.k)
+
+    def forward(self, question: str) -> dict:
+        q = self.query(question=question).search_query or question
+        passages = self.retrieve(q)
+        pred = self.answer(context=passages, question=question)
+        return {"answer": pred.answer, "search_query": q}
