@@ -39,9 +39,7 @@ def run_eval(
         f"[bold]{task.name}[/]: {task.description}\n"
         f"model [cyan]{lm.model}[/], {len(held_out)} examples (seed {seed}), metric {task.metric().name}"
     )
-    evaluator = Evaluator(
-        program, task.metric(), lm, concurrency=concurrency, progress=True, max_tokens=max_tokens
-    )
+    evaluator = Evaluator(program, task.metric(), lm, concurrency=concurrency, progress=True, max_tokens=max_tokens)
     t0 = time.perf_counter()
     result = evaluator.evaluate_sync(None, held_out, description="evaluating")
     wall = time.perf_counter() - t0

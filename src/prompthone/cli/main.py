@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from prompthone.lm import DEFAULT_MODEL, LM, LMError
+from prompthone.lm import DEFAULT_MODEL, LM, LMError, run_sync
 from prompthone.lm.local.assemble import is_installed, models_dir
 from prompthone.lm.local.catalog import CATALOG, lookup
 
@@ -47,21 +47,14 @@ def lm_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the completion as JSON.")] = False,
 ) -> None:
     """Send one prompt to a model and print the completion and its usage."""
-    messages = ([{"role": "system", "content": system}] if system else []) + [
-        {"role": "user", "content": prompt}
-    ]
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
     try:
         lm = LM(model, cache=not no_cache)
-        c = lm.complete_sync(
-            messages, temperature=temperature, max_tokens=max_tokens, sample_index=sample_index
-        )
+        c = lm.complete_sync(messages, temperature=temperature, max_tokens=max_tokens, sample_index=sample_index)
     except LMError as exc:
         raise fail(str(exc)) from None
     if as_json:
-        d = {
-            k: getattr(c, k)
-            for k in ("text", "finish_reason", "prompt_tokens", "completion_tokens", "cached")
-        }
+        d = {k: getattr(c, k) for k in ("text", "finish_reason", "prompt_tokens", "completion_tokens", "cached")}
         d.update(latency_s=round(c.latency_s, 4), model=c.model)
         console.print_json(json.dumps(d))
         return
@@ -108,15 +101,11 @@ def models_install(name: Annotated[str, typer.Argument(help="Embedded model name
 
 @app.command("eval")
 def eval_command(
-    task: Annotated[
-        str, typer.Option("--task", "-t", help="Built-in task, e.g. demo, gsm8k, trec, hotpotqa.")
-    ],
+    task: Annotated[str, typer.Option("--task", "-t", help="Built-in task, e.g. demo, gsm8k, trec, hotpotqa.")],
     model: Annotated[str, typer.Option("--model", "-m", help="Task model string.")] = DEFAULT_MODEL,
     n: Annotated[int, typer.Option("--n", help="How many held-out examples.")] = 20,
     seed: Annotated[int, typer.Option(help="Seed of the example draw.")] = 0,
-    data_root: Annotated[
-        str | None, typer.Option(help="Benchmark data folder (else PROMPTHONE_DATA_DIR).")
-    ] = None,
+    data_root: Annotated[str | None, typer.Option(help="Benchmark data folder (else PROMPTHONE_DATA_DIR).")] = None,
     out: Annotated[Path, typer.Option(help="Folder for result files.")] = Path("prompthone-runs"),
     concurrency: Annotated[int, typer.Option(help="Examples in flight.")] = 8,
     max_tokens: Annotated[int, typer.Option(help="Cap on tokens per LM call.")] = 384,
@@ -132,6 +121,59 @@ def demo_command(
 ) -> None:
     """The README demo: the built-in math prompt on shipped GSM8K problems, with the embedded model."""
     _eval("demo", model, n, 0, None, Path("prompthone-runs"), 4, 384)
+
+
+@app.command("optimize")
+def optimize_command(
+    task: Annotated[str, typer.Option("--task", "-t", help="Built-in task, e.g. demo, gsm8k, trec, hotpotqa.")],
+    optimizer: Annotated[str, typer.Option("--optimizer", "-o", help="mipro, opro, gradsum, ...")] = "mipro",
+    model: Annotated[str, typer.Option("--model", "-m", help="Task model string.")] = DEFAULT_MODEL,
+    proposer_model: Annotated[str | None, typer.Option(help="Model that proposes prompts.")] = None,
+    setting: Annotated[
+        list[str] | None, typer.Option("--set", help="Optimizer setting KEY=VALUE (JSON value).")
+    ] = None,
+    n_train: Annotated[int, typer.Option(help="Training examples.")] = 50,
+    n_val: Annotated[int, typer.Option(help="Validation examples.")] = 50,
+    n_test: Annotated[int, typer.Option(help="Test examples (never shown to the optimizer).")] = 100,
+    seed: Annotated[int, typer.Option(help="Seed of splits and search.")] = 0,
+    data_root: Annotated[str | None, typer.Option(help="Benchmark data folder (else PROMPTHONE_DATA_DIR).")] = None,
+    out: Annotated[Path, typer.Option(help="Folder for run files.")] = Path("prompthone-runs"),
+    concurrency: Annotated[int, typer.Option(help="Examples in flight.")] = 8,
+    max_tokens: Annotated[int, typer.Option(help="Cap on tokens per task-model call.")] = 384,
+    max_calls: Annotated[int | None, typer.Option(help="Budget: paid LM calls, all models.")] = None,
+    max_minutes: Annotated[float | None, typer.Option(help="Budget: wall time.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the cost estimate and stop.")] = False,
+) -> None:
+    """Optimize a built-in task's prompts and report start and final scores on a held-out test split."""
+    from prompthone.optimize import Budget
+    from prompthone.optimize.runner import RunSpec, run_optimization
+
+    settings = {}
+    for item in setting or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise fail(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            settings[key] = json.loads(value)
+        except json.JSONDecodeError:
+            settings[key] = value
+    spec = RunSpec(
+        task=task, optimizer=optimizer, model=model, proposer_model=proposer_model, settings=settings,
+        n_train=n_train, n_val=n_val, n_test=n_test, seed=seed, data_root=data_root, concurrency=concurrency,
+        max_tokens=max_tokens,
+        budget=Budget(max_lm_calls=max_calls, max_wall_s=max_minutes * 60 if max_minutes else None),
+    )  # fmt: skip
+    try:
+        outcome = run_sync(run_optimization(spec, out_dir=out, console=console, dry_run=dry_run))
+    except (LMError, KeyError, ValueError, NotImplementedError) as exc:
+        raise fail(str(exc).strip("'\"")) from None
+    if dry_run:
+        table = Table(title=f"Estimate for {optimizer} on {task} (nothing was spent)")
+        for col in ("role", "LM calls", "prompt tokens", "completion tokens"):
+            table.add_column(col)
+        for role, est in outcome.items():
+            table.add_row(role, *(f"{est.get(k, 0):,.0f}" for k in ("calls", "prompt_tokens", "completion_tokens")))
+        console.print(table)
 
 
 def _eval(task, model, n, seed, data_root, out, concurrency, max_tokens) -> None:

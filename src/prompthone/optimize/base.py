@@ -1,0 +1,166 @@
+"""What every optimizer shares: its inputs (`OptimizationSetup`), its output (`OptimizationResult`)
+and one entry point (`Optimizer.optimize`).
+
+An optimizer never owns a private evaluation loop, LM client or cache: it scores candidates through
+the setup's `Evaluator`, asks the setup's LMs by role, and reports progress through `events`. The
+contract that makes runs resumable: given the same seed and the same LM answers (replayed from the
+response cache), an optimizer makes the same choices, so a killed run re-run with its seed pays for
+nothing twice.
+"""
+
+from __future__ import annotations
+
+import random
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from prompthone.data.example import Example
+from prompthone.evaluate import EvalResult, Evaluator
+from prompthone.lm.client import LM
+from prompthone.optimize.budget import Budget, BudgetExhausted
+from prompthone.program import Candidate, Program
+
+EventSink = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass
+class OptimizationSetup:
+    """Everything an optimizer works with.
+
+    `task_lm` runs the program; `proposer_lm` writes instructions, meta-prompt answers, gradients and
+    edits (defaults to the task LM); `teacher_lm` runs the program when bootstrapping demos (defaults
+    to the task LM); `judge_lm` is for LLM-judge metrics. `trainset` is what an optimizer may learn
+    from (demos, proposals, minibatches for methods that score on train); `valset` is what it selects
+    on. The test split is never given to an optimizer.
+    """
+
+    program: Program
+    trainset: Sequence[Example]
+    valset: Sequence[Example]
+    evaluator: Evaluator
+    task_lm: LM
+    proposer_lm: LM | None = None
+    teacher_lm: LM | None = None
+    judge_lm: LM | None = None
+    seed: int = 0
+    budget: Budget = field(default_factory=Budget)
+    events: EventSink | None = None
+    start: Candidate | None = None
+
+    def __post_init__(self) -> None:
+        self.proposer_lm = self.proposer_lm or self.task_lm
+        self.teacher_lm = self.teacher_lm or self.task_lm
+        for role in ("task", "proposer", "teacher", "judge"):
+            lm = getattr(self, f"{role}_lm")
+            if lm is not None:
+                self.budget.track(role, lm)
+        if self.start is None:
+            self.start = Candidate.default(self.program)
+        train_ids = {e.id for e in self.trainset}
+        overlap = [e.id for e in self.valset if e.id in train_ids]
+        if overlap:
+            raise ValueError(f"trainset and valset share {len(overlap)} example id(s), e.g. {overlap[0]!r}")
+
+    def rng(self, purpose: str) -> random.Random:
+        """A random stream per purpose, so adding a draw in one place does not shift the others."""
+        return random.Random(f"{self.seed}:{purpose}")
+
+    def emit(self, kind: str, **data: Any) -> None:
+        if self.events is not None:
+            self.events(kind, data)
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One scored candidate: on a minibatch (`full=False`) or the whole validation set."""
+
+    index: int
+    candidate: Candidate
+    score: float
+    n: int
+    full: bool
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OptimizationResult:
+    """The chosen candidate, how it scored on validation, and everything tried on the way."""
+
+    best: Candidate
+    best_score: float
+    start_score: float | None
+    trials: list[Trial]
+    stopped_by: str = "completed"  # or a budget limit name, or "early_stop"
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def best_so_far(self) -> list[float]:
+        """Best full-validation score after each trial (NaN before the first)."""
+        out, best = [], float("nan")
+        for t in self.trials:
+            if t.full and (best != best or t.score > best):
+                best = t.score
+            out.append(best)
+        return out
+
+
+class Optimizer(ABC):
+    """A prompt optimization method. Subclasses implement `_optimize`; `optimize` adds budget handling."""
+
+    name: str = "optimizer"
+
+    async def optimize(self, setup: OptimizationSetup) -> OptimizationResult:
+        self._trials: list[Trial] = []
+        self._best: tuple[float, Candidate] | None = None
+        self._start_score: float | None = None
+        setup.emit("start", optimizer=self.name)
+        try:
+            result = await self._optimize(setup)
+        except BudgetExhausted as exc:
+            setup.emit("budget", limit=exc.limit, message=str(exc))
+            result = self._partial(setup, stopped_by=exc.limit)
+        setup.emit("end", best_score=result.best_score, stopped_by=result.stopped_by)
+        return result
+
+    @abstractmethod
+    async def _optimize(self, setup: OptimizationSetup) -> OptimizationResult: ...
+
+    def estimate(self, setup: OptimizationSetup) -> dict[str, dict[str, float]]:
+        """Expected LM calls and tokens per role before anything is spent (for `--dry-run`).
+
+        Returns {role: {"calls": ..., "prompt_tokens": ..., "completion_tokens": ...}}.
+        """
+        raise NotImplementedError(f"{self.name} has no cost estimate yet")
+
+    async def score(
+        self, setup: OptimizationSetup, candidate: Candidate, examples: Sequence[Example], *, full: bool, **info: Any
+    ) -> tuple[Trial, EvalResult]:
+        """Score through the shared evaluator, record the trial, and keep the best full-validation one.
+
+        The budget is checked before spending; a trial that is not full never becomes the result.
+        """
+        setup.budget.check()
+        result = await setup.evaluator.evaluate(candidate, examples)
+        trial = Trial(len(self._trials), candidate, result.mean, result.n, full, dict(info))
+        self._trials.append(trial)
+        if full and (self._best is None or result.mean > self._best[0]):
+            self._best = (result.mean, candidate)
+        if full and candidate == setup.start and self._start_score is None:
+            self._start_score = result.mean
+        setup.emit("trial", index=trial.index, score=trial.score, n=trial.n, full=full,
+                   best=self._best[0] if self._best else None, candidate=candidate.hash, **info)  # fmt: skip
+        return trial, result
+
+    def _partial(self, setup: OptimizationSetup, *, stopped_by: str) -> OptimizationResult:
+        """The best fully-scored candidate so far (or the start, if none was fully scored)."""
+        trials = getattr(self, "_trials", [])
+        best = getattr(self, "_best", None)
+        if best is None:
+            return OptimizationResult(setup.start, float("nan"), None, trials, stopped_by=stopped_by)
+        return OptimizationResult(best[1], best[0], getattr(self, "_start_score", None), trials, stopped_by)
+
+    def _result(self, setup: OptimizationSetup, *, stopped_by: str = "completed", **info: Any) -> OptimizationResult:
+        r = self._partial(setup, stopped_by=stopped_by)
+        r.info.update(info)
+        return r

@@ -1,0 +1,77 @@
+"""Budgets across every model of a run: LM calls, tokens, cost and wall time.
+
+Optimizers check the budget between units of work (a trial, a step, an edit) through
+`Budget.check()`, which raises `BudgetExhausted` naming the limit; the optimizer catches it, stops
+cleanly and returns the best candidate so far with `stopped_by` set to that limit.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from prompthone.lm.client import LM
+from prompthone.lm.usage import Usage
+
+
+class BudgetExhausted(Exception):
+    """A limit of the run was reached; `limit` says which ("lm_calls", "tokens", "cost", "wall_time")."""
+
+    def __init__(self, limit: str, message: str) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+
+@dataclass
+class Budget:
+    """Limits for a whole run; None means no limit. Cached answers cost nothing and count for nothing.
+
+    `prices` maps a model string (as in `LM.model`) to (USD per 1M prompt tokens, per 1M completion
+    tokens); models without a price cost 0.
+    """
+
+    max_lm_calls: int | None = None
+    max_tokens: int | None = None
+    max_cost_usd: float | None = None
+    max_wall_s: float | None = None
+    prices: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    _lms: dict[str, LM] = field(default_factory=dict, repr=False)
+    _t0: float = field(default_factory=time.monotonic, repr=False)
+
+    def track(self, role: str, lm: LM) -> LM:
+        """Count `lm`'s paid usage against this budget under `role` (task, proposer, judge, teacher)."""
+        self._lms[role] = lm
+        return lm
+
+    def usage_by_role(self) -> dict[str, Usage]:
+        return {role: lm.usage for role, lm in self._lms.items()}
+
+    def _distinct(self) -> list[LM]:
+        seen: dict[int, LM] = {}
+        for lm in self._lms.values():
+            seen.setdefault(id(lm), lm)
+        return list(seen.values())
+
+    def spent(self) -> dict[str, float]:
+        lms = self._distinct()
+        calls = sum(lm.usage.paid_calls for lm in lms)
+        tokens = sum(lm.usage.prompt_tokens + lm.usage.completion_tokens for lm in lms)
+        cost = 0.0
+        for lm in lms:
+            p_in, p_out = self.prices.get(lm.model, (0.0, 0.0))
+            cost += (lm.usage.prompt_tokens * p_in + lm.usage.completion_tokens * p_out) / 1e6
+        return {"lm_calls": calls, "tokens": tokens, "cost_usd": cost, "wall_s": time.monotonic() - self._t0}
+
+    def check(self) -> None:
+        """Raise `BudgetExhausted` if any limit is reached."""
+        s = self.spent()
+        limits = [
+            ("lm_calls", self.max_lm_calls, s["lm_calls"], "paid LM calls"),
+            ("tokens", self.max_tokens, s["tokens"], "paid tokens"),
+            ("cost", self.max_cost_usd, s["cost_usd"], "USD"),
+            ("wall_time", self.max_wall_s, s["wall_s"], "seconds"),
+        ]
+        for name, limit, used, unit in limits:
+            if limit is not None and used >= limit:
+                raise BudgetExhausted(name, f"budget reached: {used:,.4g} of {limit:,.4g} {unit}")
