@@ -17,7 +17,6 @@ install: $(BIN)/python
 
 install-dev: $(BIN)/python
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install -e ".[local,dev]"
-	$(BIN)/prompthone models install smollm2-135m
 
 demo: install
 	$(BIN)/prompthone demo

@@ -12,13 +12,12 @@ from prompthone.lm.local.backend import LocalBackend, load_llama
 
 pytestmark = pytest.mark.model
 
-SMALL = "local/smollm2-135m"
 CAPITAL = [{"role": "user", "content": "What is the capital of France? Answer with one word."}]
 
 
 @pytest.fixture(scope="module")
 def local_lm():
-    return LocalBackend("smollm2-135m")
+    return LocalBackend("qwen2.5-coder-0.5b")
 
 
 def test_embedded_model_answers_a_trivial_prompt(local_lm, tmp_path):
@@ -33,7 +32,7 @@ def test_embedded_model_answers_a_trivial_prompt(local_lm, tmp_path):
 
 def test_model_is_loaded_once_and_threads_are_set(local_lm):
     a = local_lm.loaded()
-    b = LocalBackend("smollm2-135m").loaded()
+    b = LocalBackend("qwen2.5-coder-0.5b").loaded()
     assert a is b
     assert local_lm.n_threads >= 1
     assert a.llama.context_params.n_threads == local_lm.n_threads
