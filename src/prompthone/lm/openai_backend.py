@@ -224,10 +224,7 @@ class OpenAIBackend(Backend):
         self._clients: PerLoop[_LoopClient] = PerLoop(self._new_client)
 
     def __repr__(self) -> str:
-        return (
-            f"OpenAIBackend(model={self.model!r}, base_url={self.base_url!r}, "
-            f"api_key_env={self.api_key_env!r})"
-        )
+        return f"OpenAIBackend(model={self.model!r}, base_url={self.base_url!r}, api_key_env={self.api_key_env!r})"
 
     def identity(self) -> str:
         """`openai:<base_url>`: where answers come from; the key is deliberately not part of it."""
@@ -340,9 +337,7 @@ class OpenAIBackend(Backend):
                     f"The key is read from the environment variable {self.api_key_env}; check that it "
                     "holds a valid key for this server (and, for 403, that it may use this model)."
                 )
-            return AuthenticationError(
-                self._scrub(f"{where} refused the API key: {server_says}. {hint}"), **kw
-            )
+            return AuthenticationError(self._scrub(f"{where} refused the API key: {server_says}. {hint}"), **kw)
         if status in (400, 404, 413, 422) or (400 <= status < 500 and status not in (408, 409, 429)):
             code = getattr(exc, "code", None)
             if status != 404 and is_context_length_message(server_says, code):
@@ -355,10 +350,7 @@ class OpenAIBackend(Backend):
                     **kw,
                 )
             if status == 404:
-                hint = (
-                    f"Check the model name {self.model!r} and that base_url ends with the API root "
-                    "(usually .../v1)."
-                )
+                hint = f"Check the model name {self.model!r} and that base_url ends with the API root (usually .../v1)."
             else:
                 hint = "Retrying will not help; check the model name and the request parameters."
             return BadRequestError(self._scrub(f"{where} rejected the request: {server_says}. {hint}"), **kw)

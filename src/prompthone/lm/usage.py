@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 
 from prompthone.lm.types import Completion
 
@@ -52,8 +52,8 @@ class Usage:
         return self.calls - self.cache_hits
 
     def as_dict(self) -> dict[str, float | int]:
-        d = asdict(self)
-        d.pop("_lock", None)
+        # Not `asdict`: it deep-copies every field, and the lock cannot be copied.
+        d: dict[str, float | int] = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "_lock"}
         d["paid_calls"] = self.paid_calls
         return d
 
