@@ -1,0 +1,69 @@
+"""The command line as a person uses it: output, usage line, exit codes and messages."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from prompthone.cli.main import app
+from prompthone.lm.local.catalog import CATALOG
+from prompthone.testing.fake_openai_server import FakeOpenAIServer
+
+ROOT = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def server():
+    srv = FakeOpenAIServer()
+    with srv as url:
+        yield srv, url
+
+
+def test_lm_prints_the_completion_and_its_usage(server):
+    srv, url = server
+    before = srv.requests_received
+    res = runner.invoke(app, ["lm", "hello there", "--model", f"openai/m@{url}", "--max-tokens", "20"])
+    assert res.exit_code == 0, res.output
+    assert "echo: hello there" in res.stdout
+    assert re.search(r"\d+ prompt \+ \d+ completion tokens", res.output)
+    assert srv.requests_received == before + 1
+    again = runner.invoke(app, ["lm", "hello there", "--model", f"openai/m@{url}", "--max-tokens", "20", "--json"])
+    data = json.loads(again.stdout)
+    assert data["text"] == "echo: hello there" and data["cached"] is True
+    assert srv.requests_received == before + 1  # the second call came from the cache
+
+
+def test_lm_bad_model_string_is_a_clear_error():
+    res = runner.invoke(app, ["lm", "hi", "--model", "gpt-4"])
+    assert res.exit_code == 1
+    assert "unknown model string 'gpt-4'" in res.output and "openai/<model>" in res.output
+
+
+def test_lm_unreachable_server_says_what_to_do():
+    res = runner.invoke(app, ["lm", "hi", "--model", "openai/m@http://127.0.0.1:9/v1"])
+    assert res.exit_code == 1
+    assert "127.0.0.1:9" in res.output
+
+
+def test_models_lists_the_catalogue():
+    res = runner.invoke(app, ["models"])
+    assert res.exit_code == 0
+    for name, model in CATALOG.items():
+        assert name in res.output
+        assert f"{model.size / 1e6:,.0f} MB" in res.output
+
+
+def test_readme_commands_are_what_ci_runs():
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    commands = re.search(r"```bash\n(.*?)```", readme, re.S).group(1)
+    assert re.search(r"^make demo\b", commands, re.M) and re.search(r"^make test\b", commands, re.M)
+    assert re.search(r"^make test$", ci, re.M)
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^test: install-dev\n\t\$\(BIN\)/python -m pytest", makefile, re.M)
+    assert re.search(r"^demo: install\n\t\$\(BIN\)/prompthone demo", makefile, re.M)
