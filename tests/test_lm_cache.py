@@ -194,3 +194,16 @@ def test_schema_field_order_is_kept_and_keyed():
     r = Request.build(MSG, response_format=schema)
     assert list(r.schema["properties"]) == ["reasoning", "answer"]
     assert cache_key("b", "m", r) != cache_key("b", "m", Request.build(MSG, response_format=flipped))
+
+
+def test_a_run_cache_reads_through_to_the_shared_cache_and_keeps_a_copy(tmp_path):
+    shared = ResponseCache(tmp_path / "shared.sqlite")
+    backend, calls = counting_backend()
+    LM(backend, cache=shared).complete_sync(MSG)  # paid earlier, by another run
+    run_cache = ResponseCache(tmp_path / "run.sqlite", fallback=shared)
+    lm = LM(backend, cache=run_cache)
+    assert lm.complete_sync(MSG).cached and len(calls) == 1
+    assert ResponseCache(tmp_path / "run.sqlite").get(lm.key_for(Request.build(MSG))) is not None
+    new = [{"role": "user", "content": "new question"}]
+    lm.complete_sync(new)  # paid now: written to both
+    assert shared.get(lm.key_for(Request.build(new))) is not None and len(calls) == 2

@@ -125,7 +125,7 @@ def demo_command(
 
 @app.command("optimize")
 def optimize_command(
-    task: Annotated[str, typer.Option("--task", "-t", help="Built-in task, e.g. demo, gsm8k, trec, hotpotqa.")],
+    task: Annotated[str | None, typer.Option("--task", "-t", help="Built-in task: demo, gsm8k, trec, ...")] = None,
     optimizer: Annotated[str, typer.Option("--optimizer", "-o", help="mipro, opro, gradsum, ...")] = "mipro",
     model: Annotated[str, typer.Option("--model", "-m", help="Task model string.")] = DEFAULT_MODEL,
     proposer_model: Annotated[str | None, typer.Option(help="Model that proposes prompts.")] = None,
@@ -137,34 +137,41 @@ def optimize_command(
     n_test: Annotated[int, typer.Option(help="Test examples (never shown to the optimizer).")] = 100,
     seed: Annotated[int, typer.Option(help="Seed of splits and search.")] = 0,
     data_root: Annotated[str | None, typer.Option(help="Benchmark data folder (else PROMPTHONE_DATA_DIR).")] = None,
-    out: Annotated[Path, typer.Option(help="Folder for run files.")] = Path("prompthone-runs"),
+    out: Annotated[Path, typer.Option(help="Folder that holds run folders.")] = Path("prompthone-runs"),
     concurrency: Annotated[int, typer.Option(help="Examples in flight.")] = 8,
     max_tokens: Annotated[int, typer.Option(help="Cap on tokens per task-model call.")] = 384,
     max_calls: Annotated[int | None, typer.Option(help="Budget: paid LM calls, all models.")] = None,
     max_minutes: Annotated[float | None, typer.Option(help="Budget: wall time.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the cost estimate and stop.")] = False,
+    resume: Annotated[Path | None, typer.Option("--resume", help="Run folder of an interrupted run.")] = None,
 ) -> None:
     """Optimize a built-in task's prompts and report start and final scores on a held-out test split."""
     from prompthone.optimize import Budget
     from prompthone.optimize.runner import RunSpec, run_optimization
 
-    settings = {}
-    for item in setting or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise fail(f"--set expects KEY=VALUE, got {item!r}")
-        try:
-            settings[key] = json.loads(value)
-        except json.JSONDecodeError:
-            settings[key] = value
-    spec = RunSpec(
-        task=task, optimizer=optimizer, model=model, proposer_model=proposer_model, settings=settings,
-        n_train=n_train, n_val=n_val, n_test=n_test, seed=seed, data_root=data_root, concurrency=concurrency,
-        max_tokens=max_tokens,
-        budget=Budget(max_lm_calls=max_calls, max_wall_s=max_minutes * 60 if max_minutes else None),
-    )  # fmt: skip
+    spec = None
+    if resume is None:
+        if task is None:
+            raise fail("give --task NAME (see `prompthone eval --help` for the built-in tasks), or --resume RUN")
+        spec = RunSpec(
+            task=task,
+            optimizer=optimizer,
+            model=model,
+            proposer_model=proposer_model,
+            settings=_settings(setting or []),
+            n_train=n_train,
+            n_val=n_val,
+            n_test=n_test,
+            seed=seed,
+            data_root=data_root,
+            concurrency=concurrency,
+            max_tokens=max_tokens,
+            budget=Budget(max_lm_calls=max_calls, max_wall_s=max_minutes * 60 if max_minutes else None),
+        )
+    elif not (resume / "run.sqlite").is_file():
+        raise fail(f"{resume} is not a run folder (no run.sqlite in it); `prompthone runs` lists them")
     try:
-        outcome = run_sync(run_optimization(spec, out_dir=out, console=console, dry_run=dry_run))
+        outcome = run_sync(run_optimization(spec, out_dir=out, console=console, dry_run=dry_run, resume=resume))
     except (LMError, KeyError, ValueError, NotImplementedError) as exc:
         raise fail(str(exc).strip("'\"")) from None
     if dry_run:
@@ -176,6 +183,54 @@ def optimize_command(
         console.print(table)
 
 
+def _settings(items: list[str]) -> dict:
+    settings = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise fail(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            settings[key] = json.loads(value)
+        except json.JSONDecodeError:
+            settings[key] = value
+    return settings
+
+
+@app.command("runs")
+def runs_command(
+    out: Annotated[Path, typer.Option(help="Folder that holds run folders.")] = Path("prompthone-runs"),
+) -> None:
+    """List the runs in a folder with their status and scores."""
+    from prompthone.store import RunStore
+
+    table = Table(title=f"Runs in {out}")
+    for col in ("run", "status", "task", "optimizer", "start test", "final test", "stopped by"):
+        table.add_column(col)
+    for db in sorted(out.glob("*/run.sqlite")):
+        store = RunStore(db.parent)
+        try:
+            row = store.run_row()
+        except LookupError:
+            continue
+        finally:
+            store.close()
+        cfg, res = row["config"], row["result"] or {}
+        table.add_row(
+            db.parent.name,
+            row["status"],
+            cfg["task"],
+            cfg["optimizer"],
+            _score(res, "start_test"),
+            _score(res, "final_test"),
+            str(res.get("stopped_by", "-")),
+        )
+    console.print(table)
+
+
+def _score(result: dict, key: str) -> str:
+    return f"{result[key]['score']:.3f}" if key in result else "-"
+
+
 def _eval(task, model, n, seed, data_root, out, concurrency, max_tokens) -> None:
     from prompthone.cli.eval_cmd import run_eval
     from prompthone.data import DataError
@@ -183,9 +238,16 @@ def _eval(task, model, n, seed, data_root, out, concurrency, max_tokens) -> None
 
     try:
         run_eval(
-            task_name=task, model=model, n=n, seed=seed, data_root=data_root, out_dir=out,
-            concurrency=concurrency, max_tokens=max_tokens, console=console,
-        )  # fmt: skip
+            task_name=task,
+            model=model,
+            n=n,
+            seed=seed,
+            data_root=data_root,
+            out_dir=out,
+            concurrency=concurrency,
+            max_tokens=max_tokens,
+            console=console,
+        )
     except (LMError, DataError, EvaluationError, KeyError) as exc:
         raise fail(str(exc).strip("'\"")) from None
 

@@ -48,8 +48,12 @@ def cache_key(backend_identity: str, model: str, request: Request) -> str:
 class ResponseCache:
     """A process-safe, task-safe key -> Generation store in one SQLite file."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, fallback: ResponseCache | None = None) -> None:
+        """`fallback` is a second cache read on a miss and written on every put: a run keeps its own
+        copy of every answer it used (so it resumes from its own file) while still sharing the user's
+        cache with other runs."""
         self.path = Path(path).expanduser()
+        self.fallback = fallback
         self._lock = threading.Lock()
         self._broken = False
         self._conn = self._open()
@@ -84,12 +88,25 @@ class ResponseCache:
             return self._connect()
 
     def get(self, key: str) -> Generation | None:
+        row = self.get_row(key)
+        if row is not None:
+            return row[0]
+        hit = self.fallback.get_row(key) if self.fallback is not None else None
+        if hit is None:
+            return None
+        gen, backend, model, request = hit
+        self._insert(key, backend, model, request, gen, 0.0)  # keep a copy: the run resumes from its own file
+        return gen
+
+    def get_row(self, key: str) -> tuple[Generation, str, str, str] | None:
+        """The cached answer with the backend, model and request JSON it was stored under."""
         if self._broken:
             return None
         try:
             with self._lock:
                 row = self._conn.execute(
-                    "SELECT text, finish_reason, prompt_tokens, completion_tokens FROM responses WHERE key=?",
+                    "SELECT text, finish_reason, prompt_tokens, completion_tokens, backend, model, request "
+                    "FROM responses WHERE key=?",
                     (key,),
                 ).fetchone()
         except sqlite3.DatabaseError as exc:
@@ -97,14 +114,19 @@ class ResponseCache:
             return None
         if row is None:
             return None
-        return Generation(text=row[0], finish_reason=row[1], prompt_tokens=row[2], completion_tokens=row[3])
+        return Generation(*row[:4]), row[4], row[5], row[6]
 
     def put(
         self, key: str, backend: str, model: str, request: Request, gen: Generation, latency_s: float
     ) -> None:
+        req = json.dumps(request.key_fields(), sort_keys=True, ensure_ascii=False)
+        self._insert(key, backend, model, req, gen, latency_s)
+        if self.fallback is not None:
+            self.fallback._insert(key, backend, model, req, gen, latency_s)
+
+    def _insert(self, key: str, backend: str, model: str, req: str, gen: Generation, latency_s: float) -> None:
         if self._broken:
             return
-        req = json.dumps(request.key_fields(), sort_keys=True, ensure_ascii=False)
         try:
             with self._lock:
                 self._conn.execute(

@@ -10,7 +10,7 @@ import asyncio
 import random
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -89,6 +89,8 @@ class LM:
         if self.max_concurrency < 1:
             raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency!r}")
         self.usage = Usage()
+        #: called with every Completion (paid or cached), e.g. by a run store that logs LM calls
+        self.listeners: list[Callable[[Completion], None]] = []
         self._slots: PerLoop[asyncio.Semaphore] = PerLoop(lambda: asyncio.Semaphore(self.max_concurrency))
         self._inflight: PerLoop[dict[str, asyncio.Future]] = PerLoop(dict)
         self._identity = self.backend.identity()
@@ -152,7 +154,7 @@ class LM:
                     model=self.model,
                     cache_key=key,
                 )
-                self.usage.record(c)
+                self._record(c)
                 return c
         inflight = self._inflight.get()
         if use_cache and key in inflight:  # the same call is already being paid for: share its answer
@@ -187,7 +189,7 @@ class LM:
             model=self.model,
             cache_key=key,
         )
-        self.usage.record(c)
+        self._record(c)
         return c
 
     async def _generate_with_retries(self, request: Request):
@@ -211,6 +213,11 @@ class LM:
         if retry_after is not None:
             delay = max(delay, min(float(retry_after), self.backoff_max_s * 4))
         return delay
+
+    def _record(self, c: Completion) -> None:
+        self.usage.record(c)
+        for listener in self.listeners:
+            listener(c)
 
     def complete_sync(self, messages: list[Message], **kwargs: Any) -> Completion:
         """The same as `complete`, for code that is not async."""

@@ -48,6 +48,9 @@ class OptimizationSetup:
     budget: Budget = field(default_factory=Budget)
     events: EventSink | None = None
     start: Candidate | None = None
+    #: where a method may keep its own state so that a killed run resumes (e.g. Optuna's study):
+    #: a SQLAlchemy URL, normally the run's own SQLite file; None keeps it in memory
+    storage_url: str | None = None
 
     def __post_init__(self) -> None:
         self.proposer_lm = self.proposer_lm or self.task_lm
@@ -142,15 +145,23 @@ class Optimizer(ABC):
         """
         setup.budget.check()
         result = await setup.evaluator.evaluate(candidate, examples)
-        trial = Trial(len(self._trials), candidate, result.mean, result.n, full, dict(info))
+        return self._record(setup, candidate, result.mean, result.n, full=full, **info), result
+
+    def _record(
+        self, setup: OptimizationSetup, candidate: Candidate, score: float, n: int, *, full: bool, **info: Any
+    ) -> Trial:
+        """Record a scored trial (what `score` does after evaluating). Also for optimizers that resume
+        from a stored study: trials scored by an earlier process are re-entered without re-scoring."""
+        trial = Trial(len(self._trials), candidate, score, n, full, dict(info))
         self._trials.append(trial)
-        if full and (self._best is None or result.mean > self._best[0]):
-            self._best = (result.mean, candidate)
+        if full and (self._best is None or score > self._best[0]):
+            self._best = (score, candidate)
         if full and candidate == setup.start and self._start_score is None:
-            self._start_score = result.mean
+            self._start_score = score
         setup.emit("trial", index=trial.index, score=trial.score, n=trial.n, full=full,
-                   best=self._best[0] if self._best else None, candidate=candidate.hash, **info)  # fmt: skip
-        return trial, result
+                   best=self._best[0] if self._best else None, candidate=candidate.hash, trial=trial,
+                   **info)  # fmt: skip
+        return trial
 
     def _partial(self, setup: OptimizationSetup, *, stopped_by: str) -> OptimizationResult:
         """The best fully-scored candidate so far (or the start, if none was fully scored)."""

@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from typing import Any
 
 from prompthone.optimize.base import Optimizer
 
-#: name -> "module:factory"; the factory takes the method's settings as keyword arguments
-OPTIMIZERS: dict[str, str] = {
+#: name -> "module:factory" (or the factory itself); it takes the method's settings as keyword arguments
+OPTIMIZERS: dict[str, str | Callable[..., Optimizer]] = {
     "mipro": "prompthone.optimize.mipro:MIPRO",
     "mipro-0shot": "prompthone.optimize.mipro:MIPRO0Shot",
     "bayesian-bootstrap": "prompthone.optimize.mipro:BayesianBootstrap",
@@ -27,7 +28,10 @@ def make_optimizer(name: str, **settings: Any) -> Optimizer:
     """Build optimizer `name` with `settings`, or say which names exist."""
     if name not in OPTIMIZERS:
         raise KeyError(f"unknown optimizer {name!r}; expected one of: {', '.join(OPTIMIZERS)}")
-    module, _, attr = OPTIMIZERS[name].partition(":")
+    entry = OPTIMIZERS[name]
+    if callable(entry):
+        return entry(**settings)
+    module, _, attr = entry.partition(":")
     try:
         factory = getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError) as exc:

@@ -1,0 +1,214 @@
+"""`RunStore`: everything a run did, in one database (a SQLite file by default).
+
+The store is written as the run goes (each row committed at once), so a run killed at any moment,
+SIGKILL included, leaves everything it paid for on disk; `prompthone optimize --resume` replays the
+run from its own response and score caches without paying twice.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, delete, event, insert, select, update
+from sqlalchemy.engine import Engine
+
+from prompthone.lm.types import Completion
+from prompthone.program import Candidate
+from prompthone.store import schema
+
+RUN_DB = "run.sqlite"
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def database_url(path_or_url: str | Path) -> str:
+    """A SQLAlchemy URL from a run folder, a .sqlite file, or a URL as is."""
+    s = str(path_or_url)
+    if "://" in s:
+        return s
+    p = Path(s)
+    if p.is_dir() or not p.suffix:
+        p = p / RUN_DB
+    return f"sqlite:///{p}"
+
+
+def sqlite_path(url: str) -> Path | None:
+    return Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
+
+
+def _engine(url: str) -> Engine:
+    path = sqlite_path(url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, future=True)
+    if path is not None:
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(conn, _record) -> None:  # WAL: readers never block the writer
+            cur = conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+    return engine
+
+
+class RunStore:
+    """Read and write one run's database."""
+
+    def __init__(self, url: str | Path) -> None:
+        self.url = database_url(url)
+        self.engine = _engine(self.url)
+        schema.metadata.create_all(self.engine)
+
+    @property
+    def path(self) -> Path | None:
+        """The SQLite file, when the store is one (other caches of the run live beside its tables)."""
+        return sqlite_path(self.url)
+
+    # -- the run -----------------------------------------------------------------------------------
+    def create_run(self, run_id: str, config: dict[str, Any], manifest: dict[str, Any]) -> None:
+        now = time.time()
+        with self.engine.begin() as c:
+            c.execute(
+                insert(schema.run).values(
+                    id=run_id,
+                    created_at=now,
+                    updated_at=now,
+                    status="running",
+                    config=_json(config),
+                    manifest=_json(manifest),
+                    result=None,
+                )
+            )
+
+    def run_row(self) -> dict[str, Any]:
+        with self.engine.connect() as c:
+            row = c.execute(select(schema.run)).mappings().first()
+        if row is None:
+            raise LookupError(f"no run recorded in {self.url}")
+        d = dict(row)
+        for key in ("config", "manifest", "result"):
+            d[key] = json.loads(d[key]) if d[key] else None
+        return d
+
+    def set_status(self, status: str, result: dict[str, Any] | None = None) -> None:
+        values: dict[str, Any] = {"status": status, "updated_at": time.time()}
+        if result is not None:
+            values["result"] = _json(result)
+        with self.engine.begin() as c:
+            c.execute(update(schema.run).values(**values))
+
+    def restart(self) -> None:
+        """Forget the trials and events of an interrupted attempt: the replay records them again."""
+        with self.engine.begin() as c:
+            c.execute(delete(schema.trials))
+            c.execute(delete(schema.events))
+            c.execute(update(schema.run).values(status="running", updated_at=time.time()))
+
+    # -- what happens during the run ------------------------------------------------------------------
+    def record_candidate(self, candidate: Candidate) -> None:
+        with self.engine.begin() as c:
+            exists = c.execute(select(schema.candidates.c.hash).where(schema.candidates.c.hash == candidate.hash))
+            if exists.first() is None:
+                c.execute(
+                    insert(schema.candidates).values(
+                        hash=candidate.hash, json=candidate.to_json(), first_seen=time.time()
+                    )
+                )
+
+    def record_trial(self, *, idx: int, candidate: Candidate, score: float, n: int, full: bool, best, info) -> None:
+        self.record_candidate(candidate)
+        with self.engine.begin() as c:
+            c.execute(
+                insert(schema.trials).values(
+                    idx=idx,
+                    candidate=candidate.hash,
+                    score=score,
+                    n=n,
+                    full=full,
+                    best=best,
+                    info=_json(info),
+                    ts=time.time(),
+                )
+            )
+
+    def record_event(self, kind: str, data: dict[str, Any]) -> None:
+        with self.engine.begin() as c:
+            c.execute(insert(schema.events).values(ts=time.time(), kind=kind, data=_json(data)))
+
+    def record_lm_call(self, role: str, completion: Completion, cost_usd: float = 0.0) -> None:
+        with self.engine.begin() as c:
+            c.execute(
+                insert(schema.lm_calls).values(
+                    ts=time.time(),
+                    role=role,
+                    model=completion.model,
+                    prompt_tokens=completion.prompt_tokens,
+                    completion_tokens=completion.completion_tokens,
+                    cost_usd=cost_usd,
+                    latency_s=completion.latency_s,
+                    cached=completion.cached,
+                    finish_reason=completion.finish_reason,
+                    cache_key=completion.cache_key,
+                )
+            )
+
+    # -- reading -------------------------------------------------------------------------------------
+    def trials(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as c:
+            rows = c.execute(select(schema.trials).order_by(schema.trials.c.idx)).mappings().all()
+        return [{**dict(r), "info": json.loads(r["info"] or "{}")} for r in rows]
+
+    def candidate(self, hash_: str) -> Candidate:
+        with self.engine.connect() as c:
+            row = c.execute(select(schema.candidates.c.json).where(schema.candidates.c.hash == hash_)).first()
+        if row is None:
+            raise LookupError(f"candidate {hash_[:12]} is not in {self.url}")
+        return Candidate.from_json(row[0])
+
+    def lm_usage(self) -> list[dict[str, Any]]:
+        """Per role and model: calls, paid calls, tokens paid and served from cache, cost."""
+        t = schema.lm_calls
+        with self.engine.connect() as c:
+            rows = c.execute(
+                select(t.c.role, t.c.model, t.c.prompt_tokens, t.c.completion_tokens, t.c.cached, t.c.cost_usd)
+            ).all()
+        agg: dict[tuple[str, str], dict[str, Any]] = {}
+        for role, model, p, comp, cached, cost in rows:
+            a = agg.setdefault(
+                (role, model),
+                {
+                    "role": role,
+                    "model": model,
+                    "calls": 0,
+                    "paid_calls": 0,
+                    "prompt_tokens": 0,
+                    "completion_tokens": 0,
+                    "cached_tokens": 0,
+                    "cost_usd": 0.0,
+                },
+            )
+            a["calls"] += 1
+            if cached:
+                a["cached_tokens"] += p + comp
+            else:
+                a["paid_calls"] += 1
+                a["prompt_tokens"] += p
+                a["completion_tokens"] += comp
+                a["cost_usd"] += cost
+        return list(agg.values())
+
+    def events(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as c:
+            rows = c.execute(select(schema.events).order_by(schema.events.c.id)).mappings().all()
+        return [{**dict(r), "data": json.loads(r["data"])} for r in rows]
+
+    def close(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,121 @@
+"""Runs end to end through the store: files, rows, resume after SIGKILL without paying twice."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from prompthone.lm import run_sync
+from prompthone.optimize.runner import RunSpec, run_optimization
+from prompthone.store import RunStore
+from prompthone.testing.fake_openai_server import FakeOpenAIServer
+from runlib import careful_math_responder, write_fake_gsm8k
+
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    write_fake_gsm8k(tmp_path / "data")
+    monkeypatch.setenv("PROMPTHONE_CACHE_DIR", str(tmp_path / "cache"))
+    srv = FakeOpenAIServer(latency_ms=5, responder=careful_math_responder)
+    with srv as url:
+        yield tmp_path, url, srv
+
+
+def spec(url: str, root: Path, **kw) -> RunSpec:
+    return RunSpec(
+        task="gsm8k",
+        optimizer="instruction-search",
+        model=f"openai/fake@{url}",
+        n_train=4,
+        n_val=10,
+        n_test=10,
+        data_root=str(root),
+        concurrency=4,
+        max_tokens=32,
+        **kw,
+    )
+
+
+def test_a_run_records_everything_and_leaves_readable_files(env):
+    tmp, url, srv = env
+    out = run_sync(run_optimization(spec(url, tmp / "data"), out_dir=tmp / "runs"))
+    assert out.start_test.mean == 0.0 and out.final_test.mean == 1.0
+    assert "carefully" in out.result.best["solve"].instruction
+    for name in ("summary.json", "best_candidate.json", "best_prompts.txt", "run.sqlite"):
+        assert (out.run_dir / name).is_file(), name
+    store = RunStore(out.run_dir)
+    row = store.run_row()
+    assert row["status"] == "completed" and row["config"]["task"] == "gsm8k"
+    assert row["manifest"]["data"]["test"]["n"] == 10 and row["manifest"]["packages"]["openai"]
+    assert row["result"]["final_test"]["score"] == 1.0
+    trials = store.trials()
+    assert len(trials) == len(out.result.trials) == 1 + 5 + 2
+    assert [t["full"] for t in trials] == [True] + [False] * 5 + [True, True]
+    usage = {u["role"]: u for u in store.lm_usage()}
+    assert usage["task"]["paid_calls"] == srv.requests_received
+    # a person can read it with sqlite3 alone
+    con = sqlite3.connect(out.run_dir / "run.sqlite")
+    assert con.execute("SELECT count(*) FROM ph_trials WHERE full = 1").fetchone()[0] == 3
+    assert con.execute("SELECT count(*) FROM responses").fetchone()[0] == srv.requests_received
+
+
+def _paid(run_dir: Path) -> int:
+    con = sqlite3.connect(run_dir / "run.sqlite")
+    return con.execute("SELECT count(*) FROM ph_lm_calls WHERE cached = 0").fetchone()[0]
+
+
+@pytest.mark.parametrize("kill_after_calls", [3, 25, 55])
+def test_resume_after_sigkill_gives_the_uninterrupted_result_without_paying_twice(env, kill_after_calls, monkeypatch):
+    tmp, url, srv = env
+    reference = run_sync(run_optimization(spec(url, tmp / "data"), out_dir=tmp / "ref"))
+    reference_paid = _paid(reference.run_dir)
+    # the shared cache would make the second run free: give the killed run an empty one
+    fresh = {"PROMPTHONE_CACHE_DIR": str(tmp / "cache2"), "PROMPTHONE_RESPONSE_CACHE": str(tmp / "cache2" / "r.sqlite")}
+    env_vars = {**os.environ, **fresh, "PYTHONPATH": str(HERE)}
+    script = (
+        "import sys, runlib; from pathlib import Path; from prompthone.lm import run_sync;"
+        "from prompthone.optimize.runner import RunSpec, run_optimization;"
+        f"s = RunSpec(task='gsm8k', optimizer='instruction-search', model='openai/fake@{url}', n_train=4, n_val=10,"
+        f" n_test=10, data_root={str(tmp / 'data')!r}, concurrency=1, max_tokens=32);"
+        f"run_sync(run_optimization(s, out_dir=Path({str(tmp / 'killed')!r})))"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env_vars)
+    deadline = time.monotonic() + 60
+    run_dir = None
+    while time.monotonic() < deadline:
+        dirs = list((tmp / "killed").glob("*/run.sqlite")) if (tmp / "killed").exists() else []
+        if dirs:
+            run_dir = dirs[0].parent
+            try:
+                if _paid(run_dir) >= kill_after_calls:
+                    break
+            except sqlite3.OperationalError:
+                pass
+        assert proc.poll() is None, "the run finished before it could be killed"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    assert run_dir is not None
+    paid_before = _paid(run_dir)
+    assert RunStore(run_dir).run_row()["status"] == "running"  # killed, not closed cleanly
+
+    for k, v in fresh.items():
+        monkeypatch.setenv(k, v)
+    resumed = run_sync(run_optimization(resume=run_dir))
+    assert resumed.result.best == reference.result.best
+    assert [t.score for t in resumed.result.trials] == [t.score for t in reference.result.trials]
+    assert resumed.final_test.mean == reference.final_test.mean
+    assert _paid(run_dir) == reference_paid  # every call paid exactly once across kill and resume
+    assert paid_before < reference_paid
+    assert RunStore(run_dir).run_row()["status"] == "completed"
+    assert json.loads((run_dir / "summary.json").read_text())["best_candidate"] == reference.result.best.hash
