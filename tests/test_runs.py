@@ -76,7 +76,7 @@ def _paid(run_dir: Path) -> int:
 
 @pytest.mark.parametrize("kill_after_calls", [3, 25, 55])
 def test_resume_after_sigkill_gives_the_uninterrupted_result_without_paying_twice(env, kill_after_calls, monkeypatch):
-    tmp, url, srv = env
+    tmp, url, _ = env
     reference = run_sync(run_optimization(spec(url, tmp / "data"), out_dir=tmp / "ref"))
     reference_paid = _paid(reference.run_dir)
     # the shared cache would make the second run free: give the killed run an empty one
