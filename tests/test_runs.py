@@ -15,7 +15,9 @@ import pytest
 
 from prompthone.lm import run_sync
 from prompthone.optimize.runner import RunSpec, run_optimization
+from prompthone.program import Candidate
 from prompthone.store import RunStore
+from prompthone.tasks import get_task
 from prompthone.testing.fake_openai_server import FakeOpenAIServer
 from runlib import careful_math_responder, write_fake_gsm8k
 
@@ -119,3 +121,32 @@ def test_resume_after_sigkill_gives_the_uninterrupted_result_without_paying_twic
     assert paid_before < reference_paid
     assert RunStore(run_dir).run_row()["status"] == "completed"
     assert json.loads((run_dir / "summary.json").read_text())["best_candidate"] == reference.result.best.hash
+
+
+@pytest.mark.parametrize(
+    ("limit", "budget"),
+    [
+        ("lm_calls", {"max_lm_calls": 12}),
+        ("tokens", {"max_tokens": 600}),
+        ("cost", {"max_cost_usd": 0.0005, "prices": {}}),
+        ("wall_time", {"max_wall_s": 0.0}),
+    ],
+)
+def test_each_budget_limit_stops_the_run_cleanly_with_the_best_so_far(env, limit, budget):
+    from prompthone.optimize import Budget
+
+    tmp, url, _ = env
+    if limit == "cost":
+        budget["prices"] = {"openai/fake": (20.0, 20.0)}  # USD per 1M tokens, keyed by provider/model
+    s = spec(url, tmp / "data", budget=Budget(**budget))
+    out = run_sync(run_optimization(s, out_dir=tmp / "runs"))
+    assert out.result.stopped_by == limit
+    full = [t for t in out.result.trials if t.full]
+    assert len(out.result.trials) < 8  # the uninterrupted search scores 8 times
+    if full:
+        assert out.result.best == full[0].candidate and out.result.best_score == full[0].score
+    else:
+        assert out.result.best == Candidate.default(get_task("gsm8k").make_program(None))
+    row = RunStore(out.run_dir).run_row()
+    assert row["status"] == "completed" and row["result"]["stopped_by"] == limit
+    assert any(e["kind"] == "budget" and e["data"]["limit"] == limit for e in RunStore(out.run_dir).events())

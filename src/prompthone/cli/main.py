@@ -125,6 +125,7 @@ def demo_command(
 
 @app.command("optimize")
 def optimize_command(
+    config: Annotated[Path | None, typer.Argument(help="A run config (YAML); see examples/.")] = None,
     task: Annotated[str | None, typer.Option("--task", "-t", help="Built-in task: demo, gsm8k, trec, ...")] = None,
     optimizer: Annotated[str, typer.Option("--optimizer", "-o", help="mipro, opro, gradsum, ...")] = "mipro",
     model: Annotated[str, typer.Option("--model", "-m", help="Task model string.")] = DEFAULT_MODEL,
@@ -150,9 +151,17 @@ def optimize_command(
     from prompthone.optimize.runner import RunSpec, run_optimization
 
     spec = None
-    if resume is None:
+    if config is not None:
+        from prompthone.config import ConfigFileError, load_config
+
+        try:
+            spec = load_config(config)
+        except ConfigFileError as exc:
+            raise fail(str(exc)) from None
+        optimizer, task = spec.optimizer, spec.task
+    elif resume is None:
         if task is None:
-            raise fail("give --task NAME (see `prompthone eval --help` for the built-in tasks), or --resume RUN")
+            raise fail("give a config file (see examples/), --task NAME, or --resume RUN")
         spec = RunSpec(
             task=task,
             optimizer=optimizer,

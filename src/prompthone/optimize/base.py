@@ -117,6 +117,7 @@ class Optimizer(ABC):
         self._trials: list[Trial] = []
         self._best: tuple[float, Candidate] | None = None
         self._start_score: float | None = None
+        setup.budget.begin()
         setup.emit("start", optimizer=self.name)
         try:
             result = await self._optimize(setup)

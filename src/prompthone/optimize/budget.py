@@ -38,6 +38,14 @@ class Budget:
     prices: Mapping[str, tuple[float, float]] = field(default_factory=dict)
     _lms: dict[str, LM] = field(default_factory=dict, repr=False)
     _t0: float = field(default_factory=time.monotonic, repr=False)
+    _base: dict[int, tuple[int, int, int]] = field(default_factory=dict, repr=False)
+
+    def begin(self) -> None:
+        """Start counting from now: the budget bounds the search, not scoring the start on the test split."""
+        self._t0 = time.monotonic()
+        self._base = {
+            id(lm): (lm.usage.paid_calls, lm.usage.prompt_tokens, lm.usage.completion_tokens) for lm in self._distinct()
+        }
 
     def track(self, role: str, lm: LM) -> LM:
         """Count `lm`'s paid usage against this budget under `role` (task, proposer, judge, teacher)."""
@@ -54,13 +62,16 @@ class Budget:
         return list(seen.values())
 
     def spent(self) -> dict[str, float]:
-        lms = self._distinct()
-        calls = sum(lm.usage.paid_calls for lm in lms)
-        tokens = sum(lm.usage.prompt_tokens + lm.usage.completion_tokens for lm in lms)
+        """Paid usage since `begin()` (or since the budget was made), summed over distinct LMs."""
+        calls = tokens = 0
         cost = 0.0
-        for lm in lms:
+        for lm in self._distinct():
+            c0, p0, k0 = self._base.get(id(lm), (0, 0, 0))
+            prompt, completion = lm.usage.prompt_tokens - p0, lm.usage.completion_tokens - k0
+            calls += lm.usage.paid_calls - c0
+            tokens += prompt + completion
             p_in, p_out = self.prices.get(lm.model, (0.0, 0.0))
-            cost += (lm.usage.prompt_tokens * p_in + lm.usage.completion_tokens * p_out) / 1e6
+            cost += (prompt * p_in + completion * p_out) / 1e6
         return {"lm_calls": calls, "tokens": tokens, "cost_usd": cost, "wall_s": time.monotonic() - self._t0}
 
     def check(self) -> None:

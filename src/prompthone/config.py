@@ -1,0 +1,142 @@
+"""Run configs: a YAML file that says what to optimize, with what, within what budget.
+
+Validated before anything runs; an error names the file, the key, the value and what was expected.
+Loaded with `yaml.safe_load` only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from prompthone.lm.errors import ConfigError
+from prompthone.lm.model_string import parse_model_string
+from prompthone.optimize.budget import Budget
+from prompthone.optimize.registry import OPTIMIZERS
+from prompthone.optimize.runner import RunSpec
+from prompthone.tasks import get_task
+
+
+class ConfigFileError(ValueError):
+    """A config file that cannot be run as written."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Models(_Strict):
+    task: str = "local/qwen2.5-coder-0.5b"
+    proposer: str | None = None
+
+    @field_validator("task", "proposer")
+    @classmethod
+    def _model_string(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                parse_model_string(v)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return v
+
+
+class Splits(_Strict):
+    train: int = Field(50, ge=1)
+    val: int = Field(50, ge=1)
+    test: int = Field(100, ge=1)
+
+
+class BudgetConfig(_Strict):
+    max_lm_calls: int | None = Field(None, ge=1)
+    max_tokens: int | None = Field(None, ge=1)
+    max_cost_usd: float | None = Field(None, gt=0)
+    max_wall_minutes: float | None = Field(None, gt=0)
+    #: model string -> [USD per 1M prompt tokens, USD per 1M completion tokens]
+    prices: dict[str, tuple[float, float]] = Field(default_factory=dict)
+
+
+class RunConfig(_Strict):
+    task: str
+    optimizer: str
+    settings: dict[str, Any] = Field(default_factory=dict)
+    models: Models = Field(default_factory=Models)
+    splits: Splits = Field(default_factory=Splits)
+    seed: int = 0
+    data_root: str | None = None
+    concurrency: int = Field(8, ge=1)
+    max_tokens: int = Field(384, ge=1)
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
+
+    @field_validator("task")
+    @classmethod
+    def _task(cls, v: str) -> str:
+        try:
+            get_task(v)
+        except KeyError as exc:
+            raise ValueError(str(exc).strip("'\"")) from None
+        return v
+
+    @field_validator("optimizer")
+    @classmethod
+    def _optimizer(cls, v: str) -> str:
+        if v not in OPTIMIZERS:
+            raise ValueError(f"expected one of: {', '.join(OPTIMIZERS)}")
+        return v
+
+    def to_spec(self) -> RunSpec:
+        b = self.budget
+        return RunSpec(
+            task=self.task,
+            optimizer=self.optimizer,
+            model=self.models.task,
+            proposer_model=self.models.proposer,
+            settings=dict(self.settings),
+            n_train=self.splits.train,
+            n_val=self.splits.val,
+            n_test=self.splits.test,
+            seed=self.seed,
+            data_root=self.data_root,
+            concurrency=self.concurrency,
+            max_tokens=self.max_tokens,
+            budget=Budget(
+                max_lm_calls=b.max_lm_calls,
+                max_tokens=b.max_tokens,
+                max_cost_usd=b.max_cost_usd,
+                max_wall_s=b.max_wall_minutes * 60 if b.max_wall_minutes else None,
+                prices=dict(b.prices),
+            ),
+        )
+
+
+def load_config(path: str | Path) -> RunSpec:
+    """Read and validate a run config, or raise `ConfigFileError` saying what to change."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigFileError(f"{p}: cannot read the config file ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigFileError(f"{p}:{where} is not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise ConfigFileError(
+            f"{p}: expected a mapping of keys (task, optimizer, models, ...), got {type(data).__name__}"
+        )
+    try:
+        return RunConfig.model_validate(data).to_spec()
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            key = ".".join(str(x) for x in err["loc"])
+            value = err.get("input")
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key (check the spelling; see examples/ for every key)"
+            lines.append(f"  {key}: {msg} (got {value!r})" if err["type"] != "missing" else f"  {key}: required")
+        raise ConfigFileError(f"{p}: invalid config\n" + "\n".join(lines)) from None
