@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -150,3 +151,24 @@ def test_each_budget_limit_stops_the_run_cleanly_with_the_best_so_far(env, limit
     row = RunStore(out.run_dir).run_row()
     assert row["status"] == "completed" and row["result"]["stopped_by"] == limit
     assert any(e["kind"] == "budget" and e["data"]["limit"] == limit for e in RunStore(out.run_dir).events())
+
+
+def test_progress_shows_trials_best_score_and_spend_against_budget(env):
+    import io
+
+    from rich.console import Console
+
+    from prompthone.optimize import Budget
+    from prompthone.optimize.progress import LiveProgress
+
+    tmp, url, _ = env
+    buf = io.StringIO()
+    console = Console(file=buf, width=200)
+    s = spec(url, tmp / "data", budget=Budget(max_lm_calls=30))
+    out = run_sync(run_optimization(s, out_dir=tmp / "runs", console=console))
+    text = buf.getvalue()
+    assert "trial   0: validation 0.000 (best 0.000)" in text
+    assert "budget: budget reached" in text and "of 30 paid LM calls" in text
+    assert f"final: test {out.final_test.mean:.3f}" in text
+    line = LiveProgress(console, s.budget).line()
+    assert re.search(r"\d+ calls / 30", line)

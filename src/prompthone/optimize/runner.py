@@ -27,6 +27,7 @@ from prompthone.lm import LM, ResponseCache, open_cache
 from prompthone.lm import settings as lm_settings
 from prompthone.optimize.base import OptimizationResult, OptimizationSetup
 from prompthone.optimize.budget import Budget
+from prompthone.optimize.progress import LiveProgress
 from prompthone.optimize.registry import make_optimizer
 from prompthone.program import render_prompts
 from prompthone.store import RunStore, build_manifest
@@ -159,6 +160,8 @@ async def run_optimization(
     else:
         store.restart()
 
+    progress = LiveProgress(console, spec.budget)
+
     def on_event(kind: str, data: dict) -> None:
         if kind == "trial":
             t = data["trial"]
@@ -171,12 +174,9 @@ async def run_optimization(
                 best=data.get("best"),
                 info=t.info,
             )
-            if t.full:
-                console.print(f"  trial {t.index:>3}: validation {t.score:.3f} (best {data['best']:.3f})")
-            return
-        store.record_event(kind, data)
-        if kind in ("budget", "early_stop"):
-            console.print(f"  {kind}: {data}")
+        else:
+            store.record_event(kind, data)
+        progress.update(kind, data)
 
     setup = OptimizationSetup(
         program=program,
@@ -201,7 +201,8 @@ async def run_optimization(
     try:
         start_test = await evaluator.evaluate(None, parts.test)
         console.print(f"  start: test {start_test.summary()}")
-        result = await optimizer.optimize(setup)
+        with progress:
+            result = await optimizer.optimize(setup)
         usage = {role: u.as_dict() for role, u in spec.budget.usage_by_role().items()}
         final_test = await evaluator.evaluate(result.best, parts.test)
     except BaseException as exc:
