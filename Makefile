@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # virtual machines; a portable AVX2 build works everywhere this project runs and is about as fast on 2 cores.
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 
-.PHONY: install install-dev demo test lint bench
+.PHONY: install install-dev system-deps demo test lint bench
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -15,8 +15,13 @@ $(BIN)/python:
 install: $(BIN)/python
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install -e ".[local]"
 
-install-dev: $(BIN)/python
+install-dev: $(BIN)/python system-deps
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install -e ".[local,dev]"
+
+# The report tests open the HTML report in headless Chromium (Debian's package).
+system-deps:
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium) \
+		|| (echo "install Chromium (Debian: apt-get install chromium) for the report tests" && false)
 
 demo: install
 	$(BIN)/prompthone demo

@@ -29,7 +29,7 @@ from prompthone.optimize.base import OptimizationResult, OptimizationSetup
 from prompthone.optimize.budget import Budget
 from prompthone.optimize.progress import LiveProgress
 from prompthone.optimize.registry import make_optimizer
-from prompthone.program import render_prompts
+from prompthone.program import Candidate, render_prompts
 from prompthone.store import RunStore, build_manifest
 from prompthone.tasks import get_task
 
@@ -241,6 +241,7 @@ def write_outcome(outcome: RunOutcome, program) -> dict[str, Any]:
         "best_val": r.best_score,
         "start_val": r.start_score,
         "best_candidate": r.best.hash,
+        "start_candidate": Candidate.default(program).hash,
         "stopped_by": r.stopped_by,
         "usage_by_role": outcome.usage,
         "wall_s": outcome.wall_s,

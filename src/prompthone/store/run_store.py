@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, delete, event, insert, select, update
+from sqlalchemy import create_engine, delete, event, insert, inspect, select, text, update
 from sqlalchemy.engine import Engine
 
 from prompthone.lm.types import Completion
@@ -204,6 +204,27 @@ class RunStore:
                 a["completion_tokens"] += comp
                 a["cost_usd"] += cost
         return list(agg.values())
+
+    def lm_calls(self) -> list[dict[str, Any]]:
+        """Every LM call in the order it was made, for charts of spend over time (reports)."""
+        t = schema.lm_calls
+        with self.engine.connect() as c:
+            rows = c.execute(select(t).order_by(t.c.id)).mappings().all()
+        return [dict(r) for r in rows]
+
+    def score_records(self, candidate_hash: str) -> list[dict[str, Any]]:
+        """The evaluator's cached per-example records of one candidate (the `scores` table), by example id.
+
+        Read only, and empty when the run never scored through a stored cache: the table belongs to
+        `prompthone.evaluate.ScoreCache`, not to this schema, so it may be absent.
+        """
+        with self.engine.connect() as c:
+            if not inspect(c).has_table("scores"):
+                return []
+            rows = c.execute(
+                text("SELECT record FROM scores WHERE candidate = :h ORDER BY example_id"), {"h": candidate_hash}
+            ).all()
+        return [json.loads(r[0]) for r in rows]
 
     def events(self) -> list[dict[str, Any]]:
         with self.engine.connect() as c:

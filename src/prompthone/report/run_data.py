@@ -1,0 +1,306 @@
+"""A run read back from its store into plain values: what `report`, `show`, `compare` and `export` present.
+
+All four read the same `RunData`, so a number is computed once and the HTML report, the terminal and an
+exported file can never disagree about it. Reading never writes: a name that is not a run folder is
+rejected before a `RunStore` is opened (opening one creates its tables).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prompthone.program import Candidate, CandidateError, Program
+from prompthone.store import RUN_DB, RunStore
+
+RUNS_DIR = Path("prompthone-runs")
+
+
+class RunDataError(LookupError):
+    """A run cannot be found or read; the message says which and what to do."""
+
+
+def resolve_run(run: str | Path, runs_dir: Path = RUNS_DIR) -> tuple[str, Path | None]:
+    """(database URL, run folder or None) for a run folder path, a run name under `runs_dir`, a unique
+    prefix of one, a `run.sqlite` path, or a database URL (for a store that is not a SQLite file)."""
+    s = str(run)
+    if "://" in s:
+        return s, None
+    p = Path(s)
+    if p.is_file() and p.name == RUN_DB:
+        p = p.parent
+    if (p / RUN_DB).is_file():
+        return f"sqlite:///{p / RUN_DB}", p
+    under = runs_dir / s
+    if (under / RUN_DB).is_file():
+        return f"sqlite:///{under / RUN_DB}", under
+    matches = sorted(d for d in runs_dir.glob(f"{glob_escape(s)}*") if (d / RUN_DB).is_file()) if s else []
+    if len(matches) == 1:
+        return f"sqlite:///{matches[0] / RUN_DB}", matches[0]
+    if len(matches) > 1:
+        names = ", ".join(d.name for d in matches[:6]) + (" ..." if len(matches) > 6 else "")
+        raise RunDataError(f"{s!r} matches {len(matches)} runs in {runs_dir}: {names}; give the full name")
+    raise RunDataError(
+        f"no run {s!r}: neither {p} nor {under} is a run folder (a folder holding {RUN_DB}); "
+        f"`prompthone runs` lists the runs in {runs_dir}"
+    )
+
+
+def glob_escape(text: str) -> str:
+    """Escape glob metacharacters so a run name is matched literally as a prefix."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
+
+
+@dataclass(frozen=True)
+class Score:
+    """A mean score and its 95% confidence interval, as the runner stored it."""
+
+    mean: float
+    lo: float
+    hi: float
+
+    @classmethod
+    def from_result(cls, d: Any) -> Score | None:
+        if not isinstance(d, dict) or d.get("score") is None:
+            return None
+        lo, hi = (d.get("ci95") or (math.nan, math.nan))[:2]
+        return cls(float(d["score"]), float(lo), float(hi))
+
+    def fmt(self, digits: int = 3) -> str:
+        return f"{self.mean:.{digits}f} (95% CI {self.lo:.{digits}f}–{self.hi:.{digits}f})"
+
+
+@dataclass
+class RunData:
+    """Everything the store holds about one run, plus its program rebuilt from the config when possible.
+
+    `start` is the candidate the run started from and `best` the one it chose; the `*_note` fields say
+    in words where a value came from when it is not the obvious place (an interrupted run has no result,
+    so its best is the best full-validation trial so far).
+    """
+
+    id: str
+    url: str
+    folder: Path | None
+    status: str
+    created_at: float
+    updated_at: float
+    config: dict[str, Any]
+    manifest: dict[str, Any]
+    result: dict[str, Any]
+    trials: list[dict[str, Any]]
+    candidates: dict[str, Candidate]
+    lm_calls: list[dict[str, Any]]
+    usage: list[dict[str, Any]]
+    events: list[dict[str, Any]]
+    program: Program | None = None
+    program_note: str | None = None
+    start: Candidate | None = None
+    start_note: str | None = None
+    best: Candidate | None = None
+    best_note: str | None = None
+    #: the evaluator's per-example records (validation and test alike) of the start and best candidates
+    start_records: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    best_records: list[dict[str, Any]] = field(default_factory=list, repr=False)
+
+    # -- what was run ---------------------------------------------------------------------------------
+    @property
+    def task(self) -> str:
+        return str(self.config.get("task", "?"))
+
+    @property
+    def optimizer(self) -> str:
+        return str(self.config.get("optimizer", "?"))
+
+    @property
+    def task_model(self) -> str:
+        return str(self.config.get("model", "?"))
+
+    @property
+    def proposer_model(self) -> str:
+        return str(self.config.get("proposer_model") or self.config.get("model", "?"))
+
+    @property
+    def stopped_by(self) -> str:
+        if self.result.get("stopped_by"):
+            return str(self.result["stopped_by"])
+        return {"running": "(still running, or killed)", "failed": "(failed)"}.get(self.status, "-")
+
+    @property
+    def error(self) -> str | None:
+        return self.result.get("error")
+
+    # -- scores ---------------------------------------------------------------------------------------
+    @property
+    def start_test(self) -> Score | None:
+        return Score.from_result(self.result.get("start_test"))
+
+    @property
+    def final_test(self) -> Score | None:
+        return Score.from_result(self.result.get("final_test"))
+
+    @property
+    def full_trials(self) -> list[dict[str, Any]]:
+        return [t for t in self.trials if t["full"]]
+
+    @property
+    def best_val(self) -> float | None:
+        """The chosen candidate's validation score: the stored result's, else the best full trial's."""
+        v = self.result.get("best_val")
+        if v is not None and not (isinstance(v, float) and math.isnan(v)):
+            return float(v)
+        scores = [t["score"] for t in self.full_trials if t["score"] is not None]
+        return max(scores) if scores else None
+
+    @property
+    def start_val(self) -> float | None:
+        v = self.result.get("start_val")
+        if v is not None and not (isinstance(v, float) and math.isnan(v)):
+            return float(v)
+        if self.start is not None:
+            for t in self.full_trials:
+                if t["candidate"] == self.start.hash:
+                    return t["score"]
+        return None
+
+    def best_so_far(self) -> list[float | None]:
+        """Best full-validation score after each trial, None before the first (as `OptimizationResult`)."""
+        out: list[float | None] = []
+        best: float | None = None
+        for t in self.trials:
+            if t["full"] and t["score"] is not None and (best is None or t["score"] > best):
+                best = t["score"]
+            out.append(best)
+        return out
+
+    # -- spending -------------------------------------------------------------------------------------
+    @property
+    def wall_s(self) -> float:
+        """The runner's own wall time when the run finished; else the time between its first and last row."""
+        if self.result.get("wall_s") is not None:
+            return float(self.result["wall_s"])
+        return max(0.0, self.updated_at - self.created_at, self._last_ts() - self.created_at)
+
+    def _last_ts(self) -> float:
+        stamps = [c["ts"] for c in self.lm_calls] + [t["ts"] for t in self.trials]
+        return max(stamps, default=self.created_at)
+
+    def totals(self) -> dict[str, float]:
+        """Sums over every role and model of `usage` (paid = not served from a cache)."""
+        keys = ("calls", "paid_calls", "prompt_tokens", "completion_tokens", "cached_tokens", "cost_usd")
+        return {k: sum(u[k] for u in self.usage) for k in keys}
+
+    def latency_by(self) -> dict[tuple[str, str], float]:
+        """Mean latency of paid calls per (role, model), in seconds."""
+        acc: dict[tuple[str, str], list[float]] = {}
+        for c in self.lm_calls:
+            if not c["cached"]:
+                acc.setdefault((c["role"], c["model"]), []).append(c["latency_s"])
+        return {k: sum(v) / len(v) for k, v in acc.items()}
+
+
+def rebuild_program(config: dict[str, Any], data_root: str | None = None) -> Program:
+    """The run's starting program, built again from its config (a built-in task's `make_program`)."""
+    from prompthone.tasks import get_task
+
+    task = config.get("task")
+    if not task:
+        raise RunDataError("the run's config names no built-in task, so its program cannot be rebuilt")
+    root = data_root if data_root is not None else config.get("data_root")
+    return get_task(str(task)).make_program(root)
+
+
+def load_run(run: str | Path, *, runs_dir: Path = RUNS_DIR, data_root: str | None = None) -> RunData:
+    """Read one run (see `resolve_run` for what `run` may be) and work out its start and best candidates.
+
+    `data_root` overrides the data folder of the run's config when rebuilding its program (a task such as
+    hotpotqa needs its data to build the program; the data may have moved since the run).
+    """
+    url, folder = resolve_run(run, runs_dir)
+    store = RunStore(url)
+    try:
+        try:
+            row = store.run_row()
+        except LookupError:
+            raise RunDataError(f"{folder or url} holds no recorded run (its ph_run table is empty)") from None
+        trials = store.trials()
+        hashes = list(dict.fromkeys(t["candidate"] for t in trials))
+        result = row["result"] or {}
+        if result.get("best_candidate") and result["best_candidate"] not in hashes:
+            hashes.append(result["best_candidate"])
+        candidates = {h: store.candidate(h) for h in hashes}
+        data = RunData(
+            id=row["id"],
+            url=url,
+            folder=folder,
+            status=row["status"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            config=row["config"] or {},
+            manifest=row["manifest"] or {},
+            result=result,
+            trials=trials,
+            candidates=candidates,
+            lm_calls=store.lm_calls(),
+            usage=store.lm_usage(),
+            events=store.events(),
+        )
+        _attach_program(data, data_root)
+        _choose_best(data)
+        if data.start is not None:
+            data.start_records = store.score_records(data.start.hash)
+        if data.best is not None:
+            data.best_records = store.score_records(data.best.hash)
+        return data
+    finally:
+        store.close()
+
+
+def _attach_program(data: RunData, data_root: str | None) -> None:
+    """Rebuild the program and decide the start candidate.
+
+    Every optimizer scores its start first, so trial 0 is the start; the rebuilt program's default is
+    preferred when the run did score it (then it is certainly the start), and a mismatch is reported:
+    it means the built-in task's starting prompt changed since the run.
+    """
+    try:
+        data.program = rebuild_program(data.config, data_root)
+        default = Candidate.default(data.program)
+    except Exception as exc:  # any failure to rebuild only costs signatures and a verified start
+        data.program, default = None, None
+        data.program_note = f"the program could not be rebuilt ({type(exc).__name__}: {exc})"
+    first = data.candidates.get(data.trials[0]["candidate"]) if data.trials else None
+    if default is not None and (default.hash in data.candidates or first is None):
+        data.start = default
+        if first is None:
+            data.start_note = "the run scored no candidate; the start is the task's starting program"
+    elif first is not None:
+        data.start = first
+        data.start_note = "the start is the run's first scored candidate" + (
+            "; the task's current starting prompt differs from it" if default is not None else ""
+        )
+    if data.program is not None and data.start is not None:
+        try:
+            data.start.check(data.program)
+        except CandidateError as exc:
+            data.program_note = f"the rebuilt program does not fit the run's candidates: {exc}"
+            data.program = None
+
+
+def _choose_best(data: RunData) -> None:
+    h = data.result.get("best_candidate")
+    if h and h in data.candidates:
+        data.best = data.candidates[h]
+        return
+    best: dict[str, Any] | None = None
+    for t in data.full_trials:  # the first of equal scores wins, as in `Optimizer._record`
+        if t["score"] is not None and (best is None or t["score"] > best["score"]):
+            best = t
+    if best is not None:
+        data.best = data.candidates[best["candidate"]]
+        data.best_note = f"the run has no result yet ({data.status}); best is the best full-validation trial so far"
+    elif data.start is not None:
+        data.best = data.start
+        data.best_note = "no candidate was scored on the full validation set; showing the start"
