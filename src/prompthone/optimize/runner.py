@@ -115,20 +115,15 @@ async def run_optimization(
     program = task.make_program(spec.data_root)
     metric = task.metric()
 
+    def make_setup(evaluator: Evaluator, proposer_lm: LM, **extra: Any) -> OptimizationSetup:
+        return OptimizationSetup(program=program, trainset=parts.train, valset=parts.val, evaluator=evaluator,
+                                 task_lm=evaluator.lm, proposer_lm=proposer_lm, seed=spec.seed, budget=spec.budget,
+                                 **extra)  # fmt: skip
+
     if dry_run:
         task_lm = LM(spec.model, cache=False)
-        proposer_lm = LM(spec.proposer_model or spec.model, cache=False)
         evaluator = Evaluator(program, metric, task_lm, max_tokens=spec.max_tokens)
-        setup = OptimizationSetup(
-            program=program,
-            trainset=parts.train,
-            valset=parts.val,
-            evaluator=evaluator,
-            task_lm=task_lm,
-            proposer_lm=proposer_lm,
-            seed=spec.seed,
-            budget=spec.budget,
-        )
+        setup = make_setup(evaluator, LM(spec.proposer_model or spec.model, cache=False))
         return make_optimizer(spec.optimizer, **spec.settings).estimate(setup)
 
     if store is None:
@@ -178,18 +173,7 @@ async def run_optimization(
             store.record_event(kind, data)
         progress.update(kind, data)
 
-    setup = OptimizationSetup(
-        program=program,
-        trainset=parts.train,
-        valset=parts.val,
-        evaluator=evaluator,
-        task_lm=task_lm,
-        proposer_lm=proposer_lm,
-        seed=spec.seed,
-        budget=spec.budget,
-        events=on_event,
-        storage_url=store.url,
-    )
+    setup = make_setup(evaluator, proposer_lm, events=on_event, storage_url=store.url)
     optimizer = make_optimizer(spec.optimizer, **spec.settings)
     console.print(
         f"[bold]{spec.optimizer}[/] on [bold]{task.name}[/]: {len(parts.train)} train / {len(parts.val)} val / "
