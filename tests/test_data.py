@@ -85,9 +85,7 @@ def test_equal_examples_hash_equal_and_dedupe_in_a_set():
 
 
 def test_example_json_round_trip_keeps_nested_values():
-    ex = Example(
-        id="x:1", inputs={"q": "hi", "ctx": [{"t": "T", "s": ["s1", "s2"]}]}, labels={"n": 3.5, "ok": True}
-    )
+    ex = Example(id="x:1", inputs={"q": "hi", "ctx": [{"t": "T", "s": ["s1", "s2"]}]}, labels={"n": 3.5, "ok": True})
     data = json.loads(json.dumps(ex.to_dict()))
     assert data == {
         "id": "x:1",
@@ -123,9 +121,7 @@ def test_jsonl_maps_source_fields_and_ids_follow_file_lines(tmp_path):
 
 
 def test_json_list_ids_are_indices_and_id_field_overrides(tmp_path):
-    path = write(
-        tmp_path, "set.json", json.dumps([{"q": "a", "a": 1, "uid": 7}, {"q": "b", "a": 2, "uid": "k"}])
-    )
+    path = write(tmp_path, "set.json", json.dumps([{"q": "a", "a": 1, "uid": 7}, {"q": "b", "a": 2, "uid": "k"}]))
     assert ids(load_examples(path, inputs=["q"], labels=["a"])) == ["set:0", "set:1"]
     exs = load_examples(path, inputs=["q"], labels=["a"], id_field="uid", label_types={"a": int})
     assert ids(exs) == ["7", "k"]
@@ -151,9 +147,7 @@ def test_tsv_is_read_by_suffix(tmp_path):
 @pytest.mark.parametrize("content", ["", "  \n\n"])
 def test_empty_file_is_an_error_naming_the_file(tmp_path, content):
     path = write(tmp_path, "empty.jsonl", content)
-    with pytest.raises(
-        DataError, match=r"empty\.jsonl: file is empty; expected one JSON object per line"
-    ) as e:
+    with pytest.raises(DataError, match=r"empty\.jsonl: file is empty; expected one JSON object per line") as e:
         load_examples(path, inputs=["q"])
     assert e.value.path == path
 
@@ -185,9 +179,7 @@ def test_missing_field_in_a_pretty_printed_json_list_reports_the_items_line(tmp_
     items = [{"q": "a", "a": "1"}, {"q": "b", "a": "2"}, {"q": "c"}]
     path = write(tmp_path, "p.json", json.dumps(items, indent=2))
     lines = path.read_text().split("\n")
-    expected_line = [n for n, line in enumerate(lines, 1) if line == "  {"][
-        2
-    ]  # the third item's opening brace
+    expected_line = [n for n, line in enumerate(lines, 1) if line == "  {"][2]  # the third item's opening brace
     assert expected_line == 10
     with pytest.raises(DataError) as e:
         load_examples(path, inputs=["q"], labels=["a"])
@@ -274,10 +266,7 @@ def test_bad_field_specs_are_rejected_before_reading(tmp_path):
 
 
 def make(n: int, prefix: str = "e") -> list[Example]:
-    return [
-        Example(id=f"{prefix}:{i}", inputs={"q": f"question {i}"}, labels={"answer": str(i)})
-        for i in range(n)
-    ]
+    return [Example(id=f"{prefix}:{i}", inputs={"q": f"question {i}"}, labels={"answer": str(i)}) for i in range(n)]
 
 
 def test_split_is_reproducible_and_seed_dependent():
@@ -353,9 +342,7 @@ def test_split_rejects_duplicate_ids():
 
 def test_check_disjoint_names_shared_ids_and_their_splits():
     a, b = make(3), make(5)[2:]
-    with pytest.raises(
-        SplitOverlapError, match=r"1 id\(s\) in more than one split: 'e:2' \(train and test\)"
-    ):
+    with pytest.raises(SplitOverlapError, match=r"1 id\(s\) in more than one split: 'e:2' \(train and test\)"):
         check_disjoint(a, b, names=["train", "test"])
 
 
@@ -380,9 +367,7 @@ def test_data_root_from_env_var(tmp_path, monkeypatch):
     monkeypatch.setenv(ENV_VAR, str(tmp_path))
     assert find_data_root() == tmp_path
     monkeypatch.setenv(ENV_VAR, str(tmp_path / "missing"))
-    with pytest.raises(
-        DataRootNotFoundError, match=f"{ENV_VAR} points to .*missing, which is not a directory"
-    ):
+    with pytest.raises(DataRootNotFoundError, match=f"{ENV_VAR} points to .*missing, which is not a directory"):
         find_data_root()
 
 
@@ -405,20 +390,14 @@ def test_missing_data_root_says_to_set_the_env_var(tmp_path, monkeypatch):
     (tmp_path / "shared" / "data").mkdir(parents=True)  # exists but holds no dataset: not taken
     with pytest.raises(DataRootNotFoundError, match=f"no benchmark data folder found .*set {ENV_VAR}"):
         find_data_root(search_from=[tmp_path])
-    with pytest.raises(
-        DataError, match=r"gsm8k[/\\]test\.jsonl: file not found; expected the gsm8k data file"
-    ):
+    with pytest.raises(DataError, match=r"gsm8k[/\\]test\.jsonl: file not found; expected the gsm8k data file"):
         load_gsm8k("test", root=tmp_path)
 
 
 def test_unknown_split_or_task_lists_the_choices():
-    with pytest.raises(
-        DataError, match="unknown GSM8K split 'dev'; expected one of: train, test, test_socratic"
-    ):
+    with pytest.raises(DataError, match="unknown GSM8K split 'dev'; expected one of: train, test, test_socratic"):
         load_gsm8k("dev", root=SHARED)
-    with pytest.raises(
-        DataError, match="unknown BBH task 'navigation'; expected one of: boolean_expressions,"
-    ):
+    with pytest.raises(DataError, match="unknown BBH task 'navigation'; expected one of: boolean_expressions,"):
         load_bbh("navigation", root=SHARED)
 
 
@@ -465,9 +444,7 @@ def test_bbh_has_27_tasks_with_the_documented_sizes():
 
 
 def test_bbh_sample_keeps_input_and_target_verbatim():
-    raw = json.loads((SHARED / "bbh" / "bbh" / "date_understanding.json").read_text(encoding="utf-8"))[
-        "examples"
-    ]
+    raw = json.loads((SHARED / "bbh" / "bbh" / "date_understanding.json").read_text(encoding="utf-8"))["examples"]
     exs = load_bbh("date_understanding", root=SHARED)
     for i in (0, 137, 249):
         assert exs[i].id == f"bbh/date_understanding:{i}"

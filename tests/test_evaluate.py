@@ -24,9 +24,7 @@ class QA(Program):
 
 
 def examples(n: int) -> list[Example]:
-    return [
-        Example(id=f"q{i}", inputs={"question": f"what is {i}?"}, labels={"answer": str(i)}) for i in range(n)
-    ]
+    return [Example(id=f"q{i}", inputs={"question": f"what is {i}?"}, labels={"answer": str(i)}) for i in range(n)]
 
 
 def question_number(req) -> int:

@@ -19,9 +19,9 @@ from prompthone.optimize import Budget, OptimizationSetup
 from prompthone.optimize.gradsum import GradSum, GradSumNoSummary, read_instruction, read_module_name
 from prompthone.program import Candidate, Predict, Program
 
-GRADIENT = "In two or three sentences"
-SUMMARY = "Summarize this feedback"
-EDIT = "Write an improved instruction"
+GRADIENT = "Answer in at most three short sentences"
+SUMMARY = "Answer with one general direction for the instruction"
+EDIT = "Rewrite the instruction in your own words"
 ATTRIBUTION = "Which step's output went wrong"
 
 
@@ -52,7 +52,9 @@ class Proposer:
 
     def __init__(self, edit=None) -> None:
         self.asked: dict[str, list] = {GRADIENT: [], SUMMARY: [], EDIT: [], ATTRIBUTION: []}
-        self.edit = edit or (lambda req, current: f"<instruction>LEVEL {current + 1 + req.sample_index % 2}</instruction>")
+        self.edit = edit or (
+            lambda req, current: f"<instruction>LEVEL {current + 1 + req.sample_index % 2}</instruction>"
+        )
 
     def __call__(self, req) -> str:
         prompt = req.messages[-1][1]
@@ -68,7 +70,7 @@ class Proposer:
         if kind == SUMMARY:
             return "SUMMARY: raise the level for every question."
         if kind == EDIT:
-            current = level(prompt.split("Its current instruction:")[1])
+            current = level(prompt.split("Its current instruction")[1])
             return self.edit(req, current)
         raise AssertionError("attribution is not expected for a one-module program")
 
@@ -163,7 +165,9 @@ def test_beam_keeps_the_best_prompts_by_validation_score_and_returns_the_best():
 
 
 def test_early_stop_when_validation_stalls():
-    stuck = Proposer(edit=lambda req, current: f"<instruction>LEVEL {current} (variant {req.sample_index})</instruction>")
+    stuck = Proposer(
+        edit=lambda req, current: f"<instruction>LEVEL {current} (variant {req.sample_index})</instruction>"
+    )
     events = []
     setup = make_setup(stuck)
     setup.events = lambda kind, data: events.append((kind, data))
@@ -192,6 +196,17 @@ def test_a_perfect_minibatch_gives_no_gradients_and_counts_as_a_stall():
     result = run(GradSum(iterations=3, minibatch_size=4, patience=1), setup)
     assert proposer.asked[GRADIENT] == [] and result.stopped_by == "early_stop"
     assert len([t for t in result.trials if t.full]) == 1
+
+
+def test_a_task_description_setting_reaches_every_proposer_prompt():
+    proposer = Proposer()
+    run(GradSum(iterations=1, minibatch_size=8, task_description="Say the number asked for."), make_setup(proposer))
+    for kind in (GRADIENT, SUMMARY, EDIT):
+        assert proposer.asked[kind]
+        assert all("The system's task: Say the number asked for." in r.messages[-1][1] for r in proposer.asked[kind])
+    plain = Proposer()
+    run(GradSum(iterations=1, minibatch_size=8), make_setup(plain))
+    assert not any("The system's task" in r.messages[-1][1] for r in plain.asked[GRADIENT])
 
 
 def test_settings_are_checked():
@@ -319,6 +334,9 @@ def test_a_judge_metric_drives_the_loop_and_its_calls_count_in_the_budget():
     assert judge_lm.usage.calls == 12 + 8 + 12 * len([t for t in result.trials if t.full and t.index > 0])
     gradient_prompt = proposer.asked[GRADIENT][0].messages[-1][1]
     assert "judge score 0 on a 0-1 scale: differs from the reference" in gradient_prompt
+    # the judge's task description is GRAD-SUM's task description: every proposer prompt shows it
+    for kind in (GRADIENT, SUMMARY, EDIT):
+        assert all("The system's task: Answer." in r.messages[-1][1] for r in proposer.asked[kind])
     assert result.best_score > result.start_score
 
 

@@ -124,7 +124,7 @@ def test_a_failing_judge_model_is_a_judge_error():
 
     lm = LM(ScriptedBackend(down), cache=False, max_retries=0)
     metric = JudgeMetric(lm, task_description="t", criteria="c")
-    with pytest.raises(JudgeError, match="judge model failed.*judge server down"):
+    with pytest.raises(JudgeError, match=r"judge model failed.*judge server down"):
         metric.score(EX, {"answer": "x"})
 
 
@@ -175,7 +175,7 @@ def test_the_evaluator_records_a_judge_failure_as_an_error_apart_from_scores():
         return "Reasoning: fine.\nScore: 1" if "Answer: q1" in user else "Reasoning: wrong.\nScore: 0"
 
     metric = JudgeMetric(LM(ScriptedBackend(judge), cache=False), task_description="t", criteria="c")
-    with pytest.raises(EvaluationError, match="1 of 4 examples failed.*JudgeError"):
+    with pytest.raises(EvaluationError, match=r"1 of 4 examples failed.*JudgeError"):
         Evaluator(QA(), metric, task_lm).evaluate_sync(None, examples)
     result = Evaluator(QA(), metric, task_lm, max_errors=1).evaluate_sync(None, examples)
     by = result.by_id()

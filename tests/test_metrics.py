@@ -164,8 +164,7 @@ def test_missing_prediction_field_is_raised_not_scored():
         "q:1",
     )
     assert str(err) == (
-        "metric exact_match: field 'answer' is missing from the prediction of example 'q:1' "
-        "(present: reasoning)"
+        "metric exact_match: field 'answer' is missing from the prediction of example 'q:1' (present: reasoning)"
     )
     with pytest.raises(MissingFieldError, match="field 'answer' is missing from the prediction"):
         NumericMatch().score(ex("3"), {"answer": None})  # None counts as missing

@@ -44,7 +44,7 @@ class Parity(Program):
 
 def parity_examples(n: int, offset: int = 0) -> list[Example]:
     return [
-        Example(id=f"n{i}", inputs={"question": f"Is {i} even or odd?"}, labels={"answer": "even" if i % 2 == 0 else "odd"})
+        Example(id=f"n{i}", inputs={"question": f"Is {i} even or odd?"}, labels={"answer": ("even", "odd")[i % 2]})
         for i in range(offset, offset + n)
     ]
 

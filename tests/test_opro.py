@@ -247,6 +247,8 @@ async def test_result_is_chosen_on_validation_not_training():
         ('New instruction: "Be precise."', "Be precise."),
         ("Here is a new instruction:\n\nList the facts, then answer.", "List the facts, then answer."),
         ("text:\nSolve it carefully.\nscore:\n88", "Solve it carefully."),
+        ("<Classify the question.</INS>", "Classify the question."),
+        ("<INS>A.</INS>\n<INS>Question: q?</INS>", "A."),
         ("<INS></INS>", None),
         ("<INS>your instruction</INS>", None),
         ("", None),
@@ -442,3 +444,19 @@ async def test_training_subset_is_fixed_and_seeded():
     assert {t.n for t in result.trials if not t.full} == {8}
     seen = {re.search(r"t-q\d+", r.messages[-1][1]).group(0) for r in tlog if "t-q" in r.messages[-1][1]}
     assert len(seen) == 8
+
+
+async def test_a_rerun_with_the_same_seed_replays_every_proposal_from_the_cache(tmp_path):
+    def respond(req):
+        return f"<INS>level {1 + (req.sample_index * 7 + len(req.messages[0][1])) % 10}</INS>"
+
+    backend = ScriptedBackend(respond, name="proposer")
+    runs = []
+    for _ in range(2):
+        prop = LM(backend, cache=tmp_path / "responses.sqlite")
+        result = await OPRO(steps=3, candidates_per_step=4, history_order="random").optimize(make_setup(prop))
+        runs.append((result, prop.usage.paid_calls))
+    (first, paid_first), (second, paid_second) = runs
+    assert paid_first == 12 and paid_second == 0 and len(backend.requests) == 12
+    assert [t.info.get("instruction") for t in first.trials] == [t.info.get("instruction") for t in second.trials]
+    assert first.best == second.best

@@ -25,7 +25,7 @@ def test_local_model_continues_a_prefilled_assistant_message():
     assert c.completion_tokens <= 12 and c.prompt_tokens > 10
 
 
-async def test_opro_end_to_end_on_the_embedded_model():
+async def test_opro_end_to_end_on_the_embedded_model(tmp_path):
     spec = RunSpec(
         task="sst2",
         optimizer="opro",
@@ -38,7 +38,7 @@ async def test_opro_end_to_end_on_the_embedded_model():
         concurrency=2,
         budget=Budget(max_wall_s=600),
     )
-    out = await run_optimization(spec)
+    out = await run_optimization(spec, out_dir=tmp_path)
     r = out.result
     assert r.stopped_by == "completed"
     assert r.trials[0].full and r.trials[0].n == 3 and r.start_score == r.trials[0].score

@@ -80,9 +80,7 @@ async def test_fifty_concurrent_runs_under_two_candidates_do_not_cross_talk(prog
     lm, backend = scripted(delay_s=0.01)
     cand_a, cand_b = two_candidates(program)
     jobs = [(i, cand_a if i % 2 else cand_b) for i in range(50)]
-    results = await asyncio.gather(
-        *(run_program(program, {"question": f"q{i}"}, lm=lm, candidate=c) for i, c in jobs)
-    )
+    results = await asyncio.gather(*(run_program(program, {"question": f"q{i}"}, lm=lm, candidate=c) for i, c in jobs))
     assert len(backend.requests) == 100
     for (i, cand), result in zip(jobs, results, strict=True):
         tag = "alpha" if cand is cand_a else "beta"

@@ -34,11 +34,11 @@ def even_only(req: Request):
     n = number_of(req)
     if n % 7 == 0 and n > 0:
         return ServerError("down")
-    return "Answer: even" if n % 2 == 0 else "Answer: even"
+    return "Answer: even"  # right on even numbers only
 
 
 async def test_bootstrap_keeps_only_traces_that_pass_the_metric():
-    setup, tb, _ = make_setup(task=even_only, n_train=20)
+    setup, _, _ = make_setup(task=even_only, n_train=20)
     result = await bootstrap_demos(setup)
     demos = result.demos["classify"]
     numbers = [int(re.findall(r"\d+", d["question"])[0]) for d in demos]
@@ -169,11 +169,12 @@ def test_demo_sets_fall_back_to_labelled_samples_without_bootstraps():
     ("reply", "expected"),
     [
         ("Instruction: Classify the question by answer type.", "Classify the question by answer type."),
-        ('**New Instruction:** "Name the kind of answer the question wants."', "Name the kind of answer the question wants."),
-        ("Proposed instruction:\n“Read the question, then name its answer type.”", "Read the question, then name its answer type."),
+        ('**New Instruction:** "Name the answer type."', "Name the answer type."),
+        ("Proposed instruction:\n“Read the question, then name its type.”", "Read the question, then name its type."),
         ("```\nYou are an expert. Classify each question.\n```", "You are an expert. Classify each question."),
         ("Classify the question by type.\nQuestion: What is X?\nAnswer: entity", "Classify the question by type."),
         ("Say which category fits best.\n\nExample 1: blah", "Say which category fits best."),
+        ("Step 2:\nName the category the answer belongs to.", "Name the category the answer belongs to."),
     ],
 )
 def test_clean_instruction_strips_wrapping(reply, expected):
@@ -191,6 +192,8 @@ def test_clean_instruction_strips_wrapping(reply, expected):
         ("Answer: location", "field"),
         ("ok sure", "words"),
         ("word " * 400, "too long"),
+        ("Step 4\nno code, no list of fields, no examples, no explanation.", "echoes the proposal prompt"),
+        ("Write an instruction about the context for the language model.", "echoes the proposal prompt"),
     ],
 )
 def test_clean_instruction_rejects_what_is_not_an_instruction(reply, reason):
@@ -290,7 +293,17 @@ async def test_proposals_are_sampled_distinctly_cleaned_retried_and_all_recorded
     rejected = [r for r in proposer.log if r.kept is None]
     assert rejected and all(r.note for r in rejected)
     again, _, _ = make_setup(proposer=proposer_answer)
-    assert await InstructionProposer(again, Grounding(), max_attempts=3).propose_many("classify", "Answer the question.", opts) == found
+    replay = InstructionProposer(again, Grounding(), max_attempts=3)
+    assert await replay.propose_many("classify", "Answer the question.", opts) == found
+
+
+async def test_a_proposal_that_describes_the_program_step_is_rejected():
+    replies = iter(['Step "classify" receives a question. It must produce an answer.', "Name the parity, even or odd."])
+    setup, _, _ = make_setup(proposer=lambda req: next(replies))
+    proposer = InstructionProposer(setup, Grounding(), max_attempts=2)
+    text = await proposer.propose_one("classify", "Answer.", ProposalOptions(), sample_base=0)
+    assert text == "Name the parity, even or odd."
+    assert "describes the program step" in proposer.log[0].note
 
 
 def test_proposal_options_need_a_known_tip_and_a_positive_temperature():

@@ -31,8 +31,7 @@ class Example:
             value = getattr(self, name)
             if not isinstance(value, Mapping):
                 raise TypeError(
-                    f"Example {self.id!r}: {name} must be a mapping of field name to value, "
-                    f"got {type(value).__name__}"
+                    f"Example {self.id!r}: {name} must be a mapping of field name to value, got {type(value).__name__}"
                 )
             bad = [k for k in value if not isinstance(k, str)]
             if bad:

@@ -149,9 +149,7 @@ def _json_list(path: Path, text: str) -> list[Record]:
             try:
                 obj, end = decoder.raw_decode(text, pos)
             except json.JSONDecodeError as e:
-                raise DataError(
-                    f"invalid JSON ({e.msg} at column {e.colno})", path=path, line=e.lineno
-                ) from None
+                raise DataError(f"invalid JSON ({e.msg} at column {e.colno})", path=path, line=e.lineno) from None
             if not isinstance(obj, dict):
                 raise fail(f"item {len(out)}: expected a JSON object, got {_json_type(obj)}", pos)
             out.append(Record(line=line_of(pos), index=len(out), data=obj))

@@ -53,8 +53,7 @@ class BM25Index:
         self._stopwords = frozenset(stopwords or ())
         self._vocab: dict[str, int] = {}
         corpus_ids = [
-            [self._vocab.setdefault(t, len(self._vocab)) for t in tokenize(p, self._stopwords)]
-            for p in self.passages
+            [self._vocab.setdefault(t, len(self._vocab)) for t in tokenize(p, self._stopwords)] for p in self.passages
         ]
         self._bm25 = bm25s.BM25(k1=k1, b=b, method="lucene")
         self._bm25.index((corpus_ids, dict(self._vocab)), show_progress=False)

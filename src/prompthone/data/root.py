@@ -17,9 +17,7 @@ ENV_VAR = "PROMPTHONE_DATA_DIR"
 KNOWN_DATASETS = ("gsm8k", "bbh", "hotpotqa", "sst2", "trec", "multiarith")
 
 
-def find_data_root(
-    root: str | Path | None = None, *, search_from: Sequence[str | Path] | None = None
-) -> Path:
+def find_data_root(root: str | Path | None = None, *, search_from: Sequence[str | Path] | None = None) -> Path:
     """The benchmark data folder: `root` if given, else $PROMPTHONE_DATA_DIR, else the first
     `<ancestor>/shared/data` holding a known dataset folder, walking up from each of `search_from`
     (default: the working directory, then this package's location).

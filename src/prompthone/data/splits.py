@@ -108,9 +108,7 @@ def _counts(n: int, sizes: dict[str, Size]) -> dict[str, int]:
     return counts
 
 
-def find_content_duplicates(
-    *splits: Sequence[Example], names: Sequence[str] | None = None
-) -> list[ContentDuplicate]:
+def find_content_duplicates(*splits: Sequence[Example], names: Sequence[str] | None = None) -> list[ContentDuplicate]:
     """Inputs that occur in more than one split under different ids, in first-seen order."""
     labels = _names(splits, names)
     groups: dict[str, list[tuple[str, str]]] = {}
@@ -124,9 +122,7 @@ def find_content_duplicates(
     ]
 
 
-def check_disjoint(
-    *splits: Sequence[Example], names: Sequence[str] | None = None, content: bool = True
-) -> None:
+def check_disjoint(*splits: Sequence[Example], names: Sequence[str] | None = None, content: bool = True) -> None:
     """Raise `SplitOverlapError` naming every id found in two splits, and (if `content`) every pair of
     examples with the same inputs in two splits: both would make held-out scores look better than they are.
     """

@@ -4,14 +4,17 @@ The evaluator is the one loop every optimizer shares. It runs the program under 
 example with bounded concurrency, scores the outputs with the metric, and returns per-example records
 plus the mean and its confidence interval. Three outcomes stay apart: a scored answer, a parse failure
 (counted as 0 and counted on its own) and an error (never scored; past `max_errors` the evaluation
-fails loudly with `EvaluationError`).
+fails loudly with `EvaluationError`). An LLM judge that gives no verdict (`JudgeError`) is an error
+too: the program's answer was never judged, so it is neither right nor wrong.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -21,9 +24,13 @@ from prompthone.evaluate.results import EvalResult, ExampleRecord
 from prompthone.evaluate.score_cache import ScoreCache, score_key
 from prompthone.lm.client import LM, run_sync
 from prompthone.metrics.base import Metric, MissingFieldError, as_metric
+from prompthone.metrics.judge import JudgeError
 from prompthone.program.candidate import Candidate
 from prompthone.program.program import Program, as_program
 from prompthone.program.run import run_program
+
+#: the encoder `score_key` uses (`json.dumps(..., sort_keys=True, default=str, separators=(",", ":"))`)
+_SCORE_KEY_JSON = json.JSONEncoder(sort_keys=True, default=str, separators=(",", ":"))
 
 
 class EvaluationError(RuntimeError):
@@ -82,26 +89,60 @@ class Evaluator:
             options=self.lm_options,
         )
 
+    def _keyer(self, candidate: Candidate) -> Callable[[Example], str]:
+        """`lambda ex: self._key(candidate, ex)`, with the parts that do not change per example encoded once.
+
+        `score_key` hashes `json.dumps(payload, sort_keys=True, default=str, separators=(",", ":"))`; with
+        sorted keys that text is the fixed fields' JSON around the example's, so it is built from pieces
+        here, giving the same keys (a test checks it) at a fraction of the cost.
+        """
+        enc = _SCORE_KEY_JSON.encode
+        head = f'{{"candidate":{enc(candidate.hash)},"example":'
+        tail = (
+            f',"lm":{enc(self._lm_id)},"metric":{enc(self.metric.name)},'
+            f'"options":{enc(self.lm_options)},"program":{enc(self._program_id)}}}'
+        )
+        sha256 = hashlib.sha256
+
+        def key(example: Example) -> str:
+            return sha256((head + enc(example.to_dict()) + tail).encode()).hexdigest()
+
+        return key
+
     async def evaluate(
         self, candidate: Candidate | None, examples: Sequence[Example], *, description: str = "evaluating"
     ) -> EvalResult:
         """Score `candidate` (None: the program's own prompts) on `examples`; see the class docstring."""
         candidate = candidate or Candidate.default(self.program)
-        gate = asyncio.Semaphore(self.concurrency)
         traces: dict[str, list] = {}
+        key_of = self._keyer(candidate)
+        records: list[Any] = [None] * len(examples)
+        pending = iter(enumerate(examples))
         t0 = time.perf_counter()
         with self._progress_bar(description, len(examples)) as advance:
+            # `concurrency` workers take the examples in order, rather than one task per example
+            # queued on a semaphore: with a thousand examples the semaphore's bookkeeping cost more
+            # CPU than the evaluator's own work.
+            async def worker() -> None:
+                for i, ex in pending:
+                    # each example still runs in a task of its own, in a copy of this context, as
+                    # before: an async forward that sets a context variable cannot leak it into the next
+                    records[i] = await asyncio.create_task(self._one(candidate, ex, traces, key_of(ex)))
+                    advance()
 
-            async def one(ex: Example) -> ExampleRecord:
-                async with gate:
-                    rec = await self._one(candidate, ex, traces)
-                advance()
-                return rec
-
-            records = await asyncio.gather(*(one(ex) for ex in examples))
+            workers = [asyncio.create_task(worker()) for _ in range(min(self.concurrency, len(examples)))]
+            try:
+                await asyncio.gather(*workers)
+            except BaseException:
+                # a setup error (or cancellation) ends the evaluation: stop the other examples rather
+                # than leave them calling the model for a result nobody reads
+                for w in workers:
+                    w.cancel()
+                await asyncio.gather(*workers, return_exceptions=True)
+                raise
         result = EvalResult(
             candidate_hash=candidate.hash,
-            records=list(records),
+            records=records,
             wall_s=time.perf_counter() - t0,
             traces=traces,
         )
@@ -115,13 +156,10 @@ class Evaluator:
             )
         return result
 
-    def evaluate_sync(
-        self, candidate: Candidate | None, examples: Sequence[Example], **kw: Any
-    ) -> EvalResult:
+    def evaluate_sync(self, candidate: Candidate | None, examples: Sequence[Example], **kw: Any) -> EvalResult:
         return run_sync(self.evaluate(candidate, examples, **kw))
 
-    async def _one(self, candidate: Candidate, ex: Example, traces: dict[str, list]) -> ExampleRecord:
-        key = self._key(candidate, ex)
+    async def _one(self, candidate: Candidate, ex: Example, traces: dict[str, list], key: str) -> ExampleRecord:
         hit = self.score_cache.get(key)
         if hit is not None:
             return ExampleRecord(**{**hit.to_dict(), "cached": True})
@@ -149,6 +187,8 @@ class Evaluator:
             if exc.side == "label":
                 raise  # a setup mistake, not a property of this candidate
             rec = ExampleRecord(status="parse_failure", score=0.0, feedback=str(exc), **common)
+        except JudgeError as exc:  # the judge gave no verdict: an error, never a wrong answer
+            return ExampleRecord(status="error", score=None, error=_describe(exc), **common)
         else:
             rec = ExampleRecord(status="scored", score=result.score, feedback=result.feedback, **common)
         self.score_cache.put(key, candidate.hash, self.metric.name, rec)

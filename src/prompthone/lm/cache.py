@@ -38,10 +38,15 @@ CREATE TABLE IF NOT EXISTS responses (
 """
 
 
+#: `json.dumps(..., sort_keys=True, separators=(",", ":"), ensure_ascii=False)`, built once: keys are
+#: made on every call, and `json.dumps` with options builds a new encoder each time
+_KEY_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def cache_key(backend_identity: str, model: str, request: Request) -> str:
     """The hex sha256 of a canonical JSON of everything that can change the answer."""
     payload = {"backend": backend_identity, "model": model, "request": request.key_fields()}
-    blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    blob = _KEY_JSON.encode(payload)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
@@ -116,9 +121,7 @@ class ResponseCache:
             return None
         return Generation(*row[:4]), row[4], row[5], row[6]
 
-    def put(
-        self, key: str, backend: str, model: str, request: Request, gen: Generation, latency_s: float
-    ) -> None:
+    def put(self, key: str, backend: str, model: str, request: Request, gen: Generation, latency_s: float) -> None:
         req = json.dumps(request.key_fields(), sort_keys=True, ensure_ascii=False)
         self._insert(key, backend, model, req, gen, latency_s)
         if self.fallback is not None:
@@ -150,16 +153,12 @@ class ResponseCache:
     def _disable(self, exc: Exception) -> None:
         """Keep the run going without a cache rather than crash it mid-way."""
         if not self._broken:
-            log.warning(
-                "response cache %s failed (%s); continuing without it for this process", self.path, exc
-            )
+            log.warning("response cache %s failed (%s); continuing without it for this process", self.path, exc)
         self._broken = True
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
-            n, size = self._conn.execute(
-                "SELECT count(*), coalesce(sum(length(text)),0) FROM responses"
-            ).fetchone()
+            n, size = self._conn.execute("SELECT count(*), coalesce(sum(length(text)),0) FROM responses").fetchone()
         return {"path": str(self.path), "entries": n, "text_bytes": size}
 
     def close(self) -> None:

@@ -156,22 +156,26 @@ class LM:
                 )
                 self._record(c)
                 return c
-        inflight = self._inflight.get()
-        if use_cache and key in inflight:  # the same call is already being paid for: share its answer
+        inflight = self._inflight.get() if use_cache else None
+        if inflight is not None and key in inflight:  # the same call is already being paid for: share its answer
             gen, latency = await asyncio.shield(inflight[key])
             paid = False
+        elif inflight is None:  # no cache: nothing to share with concurrent twins either
+            paid = True
+            async with self._slots.get():
+                t0 = time.perf_counter()
+                gen = await self._generate_with_retries(request)
+                latency = time.perf_counter() - t0
         else:
             paid = True
             future: asyncio.Future = asyncio.get_running_loop().create_future()
-            if use_cache:
-                inflight[key] = future
+            inflight[key] = future
             try:
                 async with self._slots.get():
                     t0 = time.perf_counter()
                     gen = await self._generate_with_retries(request)
                     latency = time.perf_counter() - t0
-                if use_cache:
-                    self.cache.put(key, self._identity, self.backend.model, request, gen, latency)
+                self.cache.put(key, self._identity, self.backend.model, request, gen, latency)
                 future.set_result((gen, latency))
             except BaseException as exc:
                 future.set_exception(exc)

@@ -26,8 +26,8 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any, Literal, NoReturn
 
+import httpx2
 import openai
-import pydantic
 
 from prompthone.lm.backend import Backend, PerLoop
 from prompthone.lm.errors import (
@@ -44,6 +44,7 @@ from prompthone.lm.errors import (
 from prompthone.lm.types import FinishReason, Generation, Request
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
+_CHAT_PATH = "/chat/completions"
 #: sent when a custom server is used and no key is set: local servers ignore it, but the SDK wants one
 PLACEHOLDER_API_KEY = "prompthone-no-key"
 
@@ -272,8 +273,14 @@ class OpenAIBackend(Backend):
         try:
             # The SDK's timeout bounds each phase (connect, each read); the outer one bounds the whole
             # call, so a server that trickles bytes cannot hold a slot past timeout_s either.
+            # `client.post(..., cast_to=httpx2.Response)` is the SDK's documented way to call an endpoint
+            # and get the HTTP response back: the same headers, timeouts and typed errors as
+            # `chat.completions.create`, without its parameter transform and pydantic model, which cost
+            # more CPU than everything else in a call (see docs/benchmarks.md). The body is read below.
             async with asyncio.timeout(timeout_s):
-                completion = await client.chat.completions.create(**params, timeout=timeout_s)
+                response = await client.post(
+                    _CHAT_PATH, body=params, cast_to=httpx2.Response, options={"timeout": timeout_s}
+                )
         except TimeoutError:
             self._raise_timeout(timeout_s)
         except openai.APITimeoutError:
@@ -292,9 +299,11 @@ class OpenAIBackend(Backend):
             self._raise_malformed(f"{exc.message}", exc.status_code)
         except openai.APIStatusError as exc:
             raise self._status_error(exc) from None
-        except (json.JSONDecodeError, UnicodeDecodeError, pydantic.ValidationError) as exc:
-            # the SDK decodes and validates 200 bodies without wrapping these errors
-            self._raise_malformed(f"{type(exc).__name__}: {exc}", 200)
+        try:
+            completion = json.loads(response.content)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            text = response.content[:120].decode("utf-8", "replace")
+            self._raise_malformed(f"not JSON: {text!r} ({type(exc).__name__}: {exc})", response.status_code)
         return self._to_generation(completion)
 
     # -- mapping -----------------------------------------------------------------------------------
@@ -372,29 +381,30 @@ class OpenAIBackend(Backend):
         )
 
     def _to_generation(self, completion: Any) -> Generation:
-        """Check that the SDK's (leniently parsed) object really is a chat completion, and convert it."""
-        if isinstance(completion, str):
-            self._raise_malformed(f"not JSON: {completion[:120]!r}", 200)
-        choices = getattr(completion, "choices", None)
+        """Check that a decoded body really is a chat completion, and convert it."""
+        if not isinstance(completion, dict):
+            self._raise_malformed(f"not a JSON object: {str(completion)[:120]!r}", 200)
+        choices = completion.get("choices")
         if not isinstance(choices, list) or not choices:
             self._raise_malformed("no 'choices'", 200)
-        choice = choices[0]
-        message = getattr(choice, "message", None)
-        text = getattr(message, "content", None)
-        raw_finish = getattr(choice, "finish_reason", None)
+        choice = choices[0] if isinstance(choices[0], dict) else {}
+        message = choice.get("message")
+        text = message.get("content") if isinstance(message, dict) else None
+        raw_finish = choice.get("finish_reason")
         if text is None and raw_finish == "content_filter":
             text = ""
         if not isinstance(text, str):
             self._raise_malformed("no 'choices[0].message.content' string", 200)
         finish = _FINISH.get(raw_finish, "other") if isinstance(raw_finish, str) else "other"
-        usage = getattr(completion, "usage", None)
-        prompt_tokens = getattr(usage, "prompt_tokens", None)
-        completion_tokens = getattr(usage, "completion_tokens", None)
+        usage = completion.get("usage")
+        usage = usage if isinstance(usage, dict) else {}
+        prompt_tokens = usage.get("prompt_tokens")
+        completion_tokens = usage.get("completion_tokens")
         return Generation(
             text=text,
             finish_reason=finish,
-            prompt_tokens=prompt_tokens if isinstance(prompt_tokens, int) else 0,
-            completion_tokens=completion_tokens if isinstance(completion_tokens, int) else 0,
+            prompt_tokens=_count(prompt_tokens),
+            completion_tokens=_count(completion_tokens),
         )
 
     async def aclose(self) -> None:
@@ -408,6 +418,11 @@ class OpenAIBackend(Backend):
             elif loop is not None and not loop.is_closed() and loop.is_running():
                 asyncio.run_coroutine_threadsafe(held.closer.aclose(), loop)
         self._clients = PerLoop(self._new_client)
+
+
+def _count(value: Any) -> int:
+    """A token count from a usage block: an int (not a bool), else 0."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def _server_message(exc: openai.APIStatusError) -> str:

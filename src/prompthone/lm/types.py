@@ -19,9 +19,7 @@ def check_messages(messages: list[Message]) -> list[Message]:
     out: list[Message] = []
     for i, m in enumerate(messages):
         if not isinstance(m, dict):
-            raise ValueError(
-                f"messages[{i}] must be a dict with 'role' and 'content', got {type(m).__name__}"
-            )
+            raise ValueError(f"messages[{i}] must be a dict with 'role' and 'content', got {type(m).__name__}")
         role, content = m.get("role"), m.get("content")
         if role not in ("system", "user", "assistant"):
             raise ValueError(f"messages[{i}].role must be 'system', 'user' or 'assistant', got {role!r}")

@@ -13,6 +13,7 @@ from prompthone.metrics.base import (
     coerce_result,
 )
 from prompthone.metrics.choice import ChoiceMatch, extract_choice
+from prompthone.metrics.judge import JudgeError, JudgeMetric, JudgeScale, parse_verdict
 from prompthone.metrics.normalize import normalize_answer
 from prompthone.metrics.numbers import answer_number, extract_numbers
 from prompthone.metrics.numeric import NumericMatch
@@ -23,6 +24,9 @@ __all__ = [
     "ExactMatch",
     "FieldMetric",
     "FunctionMetric",
+    "JudgeError",
+    "JudgeMetric",
+    "JudgeScale",
     "Metric",
     "MetricFunction",
     "MetricResult",
@@ -37,4 +41,5 @@ __all__ = [
     "extract_choice",
     "extract_numbers",
     "normalize_answer",
+    "parse_verdict",
 ]

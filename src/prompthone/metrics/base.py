@@ -61,9 +61,7 @@ class MissingFieldError(LookupError):
         where = f" of example {example_id!r}" if example_id else ""
         have = ", ".join(available) if available else "none"
         noun = "prediction" if side == "prediction" else "labels"
-        super().__init__(
-            f"metric {metric}: field {field!r} is missing from the {noun}{where} (present: {have})"
-        )
+        super().__init__(f"metric {metric}: field {field!r} is missing from the {noun}{where} (present: {have})")
 
     def __str__(self) -> str:  # LookupError would quote the message like a key
         return str(self.args[0])
@@ -104,9 +102,7 @@ def coerce_result(value: Any, metric: str) -> MetricResult:
         try:
             return MetricResult(float(value))
         except MetricScoreError as e:
-            raise MetricScoreError(
-                f"metric {metric} returned {value!r}: {e}", metric=metric, value=value
-            ) from None
+            raise MetricScoreError(f"metric {metric} returned {value!r}: {e}", metric=metric, value=value) from None
     raise MetricScoreError(
         f"metric {metric} returned {type(value).__name__} {value!r:.80}; expected a bool, a number in [0, 1] "
         "or a MetricResult",
@@ -183,9 +179,7 @@ class FieldMetric(SyncMetric):
 
     def compute(self, example: Example, prediction: Mapping[str, Any]) -> MetricResult:
         golds = self.gold_values(example)
-        predicted = get_field(
-            prediction, self.pred_field, metric=self.name, side="prediction", example=example
-        )
+        predicted = get_field(prediction, self.pred_field, metric=self.name, side="prediction", example=example)
         results = [self.compare(g, predicted) for g in golds]
         return max(results, key=lambda r: r.score)  # first best wins, so its feedback is deterministic
 
@@ -260,9 +254,7 @@ def as_metric(metric: Metric | MetricFunction, name: str | None = None) -> Metri
         return metric
     if callable(metric):
         return FunctionMetric(metric, name=name)
-    raise TypeError(
-        f"expected a Metric or a function (example, prediction) -> score, got {type(metric).__name__}"
-    )
+    raise TypeError(f"expected a Metric or a function (example, prediction) -> score, got {type(metric).__name__}")
 
 
 @contextmanager
@@ -291,9 +283,7 @@ def _no_running_loop(metric: str, pending: Any = None) -> None:
         return
     if inspect.iscoroutine(pending):
         pending.close()  # never awaited: close it so Python does not warn about it later
-    raise RuntimeError(
-        f"metric {metric} is async and an event loop is running: use `await metric.ascore(...)`"
-    )
+    raise RuntimeError(f"metric {metric} is async and an event loop is running: use `await metric.ascore(...)`")
 
 
 def _check_prediction(prediction: Any, metric: str) -> None:

@@ -51,9 +51,7 @@ class NumericMatch(FieldMetric):
             raise ValueError(f"metric {self.name}: gold label {gold!r} holds no number")
         p = self._number(predicted)
         if p is None:
-            return MetricResult(
-                0.0, f"expected {_fmt(g)}, but the prediction has no number: {str(predicted)!r:.200}"
-            )
+            return MetricResult(0.0, f"expected {_fmt(g)}, but the prediction has no number: {str(predicted)!r:.200}")
         if math.isclose(p, g, rel_tol=self.rel_tol, abs_tol=self.abs_tol):
             return MetricResult(1.0)
         shown = "" if str(predicted).strip() == _fmt(p) else f" (read from {str(predicted)!r:.200})"

@@ -83,8 +83,11 @@ class Module:
 
     async def _call_in(self, ctx: RunContext, inputs: dict[str, Any]) -> Prediction:
         name = ctx.name_of(self)
-        ctx.check_not_cancelled(f"module {name!r}")
-        check_inputs(self.signature, inputs, where=f"module {name!r}")
+        if ctx.cancelled:
+            ctx.check_not_cancelled(f"module {name!r}")
+        names = self.signature.input_names
+        if len(inputs) != len(names) or not all(n in inputs for n in names):  # else check_inputs finds nothing
+            check_inputs(self.signature, inputs, where=f"module {name!r}")
         params = ctx.candidate[name] if ctx.candidate is not None else self.params
         structured = self.structured if self.structured is not None else bool(ctx.structured)
         messages = render_messages(self.signature, params, inputs, structured=structured)

@@ -63,42 +63,62 @@ class Demo(Mapping[str, str]):
         return dict(self._data)
 
 
+#: Where the instruction sits in the rendered prompt (OPRO's positions; see `render_messages`):
+#: its own system section before the question (the default), first or last in the question's user
+#: turn, or as the start of the answer (the assistant turn is pre-filled with it).
+POSITIONS = ("system", "question_begin", "question_end", "answer_start")
+DEFAULT_POSITION = "system"
+
+
 @dataclass(frozen=True)
 class PromptParams:
-    """What one module says besides its inputs: an instruction and an ordered tuple of demos.
+    """What one module says besides its inputs: an instruction, an ordered tuple of demos, and where
+    the instruction sits (`position`, one of `POSITIONS`).
 
     A module owns its default `PromptParams` the way a torch module owns its weights; a `Candidate`
-    assigns one to every module of a program.
+    assigns one to every module of a program. The position belongs here, not to the module, because
+    it is part of what is sent: two candidates that differ only in it score differently.
     """
 
     instruction: str
     demos: tuple[Demo, ...] = ()
+    position: str = DEFAULT_POSITION
 
     def __post_init__(self) -> None:
         if not isinstance(self.instruction, str):
             raise TypeError(f"instruction must be a string, got {type(self.instruction).__name__}")
+        if self.position not in POSITIONS:
+            raise ValueError(f"instruction position must be one of {list(POSITIONS)}, got {self.position!r}")
         if isinstance(self.demos, Mapping | str):
             raise TypeError("demos must be a sequence of demos (mappings), not a single mapping or string")
         demos = tuple(d if isinstance(d, Demo) else Demo(d) for d in self.demos)
         object.__setattr__(self, "demos", demos)
 
     def with_instruction(self, instruction: str) -> PromptParams:
-        return PromptParams(instruction, self.demos)
+        return PromptParams(instruction, self.demos, self.position)
 
     def with_demos(self, demos: Iterable[Mapping[str, Any]]) -> PromptParams:
-        return PromptParams(self.instruction, tuple(demos))
+        return PromptParams(self.instruction, tuple(demos), self.position)
+
+    def with_position(self, position: str) -> PromptParams:
+        return PromptParams(self.instruction, self.demos, position)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"instruction": self.instruction, "demos": [d.to_dict() for d in self.demos]}
+        out: dict[str, Any] = {"instruction": self.instruction, "demos": [d.to_dict() for d in self.demos]}
+        if self.position != DEFAULT_POSITION:  # left out by default, so existing candidate hashes stay the same
+            out["position"] = self.position
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PromptParams:
         if not isinstance(data, Mapping) or "instruction" not in data:
             raise ValueError(f"prompt params need an 'instruction' key (and optional 'demos'), got {data!r}")
-        extra = set(data) - {"instruction", "demos"}
+        extra = set(data) - {"instruction", "demos", "position"}
         if extra:
-            raise ValueError(f"unknown prompt params key(s) {sorted(extra)}; expected 'instruction', 'demos'")
+            raise ValueError(
+                f"unknown prompt params key(s) {sorted(extra)}; expected 'instruction', 'demos', 'position'"
+            )
         demos = data.get("demos") or []
         if not isinstance(demos, list | tuple):
             raise ValueError(f"'demos' must be a list of objects, got {type(demos).__name__}")
-        return cls(data["instruction"], tuple(demos))
+        return cls(data["instruction"], tuple(demos), data.get("position", DEFAULT_POSITION))

@@ -27,6 +27,7 @@ braces are tolerated); a reply that is not JSON falls back to the rules above.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Collection
@@ -88,6 +89,7 @@ def _is_template(value: str, name: str) -> bool:
     return v.startswith("<") and v.endswith(">") and label_key(v) in (label_key(name), "value", "")
 
 
+@functools.lru_cache(maxsize=512)  # signatures are immutable and hashable; callers only read the index
 def _label_index(signature: Signature) -> dict[str, tuple[str, bool]]:
     """label key -> (field name, is_output)."""
     index: dict[str, tuple[str, bool]] = {}
@@ -163,8 +165,18 @@ def _words_pattern(f: Field) -> str:
     return r"[\s_]*".join(re.escape(w) for w in f.label.split())
 
 
+@functools.lru_cache(maxsize=512)
+def _inline_pattern(f: Field) -> re.Pattern[str]:
+    return re.compile(rf"(?<![A-Za-z0-9])(?:\*\*)?{_words_pattern(f)}(?:\*\*)?\s*[:：]\s*(.+)$", re.I | re.M)
+
+
+@functools.lru_cache(maxsize=512)
+def _answer_is_pattern(f: Field) -> re.Pattern[str]:
+    return re.compile(rf"^.*\b{_words_pattern(f)}\s+(?:is|would\s+be|will\s+be)\s*:?\s*(.+)$", re.I | re.M)
+
+
 def _inline(text: str, f: Field) -> str | None:
-    pat = re.compile(rf"(?<![A-Za-z0-9])(?:\*\*)?{_words_pattern(f)}(?:\*\*)?\s*[:：]\s*(.+)$", re.I | re.M)
+    pat = _inline_pattern(f)
     found = [_clean(m.group(1)) for m in pat.finditer(text)]
     found = [v for v in found if v and not _is_template(v, f.name)]
     return found[-1] if found else None
@@ -172,7 +184,7 @@ def _inline(text: str, f: Field) -> str | None:
 
 def _answer_is(text: str, f: Field) -> str | None:
     # The greedy `.*` makes each line yield its last "the answer is", as a later one corrects an earlier.
-    pat = re.compile(rf"^.*\b{_words_pattern(f)}\s+(?:is|would\s+be|will\s+be)\s*:?\s*(.+)$", re.I | re.M)
+    pat = _answer_is_pattern(f)
     found: list[str] = []
     for m in pat.finditer(text):
         v = re.split(r"(?<=[.!?])\s+(?=[A-Z])", m.group(1).strip(), maxsplit=1)[0]
@@ -182,9 +194,7 @@ def _answer_is(text: str, f: Field) -> str | None:
     return found[-1] if found else None
 
 
-def parse_text(
-    signature: Signature, text: str, *, optional: Collection[str] = (), truncated: bool = False
-) -> Parsed:
+def parse_text(signature: Signature, text: str, *, optional: Collection[str] = (), truncated: bool = False) -> Parsed:
     """Read `Label: value` lines (see the module docstring for every rule)."""
     raw = text
     text = text.replace("\r\n", "\n").replace("\r", "\n").strip()
@@ -262,9 +272,7 @@ def _json_object(text: str) -> dict[str, Any] | None:
     return obj if isinstance(obj, dict) else None
 
 
-def parse_json(
-    signature: Signature, text: str, *, optional: Collection[str] = (), truncated: bool = False
-) -> Parsed:
+def parse_json(signature: Signature, text: str, *, optional: Collection[str] = (), truncated: bool = False) -> Parsed:
     """Read a JSON object reply; keys match field names blind to case; non-JSON falls back to labels."""
     obj = _json_object(text)
     if obj is None:

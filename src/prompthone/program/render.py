@@ -10,6 +10,11 @@ Layout, chosen for small models:
 - each demo: a user turn with its inputs and an assistant turn with its outputs, exactly as a real reply
   should look, so the model sees the format used rather than only described.
 - last, a user turn with the inputs of this call.
+
+The instruction's `position` (OPRO's placements) moves only the instruction: "system" (default) as
+above; "question_begin"/"question_end" put it first/last in the final user turn (demo turns are left
+as they are, so demos stay plain worked examples); "answer_start" ends the chat with an assistant
+message holding it, which backends that support it continue (pre-fill) rather than answer afresh.
 """
 
 from __future__ import annotations
@@ -138,14 +143,21 @@ def render_messages(
     Demos may lack some fields (a labelled example has no reasoning): those fields are left out of
     its turns. Fields a demo has beyond the signature are ignored.
     """
+    position, instruction = params.position, params.instruction.strip()
+    in_system = params.instruction if position == "system" else ""
     messages: list[Message] = [
-        {"role": "system", "content": system_message(signature, params.instruction, structured=structured)}
+        {"role": "system", "content": system_message(signature, in_system, structured=structured)}
     ]
     for i, demo in enumerate(params.demos):
         _check_demo(signature, demo, i)
         messages.append({"role": "user", "content": user_message(signature, demo)})
-        messages.append(
-            {"role": "assistant", "content": assistant_message(signature, demo, structured=structured)}
-        )
-    messages.append({"role": "user", "content": user_message(signature, inputs)})
+        messages.append({"role": "assistant", "content": assistant_message(signature, demo, structured=structured)})
+    question = user_message(signature, inputs)
+    if instruction and position == "question_begin":
+        question = f"{instruction}\n\n{question}"
+    elif instruction and position == "question_end":
+        question = f"{question}\n\n{instruction}"
+    messages.append({"role": "user", "content": question})
+    if instruction and position == "answer_start":
+        messages.append({"role": "assistant", "content": instruction})
     return messages

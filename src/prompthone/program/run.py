@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from prompthone.lm.client import LM, run_sync
 from prompthone.program.candidate import Candidate
-from prompthone.program.context import RunContext, enter_run, in_worker_thread
+from prompthone.program.context import _RUN, RunContext, in_worker_thread
 from prompthone.program.module import Module, check_lm_options
 from prompthone.program.parse import ParseFailure
 from prompthone.program.prediction import Prediction
@@ -58,7 +59,41 @@ class RunResult:
         return Prediction(self.outputs, failures=tuple(self.failures))
 
 
+@dataclass(frozen=True)
+class _ForwardShape:
+    """What `forward` accepts by keyword, so most runs check their inputs without `Signature.bind`."""
+
+    names: frozenset[str]  # parameters that can be passed by keyword
+    required: frozenset[str]  # parameters without a default
+    var_keyword: bool  # forward takes **kwargs
+    simple: bool  # no positional-only parameters: the sets above decide alone whether bind() succeeds
+
+
+#: forward function -> its shape; a bound method's signature does not depend on the instance
+_FORWARD_SHAPES: weakref.WeakKeyDictionary[Any, _ForwardShape] = weakref.WeakKeyDictionary()
+
+
+def _forward_shape(forward: Any) -> _ForwardShape:
+    func = getattr(forward, "__func__", None)
+    shape = _FORWARD_SHAPES.get(func) if func is not None else None
+    if shape is None:
+        params = inspect.signature(forward).parameters.values()
+        kw_kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        shape = _ForwardShape(
+            names=frozenset(p.name for p in params if p.kind in kw_kinds),
+            required=frozenset(p.name for p in params if p.kind in kw_kinds and p.default is p.empty),
+            var_keyword=any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params),
+            simple=not any(p.kind is inspect.Parameter.POSITIONAL_ONLY for p in params),
+        )
+        if func is not None:
+            _FORWARD_SHAPES[func] = shape
+    return shape
+
+
 def _check_forward_inputs(program: Program, inputs: Mapping[str, Any]) -> None:
+    shape = _forward_shape(program.forward)
+    if shape.simple and shape.required.issubset(inputs) and (shape.var_keyword or shape.names.issuperset(inputs)):
+        return  # what `inspect.signature(forward).bind(**inputs)` would accept, checked without building it
     try:
         inspect.signature(program.forward).bind(**inputs)
     except TypeError as exc:
@@ -78,8 +113,7 @@ def _as_outputs(out: Any, program: Program) -> dict[str, Any]:
             "so that it is awaited"
         )
     raise TypeError(
-        f"{type(program).__name__}.forward must return a dict or a Prediction of outputs, "
-        f"got {type(out).__name__}"
+        f"{type(program).__name__}.forward must return a dict or a Prediction of outputs, got {type(out).__name__}"
     )
 
 
@@ -135,18 +169,20 @@ async def run_program(
     t0 = time.perf_counter()
     error: Exception | None = None
     outputs: dict[str, Any] = {}
-    with enter_run(ctx):
-        try:
-            if program.is_async:
-                out = await program.forward(**inputs)
-            else:
-                out = await in_worker_thread(program.forward, **inputs)
-            outputs = _as_outputs(out, program)
-        except asyncio.CancelledError:
-            ctx.cancel()
-            raise
-        except Exception as exc:
-            error = exc
+    token = _RUN.set(ctx)  # `with enter_run(ctx):`, without a generator-based context manager per run
+    try:
+        if program.is_async:
+            out = await program.forward(**inputs)
+        else:
+            out = await in_worker_thread(program.forward, **inputs)
+        outputs = _as_outputs(out, program)
+    except asyncio.CancelledError:
+        ctx.cancel()
+        raise
+    except Exception as exc:
+        error = exc
+    finally:
+        _RUN.reset(token)
     trace = sorted(ctx.trace, key=lambda c: c.seq)
     return RunResult(
         outputs=outputs,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import keyword
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ class Field:
     name: str
     description: str = ""
 
-    @property
+    @functools.cached_property  # read on every render and parse; a frozen field's label never changes
     def label(self) -> str:
         return label_of(self.name)
 
@@ -59,7 +60,7 @@ class Signature:
     Immutable, so that modules and candidates can share one without defensive copies.
     """
 
-    __slots__ = ("_inputs", "_instruction", "_outputs")
+    __slots__ = ("_input_names", "_inputs", "_instruction", "_output_names", "_outputs")
 
     def __init__(self, inputs: FieldsSpec, outputs: FieldsSpec, instruction: str = "") -> None:
         if not isinstance(instruction, str):
@@ -85,6 +86,9 @@ class Signature:
         object.__setattr__(self, "_inputs", ins)
         object.__setattr__(self, "_outputs", outs)
         object.__setattr__(self, "_instruction", instruction.strip())
+        # read on every module call (input checks, rendering, parsing), so built once
+        object.__setattr__(self, "_input_names", tuple(f.name for f in ins))
+        object.__setattr__(self, "_output_names", tuple(f.name for f in outs))
 
     @classmethod
     def parse(cls, text: str, instruction: str = "") -> Signature:
@@ -114,11 +118,11 @@ class Signature:
 
     @property
     def input_names(self) -> tuple[str, ...]:
-        return tuple(f.name for f in self._inputs)
+        return self._input_names
 
     @property
     def output_names(self) -> tuple[str, ...]:
-        return tuple(f.name for f in self._outputs)
+        return self._output_names
 
     @property
     def instruction(self) -> str:

@@ -10,9 +10,7 @@ class Reason(Program):
     """One chain-of-thought step: question -> reasoning, answer."""
 
     def __init__(self, instruction: str, answer_desc: str = "the final answer") -> None:
-        signature = Signature(
-            inputs={"question": ""}, outputs={"answer": answer_desc}, instruction=instruction
-        )
+        signature = Signature(inputs={"question": ""}, outputs={"answer": answer_desc}, instruction=instruction)
         self.solve = ChainOfThought(signature)
 
     def forward(self, question: str) -> dict:
@@ -43,9 +41,7 @@ class MultiHopQA(Program):
         self.query = Predict(
             "question -> search_query", instruction="Write a search query that finds the facts needed."
         )
-        self.answer = Predict(
-            "context, question -> answer", instruction="Answer the question using the context."
-        )
+        self.answer = Predict("context, question -> answer", instruction="Answer the question using the context.")
         self.k = k
         self._index = BM25Index(list(corpus))
 

@@ -95,11 +95,7 @@ def load_bbh(task: str, *, root: str | Path | None = None) -> list[Example]:
                     line=line,
                     field=f"examples[{i}].{key}",
                 )
-        out.append(
-            Example(
-                id=f"bbh/{task}:{i}", inputs={"question": item["input"]}, labels={"answer": item["target"]}
-            )
-        )
+        out.append(Example(id=f"bbh/{task}:{i}", inputs={"question": item["input"]}, labels={"answer": item["target"]}))
     return out
 
 

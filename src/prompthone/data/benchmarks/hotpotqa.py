@@ -64,16 +64,12 @@ def load_hotpotqa_distractor(*, root: str | Path | None = None) -> HotpotDistrac
         index = field(path, rec, "hf_validation_index", int)
         ex_id = f"hotpotqa/dev:{index}"
         if ex_id in contexts:
-            raise DataError(
-                f"duplicate dev index {index}", path=path, line=rec.line, field="hf_validation_index"
-            )
+            raise DataError(f"duplicate dev index {index}", path=path, line=rec.line, field="hf_validation_index")
         passages = _passages(path, rec)
         facts = field(path, rec, "supporting_facts", dict)
         titles = facts.get("title")
         if not isinstance(titles, list) or not all(isinstance(t, str) for t in titles):
-            raise DataError(
-                "expected a list of titles", path=path, line=rec.line, field="supporting_facts.title"
-            )
+            raise DataError("expected a list of titles", path=path, line=rec.line, field="supporting_facts.title")
         questions.append(
             Example(
                 id=ex_id,

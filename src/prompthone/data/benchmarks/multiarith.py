@@ -32,9 +32,7 @@ def load_multiarith(*, root: str | Path | None = None) -> list[Example]:
         seen[index] = rec.line
         solutions = field(path, rec, "lSolutions", list)
         if len(solutions) != 1 or isinstance(solutions[0], bool) or not isinstance(solutions[0], int | float):
-            raise DataError(
-                f"expected one number, got {solutions!r}", path=path, line=rec.line, field="lSolutions"
-            )
+            raise DataError(f"expected one number, got {solutions!r}", path=path, line=rec.line, field="lSolutions")
         value = solutions[0]
         answer = str(int(value)) if float(value).is_integer() else repr(float(value))
         equations = field(path, rec, "lEquations", list)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import threading
@@ -163,4 +164,46 @@ class LocalBackend(Backend):
     def _chat(llama: Any, kwargs: dict[str, Any], stop_at_deadline) -> dict[str, Any]:
         from llama_cpp import LogitsProcessorList
 
+        if kwargs["messages"][-1]["role"] == "assistant":
+            return _continue_assistant(llama, kwargs, LogitsProcessorList([stop_at_deadline]))
         return llama.create_chat_completion(**kwargs, logits_processor=LogitsProcessorList([stop_at_deadline]))
+
+
+def _continue_assistant(llama: Any, kwargs: dict[str, Any], logits_processor: Any) -> dict[str, Any]:
+    """A chat that ends with an assistant message asks for its continuation (pre-fill), as OPRO's
+    "instruction at the start of the answer" needs. llama.cpp's chat handler would close that turn and
+    open a new one, so the prompt is built here: the chat before it through the model's own template
+    (ending in the opening of an assistant turn), then the pre-filled text. Only the continuation is
+    returned. Sampling options are the chat handler's defaults, so both paths sample alike."""
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+    from llama_cpp.llama_grammar import LlamaGrammar
+
+    template = llama.metadata.get("tokenizer.chat_template")
+    if not template:
+        raise ValueError("cannot continue an assistant message: the model file has no chat template")
+    eos_id, bos_id = llama.token_eos(), llama.token_bos()
+    eos = llama._model.token_get_text(eos_id) if eos_id != -1 else ""
+    bos = llama._model.token_get_text(bos_id) if bos_id != -1 else ""
+    messages = kwargs["messages"]
+    head = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)(messages=messages[:-1])
+    prompt = llama.tokenize((head.prompt + messages[-1]["content"]).encode("utf-8"), add_bos=False, special=True)
+    stop = [*(kwargs.get("stop") or []), *([head.stop] if isinstance(head.stop, str) else head.stop or [])]
+    schema = kwargs.get("response_format", {}).get("schema") if kwargs.get("response_format") else None
+    out = llama.create_completion(
+        prompt=prompt,
+        temperature=kwargs["temperature"],
+        top_p=kwargs["top_p"],
+        top_k=40,
+        min_p=0.05,
+        repeat_penalty=1.1,
+        max_tokens=kwargs["max_tokens"],
+        stop=stop,
+        seed=kwargs["seed"],
+        logits_processor=logits_processor,
+        grammar=LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False) if schema else None,
+    )
+    choice = out["choices"][0]
+    return {
+        "choices": [{"message": {"content": choice["text"]}, "finish_reason": choice.get("finish_reason")}],
+        "usage": out.get("usage") or {},
+    }

@@ -1,0 +1,754 @@
+"""MIPRO (Opsahl-Ong et al. 2024) and its variants, on the shared optimizer core.
+
+One run: score the start candidate on the validation set; build the candidate pool (bootstrapped
+and labelled demo sets per module, grounded instruction proposals per module); then search with
+Optuna's TPE over categorical (instruction, demo set) choices per module, scoring each trial on a
+minibatch of validation examples and, every `full_eval_every` trials, the best configuration by
+mean minibatch score that has no full score yet on the whole validation set. The result is the
+best fully-scored configuration, which is never worse on validation than the start (scored first).
+
+Where this goes beyond the reference implementation:
+- a seeded schedule of minibatches shared across trials (trial t uses batch t mod K), and TPE is
+  told the *paired* advantage over the start on that same batch (the start's per-example scores
+  are known from its full evaluation), so scores from different batches are comparable;
+- TPE's random start-up sized to the budget (20% of trials, at least 2);
+- several trials in flight (`parallel_trials`, constant-liar TPE, ask a batch / tell in order, so
+  the run stays deterministic) under the task LM's own bound on concurrent requests;
+- `estimate(setup)` of LM calls and tokens per role before anything is spent (`--dry-run`);
+- an evaluation that errors (`EvaluationError`) marks its Optuna trial FAIL, never a score of 0;
+- the study (pool, trials, full scores) can live in SQLite (`storage=...`): a killed run resumes
+  where it stopped, and a finished one re-run with the same seed returns the same result without
+  an LM call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution
+from optuna.trial import TrialState
+
+from prompthone.data.example import Example
+from prompthone.evaluate import EvalResult, EvaluationError
+from prompthone.optimize.base import OptimizationResult, OptimizationSetup, Optimizer
+from prompthone.optimize.budget import BudgetExhausted
+from prompthone.optimize.mipro.estimate import estimate_mipro
+from prompthone.optimize.mipro.search import (
+    ConfigStats,
+    MinibatchSchedule,
+    asked_count,
+    finished_count,
+    make_sampler,
+    open_study,
+    pick_for_full_eval,
+    quiet_optuna,
+)
+from prompthone.optimize.mipro.settings import MIPROSettings
+from prompthone.optimize.proposers import (
+    TIPS,
+    BootstrapResult,
+    DemoSet,
+    Grounding,
+    InstructionProposer,
+    ProposalLog,
+    ProposalOptions,
+    bootstrap_demos,
+    demo_set_candidates,
+    describe_program,
+    labeled_demos,
+    summarize_dataset,
+)
+from prompthone.program import Candidate, Demo
+
+#: temperatures MIPRO++ may choose for a proposal
+PLUS_TEMPERATURES = (0.5, 0.8, 1.0, 1.2)
+
+
+@dataclass
+class Pool:
+    """Everything proposed before the search: it is what trial parameters index into, so a resumed
+    study must see exactly the same pool (it is stored in the study)."""
+
+    instructions: dict[str, list[str]]
+    demo_sets: dict[str, list[DemoSet]]
+    proposer_demos: dict[str, list[DemoSet]]
+    grounding: Grounding
+    bootstrap: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        def sets(d: Mapping[str, Sequence[DemoSet]]) -> dict[str, list[list[dict[str, str]]]]:
+            return {m: [[x.to_dict() for x in s] for s in v] for m, v in d.items()}
+
+        return {
+            "instructions": self.instructions,
+            "demo_sets": sets(self.demo_sets),
+            "proposer_demos": sets(self.proposer_demos),
+            "grounding": {
+                "dataset_summary": self.grounding.dataset_summary,
+                "program_description": self.grounding.program_description,
+                "module_roles": dict(self.grounding.module_roles),
+            },
+            "bootstrap": self.bootstrap,
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Pool:
+        def sets(v: Mapping[str, Any]) -> dict[str, list[DemoSet]]:
+            return {m: [tuple(Demo(x) for x in s) for s in lst] for m, lst in v.items()}
+
+        g = d["grounding"]
+        return cls(
+            instructions={m: list(v) for m, v in d["instructions"].items()},
+            demo_sets=sets(d["demo_sets"]),
+            proposer_demos=sets(d["proposer_demos"]),
+            grounding=Grounding(g["dataset_summary"], g["program_description"], dict(g["module_roles"])),
+            bootstrap=dict(d.get("bootstrap", {})),
+        )
+
+
+class _Run:
+    """The state of one `optimize` call; what must survive a kill is mirrored in the study."""
+
+    def __init__(
+        self,
+        setup: OptimizationSetup,
+        settings: MIPROSettings,
+        val: list[Example],
+        study: optuna.Study,
+        n_trials: int,
+        n_startup: int,
+        parallel: int,
+    ) -> None:
+        self.setup = setup
+        self.s = settings
+        self.val = val
+        self.study = study
+        self.n_trials = n_trials
+        self.n_startup = n_startup
+        self.parallel = parallel
+        self.minibatching = settings.minibatch_size < len(val)
+        self.schedule = MinibatchSchedule(val, settings.minibatch_size, setup.rng("mipro:minibatches"))
+        self.stats: dict[str, ConfigStats] = {}
+        self.baseline: dict[str, float] = {}
+        self.start_full = math.nan
+        self.full_log: list[dict[str, Any]] = []
+        self.processed = 0
+        self.final_done = False
+        self.failures: list[dict[str, Any]] = []
+        self.log: ProposalLog = []
+        self.pool: Pool | None = None
+        self.live: dict[int, optuna.Trial] = {}
+        self.resumed = False
+        self.known = {k for k in study.user_attrs if k.startswith("cand:")}
+
+    def baseline_mean(self, examples: Sequence[Example]) -> float:
+        vals = [self.baseline[e.id] for e in examples if e.id in self.baseline]
+        return sum(vals) / len(vals) if vals else self.start_full
+
+    def persist(self, key: str, value: Any) -> None:
+        self.study.set_user_attr(key, value)
+
+    def remember(self, candidate: Candidate) -> None:
+        """Store a candidate in the study once, so trials can name it by hash."""
+        key = f"cand:{candidate.hash}"
+        if key not in self.known:
+            self.study.set_user_attr(key, candidate.to_dict())
+            self.known.add(key)
+
+
+class MIPROFamily(Optimizer):
+    """What MIPRO, 0-shot MIPRO, Bayesian Bootstrap and MIPRO++ share; see the module docstring.
+
+    Subclasses say what is searched (`searches_instructions`, `searches_demos`) and may replace
+    how trial parameters become a candidate (`_distributions`, `_decode`).
+    """
+
+    name = "mipro"
+    searches_instructions = True
+    searches_demos = True
+    proposes_in_trials = False  # MIPRO++: instructions are proposed inside each trial
+
+    def __init__(self, auto: str | None = "light", **settings: Any) -> None:
+        self.settings = MIPROSettings.build(auto, **settings)
+
+    # ----------------------------------------------------------------------------- sizing
+    def _variables_per_module(self) -> int:
+        return int(self.searches_instructions) + int(self.searches_demos)
+
+    def plan(self, setup: OptimizationSetup) -> dict[str, int]:
+        """The sizes a run on `setup` will use: validation examples, trials, start-up trials, trials in
+        flight, minibatch size."""
+        s = self.settings
+        m = len(setup.program.named_modules())
+        n_cand = max(s.n_instructions if self.searches_instructions else 1, s.n_demo_sets if self.searches_demos else 1)
+        n_trials = s.trials_for(m * max(1, self._variables_per_module()), n_cand)
+        val = min(len(setup.valset), s.val_size)
+        return {
+            "modules": m,
+            "val": val,
+            "trials": n_trials,
+            "startup_trials": s.startup_for(n_trials),
+            "parallel_trials": s.parallel_for(setup.task_lm.max_concurrency),
+            "minibatch": min(s.minibatch_size, val),
+            "full_eval_every": s.full_eval_every,
+        }
+
+    def estimate(self, setup: OptimizationSetup) -> dict[str, dict[str, float]]:
+        """Expected LM calls and tokens per role (task, proposer, teacher) before anything is spent.
+
+        Calls are upper bounds for a cold cache (no repeated configuration served from the score
+        cache); tokens are approximations from the rendered prompts (about 4 characters a token).
+        """
+        return estimate_mipro(self, setup)
+
+    def _validation(self, setup: OptimizationSetup) -> list[Example]:
+        val = list(setup.valset)
+        if len(val) > self.settings.val_size:
+            keep = set(e.id for e in setup.rng("mipro:valset").sample(val, self.settings.val_size))
+            val = [e for e in val if e.id in keep]
+        return val
+
+    def _fingerprint(self, setup: OptimizationSetup, val: Sequence[Example], plan: dict[str, int]) -> str:
+        s = self.settings
+        payload = {
+            "optimizer": self.name,
+            "settings": {k: v for k, v in vars(s).items() if k not in ("storage", "study_name")},
+            "plan": plan,
+            "program": f"{type(setup.program).__module__}.{type(setup.program).__qualname__}",
+            "start": setup.start.hash,
+            "train": [e.id for e in setup.trainset],
+            "val": [e.id for e in val],
+            "seed": setup.seed,
+            "task_lm": setup.task_lm.model,
+            "proposer_lm": setup.proposer_lm.model if setup.proposer_lm else None,
+            "teacher_lm": setup.teacher_lm.model if setup.teacher_lm else None,
+            "metric": setup.evaluator.metric.name,
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+    # ----------------------------------------------------------------------------- the run
+    async def _optimize(self, setup: OptimizationSetup) -> OptimizationResult:
+        s = self.settings
+        self._info: dict[str, Any] = {}
+        val = self._validation(setup)
+        plan = self._plan_checked(setup, val)
+        fingerprint = self._fingerprint(setup, val, plan)
+        storage = s.storage or getattr(setup, "storage_url", None)
+        with quiet_optuna():
+            study = open_study(storage, s.study_name or f"{self.name}-{fingerprint[:16]}", setup.seed)
+            stored = study.user_attrs.get("fingerprint")
+            if stored is not None and stored != fingerprint:
+                raise ValueError(
+                    f"study {study.study_name!r} in {storage} belongs to a different run (other data, "
+                    "settings, models or seed); give another study_name or storage file to start afresh"
+                )
+            run = _Run(setup, s, val, study, plan["trials"], plan["startup_trials"], plan["parallel_trials"])
+            if stored is None:
+                run.persist("fingerprint", fingerprint)
+            setup.emit(
+                "step", stage="plan", **plan, storage=storage, study=study.study_name,
+                resumed=bool(study.user_attrs.get("full")),
+            )  # fmt: skip
+            try:
+                await self._start(run)
+                await self._pool(run)
+                self._restore_trials(run)
+                await self._search(run)
+            except BudgetExhausted:
+                self._info = self._summary(run)
+                raise
+            return self._result(setup, **self._summary(run))
+
+    def _plan_checked(self, setup: OptimizationSetup, val: list[Example]) -> dict[str, int]:
+        if not val:
+            raise ValueError("MIPRO needs a non-empty validation set to select on")
+        plan = self.plan(setup)
+        plan["val"] = len(val)
+        return plan
+
+    def _summary(self, run: _Run) -> dict[str, Any]:
+        pool = run.pool
+        return {
+            "plan": {"trials": run.n_trials, "startup_trials": run.n_startup, "parallel_trials": run.parallel,
+                     "minibatch": min(run.s.minibatch_size, len(run.val)), "minibatches": len(run.schedule),
+                     "val": len(run.val)},
+            "study": run.study.study_name,
+            "resumed": run.resumed,
+            "failed_trials": list(run.failures),
+            "full_evals": list(run.full_log),
+            "pool_sizes": {
+                m: {"instructions": len(pool.instructions.get(m, ())), "demo_sets": len(pool.demo_sets.get(m, ()))}
+                for m in setup_modules(run)
+            } if pool else {},
+            "bootstrap": pool.bootstrap if pool else {},
+            "proposals": [r.to_dict() for r in run.log],
+        }  # fmt: skip
+
+    def _partial(self, setup: OptimizationSetup, *, stopped_by: str) -> OptimizationResult:
+        r = super()._partial(setup, stopped_by=stopped_by)
+        r.info.update(getattr(self, "_info", {}))
+        return r
+
+    # ----------------------------------------------------------------------------- start
+    async def _start(self, run: _Run) -> None:
+        """Score the start on the whole validation set first (or restore that score), so the result is
+        never worse than the start, and keep its per-example scores as the baseline for pairing."""
+        setup, attrs = run.setup, run.study.user_attrs
+        if attrs.get("full"):
+            run.resumed = True
+            run.full_log = list(attrs["full"])
+            run.baseline = dict(attrs["baseline"])
+            run.processed = int(attrs.get("processed", 0))
+            run.final_done = bool(attrs.get("final_done", False))
+            start = run.full_log[0]
+            run.start_full = float(start["score"])
+            return
+        trial, result = await self.score(setup, setup.start, run.val, full=True, phase="start")
+        run.start_full = trial.score
+        run.baseline = {r.example_id: s for r in result.records if (s := r.counted_score) is not None}
+        run.full_log = [
+            {"hash": setup.start.hash, "score": trial.score, "n": trial.n, "after": 0, "at": 0, "kind": "start"}
+        ]
+        run.remember(setup.start)
+        run.persist("baseline", run.baseline)
+        run.persist("full", run.full_log)
+
+    # ----------------------------------------------------------------------------- pool
+    async def _pool(self, run: _Run) -> None:
+        stored = run.study.user_attrs.get("pool")
+        if stored is not None:
+            run.pool = Pool.from_json(stored)
+            return
+        run.pool = await self._build_pool(run)
+        run.persist("pool", run.pool.to_json())
+
+    def _needs_bootstrap(self) -> bool:
+        s = self.settings
+        proposes = self.searches_instructions or self.proposes_in_trials
+        return (self.searches_demos and s.max_bootstrapped_demos > 0) or (proposes and s.ground_demos)
+
+    async def _build_pool(self, run: _Run) -> Pool:
+        setup, s = run.setup, run.s
+        program, start = setup.program, setup.start
+        modules = list(program.named_modules())
+        boot = BootstrapResult({m: () for m in modules}, (), 0, 0, 0)
+        if self._needs_bootstrap():
+            setup.emit("step", stage="bootstrap")
+            boot = await bootstrap_demos(
+                setup,
+                max_traces=max(1, s.max_bootstrapped_demos) * s.n_demo_sets,
+                threshold=s.metric_threshold,
+                teacher_labeled=s.teacher_labeled,
+            )
+        labeled = labeled_demos(program, setup.trainset)
+        if self.searches_demos:
+            demo_sets = demo_set_candidates(
+                program, start=start, bootstrapped=boot.demos, labeled=labeled, n_sets=s.n_demo_sets,
+                max_bootstrapped=s.max_bootstrapped_demos, max_labeled=s.max_labeled_demos,
+                rng=setup.rng("mipro:demo-sets"),
+            )  # fmt: skip
+        else:
+            demo_sets = {m: [start[m].demos] for m in modules}
+        proposer_demos = {
+            m: _rotations(list(boot.demos.get(m, ())) or list(labeled.get(m, ())), 3, s.n_instructions) for m in modules
+        }
+        grounding = Grounding()
+        instructions = {m: [start[m].instruction] for m in modules}
+        if self.searches_instructions or self.proposes_in_trials:
+            grounding = await self._grounding(run)
+        if self.searches_instructions:
+            setup.emit("step", stage="propose instructions")
+            proposer = self._proposer(run, grounding)
+            rng = setup.rng("mipro:tips")
+            options: dict[str, list[ProposalOptions]] = {}
+            for m in modules:
+                tips = [rng.choice(list(TIPS)) if s.tips else "none" for _ in range(s.n_instructions - 1)]
+                options[m] = [self._options(tip=t) for t in tips]
+            shown = {m: proposer_demos[m] if s.ground_demos else [] for m in modules}
+            found = await asyncio.gather(
+                *(proposer.propose_many(m, start[m].instruction, options[m], demo_sets=shown[m]) for m in modules)
+            )
+            for m, extra in zip(modules, found, strict=True):
+                instructions[m] += extra
+        bootstrap = {"tried": boot.tried, "passed": boot.passed, "errors": boot.errors}
+        return Pool(instructions, demo_sets, proposer_demos, grounding, bootstrap)
+
+    async def _grounding(self, run: _Run) -> Grounding:
+        s, setup = run.s, run.setup
+        summary, desc = "", None
+        if s.ground_dataset:
+            setup.emit("step", stage="dataset summary")
+            summary = await summarize_dataset(setup, max_batches=s.summary_batches, log=run.log)
+        if s.ground_program:
+            setup.emit("step", stage="program description")
+            desc = await describe_program(setup, log=run.log)
+        return Grounding(summary, desc.program if desc else "", dict(desc.modules) if desc else {})
+
+    def _proposer(self, run: _Run, grounding: Grounding) -> InstructionProposer:
+        s = run.s
+        return InstructionProposer(
+            run.setup, grounding, max_tokens=s.proposer_max_tokens, max_attempts=s.max_attempts, log=run.log,
+            history_size=max(1, s.history_size),
+        )  # fmt: skip
+
+    def _options(self, **overrides: Any) -> ProposalOptions:
+        s = self.settings
+        base = dict(
+            use_dataset=s.ground_dataset,
+            use_program=s.ground_program,
+            use_demos=s.ground_demos,
+            tip="none",
+            temperature=s.proposal_temperature,
+        )
+        base.update(overrides)
+        return ProposalOptions(**base)
+
+    # ----------------------------------------------------------------------------- search space
+    def _distributions(self, run: _Run) -> dict[str, BaseDistribution]:
+        assert run.pool is not None
+        out: dict[str, BaseDistribution] = {}
+        for m in run.setup.program.named_modules():
+            if self.searches_instructions and len(run.pool.instructions[m]) > 1:
+                out[f"{m}::instruction"] = CategoricalDistribution(list(range(len(run.pool.instructions[m]))))
+            if self.searches_demos and len(run.pool.demo_sets[m]) > 1:
+                out[f"{m}::demos"] = CategoricalDistribution(list(range(len(run.pool.demo_sets[m]))))
+        return out
+
+    def _start_params(self, run: _Run) -> dict[str, Any] | None:
+        """Parameters of the start configuration (index 0 everywhere), tried first: its minibatch
+        scores come from the start's full evaluation, so it anchors TPE for free."""
+        return {name: 0 for name in self._distributions(run)}
+
+    async def _decode(self, run: _Run, params: Mapping[str, Any], number: int) -> Candidate:
+        assert run.pool is not None
+        cand = run.setup.start
+        for m in run.setup.program.named_modules():
+            i = int(params.get(f"{m}::instruction", 0))
+            d = int(params.get(f"{m}::demos", 0))
+            p = cand[m].with_instruction(run.pool.instructions[m][i]).with_demos(run.pool.demo_sets[m][d])
+            cand = cand.with_module(m, p)
+        return cand
+
+    # ----------------------------------------------------------------------------- restore
+    def _restore_trials(self, run: _Run) -> None:
+        """Re-enter what an earlier process already scored (nothing when the study is new)."""
+        setup = run.setup
+        attrs = run.study.user_attrs
+        start = setup.start
+        entries = list(run.full_log)
+        # the start's full score first, as in a live run
+        first = entries.pop(0)
+        if run.resumed:
+            self._record(setup, start, float(first["score"]), int(first["n"]), full=True, phase="start")
+        run.stats.setdefault(start.hash, ConfigStats(start, -1))
+        run.stats[start.hash].full = run.start_full
+
+        def candidate(h: str) -> Candidate:
+            return Candidate.from_json(attrs[f"cand:{h}"])
+
+        done = sorted(
+            run.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)),
+            key=lambda t: t.number,
+        )
+        for finished, t in enumerate(done, 1):
+            if t.state == TrialState.COMPLETE:
+                h = t.user_attrs["candidate"]
+                st = run.stats.setdefault(h, ConfigStats(candidate(h), t.number))
+                st.minibatch.append((int(t.user_attrs["batch"]), float(t.user_attrs["score"]), float(t.value)))
+                self._record(
+                    setup, st.candidate, float(t.user_attrs["score"]), int(t.user_attrs["n"]),
+                    full=not run.minibatching, phase="trial", optuna_trial=t.number, batch=t.user_attrs["batch"],
+                    advantage=t.value, restored=True,
+                )  # fmt: skip
+                if not run.minibatching:
+                    st.full = float(t.user_attrs["score"])
+            else:
+                run.failures.append({"trial": t.number, "error": t.user_attrs.get("error", "")})
+            entries = self._restore_full(run, entries, finished, candidate)
+        self._restore_full(run, entries, math.inf, candidate)
+
+    def _restore_full(self, run: _Run, entries: list[dict[str, Any]], upto: float, candidate: Any) -> list:
+        rest = []
+        for e in entries:  # `at`: how many trials had finished when it was scored
+            if e["at"] > upto:
+                rest.append(e)
+                continue
+            st = run.stats.setdefault(e["hash"], ConfigStats(candidate(e["hash"]), 10**9))
+            if e.get("failed"):
+                st.full_failed = True
+                continue
+            st.full = float(e["score"])
+            self._record(run.setup, st.candidate, st.full, int(e["n"]), full=True, phase=e["kind"], restored=True)
+        return rest
+
+    # ----------------------------------------------------------------------------- search loop
+    async def _search(self, run: _Run) -> None:
+        study = run.study
+        if not study.get_trials(deepcopy=False):
+            params = self._start_params(run)
+            if params is not None:
+                study.enqueue_trial(params, skip_if_exists=True)
+        stale = sorted(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)), key=lambda t: t.number)
+        if stale:  # asked by a process that was killed: score them now, with the parameters it drew
+            items = []
+            for t in stale:
+                run.live[t.number] = optuna.trial.Trial(study, t._trial_id)
+                h = t.user_attrs.get("candidate")
+                cand = Candidate.from_json(study.user_attrs[f"cand:{h}"]) if h else None
+                if cand is None:
+                    cand = await self._decode(run, t.params, t.number)
+                    self._mark(run, t.number, cand)
+                items.append((t.number, cand))
+            await self._run_batch(run, items)
+        dists = self._distributions(run)
+        if not dists:  # every module has one choice (all proposals rejected, no demos): nothing to search
+            run.setup.emit("step", stage="search skipped", reason="the pool offers no alternative to the start")
+            return
+        while asked_count(study) < run.n_trials:
+            k = min(run.parallel, run.n_trials - asked_count(study))
+            asked: list[optuna.Trial] = []
+            for _ in range(k):
+                study.sampler = make_sampler(run.setup.seed, asked_count(study), run.n_startup)
+                trial = study.ask(dists)
+                run.live[trial.number] = trial
+                asked.append(trial)
+            cands = await asyncio.gather(*(self._decode(run, t.params, t.number) for t in asked))
+            for t, c in zip(asked, cands, strict=True):
+                self._mark(run, t.number, c)
+            await self._run_batch(run, [(t.number, c) for t, c in zip(asked, cands, strict=True)])
+        if not run.final_done:
+            done = finished_count(study)
+            await self._full_eval(run, after=done, at=done, kind="final")
+            run.final_done = True
+            run.persist("final_done", True)
+
+    def _mark(self, run: _Run, number: int, cand: Candidate) -> None:
+        run.remember(cand)
+        run.live[number].set_user_attr("candidate", cand.hash)
+
+    async def _trial(self, run: _Run, number: int, cand: Candidate) -> tuple[EvalResult, int, float]:
+        """Score one trial through the shared evaluator. It is recorded by `_run_batch`, in trial
+        order, so that trials in flight at once leave the same record whatever finished first."""
+        if run.minibatching:
+            b, examples = run.schedule.for_trial(number)
+        else:
+            b, examples = 0, tuple(run.val)
+        run.setup.budget.check()
+        result = await run.setup.evaluator.evaluate(cand, examples)
+        return result, b, result.mean - run.baseline_mean(examples)
+
+    async def _run_batch(self, run: _Run, items: list[tuple[int, Candidate]]) -> None:
+        """Score trials concurrently, then tell Optuna in trial order (determinism), then run the full
+        evaluations whose turn came."""
+        results = await asyncio.gather(*(self._trial(run, n, c) for n, c in items), return_exceptions=True)
+        stop: BudgetExhausted | None = None
+        crash: BaseException | None = None
+        for (number, cand), res in zip(items, results, strict=True):
+            live = run.live.pop(number)
+            if isinstance(res, BudgetExhausted):
+                stop = stop or res  # left RUNNING: a resumed run scores it
+                continue
+            if isinstance(res, EvaluationError):
+                msg = str(res)
+                live.set_user_attr("error", msg[:500])
+                run.study.tell(number, state=TrialState.FAIL)
+                run.failures.append({"trial": number, "error": msg[:500]})
+                run.setup.emit("trial_failed", optuna_trial=number, error=msg[:500], candidate=cand.hash)
+                continue
+            if isinstance(res, BaseException):
+                crash = crash or res
+                continue
+            result, b, adv = res
+            trial = self._record(
+                run.setup, cand, result.mean, result.n, full=not run.minibatching, phase="trial",
+                optuna_trial=number, batch=b, advantage=adv,
+            )  # fmt: skip
+            live.set_user_attr("score", trial.score)
+            live.set_user_attr("n", trial.n)
+            live.set_user_attr("batch", b)
+            run.study.tell(number, adv)
+            st = run.stats.setdefault(cand.hash, ConfigStats(cand, number))
+            st.minibatch.append((b, trial.score, adv))
+            if not run.minibatching:
+                st.full = trial.score
+        if crash is not None:
+            raise crash
+        finished = finished_count(run.study)
+        for c in range(run.processed + 1, finished + 1):
+            if run.minibatching and c % run.s.full_eval_every == 0:
+                await self._full_eval(run, after=c, at=finished, kind="full")
+        run.processed = max(run.processed, finished)
+        run.persist("processed", run.processed)
+        if stop is not None:
+            raise stop
+
+    async def _full_eval(self, run: _Run, *, after: int, at: int, kind: str) -> None:
+        """Score on the whole validation set the best configuration by mean minibatch advantage that
+        has not been fully scored. The final one is only spent if that configuration could beat the
+        best fully-scored one (its advantage is above the best's)."""
+        if not run.minibatching:
+            return
+        pick = pick_for_full_eval(run.stats)
+        if pick is None:
+            return
+        if kind == "final":
+            best_adv = max(st.full - run.start_full for st in run.stats.values() if st.full is not None)
+            if pick.advantage <= best_adv:
+                return
+        try:
+            trial, _ = await self.score(run.setup, pick.candidate, run.val, full=True, phase=kind)
+        except EvaluationError as exc:
+            pick.full_failed = True
+            run.full_log.append({"hash": pick.candidate.hash, "after": after, "at": at, "kind": kind, "failed": True})
+            run.persist("full", run.full_log)
+            run.setup.emit("full_eval_failed", error=str(exc)[:500], candidate=pick.candidate.hash)
+            return
+        pick.full = trial.score
+        run.full_log.append({"hash": pick.candidate.hash, "score": trial.score, "n": trial.n, "after": after,
+                             "at": at, "kind": kind})  # fmt: skip
+        run.persist("full", run.full_log)
+
+
+def setup_modules(run: _Run) -> list[str]:
+    return list(run.setup.program.named_modules())
+
+
+def _rotations(demos: list[Demo], size: int, count: int) -> list[DemoSet]:
+    """`count` windows of `size` demos, rotating through `demos`, to show proposals different demos."""
+    if not demos or size <= 0:
+        return []
+    size = min(size, len(demos))
+    return [tuple(demos[(k * size + j) % len(demos)] for j in range(size)) for k in range(max(1, count))]
+
+
+class MIPRO(MIPROFamily):
+    """MIPRO: instructions and demos of every module searched jointly with TPE.
+
+    Presets (`auto`): light = 6 instruction candidates and 6 demo sets per module, up to 100 validation
+    examples, 11 trials for one module (21 for two); medium = 12 / 300 / 18 (29); heavy = 18 / 1000 /
+    27 (34). Minibatches of 35 (or the whole validation set if smaller, then every trial is a full
+    evaluation), a full evaluation every 6 trials, up to 4 bootstrapped + 4 labelled demos per set.
+    LM calls, roughly: task = start and full evaluations × |val| + trials × minibatch, times modules;
+    teacher <= |train| runs; proposer = a few calls for grounding + (candidates - 1) per module, more
+    when proposals are rejected (at most `max_attempts` each). `estimate(setup)` gives the numbers.
+    Every setting can be overridden (`MIPRO(auto="light", num_trials=20, storage="run.sqlite")`).
+    """
+
+    name = "mipro"
+
+
+class MIPRO0Shot(MIPROFamily):
+    """0-shot MIPRO: only instructions are searched; every candidate keeps the start's demos (none for
+    the built-in tasks), which is checked on every trial. Bootstrapped demos may still be shown to the
+    proposer (`ground_demos`), never to the task model."""
+
+    name = "mipro-0shot"
+    searches_demos = False
+
+    async def _decode(self, run: _Run, params: Mapping[str, Any], number: int) -> Candidate:
+        cand = await super()._decode(run, params, number)
+        for m in run.setup.program.named_modules():
+            if cand[m].demos != run.setup.start[m].demos:
+                raise AssertionError(f"0-shot MIPRO: demos leaked into module {m!r} (trial {number})")
+        return cand
+
+
+class BayesianBootstrap(MIPROFamily):
+    """Bayesian Bootstrap: only demo sets are searched (TPE over demo-set index per module); every
+    candidate keeps the start's instructions and no proposer call is made."""
+
+    name = "bayesian-bootstrap"
+    searches_instructions = False
+
+    def _needs_bootstrap(self) -> bool:
+        return self.settings.max_bootstrapped_demos > 0
+
+
+class MIPROPlusPlus(MIPROFamily):
+    """MIPRO++: TPE also chooses how each module's instruction is proposed in each trial.
+
+    Per module, a trial draws: which grounding is shown (data summary, program description,
+    bootstrapped demos: each on or off), the tip, the proposal temperature, and the demo set. The
+    instruction is then proposed with those choices and the module's instruction history (earlier
+    instructions with their estimated scores, best last), and the configuration is scored as usual.
+    One proposer call per module per trial (more if a proposal is rejected); a proposal that fails
+    every attempt falls back to the start's instruction. Trials default to the MIPRO formula with two
+    variables per module.
+    """
+
+    name = "mipro++"
+    searches_instructions = False
+    proposes_in_trials = True
+
+    def _variables_per_module(self) -> int:
+        return 2
+
+    def _distributions(self, run: _Run) -> dict[str, BaseDistribution]:
+        assert run.pool is not None
+        g = run.pool.grounding
+        out: dict[str, BaseDistribution] = {}
+        for m in run.setup.program.named_modules():
+            if g.dataset_summary:
+                out[f"{m}::use_dataset"] = CategoricalDistribution([True, False])
+            if g.program_description:
+                out[f"{m}::use_program"] = CategoricalDistribution([True, False])
+            if run.pool.proposer_demos.get(m):
+                out[f"{m}::use_demos"] = CategoricalDistribution([True, False])
+            out[f"{m}::tip"] = CategoricalDistribution(list(TIPS))
+            out[f"{m}::temperature"] = CategoricalDistribution(list(PLUS_TEMPERATURES))
+            if len(run.pool.demo_sets[m]) > 1:
+                out[f"{m}::demos"] = CategoricalDistribution(list(range(len(run.pool.demo_sets[m]))))
+        return out
+
+    def _start_params(self, run: _Run) -> dict[str, Any] | None:
+        return None  # the start's instruction is not a proposal; it is scored in full anyway
+
+    def _history(self, run: _Run, module: str) -> list[tuple[str, float]]:
+        """(instruction, estimated score) for this module: the start's full score, and for each
+        configuration tried, the start's score plus its mean paired advantage."""
+        out = [(run.setup.start[module].instruction, run.start_full)]
+        for st in run.stats.values():
+            if st.minibatch:
+                est = st.full if st.full is not None else min(1.0, max(0.0, run.start_full + st.advantage))
+                out.append((st.candidate[module].instruction, est))
+        return out
+
+    async def _decode(self, run: _Run, params: Mapping[str, Any], number: int) -> Candidate:
+        assert run.pool is not None
+        proposer = self._proposer(run, run.pool.grounding)
+        s = self.settings
+        modules = list(run.setup.program.named_modules())
+
+        async def one(m: str) -> str:
+            options = ProposalOptions(
+                use_dataset=bool(params.get(f"{m}::use_dataset", False)),
+                use_program=bool(params.get(f"{m}::use_program", False)),
+                use_demos=bool(params.get(f"{m}::use_demos", False)),
+                tip=str(params.get(f"{m}::tip", "none")),
+                temperature=float(params.get(f"{m}::temperature", s.proposal_temperature)),
+            )
+            demo_sets = run.pool.proposer_demos.get(m) or []
+            demos = demo_sets[number % len(demo_sets)] if demo_sets else ()
+            history = self._history(run, m) if s.history_size else []
+            text = await proposer.propose_one(
+                m, run.setup.start[m].instruction, options, sample_base=number * s.max_attempts, demos=demos,
+                history=history,
+            )  # fmt: skip
+            return text if text is not None else run.setup.start[m].instruction
+
+        texts = await asyncio.gather(*(one(m) for m in modules))
+        cand = run.setup.start
+        for m, text in zip(modules, texts, strict=True):
+            d = int(params.get(f"{m}::demos", 0))
+            cand = cand.with_module(m, cand[m].with_instruction(text).with_demos(run.pool.demo_sets[m][d]))
+        return cand
+
+
+__all__ = ["MIPRO", "PLUS_TEMPERATURES", "BayesianBootstrap", "MIPRO0Shot", "MIPROFamily", "MIPROPlusPlus", "Pool"]

@@ -1,0 +1,139 @@
+"""MIPRO's settings, presets and the numbers derived from them (trials, start-up trials, val size).
+
+Presets follow the reference defaults (DSPy MIPROv2) where the paper is silent:
+
+| preset | candidates per module (instructions, demo sets) | validation examples used | trials (1 module / 2 modules) |
+|--------|------|------|---------|
+| light  | 6    | 100  | 11 / 21 |
+| medium | 12   | 300  | 18 / 29 |
+| heavy  | 18   | 1000 | 27 / 34 |
+
+Trials default to max(2·V·log2(n), 1.5·n), rounded up, with V the number of searched variables
+(modules × 2 for MIPRO, modules × 1 for the 0-shot and demos-only variants) and n the candidates.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, fields
+from typing import Any
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "light": {"num_candidates": 6, "val_size": 100},
+    "medium": {"num_candidates": 12, "val_size": 300},
+    "heavy": {"num_candidates": 18, "val_size": 1000},
+}
+
+
+@dataclass(frozen=True)
+class MIPROSettings:
+    """Every knob of the MIPRO family; `auto` picks a preset whose values explicit settings override.
+
+    Search: `num_trials` (None: from the formula in the module docstring), `minibatch_size` examples
+    per trial from a fixed seeded schedule, a full validation score every `full_eval_every` trials,
+    `n_startup_trials` random trials before TPE models (None: 20% of trials, at least 2),
+    `parallel_trials` in flight at once (None: 1 when the task LM serves one request at a time, as the
+    embedded model does, else 4), `storage` a SQLite file or database URL for the Optuna study (None:
+    the run's own store, `setup.storage_url`, if the runner gives one, else in memory).
+    Demos: `max_bootstrapped_demos` and `max_labeled_demos` per set, `teacher_labeled` labelled demos
+    shown to the teacher while bootstrapping, `metric_threshold` for a trace to pass.
+    Proposals: `proposal_temperature`, `proposer_max_tokens`, `max_attempts` per proposal, which
+    grounding is shown (`ground_dataset` with `summary_batches` batches read, `ground_program`,
+    `ground_demos`), `tips` on or off, and (MIPRO++) `history_size` earlier instructions shown.
+    """
+
+    auto: str | None = "light"
+    num_candidates: int = 6
+    num_instructions: int | None = None  # None: num_candidates
+    num_demo_sets: int | None = None  # None: num_candidates
+    val_size: int = 100
+    num_trials: int | None = None
+    minibatch_size: int = 35
+    full_eval_every: int = 6
+    n_startup_trials: int | None = None
+    parallel_trials: int | None = None
+    storage: str | None = None
+    study_name: str | None = None
+    max_bootstrapped_demos: int = 4
+    max_labeled_demos: int = 4
+    teacher_labeled: int = 4
+    metric_threshold: float = 1.0
+    proposal_temperature: float = 1.0
+    proposer_max_tokens: int = 200
+    max_attempts: int = 3
+    ground_dataset: bool = True
+    summary_batches: int = 3  # batches of 10 training examples the proposer reads for the data summary
+    ground_program: bool = True
+    ground_demos: bool = True
+    tips: bool = True
+    history_size: int = 5  # MIPRO++: earlier instructions shown with their scores
+
+    @classmethod
+    def build(cls, auto: str | None = "light", **overrides: Any) -> MIPROSettings:
+        """A preset's values, then `overrides`; unknown names raise, listing the known ones."""
+        known = {f.name for f in fields(cls)} - {"auto"}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise TypeError(f"unknown MIPRO setting(s) {unknown}; known settings: {', '.join(sorted(known))}")
+        if auto is not None and auto not in PRESETS:
+            raise ValueError(f"unknown preset auto={auto!r}; expected one of {', '.join(PRESETS)} or None")
+        values = dict(PRESETS[auto]) if auto else {}
+        values.update({k: v for k, v in overrides.items() if v is not None or k in ("storage", "study_name")})
+        s = cls(auto=auto, **values)
+        s.validate()
+        return s
+
+    def validate(self) -> None:
+        positive = (
+            "num_candidates",
+            "val_size",
+            "minibatch_size",
+            "full_eval_every",
+            "max_attempts",
+            "summary_batches",
+        )
+        for name in positive:
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"MIPRO setting {name} must be >= 1, got {getattr(self, name)!r}")
+        for name in ("num_trials", "n_startup_trials", "parallel_trials", "num_instructions", "num_demo_sets"):
+            v = getattr(self, name)
+            if v is not None and int(v) < 1:
+                raise ValueError(f"MIPRO setting {name} must be >= 1 or None, got {v!r}")
+        for name in ("max_bootstrapped_demos", "max_labeled_demos", "teacher_labeled", "history_size"):
+            if int(getattr(self, name)) < 0:
+                raise ValueError(f"MIPRO setting {name} must be >= 0, got {getattr(self, name)!r}")
+        if not 0.0 < self.proposal_temperature <= 2.0:
+            raise ValueError(f"proposal_temperature must be in (0, 2], got {self.proposal_temperature!r}")
+
+    def replace(self, **changes: Any) -> MIPROSettings:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def n_instructions(self) -> int:
+        return self.num_instructions or self.num_candidates
+
+    @property
+    def n_demo_sets(self) -> int:
+        return self.num_demo_sets or self.num_candidates
+
+    def trials_for(self, n_variables: int, n_candidates: int) -> int:
+        """`num_trials`, or the default max(2·V·log2(n), 1.5·n) rounded up (at least 2)."""
+        if self.num_trials is not None:
+            return int(self.num_trials)
+        n = max(2, n_candidates)
+        return max(2, math.ceil(max(2 * n_variables * math.log2(n), 1.5 * n)))
+
+    def startup_for(self, n_trials: int) -> int:
+        """TPE's random start-up sized to the budget: 20% of the trials, at least 2 (never all of them
+        when there are more than 2), so a short run still gets model-guided trials."""
+        if self.n_startup_trials is not None:
+            return int(self.n_startup_trials)
+        return max(2, min(n_trials - 1, math.ceil(0.2 * n_trials))) if n_trials > 2 else n_trials
+
+    def parallel_for(self, task_lm_concurrency: int) -> int:
+        if self.parallel_trials is not None:
+            return int(self.parallel_trials)
+        # One context serving one request at a time gains nothing from interleaving trials, and loses
+        # its prompt-prefix reuse between consecutive calls of one candidate.
+        return 1 if task_lm_concurrency <= 1 else 4

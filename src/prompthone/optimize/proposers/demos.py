@@ -1,0 +1,218 @@
+"""Demonstrations: bootstrapped from the program's own successful runs, labelled from raw examples,
+and grouped into candidate demo sets per module.
+
+Bootstrapping is how a pipeline gets demos for modules that have no labels (a query writer in
+multi-hop QA): run the whole program with the teacher LM on training inputs, and keep the trace of
+a run only if its FINAL output passes the metric. Every module's call in that trace then becomes one
+demo for that module, so the query module learns from queries that led to right answers, whatever
+the query itself looked like. Runs go through the shared `Evaluator` class (with the teacher LM),
+so errors, parse failures and concurrency are handled exactly as in scoring.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from prompthone.data.example import Example
+from prompthone.evaluate import Evaluator, ScoreCache
+from prompthone.optimize.base import OptimizationSetup
+from prompthone.program import Candidate, Demo, Program, trace_to_demos
+
+DemoSet = tuple[Demo, ...]
+
+
+@dataclass(frozen=True)
+class BootstrapResult:
+    """Demos from passing traces, per module (one per passing trace, in the order tried)."""
+
+    demos: dict[str, tuple[Demo, ...]]
+    passed_ids: tuple[str, ...]
+    tried: int
+    errors: int
+    parse_failures: int
+
+    @property
+    def passed(self) -> int:
+        return len(self.passed_ids)
+
+
+async def bootstrap_demos(
+    setup: OptimizationSetup,
+    examples: Sequence[Example] | None = None,
+    *,
+    max_traces: int | None = None,
+    threshold: float = 1.0,
+    candidate: Candidate | None = None,
+    teacher_labeled: int = 0,
+    shuffle: bool = True,
+) -> BootstrapResult:
+    """Run the program with the teacher LM on `examples` (default: the trainset) and keep passing traces.
+
+    A run passes when its metric score is at least `threshold`; errors and parse failures never pass.
+    Examples are tried in a seeded shuffled order, in chunks of the evaluator's concurrency, stopping
+    once `max_traces` runs have passed, so a large trainset does not cost more than needed.
+    `candidate` is what the teacher runs (default: the setup's start candidate). With
+    `teacher_labeled=k`, the first k examples (after shuffling) become labelled demos of the teacher's
+    candidate, for the modules whose fields they hold, and are not bootstrapped themselves (an example
+    must never be shown its own answer): a zero-shot program that never passes (a 0.5B model that
+    answers TREC questions instead of classifying them) still yields traces this way.
+    """
+    examples = list(setup.trainset if examples is None else examples)
+    if shuffle:
+        setup.rng("proposers:bootstrap-order").shuffle(examples)
+    candidate = candidate or setup.start
+    if teacher_labeled > 0:
+        shown, examples = examples[:teacher_labeled], examples[teacher_labeled:]
+        for name, demos in labeled_demos(setup.program, shown).items():
+            if demos:
+                candidate = candidate.with_module(name, candidate[name].with_demos(demos))
+    base = setup.evaluator
+    teacher = setup.teacher_lm
+    assert teacher is not None
+    # A fresh score cache: a served score carries no trace, and bootstrapping needs every trace.
+    evaluator = Evaluator(
+        base.program,
+        base.metric,
+        teacher,
+        concurrency=base.concurrency,
+        max_errors=len(examples),
+        score_cache=ScoreCache(),
+        lm_for=base.lm_for,
+        keep_traces=True,
+        **base.lm_options,
+    )
+    demos: dict[str, list[Demo]] = {name: [] for name in base.program.named_modules()}
+    passed: list[str] = []
+    tried = errors = parse_failures = 0
+    chunk = max(1, base.concurrency)
+    for start in range(0, len(examples), chunk):
+        if max_traces is not None and len(passed) >= max_traces:
+            break
+        setup.budget.check()
+        batch = examples[start : start + chunk]
+        result = await evaluator.evaluate(candidate, batch, description="bootstrapping")
+        for ex, rec in zip(batch, result.records, strict=True):
+            tried += 1
+            errors += rec.status == "error"
+            parse_failures += rec.status == "parse_failure"
+            if max_traces is not None and len(passed) >= max_traces:
+                continue
+            if rec.status != "scored" or rec.score is None or rec.score < threshold:
+                continue
+            trace = result.traces.get(ex.id)
+            if not trace:
+                continue
+            passed.append(ex.id)
+            for module, demo in trace_to_demos(trace).items():
+                demos.setdefault(module, []).append(demo)
+    out = BootstrapResult({m: tuple(d) for m, d in demos.items()}, tuple(passed), tried, errors, parse_failures)
+    setup.emit("bootstrap", tried=tried, passed=out.passed, errors=errors, parse_failures=parse_failures)
+    return out
+
+
+def labeled_demos(program: Program, examples: Sequence[Example]) -> dict[str, tuple[Demo, ...]]:
+    """Demos made directly from examples, for each module whose fields the examples hold.
+
+    A module gets a labelled demo from an example only if the example has every input and every
+    required output of that module (inputs first, then labels). Chain-of-thought reasoning is
+    optional and left out. In multi-stage programs, intermediate modules (a query writer) usually get
+    none: the data has no labels for them, which is why bootstrapping exists.
+    """
+    out: dict[str, tuple[Demo, ...]] = {}
+    for name, module in program.named_modules().items():
+        sig = module.signature
+        optional = set(getattr(module, "optional_outputs", ()))
+        required = [*sig.input_names, *(n for n in sig.output_names if n not in optional)]
+        fields = [*sig.input_names, *sig.output_names]
+        demos: list[Demo] = []
+        for ex in examples:
+            values = {**dict(ex.labels), **dict(ex.inputs)}
+            if not all(values.get(f) is not None for f in required):
+                continue
+            demos.append(Demo({f: _first(values[f]) for f in fields if values.get(f) is not None}))
+        out[name] = tuple(demos)
+    return out
+
+
+def _first(value: object) -> object:
+    """A label holding several acceptable answers shows the first one."""
+    if isinstance(value, list | tuple) and value and all(isinstance(v, str) for v in value):
+        return value[0]
+    return value
+
+
+def _input_key(demo: Demo, input_names: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    return tuple((n, demo[n]) for n in input_names if n in demo)
+
+
+def with_labeled_fill(
+    chosen: Sequence[Demo], labeled: Sequence[Demo], max_labeled: int, input_names: Sequence[str], rng: random.Random
+) -> DemoSet:
+    """`chosen` demos plus up to `max_labeled` labelled ones whose inputs `chosen` does not already show."""
+    taken = {_input_key(d, input_names) for d in chosen}
+    pool = [d for d in labeled if _input_key(d, input_names) not in taken]
+    return (*chosen, *rng.sample(pool, min(max_labeled, len(pool))))
+
+
+def demo_set_candidates(
+    program: Program,
+    *,
+    start: Candidate,
+    bootstrapped: Mapping[str, Sequence[Demo]],
+    labeled: Mapping[str, Sequence[Demo]],
+    n_sets: int,
+    max_bootstrapped: int,
+    max_labeled: int,
+    rng: random.Random,
+) -> dict[str, list[DemoSet]]:
+    """Up to `n_sets` distinct demo sets per module, in this order:
+
+    0. the start candidate's own demos (so the start configuration is in the search space);
+    1. no demos (zero-shot), if different from 0;
+    2. labelled demos only (a seeded sample of up to `max_labeled`), if the module has any;
+    3. the first `max_bootstrapped` bootstrapped demos, plus labelled demos to fill;
+    4+. shuffled bootstrapped demos of a random size in [1, max_bootstrapped], plus labelled fill;
+    then, while fewer than `n_sets`, labelled samples of a random size in [1, max_labeled].
+
+    Labelled fill never repeats an input that a bootstrapped demo of the set already shows.
+    """
+    if n_sets < 1:
+        raise ValueError(f"n_sets must be >= 1, got {n_sets}")
+    out: dict[str, list[DemoSet]] = {}
+    for name, module in program.named_modules().items():
+        inputs = module.signature.input_names
+        boot = list(bootstrapped.get(name, ()))
+        lab = list(labeled.get(name, ()))
+        sets: list[DemoSet] = []
+        seen: set[DemoSet] = set()
+
+        def add(demos: Sequence[Demo], sets: list[DemoSet] = sets, seen: set[DemoSet] = seen) -> None:
+            key = tuple(demos)
+            if key not in seen and len(sets) < n_sets:
+                seen.add(key)
+                sets.append(key)
+
+        def fill(chosen: list[Demo], lab: list[Demo] = lab, inputs: Sequence[str] = inputs) -> DemoSet:
+            return with_labeled_fill(chosen, lab, max_labeled, inputs, rng)
+
+        add(start[name].demos)
+        add(())
+        if lab and max_labeled > 0:
+            add(rng.sample(lab, min(max_labeled, len(lab))))
+        if boot and max_bootstrapped > 0:
+            add(fill(boot[:max_bootstrapped]))
+            for _ in range(n_sets * 5):
+                if len(sets) >= n_sets:
+                    break
+                size = rng.randint(1, min(max_bootstrapped, len(boot)))
+                add(fill(rng.sample(boot, len(boot))[:size]))
+        # Few or no bootstraps (a teacher that rarely passes): other samples of labelled demos instead.
+        if lab and max_labeled > 0:
+            for _ in range(n_sets * 5):
+                if len(sets) >= n_sets:
+                    break
+                add(rng.sample(lab, rng.randint(1, min(max_labeled, len(lab)))))
+        out[name] = sets
+    return out

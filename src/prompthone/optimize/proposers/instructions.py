@@ -1,0 +1,344 @@
+"""Grounded instruction proposals: the proposer LM writes candidate instructions for one module.
+
+Each proposal prompt can show: a summary of the data, a description of the program, the module's
+role, a few demos of the module done right (bootstrapped), a tip drawn at random, and earlier
+instructions with their scores. Which parts are shown, the tip and the temperature are a
+`ProposalOptions`, so a meta-optimizer (MIPRO++) can tune them.
+
+Replies are cleaned before use: small proposers wrap instructions in quotes and labels, continue
+into made-up examples, or write code (a 0.5B model once proposed `Predict("...") -> description`).
+`clean_instruction` strips the wrapping and rejects what cannot serve as an instruction, and a
+rejected proposal is re-sampled with the next sample index.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+
+from prompthone.optimize.base import OptimizationSetup
+from prompthone.optimize.proposers.calls import ProposalLog, keep, propose
+from prompthone.optimize.proposers.grounding import shorten
+from prompthone.optimize.templates import load_template, render_template
+from prompthone.program import Demo, Module
+from prompthone.program.values import label_key, label_of
+
+#: Tips a proposal may carry, drawn at random per proposal (the paper's set; our wording).
+TIPS: dict[str, str] = {
+    "none": "",
+    "creative": "Feel free to be inventive: a fresh angle on the task is welcome. ",
+    "simple": "Keep it short, plain and direct. ",
+    "descriptive": "Be detailed: spell out what a good output looks like. ",
+    "high_stakes": "Frame the task as one where a mistake would be costly, so the model must be careful. ",
+    "persona": 'Start by giving the model a fitting role, e.g. "You are an expert ...". ',
+}
+
+MIN_WORDS = 4
+MAX_CHARS = 900
+
+_LABEL = re.compile(
+    r"^\s*(?:[#>*_\s]*)(?:(?:new|proposed|improved|revised|final|better|updated|suggested)\s+)?"
+    r"(?:instruction|prompt)s?(?:\s*\d+)?\s*(?:for (?:this|the) step)?\s*[:：]\s*(?:\*\*|__)?\s*",
+    re.I,
+)
+_CODE = [
+    re.compile(r"\b[A-Za-z_][\w.]*\(\s*(?:[\"']|\w+\s*=)"),  # a call with a string or keyword argument
+    re.compile(r"->|=>"),
+    re.compile(r"^\s*(?:def|class|import|from\s+\S+\s+import|return)\b", re.M),
+    re.compile(r"^\s*[{\[]"),
+    re.compile(r"\b(?:dspy|prompthone)\b", re.I),
+]
+_STOP_LINES = re.compile(
+    r"^\s*(?:[#*_>\s]*)(?:examples?|explanation|note|input|output|rationale)\b\s*\d*\s*[:：]", re.I
+)
+_META = re.compile(  # "Write an instruction that...": the request echoed back, not an instruction
+    r"^\W*(?:write|create|generate|compose|propose)\s+(?:a|an|the)\s+(?:new\s+|better\s+)?(?:instruction|prompt)", re.I
+)
+_QUOTES = [('"', '"'), ("'", "'"), ("“", "”"), ("‘", "’"), ("`", "`"), ("«", "»")]
+
+
+def _shingles(text: str, n: int = 5) -> set[tuple[str, ...]]:
+    words = re.findall(r"[a-z]+", text.lower())
+    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
+
+
+@cache
+def _prompt_shingles() -> frozenset[tuple[str, ...]]:
+    """Five-word runs of the proposal prompt's fixed wording: a reply that repeats one is echoing the
+    request ("no code, no list of fields, no examples") rather than answering it."""
+    fixed = re.sub(r"\{[a-z_]+\}", "\n", load_template("proposer_instruction"))
+    return frozenset(_shingles(fixed))
+
+
+def clean_instruction(text: str, *, field_labels: Iterable[str] = ()) -> tuple[str | None, str]:
+    """(instruction, "") when `text` can serve as an instruction, else (None, reason).
+
+    Strips code fences, a leading label ("Instruction:", "**New instruction:**", "Step 2:"), wrapping
+    quotes and markdown emphasis; cuts at a line that starts an example or a field (`Question:`,
+    `Answer:`, `Example:`), since a proposer that goes on past the instruction is inventing a demo.
+    Rejects empty or very short text, code, echoes of the proposal prompt's own wording, and text
+    longer than `MAX_CHARS` after cutting at a sentence end.
+    """
+    t = text.strip()
+    t = re.sub(r"^\s*(?:step\s*\d+\s*[:.)-]?)\s*(?:\n|$)", "", t, flags=re.I)
+    fence = re.fullmatch(r"```[\w-]*\s*\n?(.*?)\n?```", t, re.S)
+    if fence:
+        t = fence.group(1).strip()
+    t = t.replace("```", "").strip()
+    # A label on its own line followed by the instruction, or inline before it.
+    t = _LABEL.sub("", t, count=1).strip()
+    keys = {label_key(x) for x in field_labels}
+    kept: list[str] = []
+    for i, line in enumerate(t.splitlines()):
+        head = line.strip().split(":", 1)[0] if ":" in line else None
+        if i > 0 and (_STOP_LINES.match(line) or (head is not None and label_key(head) in keys and head.strip())):
+            break
+        if i == 0 and head is not None and label_key(head) in keys and len(head) < 30:
+            return None, "starts like an output or input field, not an instruction"
+        kept.append(line)
+    t = "\n".join(kept).strip()
+    for _ in range(3):
+        t = t.strip()
+        for a, b in _QUOTES:
+            if len(t) >= 2 and t.startswith(a) and t.endswith(b) and t.count(a) <= 2:
+                t = t[1:-1]
+        for mark in ("**", "__", "*"):
+            if len(t) > 2 * len(mark) and t.startswith(mark) and t.endswith(mark):
+                t = t[len(mark) : -len(mark)]
+    t = re.sub(r"[ \t]+", " ", t).strip()
+    t = re.sub(r"\n{3,}", "\n\n", t)
+    if not t:
+        return None, "empty"
+    for pat in _CODE:
+        if pat.search(t):
+            return None, "looks like code, not an instruction"
+    if _shingles(t) & _prompt_shingles() or _META.match(t):
+        return None, "echoes the proposal prompt instead of answering it"
+    if len(t) > MAX_CHARS:
+        cut = t[:MAX_CHARS]
+        end = max(cut.rfind(". "), cut.rfind(".\n"), cut.rfind("! "), cut.rfind("? "))
+        if end < MAX_CHARS // 3:
+            return None, f"too long ({len(t)} characters) with no sentence end to cut at"
+        t = cut[: end + 1].strip()
+    if len(re.findall(r"[A-Za-z]{2,}", t)) < MIN_WORDS:
+        return None, f"fewer than {MIN_WORDS} words"
+    return t, ""
+
+
+def normalized(instruction: str) -> str:
+    """Instructions equal up to case, spacing and punctuation count as the same proposal."""
+    return " ".join(re.findall(r"[a-z0-9]+", instruction.lower()))
+
+
+@dataclass(frozen=True)
+class ProposalOptions:
+    """How one instruction is proposed: which grounding parts are shown, the tip, the temperature."""
+
+    use_dataset: bool = True
+    use_program: bool = True
+    use_demos: bool = True
+    tip: str = "none"
+    temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.tip not in TIPS:
+            raise ValueError(f"unknown tip {self.tip!r}; expected one of {', '.join(TIPS)}")
+        if not 0.0 < self.temperature <= 2.0:
+            raise ValueError(f"proposal temperature must be in (0, 2] so samples differ, got {self.temperature}")
+
+
+@dataclass(frozen=True)
+class Grounding:
+    """The material proposals are grounded in, computed once per run."""
+
+    dataset_summary: str = ""
+    program_description: str = ""
+    module_roles: Mapping[str, str] = field(default_factory=dict)
+
+
+def format_demos(module: Module, demos: Sequence[Demo], limit: int = 3) -> str:
+    """Demos as `Label: value` blocks with long values cut, for a proposer prompt."""
+    sig = module.signature
+    blocks = []
+    for i, d in enumerate(demos[:limit], 1):
+        lines = [f"{label_of(n)}: {shorten(d[n])}" for n in (*sig.input_names, *sig.output_names) if n in d]
+        blocks.append(f"Example {i}\n" + "\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def format_history(history: Sequence[tuple[str, float]], limit: int = 5) -> str:
+    """Earlier instructions with scores as integers 0-100, best LAST (what the proposer reads most
+    recently is what to beat)."""
+    best: dict[str, tuple[str, float]] = {}
+    for text, score in history:
+        k = normalized(text)
+        if k not in best or score > best[k][1]:
+            best[k] = (text, score)
+    ranked = sorted(best.values(), key=lambda x: x[1])[-limit:]
+    lines = [f"[score {round(100 * s)}] {shorten(t, 400)}" for t, s in ranked]
+    return "\n".join(lines)
+
+
+class InstructionProposer:
+    """Writes candidate instructions for the modules of `setup.program` through the proposer LM.
+
+    Every call is recorded in `log` (and emitted as a `proposal` event). A rejected or duplicate
+    proposal is re-sampled with another sample index, at most `max_attempts` times per proposal.
+    """
+
+    def __init__(
+        self,
+        setup: OptimizationSetup,
+        grounding: Grounding,
+        *,
+        max_tokens: int = 200,
+        max_attempts: int = 3,
+        demos_shown: int = 3,
+        history_size: int = 5,
+        log: ProposalLog | None = None,
+    ) -> None:
+        self.setup = setup
+        self.grounding = grounding
+        self.max_tokens = max_tokens
+        self.max_attempts = max(1, max_attempts)
+        self.demos_shown = demos_shown
+        self.history_size = history_size
+        self.log: ProposalLog = log if log is not None else []
+        self.modules = setup.program.named_modules()
+
+    def prompt(
+        self,
+        module: str,
+        current: str,
+        options: ProposalOptions,
+        *,
+        demos: Sequence[Demo] = (),
+        history: Sequence[tuple[str, float]] = (),
+    ) -> str:
+        """The proposal prompt for one module under `options`."""
+        mod = self.modules[module]
+        g = self.grounding
+        parts: list[str] = []
+        if options.use_dataset and g.dataset_summary:
+            parts.append(f"About the data: {g.dataset_summary}")
+        if options.use_program and g.program_description:
+            parts.append(f"About the program: {g.program_description}")
+        if options.use_program and g.module_roles.get(module):
+            parts.append(f"Role of this step: {g.module_roles[module]}")
+        if options.use_demos and demos and self.demos_shown > 0:
+            parts.append("Examples of this step done right:\n" + format_demos(mod, demos, self.demos_shown))
+        grounding = ("\n" + "\n\n".join(parts) + "\n") if parts else ""
+        hist = ""
+        if history:
+            hist = (
+                "\nEarlier instructions for this step, with their scores (0-100, higher is better), "
+                "best last:\n" + format_history(history, self.history_size) + "\n"
+            )
+        sig = mod.signature
+        return render_template(
+            "proposer_instruction",
+            grounding=grounding,
+            module=module,
+            inputs=", ".join(label_of(n) for n in sig.input_names) or "nothing",
+            outputs=", ".join(label_of(n) for n in sig.output_names),
+            current=current.strip() or "(none)",
+            history=hist,
+            tip=TIPS[options.tip],
+        )
+
+    def _labels(self, module: str) -> list[str]:
+        sig = self.modules[module].signature
+        return [label_of(n) for n in (*sig.input_names, *sig.output_names)]
+
+    def _clean(self, module: str, reply: str, seen: set[str]) -> tuple[str | None, str]:
+        text, reason = clean_instruction(reply, field_labels=self._labels(module))
+        if text is not None and re.search(rf"[\"'“‘`]{re.escape(module)}[\"'”’`]", text):
+            # 'Step "classify" receives a question...': a description of the program, copied from the
+            # proposal prompt, not an instruction to the model
+            text, reason = None, "describes the program step instead of instructing the model"
+        if text is not None and normalized(text) in seen:
+            text, reason = None, "duplicate of an instruction already proposed"
+        return text, reason
+
+    async def propose_one(
+        self,
+        module: str,
+        current: str,
+        options: ProposalOptions,
+        *,
+        sample_base: int,
+        demos: Sequence[Demo] = (),
+        history: Sequence[tuple[str, float]] = (),
+        avoid: Iterable[str] = (),
+    ) -> str | None:
+        """One new instruction (or None if every attempt was rejected).
+
+        Attempt `a` uses sample index `sample_base + a`: callers give each proposal its own block of
+        `max_attempts` indices so samples stay distinct and replayable.
+        """
+        prompt = self.prompt(module, current, options, demos=demos, history=history)
+        seen = {normalized(a) for a in avoid} | {normalized(current)}
+        for attempt in range(self.max_attempts):
+            reply, rec = await propose(
+                self.setup, prompt, purpose="instruction", module=module, temperature=options.temperature,
+                sample_index=sample_base + attempt, max_tokens=self.max_tokens,
+            )  # fmt: skip
+            text, reason = self._clean(module, reply, seen)
+            keep(self.setup, rec, text, log=self.log, note=reason or f"tip={options.tip}")
+            if text is not None:
+                return text
+        return None
+
+    async def propose_many(
+        self,
+        module: str,
+        current: str,
+        options: Sequence[ProposalOptions],
+        *,
+        demo_sets: Sequence[Sequence[Demo]] = (),
+        sample_base: int = 0,
+    ) -> list[str]:
+        """One proposal per entry of `options` (proposal k is shown demo set k, cycled), deduplicated.
+
+        Proposals run concurrently, round by round: round r samples every still-missing proposal with
+        index `sample_base + k * max_attempts + r`; results are taken in k order, so the outcome does
+        not depend on which call finished first.
+        """
+        n = len(options)
+        found: dict[int, str] = {}
+        seen = {normalized(current)}
+        pending = list(range(n))
+        prompts = {
+            k: self.prompt(module, current, options[k], demos=demo_sets[k % len(demo_sets)] if demo_sets else ())
+            for k in range(n)
+        }
+        for r in range(self.max_attempts):
+            if not pending:
+                break
+            calls = [
+                propose(
+                    self.setup,
+                    prompts[k],
+                    purpose="instruction",
+                    module=module,
+                    temperature=options[k].temperature,
+                    sample_index=sample_base + k * self.max_attempts + r,
+                    max_tokens=self.max_tokens,
+                )
+                for k in pending
+            ]
+            replies = await asyncio.gather(*calls)
+            still: list[int] = []
+            for k, (reply, rec) in zip(pending, replies, strict=True):
+                text, reason = self._clean(module, reply, seen)
+                keep(self.setup, rec, text, log=self.log, note=reason or f"tip={options[k].tip}")
+                if text is None:
+                    still.append(k)
+                else:
+                    found[k] = text
+                    seen.add(normalized(text))
+            pending = still
+        return [found[k] for k in sorted(found)]
