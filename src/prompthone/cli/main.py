@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from prompthone.cli import report_cmd
+from prompthone.cli import opro_cmd, report_cmd
 from prompthone.lm import DEFAULT_MODEL, LM, LMError, run_sync
 from prompthone.lm.local.assemble import is_installed, models_dir
 from prompthone.lm.local.catalog import CATALOG, lookup
@@ -263,6 +263,7 @@ def _eval(task, model, n, seed, data_root, out, concurrency, max_tokens) -> None
 
 
 report_cmd.register(app)
+opro_cmd.register(app)
 
 
 def main() -> None:  # pragma: no cover - console entry point
