@@ -55,16 +55,25 @@ JUDGES: dict[str, dict[str, Any]] = {
         output_fields=("answer",),
         input_fields=("question",),
     ),
+    "sst2": dict(
+        task_description="Say whether the sentiment of a sentence from a movie review is positive or negative.",
+        criteria=(
+            "Score 1 if the output states the same sentiment as the reference answer (positive or negative), in "
+            "any wording. Score 0 if it states the other sentiment, both, neither, or something else."
+        ),
+        reference_field="answer",
+        output_fields=("answer",),
+        input_fields=("sentence",),
+    ),
     "trec": dict(
         task_description=(
             "Classify a question by the kind of answer it asks for, with exactly one of these labels: "
             "abbreviation, entity, description, human, location, number."
         ),
         criteria=(
-            "The output must be one of the six labels. Score 1 only if the output is the reference label, "
-            "alone or clearly given as the chosen label. Score 0 if the output answers the question instead of "
-            "naming a label (for example a name, a number, a place or an explanation), even when that answer "
-            "is correct. Score 0 for a different label or for several labels."
+            "Score 1 if the output is the label given as the reference answer (case and punctuation do not "
+            "matter). Any other output scores 0: another label, several labels, or any text that is not the "
+            "reference label."
         ),
         reference_field="answer",
         output_fields=("answer",),

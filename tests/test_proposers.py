@@ -194,6 +194,7 @@ def test_clean_instruction_strips_wrapping(reply, expected):
         ("word " * 400, "too long"),
         ("Step 4\nno code, no list of fields, no examples, no explanation.", "echoes the proposal prompt"),
         ("Write an instruction about the context for the language model.", "echoes the proposal prompt"),
+        ("Frame the task as one where a mistake would be costly.", "echoes the proposal prompt"),
     ],
 )
 def test_clean_instruction_rejects_what_is_not_an_instruction(reply, reason):

@@ -67,10 +67,10 @@ def _shingles(text: str, n: int = 5) -> set[tuple[str, ...]]:
 
 @cache
 def _prompt_shingles() -> frozenset[tuple[str, ...]]:
-    """Five-word runs of the proposal prompt's fixed wording: a reply that repeats one is echoing the
-    request ("no code, no list of fields, no examples") rather than answering it."""
+    """Five-word runs of the proposal prompt's fixed wording and of the tips: a reply that repeats one
+    is echoing the request ("no code, no list of fields, no examples") rather than answering it."""
     fixed = re.sub(r"\{[a-z_]+\}", "\n", load_template("proposer_instruction"))
-    return frozenset(_shingles(fixed))
+    return frozenset(_shingles("\n".join([fixed, *TIPS.values()])))
 
 
 def clean_instruction(text: str, *, field_labels: Iterable[str] = ()) -> tuple[str | None, str]:
