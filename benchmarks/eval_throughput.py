@@ -45,7 +45,6 @@ import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -54,6 +53,7 @@ import rich
 from rich.console import Console
 from rich.table import Table
 
+from machine import cpu_model
 from prompthone.data.example import Example
 from prompthone.evaluate import Evaluator, ScoreCache
 from prompthone.lm import LM
@@ -119,16 +119,6 @@ def make_examples(n: int, prefix: str = "q") -> list[Example]:
         q = f"What is {i} plus {i + 1}?"
         out.append(Example(id=f"{prefix}{i}", inputs={"question": q}, labels={"answer": f"echo: Question: {q}"}))
     return out
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 async def timed(name: str, fn: Callable[[], Awaitable[int]], n: int) -> tuple[float, float]:

@@ -30,6 +30,7 @@ import openai
 from rich.console import Console
 from rich.table import Table
 
+from machine import cpu_model
 from prompthone.lm import LM
 from prompthone.lm.openai_backend import OpenAIBackend
 from prompthone.testing import FakeOpenAIServerProcess
@@ -46,16 +47,6 @@ CACHE_HIT_TARGET_MS = 1.0
 def percentile(values: list[float], q: float) -> float:
     s = sorted(values)
     return s[min(len(s) - 1, round(q * (len(s) - 1)))]
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 async def measure(base_url: str, calls: int, warmup: int) -> dict[str, list[float]]:

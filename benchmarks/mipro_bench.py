@@ -24,6 +24,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from machine import cpu_model
 from prompthone.data import split
 from prompthone.evaluate import Evaluator, ScoreCache
 from prompthone.lm import LM
@@ -42,16 +43,6 @@ def parse_settings(items: list[str]) -> dict:
         except json.JSONDecodeError:
             out[key] = value
     return out
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 async def main(args: argparse.Namespace) -> dict:
