@@ -405,10 +405,12 @@ async def test_modules_setting_restricts_and_is_checked():
 
 
 async def test_budget_stops_cleanly_with_the_best_validated_so_far():
-    setup = make_setup(proposer([f"<INS>level {i}</INS>" for i in range(1, 99)]), budget=Budget(max_lm_calls=60))
+    setup = make_setup(proposer([f"<INS>level {i}</INS>" for i in range(1, 99)]), budget=Budget(max_lm_calls=120))
     result = await OPRO(steps=50).optimize(setup)
     assert result.stopped_by == "lm_calls"
     assert result.best_score == max(t.score for t in result.trials if t.full)
+    assert len(result.info["steps"]) == 1  # step 1 finished; step 2 was cut while scoring its proposals
+    assert len(result.info["modules"]["qa"]["history"]) > 9  # and what step 2 scored is kept
 
 
 def test_settings_are_checked_and_defaults_are_the_papers():

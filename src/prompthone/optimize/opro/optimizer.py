@@ -302,6 +302,13 @@ class OPRO(Optimizer):
             out.append({"instruction": s.solution, "train": s.value, "val": trial.score})
         return out
 
+    def _partial(self, setup: OptimizationSetup, *, stopped_by: str) -> OptimizationResult:
+        """The base result, plus the step log and per-module history, also when a budget cut the run."""
+        result = super()._partial(setup, stopped_by=stopped_by)
+        result.info.setdefault("steps", getattr(self, "_steps_log", []))
+        result.info.setdefault("modules", getattr(self, "_module_info", {}))
+        return result
+
     # ---------------------------------------------------------------------------------------- estimate
 
     def estimate(self, setup: OptimizationSetup) -> dict[str, dict[str, float]]:
