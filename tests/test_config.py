@@ -83,3 +83,47 @@ def test_every_example_config_is_valid(path):
 def test_there_is_an_example_for_each_optimizer_family():
     names = {load_config(p).optimizer for p in EXAMPLES}
     assert {"mipro", "opro", "gradsum"} <= names
+
+
+def test_a_judge_block_replaces_the_metric_with_criteria_in_words(tmp_path):
+    spec = load_config(
+        write(
+            tmp_path,
+            """
+task: hotpotqa
+optimizer: gradsum
+models: {task: local/qwen2.5-coder-0.5b, judge: local/qwen2.5-coder-1.5b, teacher: local/qwen2.5-coder-1.5b}
+judge:
+  task_description: Answer a multi-hop question in a few words.
+  criteria: Score 1 if the answer names the same thing as the reference.
+  reference_field: answer
+  scale: graded
+max_errors: 3
+threads: 1
+""",
+        )
+    )
+    assert spec.judge == {
+        "task_description": "Answer a multi-hop question in a few words.",
+        "criteria": "Score 1 if the answer names the same thing as the reference.",
+        "reference_field": "answer",
+        "scale": "graded",
+        "max_tokens": 200,
+    }
+    assert spec.judge_model == spec.teacher_model == "local/qwen2.5-coder-1.5b"
+    assert (spec.max_errors, spec.threads) == (3, 1)
+
+
+@pytest.mark.parametrize(
+    ("judge", "needles"),
+    [
+        ("{task_description: x, criteria: y, scale: fuzzy}", ["judge.scale", "unknown judge scale", "got 'fuzzy'"]),
+        ("{task_description: x}", ["judge.criteria", "required"]),
+        ("{task_description: '', criteria: y}", ["judge.task_description", "at least 1 character"]),
+    ],
+)
+def test_judge_mistakes_name_the_key(tmp_path, judge, needles):
+    with pytest.raises(ConfigFileError) as err:
+        load_config(write(tmp_path, f"task: trec\noptimizer: gradsum\njudge: {judge}\n"))
+    for needle in needles:
+        assert needle in str(err.value)

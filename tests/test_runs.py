@@ -172,3 +172,32 @@ def test_progress_shows_trials_best_score_and_spend_against_budget(env):
     assert f"final: test {out.final_test.mean:.3f}" in text
     line = LiveProgress(console, s.budget).line()
     assert re.search(r"\d+ calls / 30", line)
+
+
+def test_a_judge_config_scores_with_the_judge_model_and_counts_it_apart(tmp_path, monkeypatch):
+    """Criteria in words replace the task's metric; judge calls are paid, stored and counted as `judge`."""
+    write_fake_gsm8k(tmp_path / "data")
+    monkeypatch.setenv("PROMPTHONE_CACHE_DIR", str(tmp_path / "cache"))
+
+    def responder(body: dict) -> str:
+        user = body["messages"][-1]["content"]
+        if "Output to judge:" not in user:
+            return careful_math_responder(body)
+        reference = re.search(r"Reference answer.*?:\n(.*?)\n", user, re.S).group(1)
+        output = user.rsplit("Output to judge:", 1)[1]
+        right = reference.strip() in re.findall(r"\d+", output)
+        return f"Reasoning: compared with the reference.\nScore: {int(right)}"
+
+    judge = {"task_description": "Solve a word problem.", "criteria": "1 if it matches the reference.",
+             "reference_field": "answer", "output_fields": ["answer"]}  # fmt: skip
+    with FakeOpenAIServer(latency_ms=1, responder=responder) as url:
+        run = spec(url, tmp_path / "data", judge=judge, judge_model=f"openai/judge@{url}")
+        out = run_sync(run_optimization(run, out_dir=tmp_path / "runs"))
+    assert out.start_test.mean == 0.0 and out.final_test.mean == 1.0
+    assert out.usage["judge"]["paid_calls"] > 0 and out.usage["task"]["paid_calls"] > 0
+    usage = {u["role"]: u for u in RunStore(out.run_dir).lm_usage()}
+    judged = out.usage["judge"]["paid_calls"] + 2 * 10  # the optimization's, plus start and final test
+    assert usage["judge"]["paid_calls"] == judged
+    summary = json.loads((out.run_dir / "summary.json").read_text())
+    assert summary["metric"] == "judge" and summary["judge_model"] == f"openai/judge@{url}"
+    assert RunStore(out.run_dir).run_row()["manifest"]["models"]["judge"]

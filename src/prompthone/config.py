@@ -31,8 +31,10 @@ class _Strict(BaseModel):
 class Models(_Strict):
     task: str = "local/qwen2.5-coder-0.5b"
     proposer: str | None = None
+    teacher: str | None = None
+    judge: str | None = None
 
-    @field_validator("task", "proposer")
+    @field_validator("task", "proposer", "teacher", "judge")
     @classmethod
     def _model_string(cls, v: str | None) -> str | None:
         if v is not None:
@@ -47,6 +49,28 @@ class Splits(_Strict):
     train: int = Field(50, ge=1)
     val: int = Field(50, ge=1)
     test: int = Field(100, ge=1)
+
+
+class JudgeConfig(_Strict):
+    """An LLM-judge metric written in words (replaces the task's own metric)."""
+
+    task_description: str = Field(min_length=1)
+    criteria: str = Field(min_length=1)
+    #: the example label shown to the judge as the reference answer (none: judged on the criteria alone)
+    reference_field: str | None = None
+    #: "binary" (0-1), "graded" (1-5) or "LOW-HIGH"
+    scale: str = "binary"
+    output_fields: list[str] | None = None
+    input_fields: list[str] | None = None
+    max_tokens: int = Field(200, ge=1)
+
+    @field_validator("scale")
+    @classmethod
+    def _scale(cls, v: str) -> str:
+        from prompthone.metrics.judge import JudgeScale
+
+        JudgeScale.parse(v)
+        return v
 
 
 class BudgetConfig(_Strict):
@@ -68,6 +92,9 @@ class RunConfig(_Strict):
     data_root: str | None = None
     concurrency: int = Field(8, ge=1)
     max_tokens: int = Field(384, ge=1)
+    max_errors: int = Field(0, ge=0)
+    threads: int | None = Field(None, ge=1)
+    judge: JudgeConfig | None = None
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
 
     @field_validator("task")
@@ -93,6 +120,9 @@ class RunConfig(_Strict):
             optimizer=self.optimizer,
             model=self.models.task,
             proposer_model=self.models.proposer,
+            teacher_model=self.models.teacher,
+            judge_model=self.models.judge,
+            judge=self.judge.model_dump(exclude_none=True) if self.judge else None,
             settings=dict(self.settings),
             n_train=self.splits.train,
             n_val=self.splits.val,
@@ -101,6 +131,8 @@ class RunConfig(_Strict):
             data_root=self.data_root,
             concurrency=self.concurrency,
             max_tokens=self.max_tokens,
+            max_errors=self.max_errors,
+            threads=self.threads,
             budget=Budget(
                 max_lm_calls=b.max_lm_calls,
                 max_tokens=b.max_tokens,

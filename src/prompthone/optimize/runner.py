@@ -42,6 +42,13 @@ class RunSpec:
     optimizer: str
     model: str = "local/qwen2.5-coder-0.5b"
     proposer_model: str | None = None
+    #: runs the program when bootstrapping demos; the task model when None (counted apart either way)
+    teacher_model: str | None = None
+    #: score with an LLM judge instead of the task's metric: `JudgeMetric` settings in words
+    #: (task_description, criteria, reference_field, scale, output_fields, input_fields, max_tokens)
+    judge: dict[str, Any] | None = None
+    #: the judge's model; the proposer model when None
+    judge_model: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)
     n_train: int = 50
     n_val: int = 50
@@ -50,6 +57,10 @@ class RunSpec:
     data_root: str | None = None
     concurrency: int = 8
     max_tokens: int = 384
+    #: errors (e.g. judge failures) tolerated per evaluation before it fails loudly; never scored as wrong
+    max_errors: int = 0
+    #: llama.cpp threads for embedded models (None: the backend's default); answers do not depend on it
+    threads: int | None = None
     budget: Budget = field(default_factory=Budget)
 
     def to_config(self) -> dict[str, Any]:
@@ -78,9 +89,35 @@ class RunOutcome:
     result: OptimizationResult
     start_test: EvalResult
     final_test: EvalResult
+    #: role -> usage counters of the optimization alone (scoring the start and the result on test excluded)
     usage: dict[str, dict]
     wall_s: float
     run_dir: Path
+    #: task-model usage of the two test evaluations (start and result)
+    test_usage: dict[str, float | int] = field(default_factory=dict)
+    optimize_wall_s: float = 0.0
+
+
+def _usage_since(lms: dict[str, LM], before: dict[str, dict]) -> dict[str, dict]:
+    out = {}
+    for role, lm in lms.items():
+        now, was = lm.usage.as_dict(), before.get(role, {})
+        out[role] = {k: now[k] - was.get(k, 0) for k in now}
+    return out
+
+
+def _make_lm(spec: RunSpec, model: str, cache: ResponseCache | bool) -> LM:
+    opts: dict[str, Any] = {"n_threads": spec.threads} if spec.threads and model.startswith("local/") else {}
+    return LM(model, cache=cache, **opts)
+
+
+def _metric(spec: RunSpec, task: Any, judge_lm: LM | None) -> Any:
+    if spec.judge is None:
+        return task.metric()
+    from prompthone.metrics import JudgeMetric
+
+    assert judge_lm is not None
+    return JudgeMetric(judge_lm, **{"name": "judge", **spec.judge})
 
 
 def new_run_dir(out_dir: Path, spec: RunSpec) -> Path:
@@ -113,28 +150,44 @@ async def run_optimization(
     task = get_task(spec.task)
     parts = split(task.load(spec.data_root), train=spec.n_train, val=spec.n_val, test=spec.n_test, seed=spec.seed)
     program = task.make_program(spec.data_root)
-    metric = task.metric()
+    proposer_model = spec.proposer_model or spec.model
+    judge_model = (spec.judge_model or proposer_model) if spec.judge is not None else None
 
-    def make_setup(evaluator: Evaluator, proposer_lm: LM, **extra: Any) -> OptimizationSetup:
+    def make_setup(evaluator: Evaluator, lms: dict[str, LM], **extra: Any) -> OptimizationSetup:
         return OptimizationSetup(program=program, trainset=parts.train, valset=parts.val, evaluator=evaluator,
-                                 task_lm=evaluator.lm, proposer_lm=proposer_lm, seed=spec.seed, budget=spec.budget,
+                                 task_lm=lms["task"], proposer_lm=lms["proposer"], teacher_lm=lms["teacher"],
+                                 judge_lm=lms.get("judge"), seed=spec.seed, budget=spec.budget,
                                  **extra)  # fmt: skip
 
     if dry_run:
-        task_lm = LM(spec.model, cache=False)
-        evaluator = Evaluator(program, metric, task_lm, max_tokens=spec.max_tokens)
-        setup = make_setup(evaluator, LM(spec.proposer_model or spec.model, cache=False))
-        return make_optimizer(spec.optimizer, **spec.settings).estimate(setup)
+        lms = {
+            "task": LM(spec.model, cache=False),
+            "proposer": LM(proposer_model, cache=False),
+            "teacher": LM(spec.teacher_model or spec.model, cache=False),
+        }
+        if judge_model:
+            lms["judge"] = LM(judge_model, cache=False)
+        evaluator = Evaluator(program, _metric(spec, task, lms.get("judge")), lms["task"], max_tokens=spec.max_tokens)
+        return make_optimizer(spec.optimizer, **spec.settings).estimate(make_setup(evaluator, lms))
 
     if store is None:
         store = RunStore(run_dir)
     db = store.path
     shared = open_cache() if lm_settings.cache_enabled() else None
     run_cache = ResponseCache(db, fallback=shared) if db is not None else (shared or False)
-    task_lm = LM(spec.model, cache=run_cache)
-    proposer_lm = LM(spec.proposer_model or spec.model, cache=run_cache)
-    for role, lm in (("task", task_lm), ("proposer", proposer_lm)):
+    # One LM object per role (they share the cache and, for embedded models, the loaded weights), so
+    # the store, the budget and the summary count task, proposer, teacher and judge calls apart.
+    lms = {
+        "task": _make_lm(spec, spec.model, run_cache),
+        "proposer": _make_lm(spec, proposer_model, run_cache),
+        "teacher": _make_lm(spec, spec.teacher_model or spec.model, run_cache),
+    }
+    if judge_model:
+        lms["judge"] = _make_lm(spec, judge_model, run_cache)
+    for role, lm in lms.items():
         lm.listeners.append(lambda c, r=role, m=lm: store.record_lm_call(r, c, _cost(spec.budget, m, c)))
+    task_lm, proposer_lm = lms["task"], lms["proposer"]
+    metric = _metric(spec, task, lms.get("judge"))
     evaluator = Evaluator(
         program,
         metric,
@@ -142,11 +195,12 @@ async def run_optimization(
         concurrency=spec.concurrency,
         score_cache=ScoreCache(db) if db is not None else ScoreCache(),
         max_tokens=spec.max_tokens,
+        max_errors=spec.max_errors,
     )
 
     if resume is None:
         manifest = build_manifest(
-            models={"task": task_lm.identity, "proposer": proposer_lm.identity},
+            models={role: lm.identity for role, lm in lms.items()},
             splits={"train": parts.train, "val": parts.val, "test": parts.test},
             seed=spec.seed,
             extra={"metric": metric.name, "program": type(program).__qualname__},
@@ -173,7 +227,7 @@ async def run_optimization(
             store.record_event(kind, data)
         progress.update(kind, data)
 
-    setup = make_setup(evaluator, proposer_lm, events=on_event, storage_url=store.url)
+    setup = make_setup(evaluator, lms, events=on_event, storage_url=store.url)
     optimizer = make_optimizer(spec.optimizer, **spec.settings)
     console.print(
         f"[bold]{spec.optimizer}[/] on [bold]{task.name}[/]: {len(parts.train)} train / {len(parts.val)} val / "
@@ -185,16 +239,22 @@ async def run_optimization(
     try:
         start_test = await evaluator.evaluate(None, parts.test)
         console.print(f"  start: test {start_test.summary()}")
+        before = {role: lm.usage.as_dict() for role, lm in lms.items()}
+        t_opt = time.perf_counter()
         with progress:
             result = await optimizer.optimize(setup)
-        usage = {role: u.as_dict() for role, u in spec.budget.usage_by_role().items()}
+        optimize_wall = time.perf_counter() - t_opt
+        usage = _usage_since(lms, before)
+        after_task = task_lm.usage.as_dict()
         final_test = await evaluator.evaluate(result.best, parts.test)
     except BaseException as exc:
         store.set_status("failed", {"error": f"{type(exc).__name__}: {exc}"})
         raise
     wall = time.perf_counter() - t0
+    end_task = task_lm.usage.as_dict()
+    test_usage = {k: end_task[k] - after_task[k] + before["task"][k] for k in end_task}
     console.print(f"  final: test {final_test.summary()}  (stopped by: {result.stopped_by})")
-    outcome = RunOutcome(spec, result, start_test, final_test, usage, wall, run_dir)
+    outcome = RunOutcome(spec, result, start_test, final_test, usage, wall, run_dir, test_usage, optimize_wall)
     summary = write_outcome(outcome, program)
     store.record_candidate(result.best)
     store.set_status("completed", summary)
@@ -218,6 +278,9 @@ def write_outcome(outcome: RunOutcome, program) -> dict[str, Any]:
         "settings": spec.settings,
         "model": spec.model,
         "proposer_model": spec.proposer_model or spec.model,
+        "teacher_model": spec.teacher_model or spec.model,
+        "judge_model": (spec.judge_model or spec.proposer_model or spec.model) if spec.judge else None,
+        "metric": "judge" if spec.judge else get_task(spec.task).metric().name,
         "seed": spec.seed,
         "splits": {"train": spec.n_train, "val": spec.n_val, "test": spec.n_test},
         "start_test": {"score": outcome.start_test.mean, "ci95": outcome.start_test.ci95},
@@ -228,7 +291,9 @@ def write_outcome(outcome: RunOutcome, program) -> dict[str, Any]:
         "start_candidate": Candidate.default(program).hash,
         "stopped_by": r.stopped_by,
         "usage_by_role": outcome.usage,
+        "usage_test_scoring": outcome.test_usage,
         "wall_s": outcome.wall_s,
+        "optimize_wall_s": outcome.optimize_wall_s,
     }
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
