@@ -9,6 +9,7 @@ import pytest
 from model_server import llama_server
 from prompthone.lm import LM, LMTimeoutError
 from prompthone.lm.local.backend import LocalBackend, load_llama
+from prompthone.lm.openai_backend import aiohttp_available
 
 pytestmark = pytest.mark.model
 
@@ -73,17 +74,20 @@ def test_runaway_generation_is_stopped_and_reported(local_lm):
 
 
 def test_http_backend_against_a_real_llama_server(local_lm):
+    direct = LM(local_lm, cache=False).complete_sync(CAPITAL, max_tokens=8)
+    transports = ["httpx", "aiohttp"] if aiohttp_available() else ["httpx"]
     with llama_server(local_lm.path, alias="smol") as base_url:
-        lm = LM(f"openai/smol@{base_url}", cache=False)
-        c = lm.complete_sync(CAPITAL, max_tokens=8)
-        assert "paris" in c.text.lower()
-        assert c.prompt_tokens > 5 and 0 < c.completion_tokens <= 8
-        # the same file, greedy, in-process and behind the server: the same answer
-        direct = LM(local_lm, cache=False).complete_sync(CAPITAL, max_tokens=8)
-        assert c.text == direct.text
-        # the server honours max_tokens (sent as such, not as max_completion_tokens)
-        capped = lm.complete_sync([{"role": "user", "content": "Write a long story."}], max_tokens=5)
-        assert capped.completion_tokens <= 5 and capped.finish_reason == "length"
+        for transport in transports:  # both HTTP transports under the SDK, against the same server
+            lm = LM(f"openai/smol@{base_url}", cache=False, transport=transport)
+            assert lm.backend.transport == transport
+            c = lm.complete_sync(CAPITAL, max_tokens=8)
+            assert "paris" in c.text.lower()
+            assert c.prompt_tokens > 5 and 0 < c.completion_tokens <= 8
+            # the same file, greedy, in-process and behind the server: the same answer
+            assert c.text == direct.text
+            # the server honours max_tokens (sent as such, not as max_completion_tokens)
+            capped = lm.complete_sync([{"role": "user", "content": "Write a long story."}], max_tokens=5)
+            assert capped.completion_tokens <= 5 and capped.finish_reason == "length"
 
 
 def test_load_is_shared_across_names(local_lm):

@@ -1,7 +1,9 @@
 """OpenAIBackend through `LM`, the real `openai` SDK and real HTTP, against the local fake server.
 
 Every fault path is scripted on the server, so these tests check the whole chain a user hits: SDK
-exception -> typed LMError -> LM's retry policy -> what the server saw.
+exception -> typed LMError -> LM's retry policy -> what the server saw. Every test runs once per HTTP
+transport under the SDK (httpx and aiohttp, picked through PROMPTHONE_HTTP_TRANSPORT), so both are
+proven to behave the same.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import socket
 import time
 from pathlib import Path
 
+import openai
 import pytest
 
 from prompthone.lm import (
@@ -26,14 +29,19 @@ from prompthone.lm import (
     Request,
     ServerError,
     make_backend,
+    openai_backend,
 )
 from prompthone.lm.openai_backend import (
     PLACEHOLDER_API_KEY,
+    TRANSPORT_ENV,
     OpenAIBackend,
+    aiohttp_available,
     is_context_length_message,
     parse_retry_after,
 )
 from prompthone.testing import FakeOpenAIServer, FakeOpenAIServerProcess, Fault
+
+TRANSPORTS = ["httpx", pytest.param("aiohttp", marks=pytest.mark.skipif(not aiohttp_available(), reason="no aiohttp"))]
 
 KEY_ENV = "PROMPTHONE_TEST_OPENAI_KEY"
 SECRET = "sk-test-5ecret-do-not-leak-0123456789"
@@ -47,10 +55,13 @@ def server():
         yield srv
 
 
-@pytest.fixture(autouse=True)
-def _env(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture(autouse=True, params=TRANSPORTS)
+def transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test in this file, once per transport: backends built without `transport=` read the env var."""
     monkeypatch.setenv(KEY_ENV, SECRET)
     monkeypatch.delenv("PROMPTHONE_NO_CACHE", raising=False)
+    monkeypatch.setenv(TRANSPORT_ENV, request.param)
+    return request.param
 
 
 def make_lm(server: FakeOpenAIServer, tmp_path: Path | None = None, **lm_kw) -> LM:
@@ -71,9 +82,16 @@ def make_lm(server: FakeOpenAIServer, tmp_path: Path | None = None, **lm_kw) -> 
 # -- success path ---------------------------------------------------------------------------------
 
 
-async def test_success_returns_text_tokens_and_finish_reason(server: FakeOpenAIServer, tmp_path: Path) -> None:
+async def test_success_returns_text_tokens_and_finish_reason(
+    server: FakeOpenAIServer, tmp_path: Path, transport: str
+) -> None:
     lm = make_lm(server, tmp_path)
     c = await lm.complete(HELLO, max_tokens=64, temperature=0.7, top_p=0.9, seed=3, sample_index=2)
+    # white-box: the SDK client of this loop really runs over the chosen transport
+    http_client = lm.backend._clients.get().client._client
+    assert type(http_client) is (
+        openai.DefaultAioHttpClient if transport == "aiohttp" else openai.DefaultAsyncHttpxClient
+    )
     await lm.aclose()
 
     assert c.text == "echo: Hello there, world"
@@ -339,7 +357,50 @@ async def test_unreachable_port_is_connection_failed_naming_the_url() -> None:
     assert lm.usage.retries == 1  # a connection failure is retryable (the server may be starting)
 
 
+async def test_server_dropping_the_connection_is_connection_failed(server: FakeOpenAIServer) -> None:
+    server.inject(Fault.disconnect(), times=1)
+    lm = make_lm(server, max_retries=0)
+    with pytest.raises(ConnectionFailed) as info:
+        await lm.complete(HELLO)
+    assert server.base_url in str(info.value) and info.value.model == "fake-model"
+    c = await lm.complete(HELLO)  # a retry (here: the next call) reconnects and succeeds
+    await lm.aclose()
+    assert c.text == "echo: Hello there, world"
+    assert server.requests_received == 2
+
+
+async def test_dropped_connection_is_retried_by_lm(server: FakeOpenAIServer) -> None:
+    server.inject(Fault.disconnect(), times=1)
+    lm = make_lm(server, max_retries=2)
+    c = await lm.complete(HELLO)
+    await lm.aclose()
+    assert c.text == "echo: Hello there, world"
+    assert server.requests_received == 2 and lm.usage.retries == 1
+
+
 # -- configuration and secrets ----------------------------------------------------------------
+
+
+def test_transport_option_env_var_and_fallback(monkeypatch: pytest.MonkeyPatch, transport: str) -> None:
+    url = "http://127.0.0.1:1/v1"
+    assert OpenAIBackend("m", base_url=url).transport == transport  # from the environment variable
+    assert OpenAIBackend("m", base_url=url, transport="httpx").transport == "httpx"  # the option wins
+    assert "transport=" in repr(OpenAIBackend("m", base_url=url))
+    # the transport changes cost, not answers: cache identity is the same
+    assert OpenAIBackend("m", base_url=url, transport="httpx").identity() == OpenAIBackend("m", base_url=url).identity()
+    monkeypatch.setenv(TRANSPORT_ENV, "curl")
+    with pytest.raises(ConfigError, match=TRANSPORT_ENV):
+        OpenAIBackend("m", base_url=url)
+    with pytest.raises(ConfigError, match="transport"):
+        OpenAIBackend("m", base_url=url, transport="requests")  # type: ignore[arg-type]
+    monkeypatch.delenv(TRANSPORT_ENV)
+    expected_auto = "aiohttp" if aiohttp_available() else "httpx"
+    assert OpenAIBackend("m", base_url=url).transport == expected_auto
+    # without aiohttp installed, auto falls back to httpx and an explicit aiohttp is a clear error
+    monkeypatch.setattr(openai_backend, "aiohttp_available", lambda: False)
+    assert OpenAIBackend("m", base_url=url).transport == "httpx"
+    with pytest.raises(ConfigError, match="pip install"):
+        OpenAIBackend("m", base_url=url, transport="aiohttp")
 
 
 def test_real_openai_without_key_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:

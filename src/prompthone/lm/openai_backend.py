@@ -5,6 +5,12 @@ It is a thin translation layer over the official `openai` SDK: a `Request` becom
 `prompthone.lm.errors`. The SDK's own retries are off (`max_retries=0`): retries, backoff and the
 bound on requests in flight live once, in `LM`, so that every backend behaves the same.
 
+The HTTP transport under the SDK is the SDK's own choice of two: its aiohttp client
+(`openai.DefaultAioHttpClient`, the `openai[aiohttp]` extra), which costs about half the CPU per call of
+the default httpx client (see docs/benchmarks.md), or the httpx client. `transport="auto"` (the default,
+overridable by the environment variable PROMPTHONE_HTTP_TRANSPORT) takes aiohttp when it is installed.
+Both go through the same SDK request path, so headers, bodies, status handling and typed errors match.
+
 The API key is read from an environment variable whose *name* is configured. The key itself never
 appears in `identity()` (hence never in cache keys), in reprs, or in error messages: servers echo bad
 keys back in their 401 text, so error text is scrubbed before it is raised.
@@ -20,6 +26,7 @@ import math
 import os
 import re
 import ssl
+import sys
 import time
 import weakref
 from collections.abc import AsyncGenerator
@@ -50,6 +57,10 @@ PLACEHOLDER_API_KEY = "prompthone-no-key"
 
 MaxTokensParam = Literal["max_tokens", "max_completion_tokens"]
 StructuredOutput = Literal["json_schema", "json_object", "none"]
+Transport = Literal["auto", "aiohttp", "httpx"]
+#: the environment variable that picks the transport when the backend is not given one
+TRANSPORT_ENV = "PROMPTHONE_HTTP_TRANSPORT"
+_TRANSPORTS = ("auto", "aiohttp", "httpx")
 
 _FINISH: dict[str, FinishReason] = {
     "stop": "stop",
@@ -123,6 +134,53 @@ def _start(gen: AsyncGenerator[None, None]) -> None:
 
 
 @functools.cache
+def aiohttp_available() -> bool:
+    """True when the SDK's aiohttp client can be built (the `openai[aiohttp]` extra is installed)."""
+    try:
+        from openai._vendor.httpx_aiohttp import Httpx2AiohttpClient  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def resolve_transport(transport: str | None) -> Literal["aiohttp", "httpx"]:
+    """The transport to use: the given one, else $PROMPTHONE_HTTP_TRANSPORT, else auto (aiohttp if installed)."""
+    chosen = transport if transport is not None else (os.environ.get(TRANSPORT_ENV, "").strip().lower() or "auto")
+    where = "transport" if transport is not None else f"the environment variable {TRANSPORT_ENV}"
+    if chosen not in _TRANSPORTS:
+        raise ConfigError(f"{where} must be one of {', '.join(_TRANSPORTS)}, got {chosen!r}")
+    if chosen == "auto":
+        return "aiohttp" if aiohttp_available() else "httpx"
+    if chosen == "aiohttp" and not aiohttp_available():
+        raise ConfigError(
+            f"{where} asks for the aiohttp transport, but aiohttp is not installed. Install it with "
+            "pip install 'openai[aiohttp]' (it comes with prompthone's dependencies), or use transport 'httpx'."
+        )
+    return chosen  # type: ignore[return-value]
+
+
+def _connection_failure_in(exc: BaseException) -> BaseException | None:
+    """The aiohttp connection error behind an SDK timeout error, if it was not really a timeout.
+
+    The SDK's vendored aiohttp adapter maps every `aiohttp.ClientConnectionError` without a closer match
+    to `httpx2.ConnectTimeout` (a refused connection or a dropped socket included), which the SDK then
+    raises as `APITimeoutError`. Those are connection failures, as on the httpx transport; real
+    timeouts (aiohttp's are `TimeoutError` subclasses) stay timeouts.
+    """
+    aiohttp = sys.modules.get("aiohttp")
+    if aiohttp is None:
+        return None
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, aiohttp.ClientConnectionError) and not isinstance(cur, TimeoutError):
+            return cur
+        cur = cur.__cause__ or cur.__context__
+    return None
+
+
+@functools.cache
 def _tls_context() -> ssl.SSLContext:
     """One process-wide TLS context with the system's trusted CAs (honours SSL_CERT_FILE/SSL_CERT_DIR).
 
@@ -178,6 +236,9 @@ class OpenAIBackend(Backend):
     honours `max_tokens` and ignores `max_completion_tokens`, while OpenAI's reasoning models accept
     only `max_completion_tokens`. `structured_output` picks how a JSON schema is passed on: OpenAI's
     `json_schema` format, the `json_object` format with a `schema` field (llama.cpp, vLLM), or not at all.
+    `transport` picks the SDK's HTTP client: "aiohttp", "httpx", or "auto" (aiohttp when installed);
+    None reads $PROMPTHONE_HTTP_TRANSPORT (default auto). It changes cost, not answers, so it is not part
+    of `identity()` and cached answers are shared across transports.
     """
 
     kind = "openai"
@@ -191,6 +252,7 @@ class OpenAIBackend(Backend):
         max_concurrency: int = 16,
         max_tokens_param: MaxTokensParam = "max_tokens",
         structured_output: StructuredOutput = "json_schema",
+        transport: Transport | None = None,
     ) -> None:
         super().__init__(model)
         if not model or not isinstance(model, str):
@@ -213,6 +275,7 @@ class OpenAIBackend(Backend):
         self.max_concurrency = int(max_concurrency)
         self.max_tokens_param: MaxTokensParam = max_tokens_param
         self.structured_output: StructuredOutput = structured_output
+        self.transport = resolve_transport(transport)
         key = os.environ.get(api_key_env, "").strip()
         if not key and self.is_official:
             raise ConfigError(
@@ -225,21 +288,25 @@ class OpenAIBackend(Backend):
         self._clients: PerLoop[_LoopClient] = PerLoop(self._new_client)
 
     def __repr__(self) -> str:
-        return f"OpenAIBackend(model={self.model!r}, base_url={self.base_url!r}, api_key_env={self.api_key_env!r})"
+        return (
+            f"OpenAIBackend(model={self.model!r}, base_url={self.base_url!r}, api_key_env={self.api_key_env!r}, "
+            f"transport={self.transport!r})"
+        )
 
     def identity(self) -> str:
         """`openai:<base_url>`: where answers come from; the key is deliberately not part of it."""
         return f"openai:{self.base_url}"
 
     def _new_client(self) -> _LoopClient:
+        # The SDK's own HTTP clients with its defaults (limits, redirects, timeouts), sharing one TLS
+        # context: building it loads the CA bundle (~40 ms), which would otherwise be paid again by
+        # every event loop, i.e. by every `complete_sync` call.
+        http_class = openai.DefaultAioHttpClient if self.transport == "aiohttp" else openai.DefaultAsyncHttpxClient
         client = openai.AsyncOpenAI(
             api_key=self._api_key.reveal(),
             base_url=self.base_url,
             max_retries=0,  # retries live once, in LM
-            # The SDK's own HTTP client with its defaults (limits, redirects), but sharing one TLS
-            # context: building it loads the CA bundle (~40 ms), which would otherwise be paid again
-            # by every event loop, i.e. by every `complete_sync` call.
-            http_client=openai.DefaultAsyncHttpxClient(verify=_tls_context()),
+            http_client=http_class(verify=_tls_context()),
         )
         closer = _close_when_loop_shuts_down(client)
         _start(closer)
@@ -283,18 +350,13 @@ class OpenAIBackend(Backend):
                 )
         except TimeoutError:
             self._raise_timeout(timeout_s)
-        except openai.APITimeoutError:
-            self._raise_timeout(timeout_s)
+        except openai.APITimeoutError as exc:
+            failure = _connection_failure_in(exc)
+            if failure is None:
+                self._raise_timeout(timeout_s)
+            self._raise_connection_failed(failure)
         except openai.APIConnectionError as exc:
-            cause = exc.__cause__ or exc.__context__
-            detail = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)
-            raise ConnectionFailed(
-                self._scrub(
-                    f"could not connect to {self.base_url} for model {self.model!r} ({detail}). "
-                    "Check that the server is running and that the URL (host, port, /v1 path) is right."
-                ),
-                model=self.model,
-            ) from None
+            self._raise_connection_failed(exc.__cause__ or exc.__context__ or exc)
         except openai.APIResponseValidationError as exc:
             self._raise_malformed(f"{exc.message}", exc.status_code)
         except openai.APIStatusError as exc:
@@ -316,6 +378,16 @@ class OpenAIBackend(Backend):
             f"no answer from {self.base_url} for model {self.model!r} within {timeout_s:g}s. If the model "
             "is just slow, raise the timeout (LM(..., timeout_s=...)) or lower max_tokens; otherwise check "
             "that the server is not stuck.",
+            model=self.model,
+        ) from None
+
+    def _raise_connection_failed(self, cause: BaseException) -> NoReturn:
+        detail = f"{type(cause).__name__}: {cause}"
+        raise ConnectionFailed(
+            self._scrub(
+                f"could not connect to {self.base_url} for model {self.model!r} ({detail}). "
+                "Check that the server is running and that the URL (host, port, /v1 path) is right."
+            ),
             model=self.model,
         ) from None
 

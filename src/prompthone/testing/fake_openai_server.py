@@ -65,6 +65,7 @@ _REASONS = {
 }
 _MAX_HEAD_BYTES = 64 * 1024
 _MAX_BODY_BYTES = 32 * 1024 * 1024
+_DISCONNECT = b"<disconnect>"  # `respond`'s answer for "close the connection, send nothing"
 
 Responder = Callable[[dict[str, Any]], str]
 
@@ -81,7 +82,7 @@ class Fault:
     (the real OpenAI echoes part of a wrong key in its 401, which is how keys leak into error text).
     """
 
-    kind: str  # "status" (answer with status/body/headers) or "hang" (never answer)
+    kind: str  # "status" (answer with status/body/headers), "hang" (never answer) or "disconnect"
     status: int = 500
     body: bytes = b""
     headers: tuple[tuple[str, str], ...] = ()
@@ -118,6 +119,11 @@ class Fault:
     def hang(cls) -> Fault:
         """Read the request and never answer; the connection stays open until the client gives up."""
         return cls("hang")
+
+    @classmethod
+    def disconnect(cls) -> Fault:
+        """Read the request, then close the connection without answering (a crashed or restarted server)."""
+        return cls("disconnect")
 
     @classmethod
     def malformed(cls, body: bytes = b'{"id": "chatcmpl-broken", "choices": [', *, status: int = 200) -> Fault:
@@ -396,6 +402,10 @@ class _Core:
         payload = self.respond(method, path, headers, data, seq)
         if payload is None:
             return  # hang: answered never; connection_lost settles the in-flight count
+        if payload is _DISCONNECT:
+            if conn.transport is not None:
+                conn.transport.close()  # connection_lost settles the in-flight count
+            return
         close = headers.get("connection", "").lower() == "close"
         if self.latency_s > 0:
             asyncio.get_running_loop().call_later(self.latency_s, conn.answer, payload, close)
@@ -416,6 +426,8 @@ class _Core:
         if fault is not None:
             if fault.kind == "hang":
                 return None
+            if fault.kind == "disconnect":
+                return _DISCONNECT
             body_bytes = fault.body
             if b"{api_key}" in body_bytes:
                 auth = headers.get("authorization", "")
