@@ -49,7 +49,7 @@ def run_dir(tmp_path_factory) -> Path:
         mp.setenv("PROMPTHONE_CACHE_DIR", str(tmp / "cache"))
         mp.setenv("PROMPTHONE_RESPONSE_CACHE", str(tmp / "cache" / "responses.sqlite"))
         with FakeOpenAIServer(latency_ms=2, responder=graded_responder) as url:
-            outcome = make_run(url, tmp)
+            outcome = make_run(url, tmp, prices={"openai/fake": (150.0, 600.0)})
     assert INJECTION in outcome.result.best["solve"].instruction, "the run must choose the injected instruction"
     assert outcome.result.best["solve"].demos, "the run must end with demos, so the report shows some"
     return outcome.run_dir
@@ -150,6 +150,7 @@ def read_store(run_dir: Path) -> dict:
         "best": con.execute("SELECT max(score) FROM ph_trials WHERE full = 1").fetchone()[0],
         "best_result": result["best_val"],
         "paid": con.execute("SELECT count(*) FROM ph_lm_calls WHERE cached = 0").fetchone()[0],
+        "cost": con.execute("SELECT sum(cost_usd) FROM ph_lm_calls").fetchone()[0],
     }
 
 
@@ -194,8 +195,9 @@ def test_dom_numbers_match_the_store_and_injected_script_is_text(run_dir):
     assert f"{lo:.3f}–{hi:.3f}" in dom
     # every trial is one point of the score chart
     assert page.score_chart_circles == want["trials"]
-    for chart_id in ("score-chart", "test-chart", "tokens-chart", "calls-chart"):
+    for chart_id in ("score-chart", "test-chart", "tokens-chart", "calls-chart", "cost-chart"):
         assert chart_id in page.by_id, f"chart {chart_id} missing from the DOM"
+    assert want["cost"] > 0 and page.by_id["total-cost"].strip() == f"${want['cost']:.4f}"
 
     # the injected element is text, never an element; it did not run
     assert "script" not in page.tags
@@ -240,7 +242,7 @@ def test_everything_from_users_models_and_data_is_escaped(run_dir):
     page.feed(html)
     assert not {"img", "script", "marquee", "textarea"} & set(page.tags)
     assert not [a for a in page.attrs if a.startswith("on")]
-    assert page.tags.count("svg") == 4  # the report's own charts, and no injected one
+    assert page.tags.count("svg") == 5  # the report's own charts (score, test, tokens, calls, cost), no injected one
     assert html.count("&lt;img src=x onerror=") >= 6
 
 

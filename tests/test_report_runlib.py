@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 
 from prompthone.lm import run_sync
-from prompthone.optimize import OptimizationResult, OptimizationSetup, Optimizer
+from prompthone.optimize import Budget, OptimizationResult, OptimizationSetup, Optimizer
 from prompthone.optimize.registry import OPTIMIZERS
 from prompthone.optimize.runner import RunOutcome, RunSpec, run_optimization
 from prompthone.program import Demo
@@ -91,7 +91,15 @@ def graded_responder(body: dict) -> str:
 
 
 def make_run(
-    url: str, tmp: Path, *, out: str = "runs", n_val: int = 20, n_test: int = 30, seed: int = 0, **settings: object
+    url: str,
+    tmp: Path,
+    *,
+    out: str = "runs",
+    n_val: int = 20,
+    n_test: int = 30,
+    seed: int = 0,
+    prices: dict[str, tuple[float, float]] | None = None,
+    **settings: object,
 ) -> RunOutcome:
     """One finished run under `tmp/out` against the fake server at `url` (serving `graded_responder`)."""
     data = tmp / "data"
@@ -109,6 +117,7 @@ def make_run(
         data_root=str(data),
         concurrency=4,
         max_tokens=32,
+        budget=Budget(prices=prices or {}),
     )
     outcome = run_sync(run_optimization(spec, out_dir=tmp / out))
     assert isinstance(outcome, RunOutcome)

@@ -106,7 +106,9 @@ def report_context(data: RunData) -> dict[str, Any]:
             "label": "Paid tokens",
             "value": fmt_int(totals["prompt_tokens"] + totals["completion_tokens"]),
             "id": "paid-tokens",
-            "sub": f"${totals['cost_usd']:.4f} · wall {fmt_duration(data.wall_s)}",
+            "sub": Markup('<span id="total-cost">${:.4f}</span> · wall {}').format(
+                totals["cost_usd"], fmt_duration(data.wall_s)
+            ),
         },
     ]
     return {
@@ -222,26 +224,30 @@ def test_chart(data: RunData) -> Markup | None:
 
 
 def cost_charts(data: RunData) -> list[Markup]:
-    """Cumulative paid tokens and paid calls over the run's time, one line per role."""
+    """Cumulative paid tokens and paid calls over the run's time, one line per role; and the cost in USD
+    when the run's price table priced any of its models (local models are free, so no chart for them)."""
     paid = [c for c in data.lm_calls if not c["cached"]]
     if not paid:
         return []
     roles = list(dict.fromkeys(c["role"] for c in paid))
     t0 = data.created_at
-    token_series, call_series = [], []
+    token_series, call_series, cost_series = [], [], []
     for i, role in enumerate(roles):
         mine = [c for c in paid if c["role"] == role]
         xs = [0.0] + [max(0.0, c["ts"] - t0) for c in mine]
-        tokens, calls, tok = [0.0], [0.0], 0
+        tokens, calls, costs, tok, usd = [0.0], [0.0], [0.0], 0, 0.0
         for n, c in enumerate(mine, 1):
             tok += c["prompt_tokens"] + c["completion_tokens"]
+            usd += c["cost_usd"]
             tokens.append(tok)
             calls.append(n)
+            costs.append(usd)
         colour = charts.role_colour(role, i)
         token_series.append(charts.Series(role, xs, tokens, colour, kind="line"))
         call_series.append(charts.Series(role, xs, calls, colour, kind="line"))
+        cost_series.append(charts.Series(role, xs, costs, colour, kind="line"))
     common = {"x_label": "seconds since the run started", "x_min": 0.0, "width": 515, "height": 280}
-    return [
+    out = [
         charts.xy_chart(
             token_series, title="Paid tokens (cumulative)", y_label="tokens", chart_id="tokens-chart", **common
         ),
@@ -249,6 +255,13 @@ def cost_charts(data: RunData) -> list[Markup]:
             call_series, title="Paid LM calls (cumulative)", y_label="calls", chart_id="calls-chart", **common
         ),
     ]
+    if any(c["cost_usd"] > 0 for c in paid):
+        out.append(
+            charts.xy_chart(
+                cost_series, title="Cost in USD (cumulative)", y_label="USD", chart_id="cost-chart", **common
+            )
+        )
+    return out
 
 
 def usage_rows(data: RunData) -> list[dict[str, str]]:
