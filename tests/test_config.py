@@ -127,3 +127,19 @@ def test_judge_mistakes_name_the_key(tmp_path, judge, needles):
         load_config(write(tmp_path, f"task: trec\noptimizer: gradsum\njudge: {judge}\n"))
     for needle in needles:
         assert needle in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "settings", "needles"),
+    [
+        ("mipro", "{auto: light}", ["settings", "unknown MIPRO setting(s) ['auto']", "called `preset` here"]),
+        ("mipro", "{preset: huge}", ["settings", "unknown preset 'huge'", "light"]),
+        ("opro", "{stepz: 3}", ["settings", "unknown opro setting(s) ['stepz']", "steps"]),
+        ("opro", "{steps: 0}", ["settings", "steps must be an integer >= 1"]),
+    ],
+)
+def test_optimizer_settings_are_checked_before_anything_runs(tmp_path, optimizer, settings, needles):
+    with pytest.raises(ConfigFileError) as err:
+        load_config(write(tmp_path, f"task: trec\noptimizer: {optimizer}\nsettings: {settings}\n"))
+    for needle in needles:
+        assert needle in str(err.value)

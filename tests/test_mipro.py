@@ -50,7 +50,7 @@ def test_unknown_or_bad_settings_fail_clearly():
     with pytest.raises(TypeError, match=r"unknown MIPRO setting.*minibatch"):
         MIPRO(minibatc_size=3)
     with pytest.raises(ValueError, match="unknown preset"):
-        MIPRO(auto="huge")
+        MIPRO(preset="huge")
     with pytest.raises(ValueError, match="full_eval_every"):
         MIPRO(full_eval_every=0)
 

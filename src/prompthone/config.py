@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from prompthone.lm.errors import ConfigError
 from prompthone.lm.model_string import parse_model_string
 from prompthone.optimize.budget import Budget
-from prompthone.optimize.registry import OPTIMIZERS
+from prompthone.optimize.registry import OPTIMIZERS, make_optimizer
 from prompthone.optimize.runner import RunSpec
 from prompthone.tasks import get_task
 
@@ -111,6 +111,18 @@ class RunConfig(_Strict):
     def _optimizer(cls, v: str) -> str:
         if v not in OPTIMIZERS:
             raise ValueError(f"expected one of: {', '.join(OPTIMIZERS)}")
+        return v
+
+    @field_validator("settings")
+    @classmethod
+    def _settings(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        """Build the optimizer once, so a misspelt or out-of-range setting stops the run before it starts."""
+        optimizer = info.data.get("optimizer")
+        if optimizer is not None:
+            try:
+                make_optimizer(optimizer, **v)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(str(exc)) from None
         return v
 
     def to_spec(self) -> RunSpec:

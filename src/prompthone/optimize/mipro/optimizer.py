@@ -175,8 +175,8 @@ class MIPROFamily(Optimizer):
     searches_demos = True
     proposes_in_trials = False  # MIPRO++: instructions are proposed inside each trial
 
-    def __init__(self, auto: str | None = "light", **settings: Any) -> None:
-        self.settings = MIPROSettings.build(auto, **settings)
+    def __init__(self, preset: str | None = "light", **settings: Any) -> None:
+        self.settings = MIPROSettings.build(preset, **settings)
 
     # ----------------------------------------------------------------------------- sizing
     def _variables_per_module(self) -> int:
@@ -631,14 +631,14 @@ def _rotations(demos: list[Demo], size: int, count: int) -> list[DemoSet]:
 class MIPRO(MIPROFamily):
     """MIPRO: instructions and demos of every module searched jointly with TPE.
 
-    Presets (`auto`): light = 6 instruction candidates and 6 demo sets per module, up to 100 validation
+    Presets (`preset`): light = 6 instruction candidates and 6 demo sets per module, up to 100 validation
     examples, 11 trials for one module (21 for two); medium = 12 / 300 / 18 (29); heavy = 18 / 1000 /
     27 (34). Minibatches of 35 (or the whole validation set if smaller, then every trial is a full
     evaluation), a full evaluation every 6 trials, up to 4 bootstrapped + 4 labelled demos per set.
     LM calls, roughly: task = start and full evaluations × |val| + trials × minibatch, times modules;
     teacher <= |train| runs; proposer = a few calls for grounding + (candidates - 1) per module, more
     when proposals are rejected (at most `max_attempts` each). `estimate(setup)` gives the numbers.
-    Every setting can be overridden (`MIPRO(auto="light", num_trials=20, storage="run.sqlite")`).
+    Every setting can be overridden (`MIPRO(preset="light", num_trials=20, storage="run.sqlite")`).
     """
 
     name = "mipro"

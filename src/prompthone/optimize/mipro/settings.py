@@ -28,7 +28,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 @dataclass(frozen=True)
 class MIPROSettings:
-    """Every knob of the MIPRO family; `auto` picks a preset whose values explicit settings override.
+    """Every knob of the MIPRO family; `preset` (light, medium, heavy: DSPy's `auto`) picks
+    the values that explicit settings override.
 
     Search: `num_trials` (None: from the formula in the module docstring), `minibatch_size` examples
     per trial from a fixed seeded schedule, a full validation score every `full_eval_every` trials,
@@ -43,7 +44,7 @@ class MIPROSettings:
     `ground_demos`), `tips` on or off, and (MIPRO++) `history_size` earlier instructions shown.
     """
 
-    auto: str | None = "light"
+    preset: str | None = "light"
     num_candidates: int = 6
     num_instructions: int | None = None  # None: num_candidates
     num_demo_sets: int | None = None  # None: num_candidates
@@ -70,17 +71,20 @@ class MIPROSettings:
     history_size: int = 5  # MIPRO++: earlier instructions shown with their scores
 
     @classmethod
-    def build(cls, auto: str | None = "light", **overrides: Any) -> MIPROSettings:
+    def build(cls, preset: str | None = "light", **overrides: Any) -> MIPROSettings:
         """A preset's values, then `overrides`; unknown names raise, listing the known ones."""
-        known = {f.name for f in fields(cls)} - {"auto"}
+        known = {f.name for f in fields(cls)} - {"preset"}
         unknown = sorted(set(overrides) - known)
         if unknown:
-            raise TypeError(f"unknown MIPRO setting(s) {unknown}; known settings: {', '.join(sorted(known))}")
-        if auto is not None and auto not in PRESETS:
-            raise ValueError(f"unknown preset auto={auto!r}; expected one of {', '.join(PRESETS)} or None")
-        values = dict(PRESETS[auto]) if auto else {}
+            hint = " (DSPy's `auto` is called `preset` here)" if "auto" in unknown else ""
+            raise TypeError(
+                f"unknown MIPRO setting(s) {unknown}{hint}; known settings: preset, {', '.join(sorted(known))}"
+            )
+        if preset is not None and preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; expected one of {', '.join(PRESETS)} or None")
+        values = dict(PRESETS[preset]) if preset else {}
         values.update({k: v for k, v in overrides.items() if v is not None or k in ("storage", "study_name")})
-        s = cls(auto=auto, **values)
+        s = cls(preset=preset, **values)
         s.validate()
         return s
 
