@@ -187,7 +187,11 @@ def test_plot_is_a_png(tmp_path):
 def test_cli_runs_tsp_and_linreg_and_writes_plot_and_summary(tmp_path, monkeypatch):
     from prompthone.cli import opro_cmd
 
-    def fake_lm(model):
+    options: list[dict] = []
+
+    def fake_lm(model, **kw):
+        options.append(kw)
+
         def respond(req):
             if "(w, b)" in req.messages[0][1]:
                 return "[15, 14]"
@@ -199,11 +203,14 @@ def test_cli_runs_tsp_and_linreg_and_writes_plot_and_summary(tmp_path, monkeypat
     app = typer.Typer()
     opro_cmd.register(app)
     runner = CliRunner()
-    res = runner.invoke(app, ["opro-numeric", "tsp", "--n", "6", "--steps", "2", "--out", str(tmp_path)])
+    tsp = ["opro-numeric", "tsp", "--n", "6", "--steps", "2", "--threads", "1", "--out", str(tmp_path)]
+    res = runner.invoke(app, [*tsp, "--model", "local/qwen2.5-coder-0.5b"])
     assert res.exit_code == 0, res.output
+    assert options[-1] == {"n_threads": 1}  # one llama.cpp thread, as asked
     assert "gap to optimum" in res.output and "nearest neighbour" in res.output
     res = runner.invoke(app, ["opro-numeric", "linreg", "--steps", "2", "--out", str(tmp_path)])
     assert res.exit_code == 0, res.output
+    assert options[-1] == {}  # no --threads: the backend's default
     assert "random search" in res.output and "gap to optimum" in res.output
     pngs = sorted(tmp_path.glob("*/best_per_step.png"))
     assert len(pngs) == 2

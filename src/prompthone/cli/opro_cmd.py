@@ -47,6 +47,7 @@ def register(app: typer.Typer) -> None:
         n_initial: Annotated[int, typer.Option(help="Random starting solutions.")] = 5,
         seed: Annotated[int, typer.Option(help="Seed of the data, starting solutions and baseline.")] = 0,
         max_tokens: Annotated[int, typer.Option(help="Cap on tokens per optimizer reply.")] = 256,
+        threads: Annotated[int | None, typer.Option(help="llama.cpp threads of an embedded model.")] = None,
         out: Annotated[Path, typer.Option(help="Folder for the plot and summary.")] = Path("prompthone-runs"),
     ) -> None:
         """Linear regression: find (w, b) for noisy points y = w x + b + noise."""
@@ -55,7 +56,20 @@ def register(app: typer.Typer) -> None:
         if box[0] >= box[1]:
             raise _fail(f"--box needs LOW < HIGH, got {box[0]} {box[1]}")
         problem = LinearRegression(w, b, n_points=points, noise=noise, seed=seed, init_range=box)
-        _run(problem, model, steps, candidates, temperature, max_history, order, n_initial, seed, max_tokens, out)
+        _run(
+            problem,
+            model,
+            steps,
+            candidates,
+            temperature,
+            max_history,
+            order,
+            n_initial,
+            seed,
+            max_tokens,
+            threads,
+            out,
+        )
 
     @numeric.command("tsp")
     def tsp_command(
@@ -72,6 +86,7 @@ def register(app: typer.Typer) -> None:
         n_initial: Annotated[int, typer.Option(help="Random starting tours.")] = 5,
         seed: Annotated[int, typer.Option(help="Seed of the cities and starting tours.")] = 0,
         max_tokens: Annotated[int, typer.Option(help="Cap on tokens per optimizer reply.")] = 256,
+        threads: Annotated[int | None, typer.Option(help="llama.cpp threads of an embedded model.")] = None,
         out: Annotated[Path, typer.Option(help="Folder for the plot and summary.")] = Path("prompthone-runs"),
     ) -> None:
         """Travelling salesman: a shortest closed tour through n random cities."""
@@ -81,7 +96,20 @@ def register(app: typer.Typer) -> None:
             problem = TSP(n, seed=seed, max_exact=max_exact)
         except ValueError as exc:
             raise _fail(str(exc)) from None
-        _run(problem, model, steps, candidates, temperature, max_history, order, n_initial, seed, max_tokens, out)
+        _run(
+            problem,
+            model,
+            steps,
+            candidates,
+            temperature,
+            max_history,
+            order,
+            n_initial,
+            seed,
+            max_tokens,
+            threads,
+            out,
+        )
 
     app.add_typer(numeric, name="opro-numeric")
 
@@ -91,7 +119,9 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(1)
 
 
-def _run(problem, model, steps, candidates, temperature, max_history, order, n_initial, seed, max_tokens, out) -> None:
+def _run(
+    problem, model, steps, candidates, temperature, max_history, order, n_initial, seed, max_tokens, threads, out
+) -> None:
     from prompthone.optimize.opro.numeric import plot_run, run_numeric
 
     def on_event(kind: str, data: dict) -> None:
@@ -103,7 +133,7 @@ def _run(problem, model, steps, candidates, temperature, max_history, order, n_i
             )
 
     try:
-        lm = LM(model)
+        lm = LM(model, **({"n_threads": threads} if threads and model.startswith("local/") else {}))
         console.print(f"[bold]OPRO[/] on [bold]{problem.name}[/] with optimizer model {lm.model}, seed {seed}")
         run = run_sync(
             run_numeric(
