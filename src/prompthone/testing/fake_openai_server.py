@@ -19,8 +19,12 @@ In-process use (the server runs on its own event loop in a background thread)::
 
 As a separate process (benchmarks, so the server does not share the client's GIL)::
 
-    python -m prompthone.testing.fake_openai_server --port 0 --latency-ms 50
+    python -m prompthone.testing.fake_openai_server --port 0 --latency-ms 50 [--task sst2]
     # prints "READY http://127.0.0.1:PORT/v1" and serves until killed
+
+`--task NAME` answers like a model of some skill on that built-in task (`TaskResponder`) instead of
+echoing. `GET /_fake/stats` (outside `/v1`, not counted) returns the request counters as JSON, so a
+benchmark can see how many requests the process received.
 
 It binds to loopback only, and supports what the `openai` SDK sends: `Content-Length` bodies, no
 chunked uploads, and responses in request order on each connection.
@@ -384,6 +388,10 @@ class _Core:
             return entry[0]
 
     def handle(self, conn: _Connection, method: str, target: str, headers: dict[str, str], body: bytes) -> None:
+        if target == "/_fake/stats":  # observability, not an API call: not counted or recorded
+            stats = {"requests_received": self.requests_received, "max_in_flight": self.max_in_flight}
+            conn.send_now(_response_bytes(200, json.dumps(stats).encode()))
+            return
         now = time.monotonic()
         self.requests_received += 1
         seq = self.requests_received
@@ -604,9 +612,19 @@ class FakeOpenAIServerProcess:
     stops it on exit.
     """
 
-    def __init__(self, *, latency_ms: float = 0.0, port: int = 0, startup_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        *,
+        latency_ms: float = 0.0,
+        port: int = 0,
+        startup_timeout_s: float = 30.0,
+        task: str | None = None,
+        data_root: str | None = None,
+    ) -> None:
         self.latency_ms = latency_ms
         self.port = port
+        self.task = task
+        self.data_root = data_root
         self.startup_timeout_s = startup_timeout_s
         self.proc: subprocess.Popen[str] | None = None
         self._stderr: IO[str] | None = None
@@ -624,6 +642,10 @@ class FakeOpenAIServerProcess:
             "--latency-ms",
             str(self.latency_ms),
         ]
+        if self.task:
+            cmd += ["--task", self.task]
+        if self.data_root:
+            cmd += ["--data-root", self.data_root]
         # stderr goes to a file, not a pipe: a pipe nobody drains could fill up and stall the server
         self._stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._stderr, text=True)
@@ -658,6 +680,14 @@ class FakeOpenAIServerProcess:
             self.proc.stdout.close()
         self._stderr_tail = self._read_stderr()
 
+    def stats(self) -> dict[str, int]:
+        """The server's counters (`requests_received`, `max_in_flight`), read over HTTP."""
+        import urllib.request
+
+        root = self.base_url.rsplit("/v1", 1)[0]
+        with urllib.request.urlopen(f"{root}/_fake/stats", timeout=10) as r:
+            return json.loads(r.read())
+
     def _read_stderr(self) -> str:
         if self._stderr is None or self._stderr.closed:
             return self._stderr_tail
@@ -673,8 +703,8 @@ class FakeOpenAIServerProcess:
         self.stop()
 
 
-async def _serve(host: str, port: int, latency_ms: float) -> None:
-    core = _Core(latency_ms, None, record_limit=16)
+async def _serve(host: str, port: int, latency_ms: float, responder: Responder | None = None) -> None:
+    core = _Core(latency_ms, responder, record_limit=16)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: _Connection(core), host, port, backlog=1024)
     bound = server.sockets[0].getsockname()[1]
@@ -698,12 +728,20 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--host", default="127.0.0.1", help="loopback address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=0, help="port (default 0: pick a free one)")
     p.add_argument("--latency-ms", type=float, default=0.0, help="fixed delay before each answer")
+    p.add_argument("--task", default=None, help="answer like a model of some skill on this built-in task")
+    p.add_argument("--data-root", default=None, help="data folder for --task (default: found automatically)")
     args = p.parse_args(argv)
     try:
         _check_loopback(args.host)
     except ValueError as exc:
         p.error(str(exc))
-    asyncio.run(_serve(args.host, args.port, args.latency_ms))
+    responder: Responder | None = None
+    if args.task:
+        from prompthone.tasks import get_task
+        from prompthone.testing.task_responder import TaskResponder
+
+        responder = TaskResponder(get_task(args.task).load(args.data_root))
+    asyncio.run(_serve(args.host, args.port, args.latency_ms, responder))
 
 
 if __name__ == "__main__":
