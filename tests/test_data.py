@@ -1,4 +1,4 @@
-"""Data layer: examples, file loaders and their errors, seeded splits, benchmark readers, BM25, demo data."""
+"""Data layer: examples, file loaders and their errors, seeded splits, benchmark readers, BM25, shipped data."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import random
 import re
 import subprocess
 import sys
@@ -29,18 +30,19 @@ from prompthone.data import (
     find_data_root,
     load_bbh,
     load_bbh_cot_prompt,
-    load_demo,
     load_examples,
     load_gsm8k,
+    load_gsm8k_mini,
     load_hotpotqa_dev,
     load_hotpotqa_distractor,
     load_multiarith,
     load_sst2,
     load_trec,
+    load_trec_mini,
     split,
 )
-from prompthone.data.demo import demo_path
 from prompthone.data.retrieval import BM25Index, tokenize
+from prompthone.data.shipped import GSM8K_MINI_FILE, TREC_MINI_FILE, shipped_path
 
 SHARED = Path(os.environ.get(ENV_VAR) or Path(__file__).resolve().parents[2] / "shared" / "data")
 
@@ -684,27 +686,30 @@ def test_bm25_on_hotpotqa_finds_supporting_passages_and_is_stable_across_process
     assert len(runs) == 1 and runs.pop().count("\n") == 20
 
 
-# -------------------------------------------------------------------------------------------- demo data
+# ---------------------------------------------------------------------------------------------- shipped data
 
 
-def test_demo_loads_without_any_data_root(tmp_path, monkeypatch):
+def test_shipped_data_loads_without_any_data_root(tmp_path, monkeypatch):
     monkeypatch.setenv(ENV_VAR, str(tmp_path / "does-not-exist"))
     monkeypatch.chdir(tmp_path)
     with pytest.raises(DataRootNotFoundError):
         find_data_root()
-    exs = load_demo()
+    exs = load_gsm8k_mini()
     assert len(exs) == 60 and len(set(ids(exs))) == 60
     assert all(re.fullmatch(r"\d+", ex.labels["answer"]) for ex in exs)
     assert exs[0].inputs["question"].startswith("Natalia sold clips to 48 of her friends")
     assert exs[0].labels["answer"] == "72"
+    trec = load_trec_mini()
+    assert len(trec) == 80 and len({ex.inputs["question"] for ex in trec}) == 80
+    assert {ex.labels["answer"] for ex in trec} == set(TREC_CLASSES.values())
 
 
-def test_demo_follows_its_provenance_note():
-    shipped = demo_path().parent
-    note = (shipped / "PROVENANCE.md").read_text(encoding="utf-8")
-    digest = hashlib.sha256(demo_path().read_bytes()).hexdigest()
+def test_shipped_gsm8k_follows_its_provenance_note():
+    path = shipped_path(GSM8K_MINI_FILE)
+    note = (path.parent / "PROVENANCE.md").read_text(encoding="utf-8")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
     assert f"sha256 of `gsm8k_train_easy60.jsonl`: {digest}" in note
-    assert (shipped / "LICENSE.gsm8k").read_bytes() == (SHARED / "gsm8k" / "LICENSE").read_bytes()
+    assert (path.parent / "LICENSE.gsm8k").read_bytes() == (SHARED / "gsm8k" / "LICENSE").read_bytes()
     source = SHARED / "gsm8k" / "train.jsonl"
     assert hashlib.sha256(source.read_bytes()).hexdigest() in note
     # The selection rule, recomputed: the first 60 problems with 2 or 3 solution lines before '####'.
@@ -713,6 +718,27 @@ def test_demo_follows_its_provenance_note():
         for n, line in enumerate(raw_lines(source), 1)
         if line and json.loads(line)["answer"].split("####")[0].strip().count("\n") + 1 in (2, 3)
     ][:60]
-    assert ids(load_demo()) == [f"gsm8k/train:{n}" for n in chosen]
+    assert ids(load_gsm8k_mini()) == [f"gsm8k/train:{n}" for n in chosen]
     train = {ex.id: ex for ex in load_gsm8k("train", root=SHARED)}
-    assert all(train[ex.id] == ex for ex in load_demo())
+    assert all(train[ex.id] == ex for ex in load_gsm8k_mini())
+
+
+def test_shipped_trec_follows_its_provenance_note():
+    path = shipped_path(TREC_MINI_FILE)
+    note = (path.parent / "PROVENANCE.md").read_text(encoding="utf-8")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert f"sha256 of `trec_train_sample80.jsonl`: {digest}" in note
+    assert (path.parent / "LICENSE.trec").read_bytes() == (SHARED / "trec" / "LICENSE.repo").read_bytes()
+    source = SHARED / "trec" / "raw" / "TREC.train"
+    assert hashlib.sha256(source.read_bytes()).hexdigest() in note
+    # The selection rule, recomputed: 80 of the 5452 training lines drawn with random.Random(0).
+    chosen = sorted(random.Random(0).sample(range(1, 5453), 80))
+    assert ids(load_trec_mini()) == [f"trec/train:{n}" for n in chosen]
+    lines = raw_lines(source, encoding="latin-1")
+    assert [json.loads(r)["text"] for r in path.read_text(encoding="utf-8").splitlines()] == [
+        lines[n - 1].rstrip("\r") for n in chosen
+    ]
+    train = {ex.id: ex for ex in load_trec("train", root=SHARED)}
+    assert all(train[ex.id] == ex for ex in load_trec_mini())
+    counts = collections.Counter(ex.labels["answer"] for ex in load_trec_mini())
+    assert ", ".join(f"{k} {v}" for k, v in counts.most_common()) in note

@@ -12,7 +12,8 @@ from prompthone.lm.scripted import ScriptedBackend
 from prompthone.tasks import TASKS, get_task
 
 NAMES = [
-    "demo",
+    "trec-mini",
+    "gsm8k-mini",
     "gsm8k",
     "multiarith",
     "sst2",
@@ -54,5 +55,5 @@ def test_task_is_wired_end_to_end(name):
 def test_every_bbh_task_is_listed_and_unknown_names_are_explained():
     assert sum(n.startswith("bbh/") for n in TASKS) == 27
     assert get_task("date_understanding").name == "bbh/date_understanding"
-    with pytest.raises(KeyError, match=re.escape("built-in tasks: demo")):
+    with pytest.raises(KeyError, match=re.escape("built-in tasks: trec-mini, gsm8k-mini")):
         get_task("nope")

@@ -1,4 +1,4 @@
-"""Examples, loaders, seeded splits, benchmark readers, BM25 retrieval and the shipped demo dataset."""
+"""Examples, loaders, seeded splits, benchmark readers, BM25 retrieval and the shipped demo datasets."""
 
 from prompthone.data.benchmarks import (
     BBH_MULTIPLE_CHOICE,
@@ -17,12 +17,12 @@ from prompthone.data.benchmarks import (
     load_sst2,
     load_trec,
 )
-from prompthone.data.demo import load_demo
 from prompthone.data.errors import DataError, DataRootNotFoundError, SplitOverlapError
 from prompthone.data.example import Example
 from prompthone.data.frozen import FrozenMap
 from prompthone.data.loaders import load_examples
 from prompthone.data.root import ENV_VAR, find_data_root
+from prompthone.data.shipped import load_gsm8k_mini, load_trec_mini
 from prompthone.data.splits import (
     ContentDuplicate,
     Split,
@@ -54,13 +54,14 @@ __all__ = [
     "find_data_root",
     "load_bbh",
     "load_bbh_cot_prompt",
-    "load_demo",
     "load_examples",
     "load_gsm8k",
+    "load_gsm8k_mini",
     "load_hotpotqa_dev",
     "load_hotpotqa_distractor",
     "load_multiarith",
     "load_sst2",
     "load_trec",
+    "load_trec_mini",
     "split",
 ]

@@ -1,7 +1,8 @@
 """The catalogue of built-in tasks, each ready to evaluate or optimize from one name.
 
-A task knows how to load its examples (from the shared benchmark data, a user path, or the shipped
-demo file), how to build its zero-shot starting program, and which metric scores it.
+A task knows how to load its examples (from the shared benchmark data, a user path, or a dataset
+shipped in the package), how to build its zero-shot starting program, and which metric scores it.
+`trec-mini` and `gsm8k-mini` need no data folder: `prompthone demo` optimizes `trec-mini`.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ from prompthone.data import (
     TREC_CLASSES,
     Example,
     load_bbh,
-    load_demo,
     load_gsm8k,
+    load_gsm8k_mini,
     load_hotpotqa_distractor,
     load_multiarith,
     load_sst2,
     load_trec,
+    load_trec_mini,
 )
 from prompthone.metrics import ChoiceMatch, ExactMatch, Metric, NumericMatch
 from prompthone.program import Program
@@ -54,6 +56,19 @@ def _math(name: str, description: str, load: Callable[[Root], list[Example]]) ->
     )
 
 
+TREC_INSTRUCTION = "Classify the question by the kind of answer it asks for: " + ", ".join(TREC_CLASSES) + "."
+
+
+def _trec(name: str, description: str, load: Callable[[Root], list[Example]]) -> Task:
+    return Task(
+        name=name,
+        description=description,
+        load=load,
+        make_program=lambda root: Classify("question -> answer", TREC_INSTRUCTION, "answer"),
+        metric=ExactMatch,
+    )
+
+
 def _bbh(task: str) -> Task:
     mc = task in BBH_MULTIPLE_CHOICE
     return Task(
@@ -76,7 +91,12 @@ def _hotpot_program(root: Root) -> Program:
 
 
 _TASK_LIST = [
-    _math("demo", "60 easy GSM8K training problems shipped with prompthone (MIT)", lambda root: load_demo()),
+    _trec(
+        "trec-mini",
+        "80 TREC training questions shipped with prompthone (MIT); the demo's task",
+        lambda r: load_trec_mini(),
+    ),
+    _math("gsm8k-mini", "60 easy GSM8K training problems shipped with prompthone (MIT)", lambda r: load_gsm8k_mini()),
     _math("gsm8k", "GSM8K grade-school math (test split)", lambda root: load_gsm8k("test", root=root)),
     _math("multiarith", "MultiArith arithmetic word problems", lambda root: load_multiarith(root=root)),
     Task(
@@ -88,16 +108,8 @@ _TASK_LIST = [
         ),
         metric=ExactMatch,
     ),
-    Task(
-        name="trec",
-        description="TREC question classification, 6 coarse classes, test split",
-        load=lambda root: load_trec("test", root=root),
-        make_program=lambda root: Classify(
-            "question -> answer",
-            "Classify the question by the kind of answer it asks for: " + ", ".join(TREC_CLASSES) + ".",
-            "answer",
-        ),
-        metric=ExactMatch,
+    _trec(
+        "trec", "TREC question classification, 6 coarse classes, test split", lambda root: load_trec("test", root=root)
     ),
     Task(
         name="hotpotqa",

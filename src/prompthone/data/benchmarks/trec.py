@@ -32,27 +32,30 @@ def load_trec(split: str = "test", *, root: str | Path | None = None) -> list[Ex
     """
     choose("TREC split", split, TREC_SPLITS)
     path = dataset_file(root, "trec", "raw", f"TREC.{split}")
-    out: list[Example] = []
-    for n, line in text_lines(path, encoding="latin-1", expected="lines of 'COARSE:fine question'"):
-        label, _, question = line.partition(" ")
-        coarse, colon, fine = label.partition(":")
-        if coarse not in TREC_CLASSES or not colon or not fine:
-            raise DataError(
-                f"expected 'COARSE:fine' with COARSE one of {', '.join(TREC_CLASSES)}, got {label!r}",
-                path=path,
-                line=n,
-                field="label",
-            )
-        if not question.strip():
-            raise DataError("expected a question after the label", path=path, line=n, field="question")
-        out.append(
-            Example(
-                id=f"trec/{split}:{n}",
-                inputs={"question": question.strip()},
-                labels={"answer": TREC_CLASSES[coarse], "fine": fine},
-            )
+    return [
+        trec_example(path, n, line, f"trec/{split}:{n}")
+        for n, line in text_lines(path, encoding="latin-1", expected="lines of 'COARSE:fine question'")
+    ]
+
+
+def trec_example(path: Path, line_no: int, line: str, example_id: str) -> Example:
+    """One `COARSE:fine question` line as an `Example` (shared with the shipped TREC subset)."""
+    label, _, question = line.partition(" ")
+    coarse, colon, fine = label.partition(":")
+    if coarse not in TREC_CLASSES or not colon or not fine:
+        raise DataError(
+            f"expected 'COARSE:fine' with COARSE one of {', '.join(TREC_CLASSES)}, got {label!r}",
+            path=path,
+            line=line_no,
+            field="label",
         )
-    return out
+    if not question.strip():
+        raise DataError("expected a question after the label", path=path, line=line_no, field="question")
+    return Example(
+        id=example_id,
+        inputs={"question": question.strip()},
+        labels={"answer": TREC_CLASSES[coarse], "fine": fine},
+    )
 
 
-__all__ = ["TREC_CLASSES", "TREC_SPLITS", "load_trec"]
+__all__ = ["TREC_CLASSES", "TREC_SPLITS", "load_trec", "trec_example"]
