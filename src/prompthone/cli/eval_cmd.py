@@ -1,4 +1,4 @@
-"""`prompthone eval` and `prompthone demo`: score a built-in task's starting prompt, and say how it went."""
+"""`prompthone eval`: score a built-in task's starting prompt, and say how it went."""
 
 from __future__ import annotations
 
