@@ -32,7 +32,7 @@ from rich.table import Table
 
 from machine import cpu_model
 from prompthone.lm import LM
-from prompthone.lm.openai_backend import OpenAIBackend
+from prompthone.lm.openai_backend import OpenAIBackend, resolve_transport
 from prompthone.testing import FakeOpenAIServerProcess
 
 MESSAGES = [
@@ -50,8 +50,10 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def measure(base_url: str, calls: int, warmup: int) -> dict[str, list[float]]:
-    raw = openai.AsyncOpenAI(api_key="bench", base_url=base_url, max_retries=0, timeout=30.0)
     lm_off = LM(OpenAIBackend("fake", base_url=base_url), cache=False, timeout_s=30.0)
+    # the raw SDK over the same HTTP transport the backend picked, so the difference is what LM adds
+    http = openai.DefaultAioHttpClient if lm_off.backend.transport == "aiohttp" else openai.DefaultAsyncHttpxClient
+    raw = openai.AsyncOpenAI(api_key="bench", base_url=base_url, max_retries=0, timeout=30.0, http_client=http())
     with tempfile.TemporaryDirectory() as tmp:
         lm_on = LM(OpenAIBackend("fake", base_url=base_url), cache=Path(tmp) / "bench.sqlite", timeout_s=30.0)
 
@@ -146,7 +148,7 @@ def main() -> int:
     console.print(table)
     console.print(
         f"machine: {os.cpu_count()} cores, {cpu_model()}; Python {platform.python_version()}, "
-        f"openai {openai.__version__}"
+        f"openai {openai.__version__}, transport {resolve_transport(None)} (PROMPTHONE_HTTP_TRANSPORT to change)"
     )
     ok_overhead = overhead < OVERHEAD_TARGET_MS
     ok_hit = med["hit"] < CACHE_HIT_TARGET_MS
