@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # virtual machines; a portable AVX2 build works everywhere this project runs and is about as fast on 2 cores.
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 
-.PHONY: install install-dev system-deps demo test lint bench
+.PHONY: install install-dev system-deps demo test lint bench bench-dspy-env
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -35,3 +35,10 @@ lint: install-dev
 
 bench: install-dev
 	$(BIN)/python benchmarks/lm_overhead.py
+
+# DSPy for the side-by-side benchmarks only (benchmarks/dspy_overhead.py, benchmarks/compare_dspy.py), in a
+# venv of its own: dspy's dependencies cannot share prompthone's pins. CI never needs it.
+DSPY_VENV ?= .venv-dspy
+bench-dspy-env:
+	test -x $(DSPY_VENV)/bin/python || $(PY) -m venv $(DSPY_VENV)
+	$(DSPY_VENV)/bin/pip install -q -r benchmarks/requirements-dspy.txt

@@ -19,10 +19,18 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def llama_server(model_path: Path, *, alias: str = "test-model", n_ctx: int = 2048, timeout_s: float = 180):
-    """Yield the base URL of a llama.cpp OpenAI-compatible server serving `model_path`."""
+def llama_server(
+    model_path: Path,
+    *,
+    alias: str = "test-model",
+    n_ctx: int = 2048,
+    timeout_s: float = 180,
+    threads: int | None = None,
+):
+    """Yield the base URL of a llama.cpp OpenAI-compatible server serving `model_path` (`threads`: llama.cpp
+    threads, default all usable cores; benchmarks on a shared machine pass 1)."""
     port = free_port()
-    threads = str(len(os.sched_getaffinity(0)))
+    threads = str(threads or len(os.sched_getaffinity(0)))
     cmd = [
         sys.executable, "-m", "llama_cpp.server",
         "--model", str(model_path), "--model_alias", alias,

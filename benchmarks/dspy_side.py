@@ -1,0 +1,333 @@
+"""The DSPy half of the side-by-side benchmarks; runs under `.venv-dspy` (`make bench-dspy-env`).
+
+Not run directly: `benchmarks/dspy_overhead.py` and `benchmarks/compare_dspy.py` start it as a
+subprocess with a JSON job on stdin and read one JSON result from stdout. DSPy lives in its own venv
+because its dependencies (litellm: openai < 3, python-dateutil < 3) cannot share prompthone's pins;
+this process imports prompthone's data, metrics, retrieval and statistics from `src/` (no LM code),
+so both sides use the same splits, metric functions and BM25 index.
+
+Jobs:
+* `{"job": "overhead", ...}`: `dspy.Evaluate` with `num_threads = concurrency` over examples that
+  the fake OpenAI server answers; wall and CPU time of each run.
+* `{"job": "optimize", ...}`: DSPy's `MIPROv2` or `COPRO` (or `none`: the zero-shot program) on one
+  built-in task against an OpenAI-compatible server, every model call counted and capped by
+  `CallCap`; the result scored on the test split with the prompthone metric.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import threading
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+import dspy
+
+from sample_efficiency import CallCap, CallCapReached
+
+warnings.filterwarnings("ignore")
+logging.getLogger("dspy").setLevel(logging.ERROR)
+
+
+# ----------------------------------------------------------------------------------- counted LM
+class CountedLM(dspy.LM):
+    """`dspy.LM` whose every request goes through a `CallCap`: repeats replayed, new ones counted.
+
+    DSPy's own cache is off (`cache=False`), so a request this class lets through is really sent;
+    `n` completions in one call count as `n` requests (DSPy's native engine sends them one by one).
+    """
+
+    def __init__(self, model: str, *, call_cap: CallCap, role: str, **kwargs: Any) -> None:
+        super().__init__(model, cache=False, **kwargs)
+        self.call_cap = call_cap
+        self.role = role
+
+    def __call__(self, prompt: Any = None, *, messages: Any = None, **kwargs: Any) -> Any:
+        merged = {**self.kwargs, **kwargs}
+        key = self.call_cap.key(self.role, {"prompt": prompt, "messages": messages, "kwargs": merged})
+        hit = self.call_cap.replay(self.role, key)
+        if hit is not None:
+            return list(hit)
+        n = int(merged.get("n") or merged.get("num_generations") or 1)
+        for _ in range(n):
+            self.call_cap.reserve(self.role)
+        out = super().__call__(prompt, messages=messages, **kwargs)
+        prompt_tokens, completion_tokens = self._usage_of(messages)
+        self.call_cap.store(self.role, key, list(out), prompt_tokens, completion_tokens)
+        return out
+
+    def _usage_of(self, messages: Any) -> tuple[int, int]:
+        for entry in reversed(self.history[-32:]):
+            if entry.get("messages") is messages or entry.get("messages") == messages:
+                u = entry.get("usage") or {}
+                return int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0)
+        return 0, 0
+
+
+# ------------------------------------------------------------------------------------- overhead
+class WholeTextAdapter(dspy.ChatAdapter):
+    """ChatAdapter's prompt, with the whole completion taken as the one output field.
+
+    The fake server echoes the prompt rather than writing DSPy's `[[ ## answer ## ]]` sections, and
+    it only answers in JSON when asked for JSON mode, which DSPy does not ask of a model it does not
+    know. Without this every example would fail to parse and be sent again (ChatAdapter's JSON
+    fallback). Parsing here is cheaper than ChatAdapter's, so it favours DSPy, if anything.
+    """
+
+    def parse(self, signature: Any, completion: str) -> dict[str, Any]:
+        (name,) = signature.output_fields
+        return {name: completion.strip()}
+
+
+def job_overhead(job: dict[str, Any]) -> dict[str, Any]:
+    """`dspy.Evaluate` over `n` questions the fake server echoes; caching off, one call each."""
+    dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=False)
+    lm = dspy.LM(
+        "openai/fake", api_base=job["base_url"], api_key="bench", cache=False, temperature=0.0, max_tokens=64,
+        num_retries=0,
+    )  # fmt: skip
+    dspy.configure(lm=lm, adapter=WholeTextAdapter())
+    program = dspy.Predict("question -> answer")
+    n, conc = job["n"], job["concurrency"]
+
+    def make(k: int, prefix: str) -> list[dspy.Example]:
+        return [
+            dspy.Example(question=f"What is {i} plus {i + 1}? ({prefix})").with_inputs("question") for i in range(k)
+        ]
+
+    def metric(example: dspy.Example, pred: dspy.Prediction, trace: Any = None) -> bool:
+        return str(pred.answer).startswith("echo: ")
+
+    warm = make(2 * conc, "warm")
+    dspy.Evaluate(devset=warm, metric=metric, num_threads=conc)(program)
+    runs = []
+    for r in range(job.get("repeats", 1)):
+        devset = make(n, f"run {r}")  # new questions each run: nothing can be answered from memory
+        t0, c0 = time.perf_counter(), time.process_time()
+        res = dspy.Evaluate(devset=devset, metric=metric, num_threads=conc, max_errors=n)(program)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        ok = sum(1 for _, _, s in res.results if s)
+        runs.append({"wall_s": wall, "cpu_s": cpu, "ok": ok})
+    return {"dspy": dspy.__version__, "runs": runs}
+
+
+# ------------------------------------------------------------------------------------- optimize
+class TrecProgram(dspy.Module):
+    def __init__(self, instruction: str) -> None:
+        super().__init__()
+        self.classify = dspy.Predict(dspy.Signature("question -> answer", instruction))
+
+    def forward(self, question: str) -> dspy.Prediction:
+        return self.classify(question=question)
+
+
+class HotpotProgram(dspy.Module):
+    """The same pipeline as prompthone's `MultiHopQA`: query, BM25 (prompthone's index), answer."""
+
+    def __init__(self, index: Any, query_instruction: str, answer_instruction: str, k: int) -> None:
+        super().__init__()
+        self.query = dspy.Predict(dspy.Signature("question -> search_query", query_instruction))
+        self.answer = dspy.Predict(dspy.Signature("context, question -> answer", answer_instruction))
+        self._index = index
+        self._k = k
+
+    def forward(self, question: str) -> dspy.Prediction:
+        q = self.query(question=question).search_query or question
+        passages = self._index.search(q, k=self._k)
+        return self.answer(context=passages, question=question)
+
+
+def build_program(task_name: str, data_root: str | None) -> dspy.Module:
+    from prompthone.tasks import get_task
+    from prompthone.tasks.programs import Classify, MultiHopQA
+
+    start = get_task(task_name).make_program(data_root)
+    if isinstance(start, Classify):
+        return TrecProgram(start.classify.params.instruction)
+    if isinstance(start, MultiHopQA):
+        return HotpotProgram(start._index, start.query.params.instruction, start.answer.params.instruction, start.k)
+    raise SystemExit(f"no DSPy equivalent written for the start program of task {task_name!r}")
+
+
+class Tracker:
+    """Wraps `dspy.Evaluate.__call__`: marks every evaluation's score and size with the calls spent so
+    far, and keeps a copy of the best program scored on the whole validation set with no refused call."""
+
+    def __init__(self, cap: CallCap, n_val: int) -> None:
+        self.cap, self.n_val = cap, n_val
+        self.best: tuple[float, Any] | None = None
+        self._lock = threading.Lock()
+
+    def install(self) -> None:
+        original = dspy.Evaluate.__call__
+        tracker = self
+
+        def call(ev: dspy.Evaluate, program: Any, *args: Any, **kwargs: Any) -> Any:
+            devset = kwargs.get("devset") if kwargs.get("devset") is not None else ev.devset
+            refused0 = tracker.cap.refused
+            res = original(ev, program, *args, **kwargs)
+            clean = tracker.cap.refused == refused0
+            score = float(res.score) / 100.0
+            tracker.cap.mark("eval", n=len(devset), score=score, clean=clean)
+            if clean and len(devset) == tracker.n_val:
+                with tracker._lock:
+                    if tracker.best is None or score > tracker.best[0]:
+                        tracker.best = (score, program.deepcopy())
+            return res
+
+        dspy.Evaluate.__call__ = call
+
+
+def instructions_of(program: dspy.Module) -> dict[str, Any]:
+    return {
+        name: {"instruction": p.signature.instructions, "demos": len(p.demos)} for name, p in program.named_predictors()
+    }
+
+
+def job_optimize(job: dict[str, Any]) -> dict[str, Any]:
+    from prompthone.data import split
+    from prompthone.tasks import get_task
+
+    t_all = time.perf_counter()
+    dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=False)
+    cap = CallCap(job.get("cap"))
+    common = dict(api_base=job["base_url"], api_key="bench", num_retries=2, timeout=job.get("timeout_s", 600))
+    task_lm = CountedLM(
+        f"openai/{job['model']}", call_cap=cap, role="task", temperature=0.0, max_tokens=job["max_tokens"], **common
+    )
+    proposer_lm = CountedLM(
+        f"openai/{job['model']}", call_cap=cap, role="proposer", temperature=1.0,
+        max_tokens=job.get("proposer_max_tokens", 200), **common,
+    )  # fmt: skip
+    # max_errors: a 0.5B model breaks DSPy's output format now and then; DSPy scores such an example 0
+    # (as prompthone scores a parse failure 0) instead of halting the optimization at the 10th one.
+    dspy.configure(lm=task_lm, max_errors=10**6)
+
+    task = get_task(job["task"])
+    metric_obj = task.metric()
+    parts = split(
+        task.load(job.get("data_root")), train=job["n_train"], val=job["n_val"], test=job["n_test"], seed=job["seed"]
+    )
+    by_id: dict[str, Any] = {}
+
+    def to_dspy(examples: Any) -> list[dspy.Example]:
+        out = []
+        for ex in examples:
+            by_id[ex.id] = ex
+            fields = {**dict(ex.inputs), "answer": ex.labels["answer"], "ph_id": ex.id}
+            out.append(dspy.Example(**fields).with_inputs(*ex.inputs.keys()))
+        return out
+
+    train, val, test = to_dspy(parts.train), to_dspy(parts.val), to_dspy(parts.test)
+
+    def score(example: dspy.Example, pred: Any) -> float:
+        answer = pred.get("answer") if isinstance(pred, dict) else getattr(pred, "answer", None)
+        return metric_obj.score(by_id[example.ph_id], {"answer": answer if answer is not None else ""}).score
+
+    def metric(example: dspy.Example, pred: Any, trace: Any = None) -> float | bool:
+        s = score(example, pred)
+        return s >= 1.0 if trace is not None else s  # a bootstrapped demo must be fully right, as in prompthone
+
+    student = build_program(job["task"], job.get("data_root"))
+    tracker = Tracker(cap, len(val))
+    tracker.install()
+    method = job["method"]
+    conc = job["concurrency"]
+    seed = job["seed"]
+    settings = job.get("settings", {})
+    t_opt = time.perf_counter()
+    stopped_by = "completed"
+    if method == "none":
+        best = student
+    elif method == "miprov2":
+        opt = dspy.MIPROv2(
+            metric=metric, prompt_model=proposer_lm, task_model=task_lm, auto=None,
+            num_candidates=settings.get("num_candidates", 4),
+            max_bootstrapped_demos=settings.get("max_bootstrapped_demos", 2),
+            max_labeled_demos=settings.get("max_labeled_demos", 2),
+            num_threads=conc, seed=seed, init_temperature=1.0, verbose=False, track_stats=True,
+            metric_threshold=1.0,
+        )  # fmt: skip
+        try:
+            best = opt.compile(
+                student, trainset=train, valset=val, num_trials=settings.get("num_trials", 6),
+                minibatch=settings.get("minibatch_size", 35) < len(val),
+                minibatch_size=min(settings.get("minibatch_size", 35), len(val)),
+                minibatch_full_eval_steps=settings.get("minibatch_full_eval_steps", 5),
+                view_data_batch_size=settings.get("view_data_batch_size", 10),
+            )  # fmt: skip
+        except CallCapReached as exc:
+            stopped_by, best = f"call cap: {exc}", None
+    elif method == "copro":
+        opt = dspy.COPRO(
+            prompt_model=proposer_lm, metric=metric, breadth=settings.get("breadth", 3), depth=settings.get("depth", 2),
+            init_temperature=settings.get("init_temperature", 1.4), track_stats=False,
+        )  # fmt: skip
+        try:
+            # COPRO scores its candidates on `trainset`; the validation split plays that part here, as
+            # prompthone's OPRO scores candidates on validation.
+            best = opt.compile(student, trainset=val, eval_kwargs={"num_threads": conc, "display_progress": False})
+        except CallCapReached as exc:
+            stopped_by, best = f"call cap: {exc}", None
+    else:
+        raise SystemExit(f"unknown DSPy method {method!r}")
+    if cap.refused and stopped_by == "completed":
+        stopped_by = f"call cap ({cap.refused} requests refused)"
+    if best is None or cap.refused:
+        # DSPy scored refused requests as failures; fall back on the best clean full-validation program
+        best = tracker.best[1] if tracker.best is not None else student
+    optimize_wall = time.perf_counter() - t_opt
+    usage_opt = {"paid": dict(cap.paid), "replayed": dict(cap.replayed), "tokens": dict(cap.tokens)}
+
+    # test: the chosen program on every test example, scored by the prompthone metric; no cap
+    cap.cap = None
+    paid0, tokens0 = dict(cap.paid), dict(cap.tokens)
+    scores: list[float] = [0.0] * len(test)
+    failures = 0
+
+    def run_one(i: int) -> None:
+        nonlocal failures
+        try:
+            scores[i] = score(test[i], best(**test[i].inputs()))
+        except Exception:
+            failures += 1  # DSPy could not parse the answer (or the call failed): scored 0, counted
+
+    with dspy.context(lm=task_lm), ThreadPoolExecutor(conc) as pool:
+        list(pool.map(run_one, range(len(test))))
+    usage_test = {
+        "paid": {k: v - paid0.get(k, 0) for k, v in cap.paid.items()},
+        "tokens": {k: v - tokens0.get(k, 0) for k, v in cap.tokens.items()},
+    }
+    return {
+        "dspy": dspy.__version__,
+        "method": method,
+        "stopped_by": stopped_by,
+        "test_scores": scores,
+        "test_failures": failures,
+        "marks": cap.marks,
+        "usage_optimization": usage_opt,
+        "usage_test_scoring": usage_test,
+        "wall_s_optimization": optimize_wall,
+        "wall_s_total": time.perf_counter() - t_all,
+        "best_program": instructions_of(best),
+    }
+
+
+def main() -> None:
+    job = json.loads(sys.stdin.read())
+    os.environ.setdefault("LITELLM_LOG", "ERROR")
+    result = job_overhead(job) if job["job"] == "overhead" else job_optimize(job)
+    sys.stdout.write(json.dumps(result, default=str) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,162 @@
+"""The model-free logic of the DSPy side-by-side benchmark (issue 8): the call cap and sample efficiency.
+
+No DSPy and no model here: `benchmarks/sample_efficiency.py` is plain Python on purpose. The
+prompthone trajectory is read from the SQLite of a real (scripted-model) optimization run.
+"""
+
+from __future__ import annotations
+
+import copy
+import sqlite3
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+from sample_efficiency import (
+    CallCap,
+    CallCapReached,
+    calls_to_reach,
+    prompthone_trajectory,
+    trajectory_from_marks,
+)
+
+
+def test_cap_refuses_the_call_that_would_go_over_and_counts_the_refusal() -> None:
+    cap = CallCap(3)
+    for _ in range(3):
+        cap.reserve("task")
+    with pytest.raises(CallCapReached, match="call cap of 3"):
+        cap.reserve("proposer")
+    assert cap.capped_calls() == 3
+    assert cap.refused == 1
+    assert cap.paid == {"task": 3}
+
+
+def test_cap_counts_only_its_roles() -> None:
+    cap = CallCap(1, capped_roles=["task"])
+    cap.reserve("proposer")
+    cap.reserve("proposer")
+    cap.reserve("task")
+    with pytest.raises(CallCapReached):
+        cap.reserve("task")
+    cap.reserve("proposer")  # proposer calls are not capped here
+    assert cap.paid == {"proposer": 3, "task": 1}
+
+
+def test_repeated_request_is_replayed_for_free_and_distinct_ones_are_not() -> None:
+    cap = CallCap(1)
+    k1 = cap.key("task", {"messages": [{"role": "user", "content": "a"}], "kwargs": {"temperature": 0}})
+    k2 = cap.key("task", {"messages": [{"role": "user", "content": "a"}], "kwargs": {"temperature": 1.0}})
+    k3 = cap.key("proposer", {"messages": [{"role": "user", "content": "a"}], "kwargs": {"temperature": 0}})
+    assert len({k1, k2, k3}) == 3
+    assert cap.replay("task", k1) is None
+    cap.reserve("task")
+    cap.store("task", k1, ["answer"], prompt_tokens=10, completion_tokens=2)
+    assert cap.replay("task", k1) == ["answer"]  # at the cap, yet free
+    assert cap.replayed == {"task": 1}
+    assert cap.tokens == {"task_prompt": 10, "task_completion": 2}
+    assert cap.replay("task", k2) is None
+
+
+def test_copies_share_one_cap() -> None:
+    cap = CallCap(2)
+    holder = {"cap": cap}
+    clone = copy.deepcopy(holder)
+    assert clone["cap"] is cap and copy.copy(cap) is cap
+
+
+def test_cap_is_not_overshot_by_threads() -> None:
+    cap = CallCap(50)
+    refused = []
+
+    def worker() -> None:
+        for _ in range(20):
+            try:
+                cap.reserve("task")
+            except CallCapReached:
+                refused.append(1)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert cap.capped_calls() == 50
+    assert len(refused) == 8 * 20 - 50 == cap.refused
+
+
+def test_trajectory_from_marks_keeps_full_validation_scores_with_calls_at_that_time() -> None:
+    cap = CallCap(None)
+    cap.reserve("task")
+    cap.mark("eval", n=4, score=0.25)  # minibatch: left out
+    cap.reserve("task")
+    cap.reserve("proposer")
+    cap.mark("eval", n=8, score=0.5)
+    cap.reserve("task")
+    cap.mark("eval", n=8, score=0.75)
+    assert trajectory_from_marks(cap.marks, n_val=8) == [(2, 0.5), (3, 0.75)]
+    assert trajectory_from_marks(cap.marks, n_val=8, role="proposer") == [(1, 0.5), (1, 0.75)]
+
+
+def test_calls_to_reach_is_the_first_point_at_or_above_the_target() -> None:
+    traj = [(10, 0.2), (25, 0.6), (40, 0.5), (70, 0.8)]
+    assert calls_to_reach(traj, 0.6) == 25
+    assert calls_to_reach(traj, 0.55) == 25
+    assert calls_to_reach(traj, 0.8) == 70
+    assert calls_to_reach(traj, 0.9) is None
+    assert calls_to_reach([], 0.1) is None
+
+
+def _fake_run_db(path: Path) -> None:
+    """The three tables the trajectory reads, as the run store writes them (see store/schema.py)."""
+    con = sqlite3.connect(path)
+    con.executescript(
+        """
+        CREATE TABLE ph_events (id INTEGER PRIMARY KEY, ts REAL, kind TEXT, data TEXT);
+        CREATE TABLE ph_trials (idx INTEGER PRIMARY KEY, candidate TEXT, score REAL, n INTEGER, full BOOLEAN,
+                                best REAL, info TEXT, ts REAL);
+        CREATE TABLE ph_lm_calls (id INTEGER PRIMARY KEY, ts REAL, role TEXT, model TEXT, prompt_tokens INTEGER,
+                                  completion_tokens INTEGER, cost_usd REAL, latency_s REAL, cached BOOLEAN,
+                                  finish_reason TEXT, cache_key TEXT);
+        """
+    )
+    calls = [(1.0, "task", 0)] * 5  # scoring the start program on test, before the optimizer starts
+    calls += [(11.0, "task", 0), (12.0, "task", 0), (12.5, "task", 1), (13.0, "proposer", 0)]
+    calls += [(21.0, "teacher", 0), (22.0, "task", 0), (23.0, "task", 0)]
+    con.executemany(
+        "INSERT INTO ph_lm_calls (ts, role, model, prompt_tokens, completion_tokens, cost_usd, latency_s, cached) "
+        "VALUES (?, ?, 'm', 1, 1, 0, 0, ?)",
+        calls,
+    )
+    con.execute("INSERT INTO ph_events (ts, kind, data) VALUES (10.0, 'start', '{}')")
+    con.executemany(
+        "INSERT INTO ph_trials (idx, candidate, score, n, full, ts) VALUES (?, 'c', ?, ?, ?, ?)",
+        [(0, 0.5, 2, 1, 12.8), (1, 0.9, 1, 0, 21.5), (2, 0.75, 2, 1, 24.0)],
+    )
+    con.commit()
+    con.close()
+
+
+def test_prompthone_trajectory_counts_paid_calls_since_the_start_up_to_each_full_trial(tmp_path: Path) -> None:
+    db = tmp_path / "run.sqlite"
+    _fake_run_db(db)
+    # trial 0 at 12.8: two paid task calls since the start (the cached one is free, the proposer's is later)
+    # trial 1 is a minibatch: left out; trial 2 at 24.0: 2 + 2 task, or + 1 teacher when teachers count
+    assert prompthone_trajectory(db, roles=("task",)) == [(2, 0.5), (4, 0.75)]
+    assert prompthone_trajectory(db, roles=("task", "teacher")) == [(2, 0.5), (5, 0.75)]
+    assert calls_to_reach(prompthone_trajectory(db), 0.6) == 4
+
+
+def test_prompthone_trajectory_needs_a_started_run(tmp_path: Path) -> None:
+    db = tmp_path / "run.sqlite"
+    _fake_run_db(db)
+    con = sqlite3.connect(db)
+    con.execute("DELETE FROM ph_events")
+    con.commit()
+    con.close()
+    with pytest.raises(ValueError, match="no 'start' event"):
+        prompthone_trajectory(db)
