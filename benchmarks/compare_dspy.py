@@ -78,7 +78,10 @@ def mipro_like(args: argparse.Namespace) -> dict[str, Any]:
 
 def prompthone_settings(method: str, args: argparse.Namespace) -> dict[str, Any]:
     if method == "mipro":
-        return {**mipro_like(args), "summary_batches": 1, "proposer_max_tokens": args.proposer_max_tokens}
+        s = {**mipro_like(args), "summary_batches": 1, "proposer_max_tokens": args.proposer_max_tokens}
+        if args.lean_proposer:
+            s |= {"ground_dataset": False, "ground_program": False}
+        return s
     return {}
 
 
@@ -93,6 +96,8 @@ def dspy_settings(method: str, args: argparse.Namespace) -> dict[str, Any]:
             "max_bootstrapped_demos": m["max_bootstrapped_demos"],
             "max_labeled_demos": m["max_labeled_demos"],
             "view_data_batch_size": 10,
+            "data_aware_proposer": not args.lean_proposer,
+            "program_aware_proposer": not args.lean_proposer,
         }
     if method == "copro":
         return {"breadth": args.copro_breadth, "depth": args.copro_depth, "init_temperature": 1.4}
@@ -235,6 +240,12 @@ def main() -> None:
     p.add_argument("--minibatch-size", type=int, default=10)
     p.add_argument("--full-eval-every", type=int, default=3)
     p.add_argument("--max-demos", type=int, default=2, help="MIPRO: bootstrapped and labelled demos, each")
+    p.add_argument(
+        "--lean-proposer",
+        action="store_true",
+        help="MIPRO proposals without the dataset summary and program description, both sides (fewer, "
+        "shorter proposer calls on a tiny budget)",
+    )
     p.add_argument("--copro-breadth", type=int, default=3)
     p.add_argument("--copro-depth", type=int, default=2)
     p.add_argument("--dspy-python", default=str(DSPY_PYTHON))

@@ -264,6 +264,8 @@ def job_optimize(job: dict[str, Any]) -> dict[str, Any]:
                 minibatch_size=min(settings.get("minibatch_size", 35), len(val)),
                 minibatch_full_eval_steps=settings.get("minibatch_full_eval_steps", 5),
                 view_data_batch_size=settings.get("view_data_batch_size", 10),
+                data_aware_proposer=settings.get("data_aware_proposer", True),
+                program_aware_proposer=settings.get("program_aware_proposer", True),
             )  # fmt: skip
         except CallCapReached as exc:
             stopped_by, best = f"call cap: {exc}", None

@@ -160,3 +160,26 @@ def test_prompthone_trajectory_needs_a_started_run(tmp_path: Path) -> None:
     con.close()
     with pytest.raises(ValueError, match="no 'start' event"):
         prompthone_trajectory(db)
+
+
+def test_prompthone_trajectory_of_a_real_run_matches_its_usage(tmp_path: Path, monkeypatch) -> None:
+    """On a run store written by `run_optimization` (scripted server, no model): the first full trial is the
+    start program on validation (every example paid), the last one comes after every optimization call."""
+    from prompthone.lm import run_sync
+    from prompthone.optimize.runner import RunSpec, run_optimization
+    from prompthone.testing.fake_openai_server import FakeOpenAIServer
+    from runlib import careful_math_responder, write_fake_gsm8k
+
+    write_fake_gsm8k(tmp_path / "data")
+    monkeypatch.setenv("PROMPTHONE_CACHE_DIR", str(tmp_path / "cache"))
+    with FakeOpenAIServer(latency_ms=1, responder=careful_math_responder) as url:
+        spec = RunSpec(task="gsm8k", optimizer="instruction-search", model=f"openai/fake@{url}", n_train=4,
+                       n_val=10, n_test=10, data_root=str(tmp_path / "data"), concurrency=4, max_tokens=32)  # fmt: skip
+        out = run_sync(run_optimization(spec, out_dir=tmp_path / "runs"))
+    traj = prompthone_trajectory(out.run_dir / "run.sqlite")
+    full = [t for t in out.result.trials if t.full]
+    assert [s for _, s in traj] == [t.score for t in full]
+    assert traj[0][0] == 10  # the start program on the 10 validation examples; test scoring is not counted
+    assert traj[-1][0] == out.usage["task"]["paid_calls"]
+    assert [c for c, _ in traj] == sorted(c for c, _ in traj)
+    assert calls_to_reach(traj, out.result.best_score) <= traj[-1][0]
