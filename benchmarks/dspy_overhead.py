@@ -50,6 +50,7 @@ from eval_throughput import make_examples
 from machine import cpu_model
 from prompthone.evaluate import Evaluator, ScoreCache
 from prompthone.lm import LM
+from prompthone.lm.openai_backend import resolve_transport
 from prompthone.metrics import ExactMatch
 from prompthone.program import Predict
 from prompthone.testing import FakeOpenAIServerProcess
@@ -161,6 +162,7 @@ def main() -> int:
     ph, ds = medians["prompthone Evaluator"], medians["DSPy Evaluate"]
     console.print(
         f"machine: {os.cpu_count()} cores, {cpu_model()}; Python {platform.python_version()}; dspy {dspy_version}; "
+        f"prompthone's HTTP transport {resolve_transport(None)}; "
         f"load average {load0:.1f} before, {load1:.1f} after; date {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
     )
     ok1, ok2 = ph / limit >= LIMIT_TARGET, ph / ds >= VS_DSPY_TARGET
