@@ -167,7 +167,7 @@ def run_dspy(method: str, url: str, args: argparse.Namespace) -> dict[str, Any]:
     log = Path(args.out) / f"{args.task}-{method}.stderr.log"
     log.write_text(proc.stderr)
     if proc.returncode != 0:
-        raise SystemExit(f"the DSPy side failed ({proc.returncode}); see {log}:\n{proc.stderr[-3000:]}")
+        raise RuntimeError(f"the DSPy side failed ({proc.returncode}); see {log}:\n{proc.stderr[-3000:]}")
     r = json.loads(proc.stdout.strip().splitlines()[-1])
     mean, lo, hi = mean_ci(r["test_scores"])
     paid = r["usage_optimization"]["paid"]
@@ -185,7 +185,7 @@ def run_dspy(method: str, url: str, args: argparse.Namespace) -> dict[str, Any]:
         "test_calls": int(sum(r["usage_test_scoring"]["paid"].values())),
         "trajectory": traj,
         "best_val": best_score(traj),
-        "stopped_by": r["stopped_by"],
+        "stopped_by": r["stopped_by"] + (f" (scored: {r['fallback']})" if r.get("fallback") else ""),
         "best_program": r["best_program"],
         "wall_s_optimization": r["wall_s_optimization"],
         "wall_s_total": time.perf_counter() - t0,
@@ -288,7 +288,11 @@ def main() -> None:
                     rows.append({"method": "zero-shot", "side": "prompthone", "test": row["start_test"],
                                  "calls": {}, "tokens": 0, "trajectory": None, "best_val": None})  # fmt: skip
             else:
-                row = run_dspy(method, url, args)
+                try:
+                    row = run_dspy(method, url, args)
+                except RuntimeError as exc:  # keep the other rows; the failure is reported, not hidden
+                    console.print(f"[red]{method} failed[/]: {exc}")
+                    continue
             row |= {"loadavg_start": load0, "loadavg_end": os.getloadavg(), **meta}
             rows.append(row)
             with open(results, "a") as f:

@@ -269,6 +269,8 @@ def job_optimize(job: dict[str, Any]) -> dict[str, Any]:
             )  # fmt: skip
         except CallCapReached as exc:
             stopped_by, best = f"call cap: {exc}", None
+        except Exception as exc:  # e.g. the proposer's output not in DSPy's format: DSPy stops the compile
+            stopped_by, best = f"DSPy error: {type(exc).__name__}: {str(exc).strip().splitlines()[0][:160]}", None
     elif method == "copro":
         opt = dspy.COPRO(
             prompt_model=proposer_lm, metric=metric, breadth=settings.get("breadth", 3), depth=settings.get("depth", 2),
@@ -280,12 +282,17 @@ def job_optimize(job: dict[str, Any]) -> dict[str, Any]:
             best = opt.compile(student, trainset=val, eval_kwargs={"num_threads": conc, "display_progress": False})
         except CallCapReached as exc:
             stopped_by, best = f"call cap: {exc}", None
+        except Exception as exc:
+            stopped_by, best = f"DSPy error: {type(exc).__name__}: {str(exc).strip().splitlines()[0][:160]}", None
     else:
         raise SystemExit(f"unknown DSPy method {method!r}")
     if cap.refused and stopped_by == "completed":
         stopped_by = f"call cap ({cap.refused} requests refused)"
+    fallback = None
     if best is None or cap.refused:
-        # DSPy scored refused requests as failures; fall back on the best clean full-validation program
+        # the compile stopped, or DSPy scored refused requests as failures: the best program scored on the
+        # whole validation set before that (the zero-shot program if none was)
+        fallback = "best full-validation program so far" if tracker.best is not None else "the zero-shot program"
         best = tracker.best[1] if tracker.best is not None else student
     optimize_wall = time.perf_counter() - t_opt
     usage_opt = {"paid": dict(cap.paid), "replayed": dict(cap.replayed), "tokens": dict(cap.tokens)}
@@ -313,6 +320,7 @@ def job_optimize(job: dict[str, Any]) -> dict[str, Any]:
         "dspy": dspy.__version__,
         "method": method,
         "stopped_by": stopped_by,
+        "fallback": fallback,
         "test_scores": scores,
         "test_failures": failures,
         "marks": cap.marks,
