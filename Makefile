@@ -18,10 +18,14 @@ install: $(BIN)/python
 install-dev: $(BIN)/python system-deps
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install -e ".[local,dev]"
 
-# The report tests open the HTML report in headless Chromium (Debian's package).
+# The report tests open the HTML report in headless Chromium; the store tests start a throwaway
+# PostgreSQL server (both Debian packages).
 system-deps:
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium) \
 		|| (echo "install Chromium (Debian: apt-get install chromium) for the report tests" && false)
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null \
+		|| (apt-get update -qq && apt-get install -y -qq postgresql) \
+		|| (echo "install PostgreSQL (Debian: apt-get install postgresql) for the store tests" && false)
 
 demo: install
 	$(BIN)/prompthone demo

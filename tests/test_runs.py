@@ -12,12 +12,16 @@ import sys
 import time
 from pathlib import Path
 
+import optuna
 import pytest
+from sqlalchemy import create_engine, make_url, text
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
+from pg_server import create_database, postgres_server
 from prompthone.lm import run_sync
 from prompthone.optimize.runner import RunSpec, run_optimization
 from prompthone.program import Candidate
-from prompthone.store import RunStore
+from prompthone.store import RunStore, database_url
 from prompthone.tasks import get_task
 from prompthone.testing.fake_openai_server import FakeOpenAIServer
 from runlib import careful_math_responder, write_fake_gsm8k
@@ -73,13 +77,35 @@ def test_a_run_records_everything_and_leaves_readable_files(env):
 
 
 def _paid(run_dir: Path) -> int:
-    con = sqlite3.connect(run_dir / "run.sqlite")
-    return con.execute("SELECT count(*) FROM ph_lm_calls WHERE cached = 0").fetchone()[0]
+    """Paid calls in the run's store, read without touching its schema (a live run may be creating it)."""
+    engine = create_engine(database_url(run_dir))
+    try:
+        with engine.connect() as c:
+            return c.execute(text("SELECT count(*) FROM ph_lm_calls WHERE cached = false")).scalar_one()
+    finally:
+        engine.dispose()
 
 
-@pytest.mark.parametrize("kill_after_calls", [3, 25, 55])
-def test_resume_after_sigkill_gives_the_uninterrupted_result_without_paying_twice(env, kill_after_calls, monkeypatch):
+@pytest.fixture(scope="module")
+def postgres():
+    """A PostgreSQL server of this module's own (Debian's package; `make system-deps` installs it)."""
+    with postgres_server() as url_template:
+        yield url_template
+
+
+@pytest.mark.parametrize(
+    ("kill_after_calls", "store"), [(3, "sqlite"), (25, "sqlite"), (55, "sqlite"), (25, "postgresql")]
+)
+def test_resume_after_sigkill_gives_the_uninterrupted_result_without_paying_twice(
+    env, kill_after_calls, store, monkeypatch, request
+):
+    """Killed at several moments, a run resumes to the uninterrupted result; also with its store on a server."""
     tmp, url, _ = env
+    store_url = None
+    if store == "postgresql":  # with a password, which the run folder must not keep (the server trusts anyone)
+        store_url = create_database(request.getfixturevalue("postgres"), "killed").replace(
+            "postgres@", "postgres:s3cr3t@"
+        )
     reference = run_sync(run_optimization(spec(url, tmp / "data"), out_dir=tmp / "ref"))
     reference_paid = _paid(reference.run_dir)
     # the shared cache would make the second run free: give the killed run an empty one
@@ -90,20 +116,21 @@ def test_resume_after_sigkill_gives_the_uninterrupted_result_without_paying_twic
         "from prompthone.optimize.runner import RunSpec, run_optimization;"
         f"s = RunSpec(task='gsm8k', optimizer='instruction-search', model='openai/fake@{url}', n_train=4, n_val=10,"
         f" n_test=10, data_root={str(tmp / 'data')!r}, concurrency=1, max_tokens=32);"
-        f"run_sync(run_optimization(s, out_dir=Path({str(tmp / 'killed')!r})))"
+        f"run_sync(run_optimization(s, out_dir=Path({str(tmp / 'killed')!r}), store_url={store_url!r}))"
     )
     proc = subprocess.Popen([sys.executable, "-c", script], env=env_vars)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 240  # generous: the machine may be busy
     run_dir = None
     while time.monotonic() < deadline:
-        dirs = list((tmp / "killed").glob("*/run.sqlite")) if (tmp / "killed").exists() else []
+        marker = "run.sqlite" if store_url is None else "cache.sqlite"
+        dirs = list((tmp / "killed").glob(f"*/{marker}")) if (tmp / "killed").exists() else []
         if dirs:
             run_dir = dirs[0].parent
             try:
                 if _paid(run_dir) >= kill_after_calls:
                     break
-            except sqlite3.OperationalError:
-                pass
+            except (sqlite3.OperationalError, OperationalError, ProgrammingError):
+                pass  # the store is being created
         assert proc.poll() is None, "the run finished before it could be killed"
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
@@ -122,6 +149,11 @@ def test_resume_after_sigkill_gives_the_uninterrupted_result_without_paying_twic
     assert paid_before < reference_paid
     assert RunStore(run_dir).run_row()["status"] == "completed"
     assert json.loads((run_dir / "summary.json").read_text())["best_candidate"] == reference.result.best.hash
+    if store_url is not None:  # the folder names the server and keeps only the local caches
+        assert not (run_dir / "run.sqlite").exists() and (run_dir / "cache.sqlite").is_file()
+        pointer = (run_dir / "store.json").read_text()
+        assert "s3cr3t" not in pointer
+        assert make_url(json.loads(pointer)["url"]) == make_url(store_url)._replace(password=None)
 
 
 @pytest.mark.parametrize(
@@ -201,3 +233,51 @@ def test_a_judge_config_scores_with_the_judge_model_and_counts_it_apart(tmp_path
     summary = json.loads((out.run_dir / "summary.json").read_text())
     assert summary["metric"] == "judge" and summary["judge_model"] == f"openai/judge@{url}"
     assert RunStore(out.run_dir).run_row()["manifest"]["models"]["judge"]
+
+
+def test_a_store_on_postgresql_serves_reports_and_holds_the_optuna_study(env, postgres):
+    """`store_url` puts the store on a server: commands given the run folder find it there, and MIPRO's
+    Optuna study (which lives at the store's URL) persists in the same database."""
+    from prompthone.optimize.mipro.search import open_study
+    from prompthone.report import write_report
+
+    tmp, url, srv = env
+    store_url = create_database(postgres, "shared")
+    out = run_sync(run_optimization(spec(url, tmp / "data"), out_dir=tmp / "runs", store_url=store_url))
+    assert _paid(out.run_dir) == srv.requests_received
+    page = write_report(out.run_dir).read_text()
+    assert f"{out.final_test.mean:.3f}" in page and out.run_dir.name in page
+
+    study = open_study(store_url, "mipro-test", seed=0)
+    trial = study.ask({"instruction": optuna.distributions.CategoricalDistribution([0, 1, 2])})
+    study.tell(trial, 0.5)
+    again = open_study(store_url, "mipro-test", seed=0)  # what a resumed run does
+    assert [t.value for t in again.trials] == [0.5] and again.trials[0].params == trial.params
+    engine = create_engine(store_url)
+    with engine.connect() as c:
+        assert c.execute(text("SELECT count(*) FROM trials")).scalar_one() == 1  # Optuna's own table
+        assert c.execute(text("SELECT status FROM ph_run")).scalar_one() == "completed"
+    engine.dispose()
+
+
+def test_cli_optimize_with_store_then_runs_and_resume_find_it(env, postgres):
+    from typer.testing import CliRunner
+
+    from prompthone.cli.main import app
+
+    tmp, url, srv = env
+    store_url = create_database(postgres, "cli")
+    args = ["optimize", "--task", "gsm8k", "--optimizer", "instruction-search", "--model", f"openai/fake@{url}"]
+    args += ["--n-train", "4", "--n-val", "10", "--n-test", "10", "--data-root", str(tmp / "data")]
+    args += ["--max-tokens", "32", "--out", str(tmp / "runs"), "--store", store_url]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    (run_dir,) = [d for d in (tmp / "runs").iterdir() if d.is_dir()]
+    assert (run_dir / "store.json").is_file() and not (run_dir / "run.sqlite").exists()
+    listed = CliRunner().invoke(app, ["runs", "--out", str(tmp / "runs")])
+    assert listed.exit_code == 0  # the row read from the server: status and final test score (narrow table)
+    assert "complet" in listed.output and "1.000" in listed.output
+    paid = srv.requests_received
+    again = CliRunner().invoke(app, ["optimize", "--resume", str(run_dir)])
+    assert again.exit_code == 0, again.output
+    assert srv.requests_received == paid  # the resumed run replays from the folder's cache.sqlite

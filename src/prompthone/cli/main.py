@@ -142,10 +142,19 @@ def optimize_command(
     max_minutes: Annotated[float | None, typer.Option(help="Budget: wall time.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the cost estimate and stop.")] = False,
     resume: Annotated[Path | None, typer.Option("--resume", help="Run folder of an interrupted run.")] = None,
+    store: Annotated[
+        str | None,
+        typer.Option(
+            "--store",
+            help="Keep the run's store on a database server, e.g. postgresql+psycopg://host/db (one empty "
+            "database per run; password from PGPASSWORD or ~/.pgpass). Default: run.sqlite in the run folder.",
+        ),
+    ] = None,
 ) -> None:
     """Optimize a built-in task's prompts and report start and final scores on a held-out test split."""
     from prompthone.optimize import Budget
     from prompthone.optimize.runner import RunSpec, run_optimization
+    from prompthone.store import is_run_folder
 
     spec = None
     if config is not None:
@@ -174,12 +183,14 @@ def optimize_command(
             max_tokens=max_tokens,
             budget=Budget(max_lm_calls=max_calls, max_wall_s=max_minutes * 60 if max_minutes else None),
         )
-    elif not (resume / "run.sqlite").is_file():
-        raise fail(f"{resume} is not a run folder (no run.sqlite in it); `prompthone runs` lists them")
+    elif not is_run_folder(resume):
+        raise fail(f"{resume} is not a run folder (no run.sqlite or store.json in it); `prompthone runs` lists them")
     from prompthone.evaluate import EvaluationError
 
     try:
-        outcome = run_sync(run_optimization(spec, out_dir=out, console=console, dry_run=dry_run, resume=resume))
+        outcome = run_sync(
+            run_optimization(spec, out_dir=out, console=console, dry_run=dry_run, resume=resume, store_url=store)
+        )
     except (LMError, EvaluationError, KeyError, ValueError, NotImplementedError) as exc:
         raise fail(str(exc).strip("'\"")) from None
     if dry_run:
@@ -209,13 +220,13 @@ def runs_command(
     out: Annotated[Path, typer.Option(help="Folder that holds run folders.")] = Path("prompthone-runs"),
 ) -> None:
     """List the runs in a folder with their status and scores."""
-    from prompthone.store import RunStore
+    from prompthone.store import RunStore, is_run_folder
 
     table = Table(title=f"Runs in {out}")
     for col in ("run", "status", "task", "optimizer", "start test", "final test", "stopped by"):
         table.add_column(col)
-    for db in sorted(out.glob("*/run.sqlite")):
-        store = RunStore(db.parent)
+    for folder in sorted(d for d in out.glob("*") if is_run_folder(d)):
+        store = RunStore(folder)
         try:
             row = store.run_row()
         except LookupError:
@@ -224,7 +235,7 @@ def runs_command(
             store.close()
         cfg, res = row["config"], row["result"] or {}
         table.add_row(
-            db.parent.name,
+            folder.name,
             row["status"],
             cfg["task"],
             cfg["optimizer"],

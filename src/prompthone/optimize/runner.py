@@ -23,14 +23,14 @@ from rich.console import Console
 
 from prompthone.data import split
 from prompthone.evaluate import EvalResult, Evaluator, ScoreCache
-from prompthone.lm import LM, ResponseCache, open_cache
+from prompthone.lm import LM, ResponseCache, make_backend, open_cache
 from prompthone.lm import settings as lm_settings
 from prompthone.optimize.base import OptimizationResult, OptimizationSetup
 from prompthone.optimize.budget import Budget
 from prompthone.optimize.progress import LiveProgress
 from prompthone.optimize.registry import make_optimizer
 from prompthone.program import Candidate, render_prompts
-from prompthone.store import RunStore, build_manifest
+from prompthone.store import CACHE_DB, RunStore, build_manifest, point_to_store
 from prompthone.tasks import get_task
 
 
@@ -107,8 +107,12 @@ def _usage_since(lms: dict[str, LM], before: dict[str, dict]) -> dict[str, dict]
 
 
 def _make_lm(spec: RunSpec, model: str, cache: ResponseCache | bool) -> LM:
+    """One role's LM. `spec.concurrency` bounds its requests in flight across everything that calls it
+    (several evaluations, e.g. MIPRO's trials in flight, share that one bound), never above what the
+    backend serves at once (one for an embedded model)."""
     opts: dict[str, Any] = {"n_threads": spec.threads} if spec.threads and model.startswith("local/") else {}
-    return LM(model, cache=cache, **opts)
+    backend = make_backend(model, **opts)
+    return LM(backend, cache=cache, max_concurrency=min(spec.concurrency, backend.max_concurrency))
 
 
 def _metric(spec: RunSpec, task: Any, judge_lm: LM | None) -> Any:
@@ -132,15 +136,20 @@ async def run_optimization(
     console: Console | None = None,
     dry_run: bool = False,
     resume: Path | None = None,
+    store_url: str | None = None,
 ) -> RunOutcome | dict:
     """Run `spec` in a new run folder under `out_dir`, or `resume` an interrupted run folder.
 
     With `dry_run`, return the optimizer's cost estimate and spend nothing (no folder is made).
+    `store_url` (a SQLAlchemy URL, e.g. `postgresql+psycopg://host/db`: one database per run) puts the
+    store, and MIPRO's Optuna study, on a database server instead of the folder's `run.sqlite`; the
+    folder then says where (`store.json`) and keeps the LM response and score caches locally
+    (`cache.sqlite`).
     """
     console = console or Console(quiet=True)
     store: RunStore | None = None
     if resume is not None:
-        store = RunStore(resume)
+        store = RunStore(resume)  # the folder's run.sqlite, or the server its store.json names
         spec = RunSpec.from_config(store.run_row()["config"])
         run_dir = Path(resume)
     else:
@@ -161,20 +170,24 @@ async def run_optimization(
 
     if dry_run:
         lms = {
-            "task": LM(spec.model, cache=False),
-            "proposer": LM(proposer_model, cache=False),
-            "teacher": LM(spec.teacher_model or spec.model, cache=False),
+            "task": _make_lm(spec, spec.model, False),
+            "proposer": _make_lm(spec, proposer_model, False),
+            "teacher": _make_lm(spec, spec.teacher_model or spec.model, False),
         }
         if judge_model:
-            lms["judge"] = LM(judge_model, cache=False)
+            lms["judge"] = _make_lm(spec, judge_model, False)
         evaluator = Evaluator(program, _metric(spec, task, lms.get("judge")), lms["task"], max_tokens=spec.max_tokens)
         return make_optimizer(spec.optimizer, **spec.settings).estimate(make_setup(evaluator, lms))
 
     if store is None:
-        store = RunStore(run_dir)
-    db = store.path
+        if store_url is not None:
+            point_to_store(run_dir, store_url)
+            store = RunStore(store_url)
+        else:
+            store = RunStore(run_dir)
+    db = store.path or run_dir / CACHE_DB
     shared = open_cache() if lm_settings.cache_enabled() else None
-    run_cache = ResponseCache(db, fallback=shared) if db is not None else (shared or False)
+    run_cache = ResponseCache(db, fallback=shared)
     # One LM object per role (they share the cache and, for embedded models, the loaded weights), so
     # the store, the budget and the summary count task, proposer, teacher and judge calls apart.
     lms = {
@@ -193,7 +206,7 @@ async def run_optimization(
         metric,
         task_lm,
         concurrency=spec.concurrency,
-        score_cache=ScoreCache(db) if db is not None else ScoreCache(),
+        score_cache=ScoreCache(db),
         max_tokens=spec.max_tokens,
         max_errors=spec.max_errors,
     )

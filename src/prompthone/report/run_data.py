@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from prompthone.program import Candidate, CandidateError, Program
-from prompthone.store import RUN_DB, RunStore
+from prompthone.store import RUN_DB, STORE_POINTER, RunStore, database_url, is_run_folder
 
 RUNS_DIR = Path("prompthone-runs")
 
@@ -31,19 +31,19 @@ def resolve_run(run: str | Path, runs_dir: Path = RUNS_DIR) -> tuple[str, Path |
     p = Path(s)
     if p.is_file() and p.name == RUN_DB:
         p = p.parent
-    if (p / RUN_DB).is_file():
-        return f"sqlite:///{p / RUN_DB}", p
+    if is_run_folder(p):
+        return database_url(p), p
     under = runs_dir / s
-    if (under / RUN_DB).is_file():
-        return f"sqlite:///{under / RUN_DB}", under
-    matches = sorted(d for d in runs_dir.glob(f"{glob_escape(s)}*") if (d / RUN_DB).is_file()) if s else []
+    if is_run_folder(under):
+        return database_url(under), under
+    matches = sorted(d for d in runs_dir.glob(f"{glob_escape(s)}*") if is_run_folder(d)) if s else []
     if len(matches) == 1:
-        return f"sqlite:///{matches[0] / RUN_DB}", matches[0]
+        return database_url(matches[0]), matches[0]
     if len(matches) > 1:
         names = ", ".join(d.name for d in matches[:6]) + (" ..." if len(matches) > 6 else "")
         raise RunDataError(f"{s!r} matches {len(matches)} runs in {runs_dir}: {names}; give the full name")
     raise RunDataError(
-        f"no run {s!r}: neither {p} nor {under} is a run folder (a folder holding {RUN_DB}); "
+        f"no run {s!r}: neither {p} nor {under} is a run folder (a folder holding {RUN_DB} or {STORE_POINTER}); "
         f"`prompthone runs` lists the runs in {runs_dir}"
     )
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, delete, event, insert, inspect, select, text, update
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 
 from prompthone.lm.types import Completion
 from prompthone.program import Candidate
@@ -26,15 +26,40 @@ def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=str)
 
 
+#: in a run folder whose store is a database server (not `run.sqlite`): where that store is
+STORE_POINTER = "store.json"
+#: in such a run folder: the run's own response and score caches (local, never on the server)
+CACHE_DB = "cache.sqlite"
+
+
 def database_url(path_or_url: str | Path) -> str:
-    """A SQLAlchemy URL from a run folder, a .sqlite file, or a URL as is."""
+    """A SQLAlchemy URL from a run folder, a .sqlite file, or a URL as is.
+
+    A run folder whose store lives on a database server holds `store.json` naming it, so every command
+    that takes a run folder (`show`, `report`, `--resume`, ...) finds the store the same way.
+    """
     s = str(path_or_url)
     if "://" in s:
         return s
     p = Path(s)
+    if p.is_dir() and (p / STORE_POINTER).is_file():
+        return json.loads((p / STORE_POINTER).read_text())["url"]
     if p.is_dir() or not p.suffix:
         p = p / RUN_DB
     return f"sqlite:///{p}"
+
+
+def is_run_folder(path: Path) -> bool:
+    """A folder holding a run: its `run.sqlite`, or `store.json` naming the server that holds it."""
+    return (path / RUN_DB).is_file() or (path / STORE_POINTER).is_file()
+
+
+def point_to_store(run_dir: Path, url: str) -> None:
+    """Write `store.json` in `run_dir`, without any password: the driver reads it from the environment
+    (PostgreSQL: PGPASSWORD or ~/.pgpass), so the folder can be shared without the secret."""
+    safe = make_url(url)._replace(password=None).render_as_string(hide_password=False)  # (.set ignores None)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / STORE_POINTER).write_text(json.dumps({"url": safe}, indent=2) + "\n")
 
 
 def sqlite_path(url: str) -> Path | None:
