@@ -82,6 +82,11 @@ def prompthone_settings(method: str, args: argparse.Namespace) -> dict[str, Any]
         if args.lean_proposer:
             s |= {"ground_dataset": False, "ground_program": False}
         return s
+    if method == "opro":  # as many proposals per step as COPRO's breadth, the same proposer max_tokens
+        return {"candidates_per_step": args.copro_breadth, "proposer_max_tokens": args.proposer_max_tokens}
+    if method == "gradsum":
+        return {"beam_width": args.gradsum_beam, "edits_per_prompt": 1, "minibatch_size": args.minibatch_size,
+                "max_gradients": args.gradsum_max_gradients}  # fmt: skip
     return {}
 
 
@@ -246,7 +251,9 @@ def main() -> None:
         help="MIPRO proposals without the dataset summary and program description, both sides (fewer, "
         "shorter proposer calls on a tiny budget)",
     )
-    p.add_argument("--copro-breadth", type=int, default=3)
+    p.add_argument("--gradsum-beam", type=int, default=2, help="GRAD-SUM beam width")
+    p.add_argument("--gradsum-max-gradients", type=int, default=3, help="GRAD-SUM gradients per prompt")
+    p.add_argument("--copro-breadth", type=int, default=3, help="COPRO breadth = OPRO candidates per step")
     p.add_argument("--copro-depth", type=int, default=2)
     p.add_argument("--dspy-python", default=str(DSPY_PYTHON))
     p.add_argument("--out", default="prompthone-runs/compare-dspy")
