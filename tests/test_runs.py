@@ -100,7 +100,7 @@ def test_resume_after_sigkill_gives_the_uninterrupted_result_without_paying_twic
     env, kill_after_calls, store, monkeypatch, request
 ):
     """Killed at several moments, a run resumes to the uninterrupted result; also with its store on a server."""
-    tmp, url, _ = env
+    tmp, url, srv = env
     store_url = None
     if store == "postgresql":  # with a password, which the run folder must not keep (the server trusts anyone)
         store_url = create_database(request.getfixturevalue("postgres"), "killed").replace(
@@ -108,6 +108,7 @@ def test_resume_after_sigkill_gives_the_uninterrupted_result_without_paying_twic
         )
     reference = run_sync(run_optimization(spec(url, tmp / "data"), out_dir=tmp / "ref"))
     reference_paid = _paid(reference.run_dir)
+    assert srv.requests_received == reference_paid
     # the shared cache would make the second run free: give the killed run an empty one
     fresh = {"PROMPTHONE_CACHE_DIR": str(tmp / "cache2"), "PROMPTHONE_RESPONSE_CACHE": str(tmp / "cache2" / "r.sqlite")}
     env_vars = {**os.environ, **fresh, "PYTHONPATH": str(HERE)}
@@ -145,7 +146,13 @@ def test_resume_after_sigkill_gives_the_uninterrupted_result_without_paying_twic
     assert resumed.result.best == reference.result.best
     assert [t.score for t in resumed.result.trials] == [t.score for t in reference.result.trials]
     assert resumed.final_test.mean == reference.final_test.mean
-    assert _paid(run_dir) == reference_paid  # every call paid exactly once across kill and resume
+    # Across kill and resume every answer was bought once: the server saw the reference's requests again,
+    # plus at most the one request in flight at the kill (the killed run had one call at a time), whose
+    # answer died with the process.
+    assert 2 * reference_paid <= srv.requests_received <= 2 * reference_paid + 1
+    # The store's record: an answer is cached before its row is written (so it is never bought twice);
+    # a call whose answer was cached in the instant before the kill is on record as a cache hit.
+    assert reference_paid - 1 <= _paid(run_dir) <= reference_paid
     assert paid_before < reference_paid
     assert RunStore(run_dir).run_row()["status"] == "completed"
     assert json.loads((run_dir / "summary.json").read_text())["best_candidate"] == reference.result.best.hash

@@ -7,7 +7,7 @@ Loaded with `yaml.safe_load` only.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
@@ -82,8 +82,29 @@ class BudgetConfig(_Strict):
     prices: dict[str, tuple[float, float]] = Field(default_factory=dict)
 
 
+class UserDataConfig(_Strict):
+    """The user's examples: a JSONL, JSON, CSV or TSV file and which of its fields are inputs and labels."""
+
+    path: str = Field(min_length=1)
+    inputs: list[str] | dict[str, str]
+    labels: list[str] | dict[str, str] = Field(default_factory=list)
+    id_field: str | None = None
+    label_types: dict[str, Literal["str", "int", "float", "bool"]] = Field(default_factory=dict)
+
+
+class UserTaskConfig(_Strict):
+    """A program of the user's own (`module:attribute`), their data, and a metric."""
+
+    program: str = Field(pattern=r"^[\w.]+:[\w.]+$")
+    data: UserDataConfig
+    metric: str = "exact_match"
+    name: str | None = None
+    #: folder put on sys.path to import the program and metric (default: the config file's folder)
+    path: str | None = None
+
+
 class RunConfig(_Strict):
-    task: str
+    task: str | UserTaskConfig
     optimizer: str
     settings: dict[str, Any] = Field(default_factory=dict)
     models: Models = Field(default_factory=Models)
@@ -99,7 +120,9 @@ class RunConfig(_Strict):
 
     @field_validator("task")
     @classmethod
-    def _task(cls, v: str) -> str:
+    def _task(cls, v: str | UserTaskConfig) -> str | UserTaskConfig:
+        if not isinstance(v, str):
+            return v
         try:
             get_task(v)
         except KeyError as exc:
@@ -128,7 +151,7 @@ class RunConfig(_Strict):
     def to_spec(self) -> RunSpec:
         b = self.budget
         return RunSpec(
-            task=self.task,
+            task=self.task if isinstance(self.task, str) else self.task.model_dump(),
             optimizer=self.optimizer,
             model=self.models.task,
             proposer_model=self.models.proposer,
@@ -173,14 +196,43 @@ def load_config(path: str | Path) -> RunSpec:
             f"{p}: expected a mapping of keys (task, optimizer, models, ...), got {type(data).__name__}"
         )
     try:
-        return RunConfig.model_validate(data).to_spec()
+        spec = RunConfig.model_validate(data).to_spec()
     except ValidationError as exc:
         lines = []
+        user_task = isinstance(data.get("task"), dict)
         for err in exc.errors():
-            key = ".".join(str(x) for x in err["loc"])
+            loc = list(err["loc"])
+            if loc[:1] == ["task"] and len(loc) > 1:  # `task` is a name or a mapping: report the branch given
+                if (loc[1] == "UserTaskConfig") != user_task:
+                    continue
+                del loc[1]
+            key = ".".join(str(x) for x in loc)
             value = err.get("input")
             msg = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 msg = "unknown key (check the spelling; see examples/ for every key)"
+            elif err["type"] == "string_pattern_mismatch" and key == "task.program":
+                msg = "expected 'module:attribute', e.g. my_pipeline:RAG"
             lines.append(f"  {key}: {msg} (got {value!r})" if err["type"] != "missing" else f"  {key}: required")
         raise ConfigFileError(f"{p}: invalid config\n" + "\n".join(lines)) from None
+    if isinstance(spec.task, dict):
+        spec.task = _resolve_user_task(spec.task, p.resolve().parent)
+        try:  # import the program and the metric and read the data now, not minutes into the run
+            task = get_task(spec.task)
+            task.make_program(None)
+            task.metric()
+            task.load(None)
+        except (ValueError, TypeError, OSError) as exc:  # UserTaskError, DataError, ...
+            raise ConfigFileError(f"{p}: {exc}") from None
+    return spec
+
+
+def _resolve_user_task(task: dict[str, Any], config_dir: Path) -> dict[str, Any]:
+    """Absolute paths (relative ones are read from the config file's folder), so that the stored config
+    rebuilds the task from anywhere: resume, report, export."""
+    task = {k: v for k, v in task.items() if v is not None}
+    task["path"] = str((config_dir / task.get("path", ".")).resolve())
+    data = dict(task["data"])
+    data["path"] = str((config_dir / data["path"]).resolve())
+    task["data"] = {k: v for k, v in data.items() if v not in (None, {}, [])} | {"inputs": data["inputs"]}
+    return task

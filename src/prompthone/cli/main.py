@@ -164,7 +164,7 @@ def optimize_command(
             spec = load_config(config)
         except ConfigFileError as exc:
             raise fail(str(exc)) from None
-        optimizer, task = spec.optimizer, spec.task
+        optimizer, task = spec.optimizer, spec.task_name
     elif resume is None:
         if task is None:
             raise fail("give a config file (see examples/), --task NAME, or --resume RUN")
@@ -221,6 +221,7 @@ def runs_command(
 ) -> None:
     """List the runs in a folder with their status and scores."""
     from prompthone.store import RunStore, is_run_folder
+    from prompthone.tasks.user import task_label
 
     table = Table(title=f"Runs in {out}")
     for col in ("run", "status", "task", "optimizer", "start test", "final test", "stopped by"):
@@ -237,7 +238,7 @@ def runs_command(
         table.add_row(
             folder.name,
             row["status"],
-            cfg["task"],
+            task_label(cfg["task"]),
             cfg["optimizer"],
             _score(res, "start_test"),
             _score(res, "final_test"),

@@ -32,13 +32,15 @@ from prompthone.optimize.registry import make_optimizer
 from prompthone.program import Candidate, render_prompts
 from prompthone.store import CACHE_DB, RunStore, build_manifest, point_to_store
 from prompthone.tasks import get_task
+from prompthone.tasks.user import task_label
 
 
 @dataclass
 class RunSpec:
     """What to run: everything that goes into the run's stored config."""
 
-    task: str
+    #: a built-in task's name, or a user task: {program, data, metric, path} (see `prompthone.tasks.user`)
+    task: str | dict[str, Any]
     optimizer: str
     model: str = "local/qwen2.5-coder-0.5b"
     proposer_model: str | None = None
@@ -62,6 +64,10 @@ class RunSpec:
     #: llama.cpp threads for embedded models (None: the backend's default); answers do not depend on it
     threads: int | None = None
     budget: Budget = field(default_factory=Budget)
+
+    @property
+    def task_name(self) -> str:
+        return task_label(self.task)
 
     def to_config(self) -> dict[str, Any]:
         d = asdict(self)
@@ -126,7 +132,7 @@ def _metric(spec: RunSpec, task: Any, judge_lm: LM | None) -> Any:
 
 def new_run_dir(out_dir: Path, spec: RunSpec) -> Path:
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S-%f")[:-3]
-    return out_dir / f"{spec.optimizer}-{spec.task.replace('/', '-')}-{stamp}"
+    return out_dir / f"{spec.optimizer}-{spec.task_name.replace('/', '-')}-{stamp}"
 
 
 async def run_optimization(

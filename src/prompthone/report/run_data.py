@@ -108,7 +108,9 @@ class RunData:
     # -- what was run ---------------------------------------------------------------------------------
     @property
     def task(self) -> str:
-        return str(self.config.get("task", "?"))
+        from prompthone.tasks.user import task_label
+
+        return task_label(self.config.get("task", "?"))
 
     @property
     def optimizer(self) -> str:
@@ -209,7 +211,7 @@ def rebuild_program(config: dict[str, Any], data_root: str | None = None) -> Pro
     if not task:
         raise RunDataError("the run's config names no built-in task, so its program cannot be rebuilt")
     root = data_root if data_root is not None else config.get("data_root")
-    return get_task(str(task)).make_program(root)
+    return get_task(task).make_program(root)
 
 
 def load_run(run: str | Path, *, runs_dir: Path = RUNS_DIR, data_root: str | None = None) -> RunData:

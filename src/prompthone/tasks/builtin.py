@@ -7,9 +7,10 @@ shipped in the package), how to build its zero-shot starting program, and which 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from prompthone.data import (
     BBH_MULTIPLE_CHOICE,
@@ -129,8 +130,13 @@ def task_names() -> list[str]:
     return list(TASKS)
 
 
-def get_task(name: str) -> Task:
-    """The built-in task called `name`, or an error listing the names there are."""
+def get_task(name: str | Mapping[str, Any]) -> Task:
+    """The built-in task called `name`, a user task described by a mapping (`prompthone.tasks.user`), or
+    an error listing the names there are."""
+    if isinstance(name, Mapping):
+        from prompthone.tasks.user import user_task
+
+        return user_task(name)
     if name in TASKS:
         return TASKS[name]
     if f"bbh/{name}" in TASKS:
