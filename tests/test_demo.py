@@ -77,6 +77,11 @@ def test_demo_command_runs_mipro_and_prints_where_its_files_are(server, tmp_path
     assert re.search(rf"final test\W+{re.escape(f'{final:.1%}')} ", res.stdout)
     assert start == 0.0 and final == 1.0
 
+    con = sqlite3.connect(run_dir / "run.sqlite")
+    paid, replayed = (con.execute(f"SELECT count(*) FROM ph_lm_calls WHERE cached = {c}").fetchone()[0] for c in (0, 1))
+    assert paid == srv.requests_received
+    assert re.search(rf"model calls\W+{paid} paid, {replayed} replayed", res.stdout)
+
     html = paths["report"].read_text(encoding="utf-8")
     assert "trec-mini" in html and "<script" not in html
     assert "--- assistant ---" in paths["best prompts"].read_text()  # the best prompt carries demos
@@ -85,8 +90,16 @@ def test_demo_command_runs_mipro_and_prints_where_its_files_are(server, tmp_path
 
     row = RunStore(run_dir).run_row()
     assert row["status"] == "completed" and row["config"]["model"] == f"openai/fake@{url}"
-    con = sqlite3.connect(run_dir / "run.sqlite")
-    assert con.execute("SELECT count(*) FROM ph_lm_calls WHERE cached = 0").fetchone()[0] == srv.requests_received
+
+    # a second demo replays every answer from the response cache: a new run folder, same scores, nothing paid
+    again = CliRunner().invoke(app, ["demo", "--model", f"openai/fake@{url}", "--out", str(tmp_path / "runs")])
+    assert again.exit_code == 0, again.output
+    assert srv.requests_received == paid
+    assert re.search(rf"model calls\W+0 paid, {paid + replayed} replayed", again.stdout)
+    second = _printed_paths(again.stdout)["run folder"]
+    assert (
+        second != run_dir and json.loads((second / "summary.json").read_text())["final_test"] == summary["final_test"]
+    )
 
 
 def test_demo_says_clearly_when_the_model_is_unreachable(tmp_path):

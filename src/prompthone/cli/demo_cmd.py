@@ -108,6 +108,9 @@ def print_demo_summary(console: Console, outcome: RunOutcome, files: DemoFiles) 
     for label, r in (("start test", outcome.start_test), ("final test", outcome.final_test)):
         lo, hi = r.ci95
         table.add_row(label, f"[bold]{r.mean:.1%}[/]  ({r.n} questions, 95% CI {lo:.1%} - {hi:.1%})")
+    counts = [*outcome.usage.values(), outcome.test_usage]
+    paid, replayed = (sum(int(u.get(k, 0)) for u in counts) for k in ("paid_calls", "cache_hits"))
+    table.add_row("model calls", f"{paid} paid, {replayed} replayed from the response cache")
     table.add_row("wall time", f"{outcome.wall_s / 60:.1f} min (search stopped by: {outcome.result.stopped_by})")
     console.print(table)
     for label, path, note in (
