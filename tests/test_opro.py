@@ -250,6 +250,10 @@ async def test_result_is_chosen_on_validation_not_training():
         ("<Classify the question.</INS>", "Classify the question."),
         ("<INS>A.</INS>\n<INS>Question: q?</INS>", "A."),
         ("<INS></INS>", None),
+        # an exemplar echoed with the placeholder inside, closed or not: not an instruction
+        ("<INS>\nQuestion: What is the capital of France ?\n<INS>\noutput:\nAnswer: Paris\n</INS>", None),
+        ("<INS>\nQuestion: What is the largest city ?\n<INS>\noutput:\nAnswer: New York City", None),
+        ("Some chatter first.\n\n<INS>...</INS>", None),
         ("<INS>your instruction</INS>", None),
         ("", None),
     ],

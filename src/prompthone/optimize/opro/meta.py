@@ -182,18 +182,24 @@ def parse_instruction(reply: str, *, max_chars: int = 800) -> str | None:
     lone `<INS>` up to a blank line; a reply that is one bracketed `[...]` (the paper's other
     convention); otherwise the first paragraph, with a leading "Instruction:"-style label, surrounding
     quotes and a trailing "score: ..." line removed. Placeholders (`...`, "your instruction") and texts
-    longer than `max_chars` are refused, so chatter is not scored as an instruction.
+    longer than `max_chars` are refused, so chatter is not scored as an instruction; so is a body that
+    holds another `<INS>`: that is an exemplar filled in ("Question: ... <INS> output: Answer: Paris"),
+    which small proposers write instead of an instruction. When the reply has `<INS>...</INS>` pairs
+    but none holds a usable instruction, the reply has none (no fallback to its other paragraphs).
     """
     text = reply.replace("\r\n", "\n").strip()
-    for body in _TAGGED.findall(text):
+    bodies = _TAGGED.findall(text)
+    for body in bodies:
         t = _clean(body)
-        if _usable(t, max_chars):
+        if "<ins>" not in body.lower() and _usable(t, max_chars):
             return normalize_spacing(t)
-    if "</ins>" not in text.lower():
-        m = _OPEN_TAG.search(text)
-        if m:
-            t = _clean(m.group(1).strip().split("\n\n")[0])
-            return normalize_spacing(t) if _usable(t, max_chars) else None
+    if bodies:  # the model used the tags, and nothing between them is an instruction
+        return None
+    m = _OPEN_TAG.search(text)
+    if m:
+        part = m.group(1).strip().split("\n\n")[0]
+        t = _clean(part)
+        return normalize_spacing(t) if "<ins>" not in part.lower() and _usable(t, max_chars) else None
     m = _BRACKETED.match(text)
     if m:
         t = _clean(m.group(1))
