@@ -6,9 +6,10 @@ import re
 
 import pytest
 
+from prompthone.lm import ServerError
 from prompthone.lm.types import Request
 from prompthone.optimize.baselines import BootstrapFewShot, BootstrapRandomSearch, LabeledFewShot
-from test_mipro_world import make_setup, number_of
+from test_mipro_world import make_setup, number_of, task_answer
 from test_proposers import TwoStage, two_stage_lm
 
 
@@ -56,6 +57,21 @@ async def test_bootstrap_random_search_scores_each_distinct_demo_set_and_keeps_t
     assert all(t.full for t in r.trials)
     assert len({t.candidate for t in r.trials}) == len(r.trials)  # no set scored twice
     assert r.best_score == max(t.score for t in r.trials) and r.best_score > r.start_score
+
+
+async def test_bootstrap_random_search_skips_a_demo_set_whose_evaluation_errors_never_scoring_it_zero():
+    def down_with_many_demos(req: Request):
+        demos = sum(1 for role, _ in req.messages if role == "assistant")
+        return ServerError("the server is down") if demos >= 3 else task_answer(req)
+
+    events: list = []
+    setup, _, _ = make_setup(task=down_with_many_demos, n_train=40, events=events)
+    r = await BootstrapRandomSearch(num_candidate_sets=4, max_labeled_demos=2, teacher_labeled=0).optimize(setup)
+    failed = r.info["failed_sets"]
+    assert failed and all("server is down" in f["error"] for f in failed)
+    assert all(len(t.candidate["classify"].demos) < 3 for t in r.trials)  # the failed sets have no score at all
+    assert sum(k == "trial_failed" for k, _ in events) == len(failed)
+    assert r.stopped_by == "completed" and r.best_score >= r.start_score
 
 
 @pytest.mark.parametrize("opt", [LabeledFewShot(), BootstrapFewShot(), BootstrapRandomSearch()], ids=lambda o: o.name)

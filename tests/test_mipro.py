@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import random
 from collections import defaultdict
 
 import optuna
@@ -242,14 +243,22 @@ async def test_mipro_plus_plus_proposes_in_each_trial_as_tpe_chose():
         "bootstrap-random-search",
     ],
 )
-async def test_every_variant_and_baseline_runs_end_to_end_on_a_small_budget(name):
-    setup, _, _ = make_setup(n_train=12, n_val=20)
+async def test_every_variant_and_baseline_runs_end_to_end_on_a_small_budget(name, tmp_path):
+    """...and the same seed with a warm response cache gives the same result again, paying nothing."""
     settings = {"minibatch_size": 8, "num_trials": 6, "num_candidates": 3} if "mipro" in name or "bayes" in name else {}
+    cache = tmp_path / "responses.sqlite"
+    setup, _, _ = make_setup(n_train=12, n_val=20, cache=cache)
     r = await make_optimizer(name, **settings).optimize(setup)
     assert r.stopped_by == "completed"
     assert r.start_score == pytest.approx(0.2)
     assert r.best_score >= r.start_score and r.best_score > 0.5
     assert any(t.full and t.candidate == r.best and t.score == r.best_score for t in r.trials)
+    assert setup.budget.usage_by_role()["task"].paid_calls > 0
+
+    again, tb, pb = make_setup(n_train=12, n_val=20, cache=cache)  # a new process: fresh LMs and score cache
+    r2 = await make_optimizer(name, **settings).optimize(again)
+    assert trail(r2) == trail(r) and r2.best == r.best and r2.best_score == r.best_score
+    assert len(tb.requests) == len(pb.requests) == 0  # everything replayed from the cache
 
 
 async def test_a_pool_without_alternatives_skips_the_search():
@@ -392,6 +401,21 @@ async def test_trials_in_flight_run_concurrently_and_stay_deterministic():
     serial_setup, _, _ = make_setup()
     serial = await MIPRO(minibatch_size=10, num_trials=12, parallel_trials=1).optimize(serial_setup)
     assert serial_setup.evaluator.peak == 1 and serial.best_score == 1.0 and a.best_score == 1.0
+
+
+async def test_trials_in_flight_share_one_bound_on_lm_requests():
+    """Four trials in flight, each evaluation willing to send 8 requests at once: the task LM's one
+    bound (3) caps them all together, and the result is the one a serial search finds."""
+    setup, tb, _ = make_setup(delay_s=0.002, task_max_concurrency=3, concurrency=8)
+    r = await MIPRO(minibatch_size=10, num_trials=12, parallel_trials=4).optimize(setup)
+    assert setup.evaluator.peak == 4  # four evaluations at once...
+    assert tb.peak_inflight == 3  # ...but never more than 3 requests to the model
+    assert r.info["plan"]["parallel_trials"] == 4 and r.best_score == 1.0
+    # answers coming back in another order (random delays) leave the same record: Optuna is told in
+    # trial order, after the whole batch of trials in flight was scored
+    jitter = random.Random(7)
+    again, _, _ = make_setup(delay_s=lambda req: jitter.random() * 0.01, task_max_concurrency=3, concurrency=8)
+    assert trail(await MIPRO(minibatch_size=10, num_trials=12, parallel_trials=4).optimize(again)) == trail(r)
 
 
 # --------------------------------------------------------------------------- estimate

@@ -114,26 +114,29 @@ def make_setup(
     cache: bool | Path = False,
     budget: Budget | None = None,
     events: list | None = None,
-    delay_s: float = 0.0,
+    delay_s: float | Callable[[Request], float] = 0.0,
     max_retries: int = 0,
     program: Program | None = None,
     train: list[Example] | None = None,
     val: list[Example] | None = None,
     separate_teacher: bool = False,
     storage_url: str | None = None,
+    task_max_concurrency: int | None = None,
+    concurrency: int = 16,
 ) -> tuple[OptimizationSetup, ScriptedBackend, ScriptedBackend]:
     """A fresh setup over the parity world: scripted task and proposer LMs (no response cache by
     default), a recording evaluator with its own score cache, and an event list if given. With
-    `separate_teacher`, the teacher is its own LM object (same script), so its usage is apart."""
+    `separate_teacher`, the teacher is its own LM object (same script), so its usage is apart.
+    `task_max_concurrency` bounds the task LM's requests in flight; `concurrency` is the evaluator's."""
     program = program or Parity()
     data = parity_examples(n_train + n_val)
     train = train if train is not None else data[:n_train]
     val = val if val is not None else data[n_train:]
     tb = ScriptedBackend(task, name="task", delay_s=delay_s)
     pb = ScriptedBackend(proposer, name="proposer")
-    task_lm = LM(tb, cache=cache, max_retries=max_retries, backoff_base_s=0.001)
+    task_lm = LM(tb, cache=cache, max_retries=max_retries, backoff_base_s=0.001, max_concurrency=task_max_concurrency)
     proposer_lm = LM(pb, cache=cache)
-    ev = RecordingEvaluator(program, ExactMatch(), task_lm, score_cache=ScoreCache())
+    ev = RecordingEvaluator(program, ExactMatch(), task_lm, score_cache=ScoreCache(), concurrency=concurrency)
     teacher_lm = LM(ScriptedBackend(task, name="teacher"), cache=cache) if separate_teacher else None
     setup = OptimizationSetup(
         program=program,

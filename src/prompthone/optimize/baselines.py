@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from prompthone.evaluate import EvaluationError
 from prompthone.optimize.base import OptimizationResult, OptimizationSetup, Optimizer
 from prompthone.optimize.proposers import bootstrap_demos, demo_set_candidates, labeled_demos, with_labeled_fill
 from prompthone.optimize.proposers.cost import cost, run_tokens
@@ -161,6 +162,7 @@ class BootstrapRandomSearch(Optimizer):
             rng=setup.rng("bootstrap-random-search"),
         )
         seen = {setup.start}
+        failed: list[dict[str, Any]] = []
         for i in range(1, max(len(v) for v in sets.values())):
             cand = setup.start
             for m, options in sets.items():
@@ -169,8 +171,15 @@ class BootstrapRandomSearch(Optimizer):
             if cand in seen:
                 continue
             seen.add(cand)
-            await self.score(setup, cand, setup.valset, full=True, phase="demo_set", demo_set=i)
-        info: dict[str, Any] = {"bootstrap": {"tried": boot.tried, "passed": boot.passed, "errors": boot.errors}}
+            try:
+                await self.score(setup, cand, setup.valset, full=True, phase="demo_set", demo_set=i)
+            except EvaluationError as exc:  # a set whose scoring errors is skipped, never scored as 0
+                failed.append({"demo_set": i, "error": str(exc)[:500]})
+                setup.emit("trial_failed", demo_set=i, error=str(exc)[:500], candidate=cand.hash)
+        info: dict[str, Any] = {
+            "bootstrap": {"tried": boot.tried, "passed": boot.passed, "errors": boot.errors},
+            "failed_sets": failed,
+        }
         return self._result(setup, **info)
 
     def estimate(self, setup: OptimizationSetup) -> dict[str, dict[str, float]]:
