@@ -12,6 +12,7 @@ what the killed run had not yet bought.
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -256,7 +257,10 @@ async def run_optimization(
     console.print(f"  run folder: {run_dir}")
     t0 = time.perf_counter()
     try:
-        start_test = await evaluator.evaluate(None, parts.test)
+        # Test scoring gets a progress bar of its own (the optimizer's evaluations are drawn by LiveProgress).
+        on_test = copy.copy(evaluator)
+        on_test.progress = not console.quiet
+        start_test = await on_test.evaluate(None, parts.test, description="  scoring the start on test")
         console.print(f"  start: test {start_test.summary()}")
         before = {role: lm.usage.as_dict() for role, lm in lms.items()}
         t_opt = time.perf_counter()
@@ -265,7 +269,7 @@ async def run_optimization(
         optimize_wall = time.perf_counter() - t_opt
         usage = _usage_since(lms, before)
         after_task = task_lm.usage.as_dict()
-        final_test = await evaluator.evaluate(result.best, parts.test)
+        final_test = await on_test.evaluate(result.best, parts.test, description="  scoring the result on test")
     except BaseException as exc:
         store.set_status("failed", {"error": f"{type(exc).__name__}: {exc}"})
         raise
