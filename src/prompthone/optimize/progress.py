@@ -18,6 +18,8 @@ class LiveProgress:
         self.budget = budget
         self.best: float | None = None
         self.trials = 0
+        #: what the optimizer is doing before its next trial (MIPRO: "bootstrap", "propose instructions", ...)
+        self.stage: str | None = None
         self._status: Status | None = None
         self._t0 = time.monotonic()
 
@@ -33,7 +35,11 @@ class LiveProgress:
 
     def line(self) -> str:
         s = self.budget.spent()
-        parts = [f"trial {self.trials}", f"best val {self.best:.3f}" if self.best is not None else "best val -"]
+        parts = [
+            *([self.stage] if self.stage else []),
+            f"trial {self.trials}",
+            f"best val {self.best:.3f}" if self.best is not None else "best val -",
+        ]
         calls = f"{s['lm_calls']:,} calls"
         if self.budget.max_lm_calls:
             calls += f" / {self.budget.max_lm_calls:,}"
@@ -47,8 +53,11 @@ class LiveProgress:
         return " · ".join(parts)
 
     def update(self, kind: str, data: dict) -> None:
+        if kind == "step" and isinstance(data.get("stage"), str):
+            self.stage = data["stage"]
         if kind == "trial":
             self.trials += 1
+            self.stage = None
             t = data["trial"]
             if data.get("best") is not None:
                 self.best = data["best"]
