@@ -134,3 +134,10 @@ def test_demo_runs_end_to_end_on_the_embedded_model(tmp_path):
     assert stored["final_test"]["score"] == outcome.final_test.mean
     assert stored["best_candidate"] == outcome.result.best.hash
     assert console.export_text().strip().splitlines()[-1].startswith(f"report: {files.report}")
+
+
+def test_the_demo_config_in_examples_is_the_demo():
+    from prompthone.config import load_config
+
+    spec = load_config(Path(__file__).resolve().parents[1] / "examples" / "trec-mini-mipro.yaml")
+    assert spec.to_config() == demo_spec().to_config()
