@@ -65,3 +65,32 @@ def write_fake_gsm8k(root, n: int = 40) -> None:
             f.write(
                 json.dumps({"question": f"Tom has {a} apples and eats none. How many?", "answer": f"#### {a}"}) + "\n"
             )
+
+
+#: instructions the fake proposer writes, by sampling seed (cycled); only the first makes the task model right
+MIPRO_PROPOSALS = [
+    "Solve the problem carefully and give the number.",
+    "Answer with the number only.",
+    "Read the question, then answer it.",
+]
+
+
+def mipro_math_responder(body: dict) -> str:
+    """Fake server for MIPRO runs on the fake GSM8K data: proposer prompts get short plausible replies
+    (the instruction varies with the sampling seed), task calls are right when the system prompt says
+    'carefully' or the question's number is a multiple of 3 (so some bootstrapped traces pass)."""
+    user = body["messages"][-1]["content"]
+    if "Write a new instruction" in user:
+        return MIPRO_PROPOSALS[int(body.get("seed") or 0) % len(MIPRO_PROPOSALS)]
+    if "Write 2 to 5 short observations" in user:
+        return "- The inputs are short word problems about apples.\n- The outputs are whole numbers."
+    if user.startswith("Here are observations"):
+        return "Short word problems whose answer is one whole number."
+    if "source code of a program" in user:
+        return "The program solves a word problem in one step."
+    if "describe the role of the step" in user:
+        return "It reads the problem and writes the number that answers it."
+    numbers = re.findall(r"\d+", user)
+    if numbers and int(numbers[0]) % 3 == 0:
+        return f"Reasoning: done.\nAnswer: {numbers[0]}"
+    return careful_math_responder(body)

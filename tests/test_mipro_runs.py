@@ -1,0 +1,199 @@
+"""MIPRO through `prompthone optimize`'s runner against the fake OpenAI server: the study lives in the
+run's SQLite file, a run killed with SIGKILL at several moments resumes to the uninterrupted result
+without paying an LM call twice, and several trials in flight share one bound on requests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from prompthone.lm import run_sync
+from prompthone.optimize.runner import RunSpec, run_optimization
+from prompthone.store import RunStore
+from prompthone.testing.fake_openai_server import FakeOpenAIServer
+from runlib import mipro_math_responder, write_fake_gsm8k
+
+HERE = Path(__file__).resolve().parent
+
+#: small, but every phase is there: bootstrap, data summary, program description, proposals, minibatch
+#: trials (4 in flight: the HTTP backend serves concurrent requests), full evaluations, the final one
+SETTINGS = {
+    "num_candidates": 3,
+    "num_trials": 8,
+    "minibatch_size": 5,
+    "full_eval_every": 3,
+    "summary_batches": 1,
+    "max_bootstrapped_demos": 2,
+    "max_labeled_demos": 2,
+    "teacher_labeled": 1,
+}
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    write_fake_gsm8k(tmp_path / "data")
+    monkeypatch.setenv("PROMPTHONE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("PROMPTHONE_RESPONSE_CACHE", str(tmp_path / "cache" / "shared.sqlite"))
+    srv = FakeOpenAIServer(latency_ms=5, responder=mipro_math_responder)
+    with srv as url:
+        yield tmp_path, url, srv
+
+
+def spec_kwargs(url: str, root: Path, concurrency: int = 4) -> dict:
+    return dict(
+        task="gsm8k",
+        optimizer="mipro",
+        model=f"openai/fake@{url}",
+        settings=SETTINGS,
+        n_train=8,
+        n_val=10,
+        n_test=10,
+        data_root=str(root),
+        concurrency=concurrency,
+        max_tokens=32,
+    )
+
+
+def _calls(run_dir: Path) -> list[tuple[str, int]]:
+    con = sqlite3.connect(run_dir / "run.sqlite")
+    try:
+        return con.execute("SELECT role, cached FROM ph_lm_calls ORDER BY id").fetchall()
+    finally:
+        con.close()
+
+
+def _paid(run_dir: Path) -> int:
+    return sum(1 for _, cached in _calls(run_dir) if not cached)
+
+
+def trail(out) -> list[tuple[str, float, bool]]:
+    return [(t.candidate.hash, round(t.score, 9), t.full) for t in out.result.trials]
+
+
+@pytest.fixture
+def reference(env):
+    tmp, url, _ = env
+    out = run_sync(run_optimization(RunSpec(**spec_kwargs(url, tmp / "data")), out_dir=tmp / "ref"))
+    return out
+
+
+def test_the_study_lives_in_the_runs_sqlite_file(env, reference):
+    out = reference
+    url = RunStore(out.run_dir).url
+    (summary,) = optuna.get_all_study_summaries(storage=url)
+    assert summary.study_name == out.result.info["study"]
+    study = optuna.load_study(study_name=summary.study_name, storage=url)
+    assert len(study.trials) == SETTINGS["num_trials"] and "pool" in study.user_attrs
+    assert out.result.info["plan"]["parallel_trials"] == 4  # trials in flight: the fake server takes many
+    # the run exercised every phase the kill moments below aim at
+    roles = [r for r, _ in _calls(out.run_dir)]
+    assert {"task", "teacher", "proposer"} <= set(roles)
+    assert out.result.info["bootstrap"]["passed"] > 0
+    assert out.final_test.mean > out.start_test.mean  # the fake proposer's "carefully" instruction was found
+
+
+def _kill_points(reference_dir: Path) -> dict[str, int]:
+    """Paid-call counts at which to kill: while scoring the start on test, in the middle of the
+    proposals (after grounding), and in the middle of the search."""
+    roles = [r for r, cached in _calls(reference_dir) if not cached]
+    first_proposer = roles.index("proposer")
+    last_proposer = len(roles) - 1 - roles[::-1].index("proposer")
+    return {
+        "start-test": 3,
+        "proposals": (first_proposer + last_proposer) // 2 + 1,
+        "search": (last_proposer + len(roles)) // 2,
+    }
+
+
+@pytest.mark.parametrize("moment", ["start-test", "proposals", "search"])
+def test_a_mipro_run_killed_with_sigkill_resumes_to_the_same_result_without_paying_twice(
+    env, reference, moment, monkeypatch
+):
+    tmp, url, srv = env
+    reference_paid = _paid(reference.run_dir)
+    assert srv.requests_received == reference_paid
+    kill_after = _kill_points(reference.run_dir)[moment]
+    concurrency = 2  # the killed run has at most 2 requests in flight
+    # a fresh shared cache, or the killed run would replay the reference run for free
+    fresh = {"PROMPTHONE_CACHE_DIR": str(tmp / "cache2"), "PROMPTHONE_RESPONSE_CACHE": str(tmp / "cache2" / "r.sqlite")}
+    script = (
+        "import runlib; from pathlib import Path; from prompthone.lm import run_sync;"
+        "from prompthone.optimize.runner import RunSpec, run_optimization;"
+        f"s = RunSpec(**{spec_kwargs(url, tmp / 'data', concurrency=concurrency)!r});"
+        f"run_sync(run_optimization(s, out_dir=Path({str(tmp / 'killed')!r})))"
+    )
+    received_before = srv.requests_received
+    proc = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, **fresh, "PYTHONPATH": str(HERE)})
+    deadline = time.monotonic() + 120
+    run_dir = None
+    try:
+        while time.monotonic() < deadline:
+            dirs = list((tmp / "killed").glob("*/run.sqlite")) if (tmp / "killed").exists() else []
+            if dirs:
+                run_dir = dirs[0].parent
+                try:
+                    if _paid(run_dir) >= kill_after:
+                        break
+                except sqlite3.OperationalError:
+                    pass  # tables not made yet, or the database is busy
+            assert proc.poll() is None, "the run finished before it could be killed"
+            time.sleep(0.005)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    assert run_dir is not None
+    paid_before = _paid(run_dir)
+    assert kill_after <= paid_before < reference_paid
+    assert RunStore(run_dir).run_row()["status"] == "running"  # killed, not closed cleanly
+
+    for k, v in fresh.items():
+        monkeypatch.setenv(k, v)
+    resumed = run_sync(run_optimization(resume=run_dir))
+    assert resumed.result.best == reference.result.best
+    assert trail(resumed) == trail(reference)
+    assert resumed.result.best_score == reference.result.best_score
+    assert resumed.final_test.mean == reference.final_test.mean
+    # Every answer was bought once across kill and resume: the server saw the reference's requests
+    # again, plus at most the requests in flight at the kill, whose answers died with the process.
+    assert reference_paid <= srv.requests_received - received_before <= reference_paid + concurrency
+    # The store's record: an answer is cached before its row is written, so one cached in the instant
+    # before the kill is on record as a cache hit of the resumed run, never bought again.
+    assert reference_paid - concurrency <= _paid(run_dir) <= reference_paid
+    assert RunStore(run_dir).run_row()["status"] == "completed"
+    # one study in the run's file: the resumed run continued the killed run's study, not a new one
+    (study,) = optuna.get_all_study_summaries(storage=RunStore(run_dir).url)
+    assert study.study_name == resumed.result.info["study"] == reference.result.info["study"]
+    if moment == "search":
+        assert resumed.result.info["resumed"] is True  # the study (pool, trials) was read back, not rebuilt
+
+
+def test_concurrency_is_one_bound_on_requests_for_all_trials_in_flight(tmp_path, monkeypatch):
+    """`--concurrency 2` with four MIPRO trials in flight: the server never holds more than 2 of the
+    run's requests at once. Each request stays at the server for its latency (40 ms), so 3 arrivals
+    within 40 ms would mean 3 in flight."""
+    write_fake_gsm8k(tmp_path / "data")
+    monkeypatch.setenv("PROMPTHONE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("PROMPTHONE_RESPONSE_CACHE", str(tmp_path / "cache" / "shared.sqlite"))
+    arrivals: list[float] = []
+
+    def responder(body: dict) -> str:
+        arrivals.append(time.monotonic())
+        return mipro_math_responder(body)
+
+    latency = 0.040
+    with FakeOpenAIServer(latency_ms=latency * 1000, responder=responder) as url:
+        kw = spec_kwargs(url, tmp_path / "data", concurrency=2)
+        kw["settings"] = {**SETTINGS, "num_trials": 4, "ground_dataset": False, "ground_program": False}
+        out = run_sync(run_optimization(RunSpec(**kw), out_dir=tmp_path / "runs"))
+    assert out.result.info["plan"]["parallel_trials"] == 4
+    assert len(arrivals) > 20
+    most = max(sum(1 for b in arrivals if a <= b < a + latency) for a in arrivals)
+    assert most <= 2
