@@ -105,3 +105,20 @@ def test_task_responder_proposals_pass_the_instruction_cleaner(seed: int) -> Non
     reply = responder({"messages": [{"role": "user", "content": prompt}], "seed": seed, "temperature": 1.0})
     text, reason = clean_instruction(reply, field_labels=["Sentence", "Answer"])
     assert text is not None, reason
+
+
+def test_fake_server_process_answers_a_task_and_counts_requests() -> None:
+    """`--task` and `GET /_fake/stats`, which benchmarks/warm_cache.py relies on, in the subprocess server."""
+    from prompthone.lm import LM
+    from prompthone.testing import FakeOpenAIServerProcess
+
+    example = get_task(TASK).load(None)[0]
+    program = get_task(TASK).make_program(None)
+    messages = render_messages(program.classify.signature, program.classify.params, example.inputs)
+    server = FakeOpenAIServerProcess(task=TASK)
+    with server as base_url:
+        assert server.stats()["requests_received"] == 0
+        lm = LM(f"openai/fake@{base_url}", cache=False, max_retries=0)
+        text = lm.complete_sync(messages, max_tokens=16).text
+        assert server.stats()["requests_received"] == 1  # reading the counter is not counted
+    assert text in ("Answer: positive", "Answer: negative")
