@@ -19,6 +19,7 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from pg_server import create_database, postgres_server
 from prompthone.lm import run_sync
+from prompthone.optimize import Budget
 from prompthone.optimize.runner import RunSpec, run_optimization
 from prompthone.program import Candidate
 from prompthone.store import RunStore, database_url
@@ -288,3 +289,16 @@ def test_cli_optimize_with_store_then_runs_and_resume_find_it(env, postgres):
     again = CliRunner().invoke(app, ["optimize", "--resume", str(run_dir)])
     assert again.exit_code == 0, again.output
     assert srv.requests_received == paid  # the resumed run replays from the folder's cache.sqlite
+
+
+def test_the_same_spec_runs_twice_and_each_run_counts_only_its_own_calls(env):
+    """A spec is plain data: running it again (a script's loop, a benchmark's warm re-run) neither fails nor
+    charges the second run with the first run's calls."""
+    tmp, url, srv = env
+    run = spec(url, tmp / "data", budget=Budget(max_lm_calls=60))
+    first = run_sync(run_optimization(run, out_dir=tmp / "runs"))
+    paid = srv.requests_received
+    second = run_sync(run_optimization(run, out_dir=tmp / "runs"))  # the shared cache answers everything
+    assert srv.requests_received == paid and second.result.best == first.result.best
+    assert second.result.stopped_by == first.result.stopped_by
+    assert run.to_config()["budget"]["max_lm_calls"] == 60

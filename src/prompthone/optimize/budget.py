@@ -40,6 +40,11 @@ class Budget:
     _t0: float = field(default_factory=time.monotonic, repr=False)
     _base: dict[int, tuple[int, int, int]] = field(default_factory=dict, repr=False)
 
+    def limits(self) -> Budget:
+        """The same limits and prices, counting nothing yet: one run's budget, so that a spec can be run
+        twice without the second run counting the first run's models."""
+        return Budget(self.max_lm_calls, self.max_tokens, self.max_cost_usd, self.max_wall_s, dict(self.prices))
+
     def begin(self) -> None:
         """Start counting from now: the budget bounds the search, not scoring the start on the test split."""
         self._t0 = time.monotonic()

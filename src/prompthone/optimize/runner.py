@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -71,7 +71,7 @@ class RunSpec:
         return task_label(self.task)
 
     def to_config(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = asdict(replace(self, budget=Budget()))  # a used budget holds its run's LMs: not plain data
         b = self.budget
         d["budget"] = {
             "max_lm_calls": b.max_lm_calls,
@@ -167,12 +167,13 @@ async def run_optimization(
     parts = split(task.load(spec.data_root), train=spec.n_train, val=spec.n_val, test=spec.n_test, seed=spec.seed)
     program = task.make_program(spec.data_root)
     proposer_model = spec.proposer_model or spec.model
+    budget = spec.budget.limits()  # this run's own counters
     judge_model = (spec.judge_model or proposer_model) if spec.judge is not None else None
 
     def make_setup(evaluator: Evaluator, lms: dict[str, LM], **extra: Any) -> OptimizationSetup:
         return OptimizationSetup(program=program, trainset=parts.train, valset=parts.val, evaluator=evaluator,
                                  task_lm=lms["task"], proposer_lm=lms["proposer"], teacher_lm=lms["teacher"],
-                                 judge_lm=lms.get("judge"), seed=spec.seed, budget=spec.budget,
+                                 judge_lm=lms.get("judge"), seed=spec.seed, budget=budget,
                                  **extra)  # fmt: skip
 
     if dry_run:
@@ -205,7 +206,7 @@ async def run_optimization(
     if judge_model:
         lms["judge"] = _make_lm(spec, judge_model, run_cache)
     for role, lm in lms.items():
-        lm.listeners.append(lambda c, r=role, m=lm: store.record_lm_call(r, c, _cost(spec.budget, m, c)))
+        lm.listeners.append(lambda c, r=role, m=lm: store.record_lm_call(r, c, _cost(budget, m, c)))
     task_lm, proposer_lm = lms["task"], lms["proposer"]
     metric = _metric(spec, task, lms.get("judge"))
     evaluator = Evaluator(
@@ -229,7 +230,7 @@ async def run_optimization(
     else:
         store.restart()
 
-    progress = LiveProgress(console, spec.budget)
+    progress = LiveProgress(console, budget)
 
     def on_event(kind: str, data: dict) -> None:
         if kind == "trial":
