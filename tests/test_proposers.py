@@ -307,6 +307,25 @@ async def test_a_proposal_that_describes_the_program_step_is_rejected():
     assert "describes the program step" in proposer.log[0].note
 
 
+async def test_a_proposal_that_pastes_a_shown_demo_is_rejected():
+    demo = Demo(question="What year did The Chronicle of Philanthropy's publishing overlap with Antic?", answer="1988")
+    replies = iter(
+        ["Answer The Chronicle of Philanthropy's publishing overlap with Antic is with Antic.", "Name the year asked."]
+    )
+    setup, _, _ = make_setup(proposer=lambda req: next(replies))
+    proposer = InstructionProposer(setup, Grounding(), max_attempts=2)
+    text = await proposer.propose_one("classify", "Answer.", ProposalOptions(), sample_base=0, demos=[demo])
+    assert text == "Name the year asked."
+    assert proposer.log[0].kept is None and "copies text from an example" in proposer.log[0].note
+    # the same reply is fine when no demo was shown (nothing to copy from)
+    replies = iter(["Answer The Chronicle of Philanthropy's publishing overlap with Antic is with Antic."])
+    setup, _, _ = make_setup(proposer=lambda req: next(replies))
+    text = await InstructionProposer(setup, Grounding()).propose_one(
+        "classify", "Answer.", ProposalOptions(), sample_base=0
+    )
+    assert text is not None and text.startswith("Answer The Chronicle")
+
+
 def test_proposal_options_need_a_known_tip_and_a_positive_temperature():
     with pytest.raises(ValueError, match="unknown tip"):
         ProposalOptions(tip="shout")

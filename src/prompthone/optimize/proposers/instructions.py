@@ -73,6 +73,11 @@ def _prompt_shingles() -> frozenset[tuple[str, ...]]:
     return frozenset(_shingles("\n".join([fixed, *TIPS.values()])))
 
 
+def _demo_shingles(demos: Sequence[Demo]) -> set[tuple[str, ...]]:
+    """Five-word runs of the demos' field values (questions, passages, answers)."""
+    return set().union(*(_shingles(value) for demo in demos for value in demo.values()))
+
+
 def clean_instruction(text: str, *, field_labels: Iterable[str] = ()) -> tuple[str | None, str]:
     """(instruction, "") when `text` can serve as an instruction, else (None, reason).
 
@@ -253,8 +258,12 @@ class InstructionProposer:
         sig = self.modules[module].signature
         return [label_of(n) for n in (*sig.input_names, *sig.output_names)]
 
-    def _clean(self, module: str, reply: str, seen: set[str]) -> tuple[str | None, str]:
+    def _clean(self, module: str, reply: str, seen: set[str], shown: Sequence[Demo] = ()) -> tuple[str | None, str]:
         text, reason = clean_instruction(reply, field_labels=self._labels(module))
+        if text is not None and _shingles(text) & _demo_shingles(shown):
+            # "Answer The Chronicle of Philanthropy's publishing overlap with Antic is with Antic.": a
+            # small proposer pasting a demo it was shown writes one example's content, not an instruction
+            text, reason = None, "copies text from an example shown to the proposer"
         if text is not None and re.search(rf"[\"'“‘`]{re.escape(module)}[\"'”’`]", text):
             # 'Step "classify" receives a question...': a description of the program, copied from the
             # proposal prompt, not an instruction to the model
@@ -286,7 +295,7 @@ class InstructionProposer:
                 self.setup, prompt, purpose="instruction", module=module, temperature=options.temperature,
                 sample_index=sample_base + attempt, max_tokens=self.max_tokens,
             )  # fmt: skip
-            text, reason = self._clean(module, reply, seen)
+            text, reason = self._clean(module, reply, seen, demos)
             keep(self.setup, rec, text, log=self.log, note=reason or f"tip={options.tip}")
             if text is not None:
                 return text
@@ -333,7 +342,8 @@ class InstructionProposer:
             replies = await asyncio.gather(*calls)
             still: list[int] = []
             for k, (reply, rec) in zip(pending, replies, strict=True):
-                text, reason = self._clean(module, reply, seen)
+                shown = demo_sets[k % len(demo_sets)] if demo_sets else ()
+                text, reason = self._clean(module, reply, seen, shown)
                 keep(self.setup, rec, text, log=self.log, note=reason or f"tip={options[k].tip}")
                 if text is None:
                     still.append(k)
