@@ -212,7 +212,7 @@ def markdown(rows: list[dict[str, Any]], target: float | None) -> str:
         c = r.get("calls", {})
         calls = f"{c.get('task', 0)} / {c.get('teacher', '-')} / {c.get('proposer', 0)}" if c else "0"
         reach = "-"
-        if target is not None and r.get("trajectory") is not None:
+        if target is not None and r.get("trajectory"):
             n = calls_to_reach(r["trajectory"], target)
             reach = str(n) if n is not None else "not reached"
         best = f"{r['best_val']:.3f}" if r.get("best_val") is not None else "-"
@@ -291,9 +291,6 @@ def main() -> None:
             console.rule(f"{method} on {args.task}")
             if method in PROMPTHONE_METHODS:
                 row = asyncio.run(run_prompthone(method, url, args, out_dir))
-                if not any(r["method"] == "zero-shot" for r in rows):
-                    rows.append({"method": "zero-shot", "side": "prompthone", "test": row["start_test"],
-                                 "calls": {}, "tokens": 0, "trajectory": None, "best_val": None})  # fmt: skip
             else:
                 try:
                     row = run_dspy(method, url, args)
@@ -314,7 +311,11 @@ def main() -> None:
 def print_table(rows: list[dict[str, Any]], console: Console) -> None:
     """The Markdown table; the later row wins where a method was run more than once."""
     latest = {r["method"]: r for r in rows}
-    rows = list(latest.values())
+    start = next((r["start_test"] for r in rows if r.get("start_test")), None)
+    if start is not None:  # the start program on test, as every prompthone run scored it before optimizing
+        latest.setdefault("zero-shot", {"method": "zero-shot", "test": start, "calls": {}, "trajectory": None})
+    order = ["zero-shot", "dspy-zero-shot", *PROMPTHONE_METHODS, "dspy-miprov2", "dspy-copro"]
+    rows = [latest[m] for m in order if m in latest]
     target_row = latest.get(TARGET_METHOD)
     target = target_row["best_val"] if target_row else None
     console.print(f"\nDSPy MIPROv2's best validation score (the sample-efficiency target): {target}")
