@@ -57,7 +57,8 @@ def _math(name: str, description: str, load: Callable[[Root], list[Example]]) ->
     )
 
 
-TREC_INSTRUCTION = "Classify the question by the kind of answer it asks for: " + ", ".join(TREC_CLASSES) + "."
+# the label words the metric expects (the dataset's codes ABBR, DESC, ... are mapped to them when loading)
+TREC_INSTRUCTION = "Classify the question by the kind of answer it asks for: " + ", ".join(TREC_CLASSES.values()) + "."
 
 
 def _trec(name: str, description: str, load: Callable[[Root], list[Example]]) -> Task:
