@@ -122,6 +122,20 @@ def _make_lm(spec: RunSpec, model: str, cache: ResponseCache | bool) -> LM:
     return LM(backend, cache=cache, max_concurrency=min(spec.concurrency, backend.max_concurrency))
 
 
+def _role_lms(spec: RunSpec, cache: ResponseCache | bool) -> dict[str, LM]:
+    """One LM object per role (they share the cache and, for embedded models, the loaded weights), so the
+    store, the budget and the summary count task, proposer, teacher and judge calls apart."""
+    proposer = spec.proposer_model or spec.model
+    lms = {
+        "task": _make_lm(spec, spec.model, cache),
+        "proposer": _make_lm(spec, proposer, cache),
+        "teacher": _make_lm(spec, spec.teacher_model or spec.model, cache),
+    }
+    if spec.judge is not None:
+        lms["judge"] = _make_lm(spec, spec.judge_model or proposer, cache)
+    return lms
+
+
 def _metric(spec: RunSpec, task: Any, judge_lm: LM | None) -> Any:
     if spec.judge is None:
         return task.metric()
@@ -166,9 +180,7 @@ async def run_optimization(
     task = get_task(spec.task)
     parts = split(task.load(spec.data_root), train=spec.n_train, val=spec.n_val, test=spec.n_test, seed=spec.seed)
     program = task.make_program(spec.data_root)
-    proposer_model = spec.proposer_model or spec.model
     budget = spec.budget.limits()  # this run's own counters
-    judge_model = (spec.judge_model or proposer_model) if spec.judge is not None else None
 
     def make_setup(evaluator: Evaluator, lms: dict[str, LM], **extra: Any) -> OptimizationSetup:
         return OptimizationSetup(program=program, trainset=parts.train, valset=parts.val, evaluator=evaluator,
@@ -177,13 +189,7 @@ async def run_optimization(
                                  **extra)  # fmt: skip
 
     if dry_run:
-        lms = {
-            "task": _make_lm(spec, spec.model, False),
-            "proposer": _make_lm(spec, proposer_model, False),
-            "teacher": _make_lm(spec, spec.teacher_model or spec.model, False),
-        }
-        if judge_model:
-            lms["judge"] = _make_lm(spec, judge_model, False)
+        lms = _role_lms(spec, False)
         evaluator = Evaluator(program, _metric(spec, task, lms.get("judge")), lms["task"], max_tokens=spec.max_tokens)
         return make_optimizer(spec.optimizer, **spec.settings).estimate(make_setup(evaluator, lms))
 
@@ -196,15 +202,7 @@ async def run_optimization(
     db = store.path or run_dir / CACHE_DB
     shared = open_cache() if lm_settings.cache_enabled() else None
     run_cache = ResponseCache(db, fallback=shared)
-    # One LM object per role (they share the cache and, for embedded models, the loaded weights), so
-    # the store, the budget and the summary count task, proposer, teacher and judge calls apart.
-    lms = {
-        "task": _make_lm(spec, spec.model, run_cache),
-        "proposer": _make_lm(spec, proposer_model, run_cache),
-        "teacher": _make_lm(spec, spec.teacher_model or spec.model, run_cache),
-    }
-    if judge_model:
-        lms["judge"] = _make_lm(spec, judge_model, run_cache)
+    lms = _role_lms(spec, run_cache)
     for role, lm in lms.items():
         lm.listeners.append(lambda c, r=role, m=lm: store.record_lm_call(r, c, _cost(budget, m, c)))
     task_lm, proposer_lm = lms["task"], lms["proposer"]
