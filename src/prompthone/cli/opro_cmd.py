@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from prompthone.lm import DEFAULT_MODEL, LM, LMError, run_sync
+from prompthone.lm import DEFAULT_MODEL, LM, LMError, run_sync, thread_options
 
 console = Console()
 err = Console(stderr=True)
@@ -133,7 +133,7 @@ def _run(
             )
 
     try:
-        lm = LM(model, **({"n_threads": threads} if threads and model.startswith("local/") else {}))
+        lm = LM(model, **thread_options(model, threads))
         console.print(f"[bold]OPRO[/] on [bold]{problem.name}[/] with optimizer model {lm.model}, seed {seed}")
         run = run_sync(
             run_numeric(

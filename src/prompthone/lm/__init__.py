@@ -15,7 +15,7 @@ from prompthone.lm.errors import (
     RateLimitError,
     ServerError,
 )
-from prompthone.lm.model_string import DEFAULT_MODEL, ModelSpec, parse_model_string
+from prompthone.lm.model_string import DEFAULT_MODEL, ModelSpec, parse_model_string, thread_options
 from prompthone.lm.types import Completion, Generation, Message, Request
 from prompthone.lm.usage import Usage
 
@@ -45,4 +45,5 @@ __all__ = [
     "open_cache",
     "parse_model_string",
     "run_sync",
+    "thread_options",
 ]

@@ -47,3 +47,9 @@ def parse_model_string(text: str) -> ModelSpec:
             raise ConfigError(f"base URL in {text!r} must start with http:// or https://, got {url!r}")
         return ModelSpec("openai", model, url or None)
     raise ConfigError(f"unknown provider {provider!r} in model string {text!r}: {expected}")
+
+
+def thread_options(model: str, threads: int | None) -> dict[str, int]:
+    """Backend options for a llama.cpp thread count: only embedded models take one (answers do not depend on
+    it); for any other model, or no count, nothing."""
+    return {"n_threads": threads} if threads and model.startswith("local/") else {}

@@ -24,7 +24,7 @@ from rich.console import Console
 
 from prompthone.data import split
 from prompthone.evaluate import EvalResult, Evaluator, ScoreCache
-from prompthone.lm import LM, ResponseCache, make_backend, open_cache
+from prompthone.lm import LM, ResponseCache, make_backend, open_cache, thread_options
 from prompthone.lm import settings as lm_settings
 from prompthone.optimize.base import OptimizationResult, OptimizationSetup
 from prompthone.optimize.budget import Budget
@@ -117,8 +117,7 @@ def _make_lm(spec: RunSpec, model: str, cache: ResponseCache | bool) -> LM:
     """One role's LM. `spec.concurrency` bounds its requests in flight across everything that calls it
     (several evaluations, e.g. MIPRO's trials in flight, share that one bound), never above what the
     backend serves at once (one for an embedded model)."""
-    opts: dict[str, Any] = {"n_threads": spec.threads} if spec.threads and model.startswith("local/") else {}
-    backend = make_backend(model, **opts)
+    backend = make_backend(model, **thread_options(model, spec.threads))
     return LM(backend, cache=cache, max_concurrency=min(spec.concurrency, backend.max_concurrency))
 
 
