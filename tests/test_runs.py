@@ -20,7 +20,7 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 from pg_server import create_database, postgres_server
 from prompthone.lm import run_sync
 from prompthone.optimize import Budget
-from prompthone.optimize.runner import RunSpec, run_optimization
+from prompthone.optimize.runner import RunSpec, role_lms, run_optimization
 from prompthone.program import Candidate
 from prompthone.store import RunStore, database_url
 from prompthone.tasks import get_task
@@ -302,3 +302,18 @@ def test_the_same_spec_runs_twice_and_each_run_counts_only_its_own_calls(env):
     assert srv.requests_received == paid and second.result.best == first.result.best
     assert second.result.stopped_by == first.result.stopped_by
     assert run.to_config()["budget"]["max_lm_calls"] == 60
+
+
+def test_roles_on_one_endpoint_share_one_bound_on_requests_in_flight(tmp_path):
+    """The spec's concurrency bounds what each server sees, however many roles send to it."""
+    one, other = "http://127.0.0.1:9/v1", "http://127.0.0.1:10/v1"
+    run = RunSpec(
+        task="gsm8k", optimizer="mipro", model=f"openai/task@{one}", proposer_model=f"openai/big@{one}",
+        judge={"task_description": "t", "criteria": "c"}, judge_model=f"openai/judge@{other}", concurrency=5,
+    )  # fmt: skip
+    lms = role_lms(run, False)
+    assert lms["task"].slots is lms["proposer"].slots is lms["teacher"].slots
+    assert lms["judge"].slots is not lms["task"].slots
+    assert {lm.max_concurrency for lm in lms.values()} == {5}
+    local = role_lms(RunSpec(task="gsm8k", optimizer="mipro", concurrency=5), False)
+    assert local["task"].slots is local["proposer"].slots and local["task"].max_concurrency == 1

@@ -1,5 +1,6 @@
 """The LM layer: one async interface over an embedded llama.cpp model and any OpenAI-compatible server."""
 
+from prompthone.lm.backend import RequestSlots
 from prompthone.lm.cache import ResponseCache, cache_key
 from prompthone.lm.client import LM, make_backend, open_cache, run_sync
 from prompthone.lm.errors import (
@@ -37,6 +38,7 @@ __all__ = [
     "ModelSpec",
     "RateLimitError",
     "Request",
+    "RequestSlots",
     "ResponseCache",
     "ServerError",
     "Usage",

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from prompthone.lm import settings
-from prompthone.lm.backend import Backend, PerLoop
+from prompthone.lm.backend import Backend, PerLoop, RequestSlots
 from prompthone.lm.cache import ResponseCache, cache_key
 from prompthone.lm.errors import LMError
 from prompthone.lm.model_string import DEFAULT_MODEL, parse_model_string
@@ -56,7 +56,9 @@ class LM:
     >>> lm.complete_sync([{"role": "user", "content": "2+2="}], max_tokens=8).text
 
     `cache` is True (the default file, see `prompthone.lm.settings`), False, a path, or a
-    `ResponseCache`. PROMPTHONE_NO_CACHE=1 turns caching off globally.
+    `ResponseCache`. PROMPTHONE_NO_CACHE=1 turns caching off globally. `max_concurrency` bounds this
+    object's requests in flight; `slots` instead shares one bound with other `LM`s (one endpoint, several
+    roles).
     """
 
     def __init__(
@@ -69,6 +71,7 @@ class LM:
         backoff_base_s: float = 0.5,
         backoff_max_s: float = 30.0,
         max_concurrency: int | None = None,
+        slots: RequestSlots | None = None,
         **backend_options: Any,
     ) -> None:
         self.backend = model if isinstance(model, Backend) else make_backend(model, **backend_options)
@@ -85,13 +88,15 @@ class LM:
         self.max_retries = int(max_retries)
         self.backoff_base_s = float(backoff_base_s)
         self.backoff_max_s = float(backoff_max_s)
-        self.max_concurrency = int(max_concurrency or self.backend.max_concurrency)
+        if slots is not None and max_concurrency is not None:
+            raise ValueError("give max_concurrency or shared slots, not both")
+        self.max_concurrency = slots.size if slots else int(max_concurrency or self.backend.max_concurrency)
         if self.max_concurrency < 1:
             raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency!r}")
         self.usage = Usage()
         #: called with every Completion (paid or cached), e.g. by a run store that logs LM calls
         self.listeners: list[Callable[[Completion], None]] = []
-        self._slots: PerLoop[asyncio.Semaphore] = PerLoop(lambda: asyncio.Semaphore(self.max_concurrency))
+        self.slots = slots or RequestSlots(self.max_concurrency)
         self._inflight: PerLoop[dict[str, asyncio.Future]] = PerLoop(dict)
         self._identity = self.backend.identity()
 
@@ -162,7 +167,7 @@ class LM:
             paid = False
         elif inflight is None:  # no cache: nothing to share with concurrent twins either
             paid = True
-            async with self._slots.get():
+            async with self.slots.get():
                 t0 = time.perf_counter()
                 gen = await self._generate_with_retries(request)
                 latency = time.perf_counter() - t0
@@ -171,7 +176,7 @@ class LM:
             future: asyncio.Future = asyncio.get_running_loop().create_future()
             inflight[key] = future
             try:
-                async with self._slots.get():
+                async with self.slots.get():
                     t0 = time.perf_counter()
                     gen = await self._generate_with_retries(request)
                     latency = time.perf_counter() - t0

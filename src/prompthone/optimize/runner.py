@@ -24,7 +24,7 @@ from rich.console import Console
 
 from prompthone.data import split
 from prompthone.evaluate import EvalResult, Evaluator, ScoreCache
-from prompthone.lm import LM, ResponseCache, make_backend, open_cache, thread_options
+from prompthone.lm import LM, RequestSlots, ResponseCache, make_backend, open_cache, thread_options
 from prompthone.lm import settings as lm_settings
 from prompthone.optimize.base import OptimizationResult, OptimizationSetup
 from prompthone.optimize.budget import Budget
@@ -113,25 +113,26 @@ def _usage_since(lms: dict[str, LM], before: dict[str, dict]) -> dict[str, dict]
     return out
 
 
-def _make_lm(spec: RunSpec, model: str, cache: ResponseCache | bool) -> LM:
-    """One role's LM. `spec.concurrency` bounds its requests in flight across everything that calls it
-    (several evaluations, e.g. MIPRO's trials in flight, share that one bound), never above what the
-    backend serves at once (one for an embedded model)."""
-    backend = make_backend(model, **thread_options(model, spec.threads))
-    return LM(backend, cache=cache, max_concurrency=min(spec.concurrency, backend.max_concurrency))
-
-
-def _role_lms(spec: RunSpec, cache: ResponseCache | bool) -> dict[str, LM]:
+def role_lms(spec: RunSpec, cache: ResponseCache | bool) -> dict[str, LM]:
     """One LM object per role (they share the cache and, for embedded models, the loaded weights), so the
-    store, the budget and the summary count task, proposer, teacher and judge calls apart."""
+    store, the budget and the summary count task, proposer, teacher and judge calls apart.
+
+    `spec.concurrency` bounds the requests in flight per endpoint, never above what the backend serves
+    at once (one for an embedded model): roles sent to the same server or model share one bound, and
+    everything that calls a role (several evaluations, e.g. MIPRO's trials in flight) shares its bound.
+    """
     proposer = spec.proposer_model or spec.model
-    lms = {
-        "task": _make_lm(spec, spec.model, cache),
-        "proposer": _make_lm(spec, proposer, cache),
-        "teacher": _make_lm(spec, spec.teacher_model or spec.model, cache),
-    }
+    models = {"task": spec.model, "proposer": proposer, "teacher": spec.teacher_model or spec.model}
     if spec.judge is not None:
-        lms["judge"] = _make_lm(spec, spec.judge_model or proposer, cache)
+        models["judge"] = spec.judge_model or proposer
+    slots: dict[str, RequestSlots] = {}
+    lms: dict[str, LM] = {}
+    for role, model in models.items():
+        backend = make_backend(model, **thread_options(model, spec.threads))
+        endpoint = backend.identity()
+        if endpoint not in slots:
+            slots[endpoint] = RequestSlots(min(spec.concurrency, backend.max_concurrency))
+        lms[role] = LM(backend, cache=cache, slots=slots[endpoint])
     return lms
 
 
@@ -188,7 +189,7 @@ async def run_optimization(
                                  **extra)  # fmt: skip
 
     if dry_run:
-        lms = _role_lms(spec, False)
+        lms = role_lms(spec, False)
         evaluator = Evaluator(program, _metric(spec, task, lms.get("judge")), lms["task"], max_tokens=spec.max_tokens)
         return make_optimizer(spec.optimizer, **spec.settings).estimate(make_setup(evaluator, lms))
 
@@ -201,7 +202,7 @@ async def run_optimization(
     db = store.path or run_dir / CACHE_DB
     shared = open_cache() if lm_settings.cache_enabled() else None
     run_cache = ResponseCache(db, fallback=shared)
-    lms = _role_lms(spec, run_cache)
+    lms = role_lms(spec, run_cache)
     for role, lm in lms.items():
         lm.listeners.append(lambda c, r=role, m=lm: store.record_lm_call(r, c, _cost(budget, m, c)))
     task_lm, proposer_lm = lms["task"], lms["proposer"]
