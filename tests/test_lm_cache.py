@@ -211,26 +211,16 @@ def test_a_run_cache_reads_through_to_the_shared_cache_and_keeps_a_copy(tmp_path
 
 async def test_lms_sharing_request_slots_stay_under_one_bound_together():
     """Two roles on one endpoint: each LM alone would allow 3 in flight; shared, the two together do."""
-    in_flight = peak = 0
-
-    class Probe(ScriptedBackend):
-        async def generate(self, request, *, timeout_s):
-            nonlocal in_flight, peak
-            in_flight += 1
-            peak = max(peak, in_flight)
-            await asyncio.sleep(0.005)
-            in_flight -= 1
-            return await super().generate(request, timeout_s=timeout_s)
-
+    server = ScriptedBackend(lambda r: "ok", delay_s=0.005)  # one endpoint that both roles send to
     shared = RequestSlots(3)
-    task, judge = (LM(Probe(lambda r: "ok"), cache=False, slots=shared) for _ in range(2))
+    task, judge = LM(server, cache=False, slots=shared), LM(server, cache=False, slots=shared)
     msgs = [[{"role": "user", "content": f"q{i}"}] for i in range(12)]
     await asyncio.gather(*(lm.complete(m) for m in msgs for lm in (task, judge)))
-    assert peak == 3 and task.max_concurrency == judge.max_concurrency == 3
+    assert server.peak_inflight == 3 and task.max_concurrency == judge.max_concurrency == 3
 
-    peak = 0
-    apart = [LM(Probe(lambda r: "ok"), cache=False, max_concurrency=3) for _ in range(2)]
+    server.peak_inflight = 0
+    apart = [LM(server, cache=False, max_concurrency=3) for _ in range(2)]
     await asyncio.gather(*(lm.complete(m) for m in msgs for lm in apart))
-    assert peak == 6  # without sharing, each LM fills its own bound
+    assert server.peak_inflight == 6  # without sharing, each LM fills its own bound
     with pytest.raises(ValueError, match="not both"):
-        LM(Probe(lambda r: "ok"), cache=False, slots=shared, max_concurrency=2)
+        LM(server, cache=False, slots=shared, max_concurrency=2)
