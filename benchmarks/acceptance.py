@@ -72,6 +72,17 @@ JUDGES: dict[str, dict[str, Any]] = {
         output_fields=["answer"],
         input_fields=["sentence"],
     ),
+    "sports": dict(
+        task_description="Decide whether a sentence about sports is plausible.",
+        criteria=(
+            "The answer must be one word, yes or no, and agree with the reference answer. Score 1 only then. "
+            "Score 0 for the other verdict, for any other wording (such as 'plausible' or 'The answer is yes'), "
+            "and for no answer."
+        ),
+        reference_field="answer",
+        output_fields=["answer"],
+        input_fields=["question"],
+    ),
     "trec": dict(
         task_description=(
             "Classify a question by the kind of answer it asks for, with exactly one of these labels: "
@@ -80,7 +91,8 @@ JUDGES: dict[str, dict[str, Any]] = {
         criteria=(
             "Score 1 if the output is the label given as the reference answer (case and punctuation do not "
             "matter). Any other output scores 0: another label, several labels, or any text that is not the "
-            "reference label."
+            "reference label. An answer to the question itself (a name, a date, a thing, a sentence) is not a "
+            "label and scores 0, even when it is the right kind of answer."
         ),
         reference_field="answer",
         output_fields=["answer"],
