@@ -62,6 +62,15 @@ def test_unlabelled_reasoning_before_an_answer_label_becomes_reasoning():
     assert parsed.how["reasoning"] == "preamble"
 
 
+def test_an_answer_given_before_labelled_reasoning_is_the_answer():
+    parsed = cot("No\nReasoning: a soccer player is not out at third; that is baseball.")
+    assert parsed.ok and parsed.values["answer"] == "No" and parsed.how["answer"] == "answer-first"
+    chatter = cot("Sure, here is my step by step reasoning for you:\nReasoning: 6 times 7 is 42.")
+    assert not chatter.ok and chatter.failure.missing == ("answer",)
+    long_preamble = cot("I think that it is probably not plausible at all, really.\nReasoning: baseball.")
+    assert not long_preamble.ok
+
+
 def test_chain_of_thought_without_reasoning_is_not_a_failure():
     parsed = cot("Answer: 42")
     assert parsed.ok and parsed.values == {"reasoning": "", "answer": "42"}

@@ -18,6 +18,9 @@ Small models rarely reply in exactly the format they were shown. The rules, in o
 5. If only one required output field exists and no output label appears at all, the whole reply is its
    value ("the whole reply is just the answer"). If the first output field (reasoning) has no label
    while a later one has a label line, the text before the first label line is taken as its value.
+   If instead exactly one required field is missing while others have label lines, and the text before
+   the first label line is one short line (at most 8 words, not ending in a colon), it is that field's
+   value: the model put its answer first and then reasoned (`No` / `Reasoning: ...`).
 6. Anything still missing: optional fields (chain-of-thought reasoning) become "", and a missing
    required field makes the reply a `ParseFailure` (what was found is kept as `partial`).
 
@@ -161,6 +164,12 @@ def _scan(text: str, signature: Signature, optional: Collection[str]) -> _Scan:
     )
 
 
+def _short_value(text: str) -> bool:
+    """One line of at most 8 words that does not announce more to come: a value, not chatter."""
+    t = text.strip()
+    return bool(t) and "\n" not in t and len(t.split()) <= 8 and not t.endswith(":")
+
+
 def _words_pattern(f: Field) -> str:
     return r"[\s_]*".join(re.escape(w) for w in f.label.split())
 
@@ -226,6 +235,9 @@ def parse_text(signature: Signature, text: str, *, optional: Collection[str] = (
     later_found = any(f.name in values for f in signature.outputs[1:])
     if first.name not in values and later_found and outputs_labelled and scan.preamble:
         values[first.name], how[first.name] = scan.preamble, "preamble"
+    missing = [f for f in required if f.name not in values]
+    if len(missing) == 1 and outputs_labelled and "preamble" not in how.values() and _short_value(scan.preamble):
+        values[missing[0].name], how[missing[0].name] = _clean(scan.preamble), "answer-first"
     for f in signature.outputs:
         if f.name not in values and f.name in optional:
             values[f.name], how[f.name] = "", "absent"
