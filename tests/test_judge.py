@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from prompthone.data.example import Example
@@ -108,6 +110,29 @@ def test_an_unreadable_reply_is_retried_once_as_a_follow_up_with_another_sample_
     assert second.chat[:2] == first.chat
     assert second.chat[2] == {"role": "assistant", "content": "Looks fine."}
     assert "could not be read" in second.chat[3]["content"] and "no 'Score: N' line" in second.chat[3]["content"]
+
+
+def test_a_reply_cut_off_in_its_reasoning_is_followed_up_by_asking_for_the_score_alone():
+    looping = "Reasoning: The output names the same author. " + "It is a common name. " * 40
+
+    class CutOff(ScriptedBackend):  # the first reply hits the token limit, as a looping judge does
+        async def generate(self, request, *, timeout_s):
+            gen = await super().generate(request, timeout_s=timeout_s)
+            return replace(gen, finish_reason="length") if len(self.requests) == 1 else gen
+
+    backend = CutOff(lambda req: looping if len(backend.requests) == 1 else "Score: 1")
+    metric = JudgeMetric(LM(backend, cache=False), task_description="t", criteria=CRITERIA, reference_field="answer")
+    result = metric.score(EX, {"answer": "Shakespeare"})
+    assert result.score == 1.0
+    assert "names the same author" in result.feedback and len(result.feedback) < 400
+    follow_up = backend.requests[1]
+    assert "score line only" in follow_up.chat[-1]["content"] and follow_up.max_tokens < metric.max_tokens
+
+    # an unreadable reply that was not cut off gets the ordinary follow-up, with the full token budget
+    metric, backend = judge_with(["Looks fine.", "Reasoning: ok.\nScore: 1"])
+    metric.score(EX, {"answer": "Shakespeare"})
+    assert "score line only" not in backend.requests[1].chat[-1]["content"]
+    assert backend.requests[1].max_tokens == metric.max_tokens
 
 
 def test_two_unreadable_replies_raise_judge_error_not_a_zero():

@@ -171,6 +171,15 @@ def _json_object(text: str) -> dict[str, Any] | None:
     return obj if isinstance(obj, dict) else None
 
 
+SCORE_ONLY_TOKENS = 16  # the follow-up after a cut-off reply asks for "Score: N" alone
+
+
+def _cut_reasoning(text: str, max_chars: int = 300) -> str:
+    """The reasoning of a reply cut off at the token limit, shortened to its opening, for feedback."""
+    t = " ".join(re.sub(r"^\W*reasoning\W*:", "", text.strip(), flags=re.IGNORECASE).split())
+    return (t[:max_chars].rsplit(" ", 1)[0] + " ...") if len(t) > max_chars else (t or "(cut off)")
+
+
 def _render(name: str, **values: object) -> str:
     # Imported here: `prompthone.optimize` imports the evaluator, which imports the metrics package.
     from prompthone.optimize.templates import render_template
@@ -285,15 +294,25 @@ class JudgeMetric(Metric):
 
     # -- scoring --------------------------------------------------------------------------------------
     async def ascore(self, example: Example, prediction: Mapping[str, Any]) -> MetricResult:
-        """Ask the judge (temperature 0); one follow-up if its reply is unreadable, then `JudgeError`."""
+        """Ask the judge (temperature 0); one follow-up if its reply is unreadable, then `JudgeError`.
+
+        A reply cut off at the token limit before its score (small judges can loop in their reasoning)
+        is followed up by asking for the score line alone; the cut reasoning is kept as the feedback.
+        """
         if not isinstance(prediction, Mapping):
             raise TypeError(f"metric {self.name}: a prediction must be a mapping, got {type(prediction).__name__}")
         messages = self.messages(example, prediction)
         replies: list[str] = []
         problem = ""
+        cut_reasoning = ""
         for attempt in range(2):
+            max_tokens = self.max_tokens
             if attempt == 1:
-                retry = _render("judge_retry", problem=problem, score_format=self.scale.score_format())
+                if cut_reasoning:
+                    retry = _render("judge_retry_score", score_format=self.scale.score_format())
+                    max_tokens = SCORE_ONLY_TOKENS
+                else:
+                    retry = _render("judge_retry", problem=problem, score_format=self.scale.score_format())
                 messages = [
                     *messages,
                     {"role": "assistant", "content": replies[-1]},
@@ -303,7 +322,7 @@ class JudgeMetric(Metric):
                 completion = await self.lm.complete(
                     messages,
                     temperature=0.0,
-                    max_tokens=self.max_tokens,
+                    max_tokens=max_tokens,
                     sample_index=attempt,
                     response_format=self._schema(),
                 )
@@ -320,7 +339,11 @@ class JudgeMetric(Metric):
                 verdict = parse_verdict(completion.text, self.scale)
             except VerdictParseError as exc:
                 problem = str(exc)
+                if attempt == 0 and completion.finish_reason == "length":
+                    cut_reasoning = _cut_reasoning(completion.text)
                 continue
+            if cut_reasoning and not verdict.reasoning:
+                verdict = Verdict(verdict.raw_score, verdict.score, cut_reasoning)
             return MetricResult(verdict.score, self._feedback(verdict))
         raise JudgeError(
             f"metric {self.name}: the judge's reply on example {example.id!r} could not be read twice "
