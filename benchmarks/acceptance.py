@@ -83,6 +83,16 @@ JUDGES: dict[str, dict[str, Any]] = {
         output_fields=["answer"],
         input_fields=["question"],
     ),
+    "sports-verdict": dict(
+        task_description="Decide whether a sentence about sports is plausible.",
+        criteria=(
+            "Score 1 if the output gives the same verdict as the reference answer, in any wording (yes = "
+            "plausible, no = not plausible). Score 0 if it gives the other verdict, both, or no verdict."
+        ),
+        reference_field="answer",
+        output_fields=["answer"],
+        input_fields=["question"],
+    ),
     "trec": dict(
         task_description=(
             "Classify a question by the kind of answer it asks for, with exactly one of these labels: "
