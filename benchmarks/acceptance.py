@@ -45,68 +45,66 @@ from prompthone.optimize.runner import RunOutcome, RunSpec, run_optimization
 from prompthone.program import render_prompts
 from prompthone.tasks import get_task
 
+
+def _judge(task_description: str, criteria: str, input_field: str = "question") -> dict[str, Any]:
+    """A judge preset of a built-in task: the reference answer shown, one output and one input field."""
+    return dict(
+        task_description=task_description,
+        criteria=criteria,
+        reference_field="answer",
+        output_fields=["answer"],
+        input_fields=[input_field],
+    )
+
+
 #: LLM-judge variants of built-in tasks: criteria in words, graded against the example's reference answer
 JUDGES: dict[str, dict[str, Any]] = {
-    "hotpotqa": dict(
-        task_description=(
+    "hotpotqa": _judge(
+        (
             "Answer a multi-hop factual question in a few words, using passages that were retrieved with a "
             "search query the system wrote first."
         ),
-        criteria=(
+        (
             "Score 1 if the answer gives the same entity, name, number, date or yes/no as the reference "
             "answer (extra words, a fuller or shorter form of the same name, or different spelling are "
             "fine). Score 0 if it gives a different answer, lists several candidates, or says the "
             "information is missing."
         ),
-        reference_field="answer",
-        output_fields=["answer"],
-        input_fields=["question"],
     ),
-    "sst2": dict(
-        task_description="Say whether the sentiment of a sentence from a movie review is positive or negative.",
-        criteria=(
+    "sst2": _judge(
+        "Say whether the sentiment of a sentence from a movie review is positive or negative.",
+        (
             "Score 1 if the output states the same sentiment as the reference answer (positive or negative), in "
             "any wording. Score 0 if it states the other sentiment, both, neither, or something else."
         ),
-        reference_field="answer",
-        output_fields=["answer"],
-        input_fields=["sentence"],
+        input_field="sentence",
     ),
-    "sports": dict(
-        task_description="Decide whether a sentence about sports is plausible.",
-        criteria=(
+    "sports": _judge(
+        "Decide whether a sentence about sports is plausible.",
+        (
             "The answer must be one word, yes or no, and agree with the reference answer. Score 1 only then. "
             "Score 0 for the other verdict, for any other wording (such as 'plausible' or 'The answer is yes'), "
             "and for no answer."
         ),
-        reference_field="answer",
-        output_fields=["answer"],
-        input_fields=["question"],
     ),
-    "sports-verdict": dict(
-        task_description="Decide whether a sentence about sports is plausible.",
-        criteria=(
+    "sports-verdict": _judge(
+        "Decide whether a sentence about sports is plausible.",
+        (
             "Score 1 if the output gives the same verdict as the reference answer, in any wording (yes = "
             "plausible, no = not plausible). Score 0 if it gives the other verdict, both, or no verdict."
         ),
-        reference_field="answer",
-        output_fields=["answer"],
-        input_fields=["question"],
     ),
-    "trec": dict(
-        task_description=(
+    "trec": _judge(
+        (
             "Classify a question by the kind of answer it asks for, with exactly one of these labels: "
             "abbreviation, entity, description, human, location, number."
         ),
-        criteria=(
+        (
             "Score 1 if the output is the label given as the reference answer (case and punctuation do not "
             "matter). Any other output scores 0: another label, several labels, or any text that is not the "
             "reference label. An answer to the question itself (a name, a date, a thing, a sentence) is not a "
             "label and scores 0, even when it is the right kind of answer."
         ),
-        reference_field="answer",
-        output_fields=["answer"],
-        input_fields=["question"],
     ),
 }
 
