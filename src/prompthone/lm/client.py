@@ -90,18 +90,22 @@ class LM:
         self.backoff_max_s = float(backoff_max_s)
         if slots is not None and max_concurrency is not None:
             raise ValueError("give max_concurrency or shared slots, not both")
-        self.max_concurrency = slots.size if slots else int(max_concurrency or self.backend.max_concurrency)
-        if self.max_concurrency < 1:
+        if slots is None and int(max_concurrency or self.backend.max_concurrency) < 1:
             raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency!r}")
+        self.slots = slots or RequestSlots(int(max_concurrency or self.backend.max_concurrency))
         self.usage = Usage()
         #: called with every Completion (paid or cached), e.g. by a run store that logs LM calls
         self.listeners: list[Callable[[Completion], None]] = []
-        self.slots = slots or RequestSlots(self.max_concurrency)
         self._inflight: PerLoop[dict[str, asyncio.Future]] = PerLoop(dict)
         self._identity = self.backend.identity()
 
     def __repr__(self) -> str:
         return f"LM({self.model!r})"
+
+    @property
+    def max_concurrency(self) -> int:
+        """Requests this LM may have in flight at once (a bound it may share with other LMs)."""
+        return self.slots.size
 
     @property
     def identity(self) -> str:

@@ -24,7 +24,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from prompthone.data.example import Example
@@ -343,7 +343,7 @@ class JudgeMetric(Metric):
                     cut_reasoning = _cut_reasoning(completion.text)
                 continue
             if cut_reasoning and not verdict.reasoning:
-                verdict = Verdict(verdict.raw_score, verdict.score, cut_reasoning)
+                verdict = replace(verdict, reasoning=cut_reasoning)
             return MetricResult(verdict.score, self._feedback(verdict))
         raise JudgeError(
             f"metric {self.name}: the judge's reply on example {example.id!r} could not be read twice "
