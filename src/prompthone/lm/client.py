@@ -88,11 +88,14 @@ class LM:
         self.max_retries = int(max_retries)
         self.backoff_base_s = float(backoff_base_s)
         self.backoff_max_s = float(backoff_max_s)
-        if slots is not None and max_concurrency is not None:
+        if slots is None:
+            size = int(max_concurrency or self.backend.max_concurrency)
+            if size < 1:
+                raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency!r}")
+            slots = RequestSlots(size)
+        elif max_concurrency is not None:
             raise ValueError("give max_concurrency or shared slots, not both")
-        if slots is None and int(max_concurrency or self.backend.max_concurrency) < 1:
-            raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency!r}")
-        self.slots = slots or RequestSlots(int(max_concurrency or self.backend.max_concurrency))
+        self.slots = slots
         self.usage = Usage()
         #: called with every Completion (paid or cached), e.g. by a run store that logs LM calls
         self.listeners: list[Callable[[Completion], None]] = []
