@@ -307,6 +307,31 @@ async def test_a_proposal_that_describes_the_program_step_is_rejected():
     assert "describes the program step" in proposer.log[0].note
 
 
+async def test_a_proposal_that_pastes_the_role_of_the_step_is_rejected():
+    # as a 1.5B proposer did in a HotPotQA run: the step's role description pasted, then one sentence
+    pasted = (
+        "The classify step receives the question as input. It must produce the answer based on the number "
+        "given. The answer should be one word."
+    )
+    role_phrase = "Reply with one word. This helps the program reach a right final answer."
+    replies = iter([pasted, role_phrase, "Name the parity, even or odd."])
+    setup, _, _ = make_setup(proposer=lambda req: next(replies))
+    proposer = InstructionProposer(setup, Grounding(), max_attempts=3)
+    text = await proposer.propose_one("classify", "Answer.", ProposalOptions(), sample_base=0)
+    assert text == "Name the parity, even or odd."
+    assert "describes the program step" in proposer.log[0].note
+    assert "echoes the proposal prompt" in proposer.log[1].note
+
+
+def test_naming_the_step_word_in_another_sense_is_not_a_step_description():
+    from prompthone.optimize.proposers.instructions import _describes_step
+
+    assert not _describes_step("Give the answer in one step, without explanation.", "answer")
+    assert not _describes_step("Classify the next step of the recipe.", "classify")
+    assert _describes_step('The "answer" step must give a name.', "answer")
+    assert _describes_step("THE ANSWER STEP receives the context.", "answer")
+
+
 async def test_a_proposal_that_pastes_a_shown_demo_is_rejected():
     demo = Demo(question="What year did The Chronicle of Philanthropy's publishing overlap with Antic?", answer="1988")
     replies = iter(

@@ -67,15 +67,26 @@ def _shingles(text: str, n: int = 5) -> set[tuple[str, ...]]:
 
 @cache
 def _prompt_shingles() -> frozenset[tuple[str, ...]]:
-    """Five-word runs of the proposal prompt's fixed wording and of the tips: a reply that repeats one
-    is echoing the request ("no code, no list of fields, no examples") rather than answering it."""
-    fixed = re.sub(r"\{[a-z_]+\}", "\n", load_template("proposer_instruction"))
-    return frozenset(_shingles("\n".join([fixed, *TIPS.values()])))
+    """Five-word runs of the proposal prompts' fixed wording and of the tips: a reply that repeats one
+    is echoing a request ("no code, no list of fields, no examples") rather than answering it. The
+    module-role prompt counts too: its "helps the program reach a right final answer" comes back in
+    role descriptions, and a proposer that pastes the role into its instruction carries it along."""
+    fixed = [
+        re.sub(r"\{[a-z_]+\}", "\n", load_template(name)) for name in ("proposer_instruction", "proposer_module_role")
+    ]
+    return frozenset(_shingles("\n".join([*fixed, *TIPS.values()])))
 
 
 def _demo_shingles(demos: Sequence[Demo]) -> set[tuple[str, ...]]:
     """Five-word runs of the demos' field values (questions, passages, answers)."""
     return set().union(*(_shingles(value) for demo in demos for value in demo.values()))
+
+
+def _describes_step(text: str, module: str) -> bool:
+    """True when `text` names the step as the program does (`"answer"`, `the answer step`)."""
+    name = re.escape(module)
+    quoted = rf"[\"'“‘`]{name}[\"'”’`]"
+    return bool(re.search(quoted, text) or re.search(rf"\bthe\s+(?:{quoted}|{name})\s+step\b", text, re.I))
 
 
 def clean_instruction(text: str, *, field_labels: Iterable[str] = ()) -> tuple[str | None, str]:
@@ -264,9 +275,10 @@ class InstructionProposer:
             # "Answer The Chronicle of Philanthropy's publishing overlap with Antic is with Antic.": a
             # small proposer pasting a demo it was shown writes one example's content, not an instruction
             text, reason = None, "copies text from an example shown to the proposer"
-        if text is not None and re.search(rf"[\"'“‘`]{re.escape(module)}[\"'”’`]", text):
-            # 'Step "classify" receives a question...': a description of the program, copied from the
-            # proposal prompt, not an instruction to the model
+        if text is not None and _describes_step(text, module):
+            # 'Step "classify" receives a question...', "The answer step receives the context...": a
+            # description of the program, copied from the proposal prompt or the step's role, not an
+            # instruction to the model
             text, reason = None, "describes the program step instead of instructing the model"
         if text is not None and normalized(text) in seen:
             text, reason = None, "duplicate of an instruction already proposed"
