@@ -110,6 +110,17 @@ def test_an_unreadable_reply_is_retried_once_as_a_follow_up_with_another_sample_
     assert second.chat[:2] == first.chat
     assert second.chat[2] == {"role": "assistant", "content": "Looks fine."}
     assert "could not be read" in second.chat[3]["content"] and "no 'Score: N' line" in second.chat[3]["content"]
+    assert "score line only" in second.chat[3]["content"] and second.max_tokens < metric.max_tokens
+
+
+def test_a_judge_that_restates_the_output_and_never_scores_gives_its_score_when_asked_for_it_alone():
+    # what the 1.5B judge did on 5 of 30 sports verdicts: a paragraph about the output, no score line
+    rambling = 'Reasoning: The output "The sentence is plausible" gives the same verdict as the reference.'
+    metric, backend = judge_with([rambling, "Score: 1"])
+    result = metric.score(EX, {"answer": "Shakespeare"})
+    assert result.score == 1.0
+    assert "gives the same verdict" in result.feedback  # the first reply's reasoning is the feedback
+    assert "score line only" in backend.requests[1].chat[-1]["content"]
 
 
 def test_a_reply_cut_off_in_its_reasoning_is_followed_up_by_asking_for_the_score_alone():
@@ -127,12 +138,7 @@ def test_a_reply_cut_off_in_its_reasoning_is_followed_up_by_asking_for_the_score
     assert "names the same author" in result.feedback and len(result.feedback) < 400
     follow_up = backend.requests[1]
     assert "score line only" in follow_up.chat[-1]["content"] and follow_up.max_tokens < metric.max_tokens
-
-    # an unreadable reply that was not cut off gets the ordinary follow-up, with the full token budget
-    metric, backend = judge_with(["Looks fine.", "Reasoning: ok.\nScore: 1"])
-    metric.score(EX, {"answer": "Shakespeare"})
-    assert "score line only" not in backend.requests[1].chat[-1]["content"]
-    assert backend.requests[1].max_tokens == metric.max_tokens
+    assert "length limit" in follow_up.chat[-1]["content"]
 
 
 def test_two_unreadable_replies_raise_judge_error_not_a_zero():

@@ -11,9 +11,12 @@ Choices worth knowing:
   LM to `OptimizationSetup.judge_lm` so a budget counts it under the "judge" role).
 - The judge runs at temperature 0: the same output gets the same verdict, so scores can be cached.
 - A reply that cannot be read is retried once, as a follow-up turn that shows the judge its unreadable
-  reply and the format again (at temperature 0 a plain re-ask would return the same text), under its own
-  `sample_index`. If that fails too, or the judge model itself fails, `JudgeError` is raised: a judge
-  failure is not a wrong answer, and the evaluator records it as an error (never as a 0).
+  reply, says what was wrong and asks for the score line alone (at temperature 0 a plain re-ask would
+  return the same text), under its own `sample_index`. A small judge that loops in its reasoning, or
+  restates the output at length and never scores, does give a score when asked for nothing else; the
+  first reply's reasoning stays the feedback. If the follow-up fails too, or the judge model itself
+  fails, `JudgeError` is raised: a judge failure is not a wrong answer, and the evaluator records it as
+  an error (never as a 0).
 - A prediction without the judged field raises `MissingFieldError` like every field metric, so the
   evaluator counts it as a parse failure of the program rather than paying a judge to look at nothing.
 """
@@ -171,13 +174,13 @@ def _json_object(text: str) -> dict[str, Any] | None:
     return obj if isinstance(obj, dict) else None
 
 
-SCORE_ONLY_TOKENS = 16  # the follow-up after a cut-off reply asks for "Score: N" alone
+SCORE_ONLY_TOKENS = 16  # the follow-up to an unreadable reply asks for "Score: N" alone
 
 
-def _cut_reasoning(text: str, max_chars: int = 300) -> str:
-    """The reasoning of a reply cut off at the token limit, shortened to its opening, for feedback."""
+def _first_reasoning(text: str, max_chars: int = 300) -> str:
+    """The reasoning of an unreadable first reply (cut off, or never scored), shortened, for feedback."""
     t = " ".join(re.sub(r"^\W*reasoning\W*:", "", text.strip(), flags=re.IGNORECASE).split())
-    return (t[:max_chars].rsplit(" ", 1)[0] + " ...") if len(t) > max_chars else (t or "(cut off)")
+    return (t[:max_chars].rsplit(" ", 1)[0] + " ...") if len(t) > max_chars else t
 
 
 def _render(name: str, **values: object) -> str:
@@ -296,23 +299,20 @@ class JudgeMetric(Metric):
     async def ascore(self, example: Example, prediction: Mapping[str, Any]) -> MetricResult:
         """Ask the judge (temperature 0); one follow-up if its reply is unreadable, then `JudgeError`.
 
-        A reply cut off at the token limit before its score (small judges can loop in their reasoning)
-        is followed up by asking for the score line alone; the cut reasoning is kept as the feedback.
+        The follow-up asks for the score line alone, in a few tokens; the first reply's reasoning (its
+        opening, when it was cut off at the token limit) is kept as the feedback.
         """
         if not isinstance(prediction, Mapping):
             raise TypeError(f"metric {self.name}: a prediction must be a mapping, got {type(prediction).__name__}")
         messages = self.messages(example, prediction)
         replies: list[str] = []
         problem = ""
-        cut_reasoning = ""
+        first_reasoning = ""
         for attempt in range(2):
             max_tokens = self.max_tokens
             if attempt == 1:
-                if cut_reasoning:
-                    retry = _render("judge_retry_score", score_format=self.scale.score_format())
-                    max_tokens = SCORE_ONLY_TOKENS
-                else:
-                    retry = _render("judge_retry", problem=problem, score_format=self.scale.score_format())
+                retry = _render("judge_retry", problem=problem, score_format=self.scale.score_format())
+                max_tokens = SCORE_ONLY_TOKENS
                 messages = [
                     *messages,
                     {"role": "assistant", "content": replies[-1]},
@@ -339,11 +339,13 @@ class JudgeMetric(Metric):
                 verdict = parse_verdict(completion.text, self.scale)
             except VerdictParseError as exc:
                 problem = str(exc)
-                if attempt == 0 and completion.finish_reason == "length":
-                    cut_reasoning = _cut_reasoning(completion.text)
+                if attempt == 0:
+                    if completion.finish_reason == "length":
+                        problem = "it ran past its length limit before it gave the score"
+                    first_reasoning = _first_reasoning(completion.text)
                 continue
-            if cut_reasoning and not verdict.reasoning:
-                verdict = replace(verdict, reasoning=cut_reasoning)
+            if first_reasoning and not verdict.reasoning:
+                verdict = replace(verdict, reasoning=first_reasoning)
             return MetricResult(verdict.score, self._feedback(verdict))
         raise JudgeError(
             f"metric {self.name}: the judge's reply on example {example.id!r} could not be read twice "
