@@ -14,6 +14,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from rich.console import Console
 from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
@@ -241,6 +242,33 @@ def test_a_judge_config_scores_with_the_judge_model_and_counts_it_apart(tmp_path
     summary = json.loads((out.run_dir / "summary.json").read_text())
     assert summary["metric"] == "judge" and summary["judge_model"] == f"openai/judge@{url}"
     assert RunStore(out.run_dir).run_row()["manifest"]["models"]["judge"]
+
+
+def test_a_judge_that_passes_every_start_output_is_reported_before_the_budget_is_spent(tmp_path, monkeypatch):
+    """The failure a 1.5B judge showed (a 1 for every output, wrong ones too) is said out loud: in the
+    console, as a stored event, and in the report, not left to be guessed from a run with no gain."""
+    from prompthone.report import write_report
+
+    write_fake_gsm8k(tmp_path / "data")
+    monkeypatch.setenv("PROMPTHONE_CACHE_DIR", str(tmp_path / "cache"))
+
+    def responder(body: dict) -> str:
+        if "Output to judge:" in body["messages"][-1]["content"]:
+            return "Reasoning: looks fine.\nScore: 1"
+        return careful_math_responder(body)
+
+    judge = {"task_description": "Solve a word problem.", "criteria": "1 if it matches the reference.",
+             "reference_field": "answer", "output_fields": ["answer"]}  # fmt: skip
+    console = Console(record=True, width=200)
+    with FakeOpenAIServer(latency_ms=1, responder=responder) as url:
+        run = spec(url, tmp_path / "data", judge=judge, judge_model=f"openai/judge@{url}")
+        out = run_sync(run_optimization(run, out_dir=tmp_path / "runs", console=console))
+    assert out.start_test.mean == 1.0  # the careless start's wrong answers, all passed by this judge
+    assert "top score to all 10 judged outputs" in console.export_text()
+    warnings = [e for e in RunStore(out.run_dir).events() if e["kind"] == "warning"]
+    assert len(warnings) == 1 and warnings[0]["data"]["about"] == "judge"
+    html = write_report(out.run_dir).read_text()
+    assert "top score to all 10 judged outputs" in html
 
 
 def test_a_store_on_postgresql_serves_reports_and_holds_the_optuna_study(env, postgres):

@@ -360,6 +360,30 @@ class JudgeMetric(Metric):
         return f"judge score {verdict.raw_score} on a {self.scale.low}-{self.scale.high} scale: {reasoning}"
 
 
+#: below this many judged outputs, a perfect score on all of them says little about the judge
+CONSTANT_VERDICT_MIN = 10
+
+
+def lenient_judge_warning(scores: Sequence[float], judge_name: str = "judge") -> str | None:
+    """A warning when a judge gave the top score to every one of at least `CONSTANT_VERDICT_MIN` outputs.
+
+    Why: a small judge can answer 1 to everything whatever its criteria say (the 1.5B judge did on 57 of
+    59 sports verdicts, wrong ones included). Its scores then carry no signal, an optimizer has nothing
+    to climb, and a run would spend its whole budget to report "no gain" without saying why. Checked on
+    the start's test outputs, at no extra cost. A start that truly meets the criteria everywhere triggers
+    it too, and then there is nothing to optimize either. (A start scored 0 everywhere is common and
+    leaves room to climb, so it is not flagged.)
+    """
+    if len(scores) < CONSTANT_VERDICT_MIN or any(s < 1.0 for s in scores):
+        return None
+    return (
+        f"the {judge_name} gave the top score to all {len(scores)} judged outputs of the start. Either the "
+        "start already meets the criteria everywhere (nothing to optimize), or the judge is not applying "
+        "them: read a few verdicts (the feedback in the run's report) and try a stronger judge model or "
+        "more concrete criteria before trusting this run."
+    )
+
+
 def _fields_text(values: Mapping[str, Any]) -> str:
     lines = []
     for k, v in values.items():
@@ -376,4 +400,12 @@ def _reference_text(gold: Any) -> str:
     return format_value(gold)
 
 
-__all__ = ["JudgeError", "JudgeMetric", "JudgeScale", "Verdict", "VerdictParseError", "parse_verdict"]
+__all__ = [
+    "JudgeError",
+    "JudgeMetric",
+    "JudgeScale",
+    "Verdict",
+    "VerdictParseError",
+    "lenient_judge_warning",
+    "parse_verdict",
+]

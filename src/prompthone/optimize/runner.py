@@ -26,6 +26,7 @@ from prompthone.data import split
 from prompthone.evaluate import EvalResult, Evaluator, ScoreCache
 from prompthone.lm import LM, RequestSlots, ResponseCache, make_backend, open_cache, thread_options
 from prompthone.lm import settings as lm_settings
+from prompthone.metrics.judge import JudgeMetric, lenient_judge_warning
 from prompthone.optimize.base import OptimizationResult, OptimizationSetup
 from prompthone.optimize.budget import Budget
 from prompthone.optimize.progress import LiveProgress
@@ -139,8 +140,6 @@ def role_lms(spec: RunSpec, cache: ResponseCache | bool) -> dict[str, LM]:
 def _metric(spec: RunSpec, task: Any, judge_lm: LM | None) -> Any:
     if spec.judge is None:
         return task.metric()
-    from prompthone.metrics import JudgeMetric
-
     assert judge_lm is not None
     return JudgeMetric(judge_lm, **{"name": "judge", **spec.judge})
 
@@ -261,6 +260,12 @@ async def run_optimization(
         on_test.progress = not console.quiet
         start_test = await on_test.evaluate(None, parts.test, description="  scoring the start on test")
         console.print(f"  start: test {start_test.summary()}")
+        if isinstance(metric, JudgeMetric):
+            judged = [r.score for r in start_test.records if r.status == "scored" and r.score is not None]
+            warning = lenient_judge_warning(judged)
+            if warning:
+                console.print(f"  [yellow]warning:[/] {warning}")
+                store.record_event("warning", {"about": "judge", "message": warning})
         before = {role: lm.usage.as_dict() for role, lm in lms.items()}
         t_opt = time.perf_counter()
         with progress:

@@ -117,7 +117,8 @@ def report_context(data: RunData) -> dict[str, Any]:
         "created": fmt_time(data.created_at),
         "wall": fmt_duration(data.wall_s),
         "cards": cards,
-        "notes": [n for n in (data.program_note, data.start_note, data.best_note) if n],
+        "notes": [n for n in (data.program_note, data.start_note, data.best_note) if n]
+        + [str(e["data"]["message"]).rstrip(".") for e in data.events if e.get("kind") == "warning"],
         "score_chart": score_chart(data),
         "test_chart": test_chart(data),
         "test_rows": [
