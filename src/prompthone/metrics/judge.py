@@ -364,7 +364,7 @@ class JudgeMetric(Metric):
 CONSTANT_VERDICT_MIN = 10
 
 
-def lenient_judge_warning(scores: Sequence[float], judge_name: str = "judge") -> str | None:
+def lenient_judge_warning(scores: Sequence[float]) -> str | None:
     """A warning when a judge gave the top score to every one of at least `CONSTANT_VERDICT_MIN` outputs.
 
     Why: a small judge can answer 1 to everything whatever its criteria say (the 1.5B judge did on 57 of
@@ -377,7 +377,7 @@ def lenient_judge_warning(scores: Sequence[float], judge_name: str = "judge") ->
     if len(scores) < CONSTANT_VERDICT_MIN or any(s < 1.0 for s in scores):
         return None
     return (
-        f"the {judge_name} gave the top score to all {len(scores)} judged outputs of the start. Either the "
+        f"the judge gave the top score to all {len(scores)} judged outputs of the start. Either the "
         "start already meets the criteria everywhere (nothing to optimize), or the judge is not applying "
         "them: read a few verdicts (the feedback in the run's report) and try a stronger judge model or "
         "more concrete criteria before trusting this run."
