@@ -176,14 +176,17 @@ async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     if args.dry_run:
         return {"estimate": await run_optimization(spec, dry_run=True)}
     load_start = os.getloadavg()
+    # when and at which commit the row started: the code it ran, even if commits land while it runs
+    started = datetime.now(UTC).isoformat(timespec="seconds")
+    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     t0 = time.perf_counter()
     out = await run_optimization(spec, out_dir=Path(args.runs), console=console)
     assert isinstance(out, RunOutcome)
     row: dict[str, Any] = {
         "command": " ".join(["python", *sys.argv]),
         "tag": tag,
-        "date_utc": datetime.now(UTC).isoformat(timespec="seconds"),
-        "git": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip(),
+        "date_utc": started,
+        "git": git,
         "task": spec.task,
         "optimizer": spec.optimizer,
         "judge": args.judge,
