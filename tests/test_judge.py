@@ -11,7 +11,7 @@ from prompthone.evaluate import EvaluationError, Evaluator
 from prompthone.lm import LM, ServerError
 from prompthone.lm.scripted import ScriptedBackend
 from prompthone.metrics import JudgeError, JudgeMetric, JudgeScale, MissingFieldError, parse_verdict
-from prompthone.metrics.judge import CONSTANT_VERDICT_MIN, VerdictParseError, lenient_judge_warning
+from prompthone.metrics.judge import LENIENT_MIN_OUTPUTS, VerdictParseError, lenient_judge_warning
 from prompthone.program import Predict, Program
 
 EX = Example(id="e1", inputs={"question": "Who wrote Hamlet?"}, labels={"answer": "William Shakespeare"})
@@ -141,14 +141,15 @@ def test_a_reply_cut_off_in_its_reasoning_is_followed_up_by_asking_for_the_score
     assert "length limit" in follow_up.chat[-1]["content"]
 
 
-def test_a_judge_that_passes_every_output_of_the_start_is_flagged():
-    n = CONSTANT_VERDICT_MIN
+def test_a_judge_that_passes_nearly_every_output_of_the_start_is_flagged():
+    n = LENIENT_MIN_OUTPUTS
     warning = lenient_judge_warning([1.0] * n)
-    assert warning and f"all {n} judged outputs" in warning and "stronger judge" in warning
+    assert warning and f"top score to {n} of the start's {n} judged outputs" in warning and "stronger judge" in warning
+    assert "57 of the start's 59" in lenient_judge_warning([1.0] * 57 + [0.0] * 2)  # the sports judge
     assert lenient_judge_warning([1.0] * (n - 1)) is None  # too few to say anything
-    assert lenient_judge_warning([1.0] * (n - 1) + [0.0]) is None  # one refusal: the judge can say no
+    assert lenient_judge_warning([1.0] * 8 + [0.0] * 2) is None  # 80%: the judge does say no
     assert lenient_judge_warning([0.0] * n) is None  # a start that fails everywhere leaves room to climb
-    assert lenient_judge_warning([1.0] * (n - 1) + [0.75]) is None  # graded, not all top
+    assert lenient_judge_warning([1.0] * 8 + [0.75] * 2) is None  # graded: the top is 1.0 only
 
 
 def test_two_unreadable_replies_raise_judge_error_not_a_zero():

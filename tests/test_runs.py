@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -244,7 +245,7 @@ def test_a_judge_config_scores_with_the_judge_model_and_counts_it_apart(tmp_path
     assert RunStore(out.run_dir).run_row()["manifest"]["models"]["judge"]
 
 
-def test_a_judge_that_passes_every_start_output_is_reported_before_the_budget_is_spent(tmp_path, monkeypatch):
+def test_a_judge_that_passes_the_start_everywhere_is_reported_before_the_budget_is_spent(tmp_path, monkeypatch):
     """The failure a 1.5B judge showed (a 1 for every output, wrong ones too) is said out loud: in the
     console, as a stored event, and in the report, not left to be guessed from a run with no gain."""
     from prompthone.report import write_report
@@ -264,11 +265,11 @@ def test_a_judge_that_passes_every_start_output_is_reported_before_the_budget_is
         run = spec(url, tmp_path / "data", judge=judge, judge_model=f"openai/judge@{url}")
         out = run_sync(run_optimization(run, out_dir=tmp_path / "runs", console=console))
     assert out.start_test.mean == 1.0  # the careless start's wrong answers, all passed by this judge
-    assert "top score to all 10 judged outputs" in console.export_text()
+    assert "top score to 10 of the start's 10 judged outputs" in console.export_text()
     warnings = [e for e in RunStore(out.run_dir).events() if e["kind"] == "warning"]
     assert len(warnings) == 1 and warnings[0]["data"]["about"] == "judge"
-    html = write_report(out.run_dir).read_text()
-    assert "top score to all 10 judged outputs" in html
+    page = html.unescape(write_report(out.run_dir).read_text())
+    assert "top score to 10 of the start's 10 judged outputs" in page
 
 
 def test_a_store_on_postgresql_serves_reports_and_holds_the_optuna_study(env, postgres):

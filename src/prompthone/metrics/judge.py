@@ -360,27 +360,32 @@ class JudgeMetric(Metric):
         return f"judge score {verdict.raw_score} on a {self.scale.low}-{self.scale.high} scale: {reasoning}"
 
 
-#: below this many judged outputs, a perfect score on all of them says little about the judge
-CONSTANT_VERDICT_MIN = 10
+#: below this many judged outputs, the share of top scores says little about the judge
+LENIENT_MIN_OUTPUTS = 10
+#: a judge that gives the top score to at least this share of the start's outputs is flagged
+LENIENT_SHARE = 0.9
 
 
 def lenient_judge_warning(scores: Sequence[float]) -> str | None:
-    """A warning when a judge gave the top score to every one of at least `CONSTANT_VERDICT_MIN` outputs.
+    """A warning when a judge gave the top score to nearly every output of the start (`LENIENT_SHARE` of
+    at least `LENIENT_MIN_OUTPUTS`).
 
-    Why: a small judge can answer 1 to everything whatever its criteria say (the 1.5B judge did on 57 of
-    59 sports verdicts, wrong ones included). Its scores then carry no signal, an optimizer has nothing
-    to climb, and a run would spend its whole budget to report "no gain" without saying why. Checked on
-    the start's test outputs, at no extra cost. A start that truly meets the criteria everywhere triggers
-    it too, and then there is nothing to optimize either. (A start scored 0 everywhere is common and
-    leaves room to climb, so it is not flagged.)
+    Why: a small judge can answer 1 to almost everything whatever its criteria say (the 1.5B judge did
+    on 57 of 59 sports verdicts, wrong ones included, and on 25 of 29 TREC outputs that its criteria
+    rule out). Its scores then carry little signal and leave no room to rise, so a run would spend its
+    budget to report "no gain" without saying why. Checked on the start's test outputs, at no extra
+    cost. A start that truly meets the criteria almost everywhere triggers it too, and then there is
+    little to optimize either. (A start scored 0 everywhere is common and leaves room, so it is not
+    flagged.)
     """
-    if len(scores) < CONSTANT_VERDICT_MIN or any(s < 1.0 for s in scores):
+    top = sum(1 for s in scores if s >= 1.0)
+    if len(scores) < LENIENT_MIN_OUTPUTS or top < LENIENT_SHARE * len(scores):
         return None
     return (
-        f"the judge gave the top score to all {len(scores)} judged outputs of the start. Either the "
-        "start already meets the criteria everywhere (nothing to optimize), or the judge is not applying "
-        "them: read a few verdicts (the feedback in the run's report) and try a stronger judge model or "
-        "more concrete criteria before trusting this run."
+        f"the judge gave the top score to {top} of the start's {len(scores)} judged outputs. Either the "
+        "start already meets the criteria almost everywhere (little to optimize), or the judge is not "
+        "applying them: read a few verdicts (the feedback in the run's report) and try a stronger judge "
+        "model or more concrete criteria before trusting this run."
     )
 
 
