@@ -146,6 +146,7 @@ def test_a_judge_that_passes_nearly_every_output_of_the_start_is_flagged():
     warning = lenient_judge_warning([1.0] * n)
     assert warning and f"top score to {n} of the start's {n} judged outputs" in warning and "stronger judge" in warning
     assert "57 of the start's 59" in lenient_judge_warning([1.0] * 57 + [0.0] * 2)  # the sports judge
+    assert "25 of the start's 29" in lenient_judge_warning([1.0] * 25 + [0.0] * 4)  # the TREC judge
     assert lenient_judge_warning([1.0] * (n - 1)) is None  # too few to say anything
     assert lenient_judge_warning([1.0] * 8 + [0.0] * 2) is None  # 80%: the judge does say no
     assert lenient_judge_warning([0.0] * n) is None  # a start that fails everywhere leaves room to climb

@@ -363,7 +363,7 @@ class JudgeMetric(Metric):
 #: below this many judged outputs, the share of top scores says little about the judge
 LENIENT_MIN_OUTPUTS = 10
 #: a judge that gives the top score to at least this share of the start's outputs is flagged
-LENIENT_SHARE = 0.9
+LENIENT_SHARE = 0.85
 
 
 def lenient_judge_warning(scores: Sequence[float]) -> str | None:
@@ -371,7 +371,7 @@ def lenient_judge_warning(scores: Sequence[float]) -> str | None:
     at least `LENIENT_MIN_OUTPUTS`).
 
     Why: a small judge can answer 1 to almost everything whatever its criteria say (the 1.5B judge did
-    on 57 of 59 sports verdicts, wrong ones included, and on 25 of 29 TREC outputs that its criteria
+    on 57 of 59 sports verdicts, wrong ones included, and on 25 of 29 (86%) TREC outputs its criteria
     rule out). Its scores then carry little signal and leave no room to rise, so a run would spend its
     budget to report "no gain" without saying why. Checked on the start's test outputs, at no extra
     cost. A start that truly meets the criteria almost everywhere triggers it too, and then there is
