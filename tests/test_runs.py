@@ -243,6 +243,8 @@ def test_a_judge_config_scores_with_the_judge_model_and_counts_it_apart(tmp_path
     summary = json.loads((out.run_dir / "summary.json").read_text())
     assert summary["metric"] == "judge" and summary["judge_model"] == f"openai/judge@{url}"
     assert RunStore(out.run_dir).run_row()["manifest"]["models"]["judge"]
+    # a judge that fails the careless start everywhere is not flagged as lenient
+    assert not [e for e in RunStore(out.run_dir).events() if e["kind"] == "warning"]
 
 
 def test_a_judge_that_passes_the_start_everywhere_is_reported_before_the_budget_is_spent(tmp_path, monkeypatch):
