@@ -86,7 +86,7 @@ def _describes_step(text: str, module: str) -> bool:
     """True when `text` names the step as the program does (`"answer"`, `the answer step`)."""
     name = re.escape(module)
     quoted = rf"[\"'“‘`]{name}[\"'”’`]"
-    return bool(re.search(quoted, text) or re.search(rf"\bthe\s+(?:{quoted}|{name})\s+step\b", text, re.I))
+    return bool(re.search(quoted, text) or re.search(rf"\bthe\s+{name}\s+step\b", text, re.I))
 
 
 def clean_instruction(text: str, *, field_labels: Iterable[str] = ()) -> tuple[str | None, str]:
