@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+import prompthone
 from prompthone.data import (
     BBH_MULTIPLE_CHOICE,
     BBH_TASKS,
@@ -42,9 +43,10 @@ from prompthone.data import (
     split,
 )
 from prompthone.data.retrieval import BM25Index, tokenize
+from prompthone.data.root import KNOWN_DATASETS, SHIPPED_ROOT
 from prompthone.data.shipped import GSM8K_MINI_FILE, TREC_MINI_FILE, shipped_path
 
-SHARED = Path(os.environ.get(ENV_VAR) or Path(__file__).resolve().parents[2] / "shared" / "data")
+SHARED = Path(os.environ.get(ENV_VAR) or SHIPPED_ROOT)
 
 
 def write(tmp_path: Path, name: str, text: str | bytes) -> Path:
@@ -373,25 +375,26 @@ def test_data_root_from_env_var(tmp_path, monkeypatch):
         find_data_root()
 
 
-def test_data_root_found_by_walking_up(tmp_path, monkeypatch):
+def test_data_root_is_the_shipped_copy_without_configuration(tmp_path, monkeypatch):
     monkeypatch.delenv(ENV_VAR, raising=False)
-    (tmp_path / "shared" / "data" / "gsm8k").mkdir(parents=True)
-    deep = tmp_path / "main" / "src" / "pkg"
-    deep.mkdir(parents=True)
-    assert find_data_root(search_from=[deep]) == tmp_path / "shared" / "data"
+    monkeypatch.chdir(tmp_path)  # nothing around the working directory: the package carries its data
+    assert find_data_root() == SHIPPED_ROOT
+    assert SHIPPED_ROOT.is_relative_to(Path(prompthone.__file__).parent)
+    assert {d for d in KNOWN_DATASETS if (SHIPPED_ROOT / d).is_dir()} == set(KNOWN_DATASETS)
 
 
-def test_data_root_default_search_finds_the_checkout_layout_from_the_package(tmp_path, monkeypatch):
+@pytest.mark.parametrize("dataset", KNOWN_DATASETS)
+def test_shipped_datasets_match_their_checksums_and_carry_provenance(dataset):
+    folder = SHIPPED_ROOT / dataset
+    assert (folder / "README.md").is_file()  # provenance and license of each set
+    sums = [line.split(maxsplit=1) for line in (folder / "SHA256SUMS").read_text().splitlines() if line.strip()]
+    assert sums
+    for digest, name in sums:
+        assert hashlib.sha256((folder / name.strip()).read_bytes()).hexdigest() == digest, name
+
+
+def test_a_data_root_without_the_file_names_the_expected_path(tmp_path, monkeypatch):
     monkeypatch.delenv(ENV_VAR, raising=False)
-    monkeypatch.chdir(tmp_path)  # nothing above the working directory: only the package location helps
-    assert find_data_root().resolve() == SHARED.resolve()
-
-
-def test_missing_data_root_says_to_set_the_env_var(tmp_path, monkeypatch):
-    monkeypatch.delenv(ENV_VAR, raising=False)
-    (tmp_path / "shared" / "data").mkdir(parents=True)  # exists but holds no dataset: not taken
-    with pytest.raises(DataRootNotFoundError, match=f"no benchmark data folder found .*set {ENV_VAR}"):
-        find_data_root(search_from=[tmp_path])
     with pytest.raises(DataError, match=r"gsm8k[/\\]test\.jsonl: file not found; expected the gsm8k data file"):
         load_gsm8k("test", root=tmp_path)
 

@@ -118,3 +118,65 @@ def test_bad_user_data_names_the_file_line_and_field(project):
     with pytest.raises(ConfigFileError) as err:
         load_config(config(folder, module, "http://127.0.0.1:9/v1"))
     assert "apples.jsonl" in str(err.value) and "25" in str(err.value) and "'n'" in str(err.value)
+
+
+def _write_apples(path: Path, start: int, n: int) -> None:
+    with open(path, "w") as f:
+        for i in range(start, start + n):
+            f.write(json.dumps({"q": f"Tom has {i} apples and eats none. How many?", "n": i}) + "\n")
+
+
+def split_files_config(folder: Path, module: str, data: str, splits: str = "") -> Path:
+    text = "\n".join(
+        [
+            "task:",
+            f"  program: {module}:Counter",
+            f"  metric: {module}:same_number",
+            f"  data: {{{data}, inputs: {{q: question}}, labels: {{n: count}}, label_types: {{count: int}}}}",
+            "optimizer: instruction-search",
+            "models: {task: 'openai/fake@http://127.0.0.1:9/v1'}",
+            *([f"splits: {splits}"] if splits else []),
+        ]
+    )
+    path = folder / "splits.yaml"
+    path.write_text(text)
+    return path
+
+
+def _run_splits(spec):
+    from prompthone.tasks import get_task
+    from prompthone.tasks.splits import task_splits
+
+    task = get_task(spec.task)
+    return task_splits(task, n_train=spec.n_train, n_val=spec.n_val, n_test=spec.n_test, seed=spec.seed)
+
+
+def test_separate_train_val_test_files_are_used_whole(project):
+    folder, module = project
+    for name, start, n in (("train", 100, 7), ("val", 200, 5), ("test", 300, 9)):
+        _write_apples(folder / "data" / f"{name}.jsonl", start, n)
+    data = "train: data/train.jsonl, val: data/val.jsonl, test: data/test.jsonl"
+    parts = _run_splits(load_config(split_files_config(folder, module, data)))
+    assert (len(parts.train), len(parts.val), len(parts.test)) == (7, 5, 9)
+    assert sorted(ex.labels["count"] for ex in parts.test) == list(range(300, 309))  # exactly the test file
+    assert all(ex.id.startswith("train:") for ex in parts.train)
+
+
+def test_a_fixed_test_file_beside_a_pool_that_is_split_by_seed(project):
+    folder, module = project
+    _write_apples(folder / "data" / "test.jsonl", 500, 12)
+    data = "path: data/apples.jsonl, test: data/test.jsonl"
+    spec = load_config(split_files_config(folder, module, data, "{train: 5, val: 8, test: 6}"))
+    parts = _run_splits(spec)
+    assert (len(parts.train), len(parts.val), len(parts.test)) == (5, 8, 6)  # test sampled to its size
+    assert {ex.labels["count"] for ex in parts.test} <= set(range(500, 512))
+    assert all(10 <= ex.labels["count"] < 34 for ex in parts.train + parts.val)  # from the pool file
+
+
+def test_split_files_mistakes_name_the_key(project):
+    folder, module = project
+    _write_apples(folder / "data" / "test.jsonl", 500, 3)
+    with pytest.raises(ConfigFileError, match=r"task\.data: .*expected `path` .*got test but no train, val"):
+        load_config(split_files_config(folder, module, "test: data/test.jsonl"))
+    with pytest.raises(ConfigFileError, match=r"splits\.test asks for 6 examples but the test file holds 3"):
+        load_config(split_files_config(folder, module, "path: data/apples.jsonl, test: data/test.jsonl", "{test: 6}"))

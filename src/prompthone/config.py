@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from prompthone.lm.errors import ConfigError
 from prompthone.lm.model_string import parse_model_string
@@ -18,6 +18,7 @@ from prompthone.optimize.budget import Budget
 from prompthone.optimize.registry import OPTIMIZERS, make_optimizer
 from prompthone.optimize.runner import RunSpec
 from prompthone.tasks import get_task
+from prompthone.tasks.splits import task_splits
 
 
 class ConfigFileError(ValueError):
@@ -83,13 +84,32 @@ class BudgetConfig(_Strict):
 
 
 class UserDataConfig(_Strict):
-    """The user's examples: a JSONL, JSON, CSV or TSV file and which of its fields are inputs and labels."""
+    """The user's examples: a JSONL, JSON, CSV or TSV file and which of its fields are inputs and labels.
 
-    path: str = Field(min_length=1)
+    `path` is cut into train / val / test by the seeded split. Users often have fixed splits (a test set
+    everyone reports on): `train`, `val` and `test` name files used as those splits, whole, or as a seeded
+    sample when `splits:` gives that split's size; the splits not named are cut from `path`.
+    """
+
+    path: str | None = Field(None, min_length=1)
+    train: str | None = Field(None, min_length=1)
+    val: str | None = Field(None, min_length=1)
+    test: str | None = Field(None, min_length=1)
     inputs: list[str] | dict[str, str]
     labels: list[str] | dict[str, str] = Field(default_factory=list)
     id_field: str | None = None
     label_types: dict[str, Literal["str", "int", "float", "bool"]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _files(self) -> UserDataConfig:
+        missing = [name for name in ("train", "val", "test") if getattr(self, name) is None]
+        if missing and self.path is None:
+            given = [name for name in ("train", "val", "test") if name not in missing]
+            raise ValueError(
+                "expected `path` (one file, split by seed) or a file for each split: train, val and test"
+                + (f"; got {', '.join(given)} but no {', '.join(missing)} and no path" if given else "")
+            )
+        return self
 
 
 class UserTaskConfig(_Strict):
@@ -150,6 +170,10 @@ class RunConfig(_Strict):
 
     def to_spec(self) -> RunSpec:
         b = self.budget
+        # a split read from its own file is used whole unless `splits:` sizes it
+        fixed = {n for n in ("train", "val", "test") if not isinstance(self.task, str) and getattr(self.task.data, n)}
+        sizes = {n: None if n in fixed and n not in self.splits.model_fields_set else getattr(self.splits, n)
+                 for n in ("train", "val", "test")}  # fmt: skip
         return RunSpec(
             task=self.task if isinstance(self.task, str) else self.task.model_dump(),
             optimizer=self.optimizer,
@@ -159,9 +183,9 @@ class RunConfig(_Strict):
             judge_model=self.models.judge,
             judge=self.judge.model_dump(exclude_none=True) if self.judge else None,
             settings=dict(self.settings),
-            n_train=self.splits.train,
-            n_val=self.splits.val,
-            n_test=self.splits.test,
+            n_train=sizes["train"],
+            n_val=sizes["val"],
+            n_test=sizes["test"],
             seed=self.seed,
             data_root=self.data_root,
             concurrency=self.concurrency,
@@ -221,7 +245,7 @@ def load_config(path: str | Path) -> RunSpec:
             task = get_task(spec.task)
             task.make_program(None)
             task.metric()
-            task.load(None)
+            task_splits(task, n_train=spec.n_train, n_val=spec.n_val, n_test=spec.n_test, seed=spec.seed)
         except (ValueError, TypeError, OSError) as exc:  # UserTaskError, DataError, ...
             raise ConfigFileError(f"{p}: {exc}") from None
     return spec
@@ -233,6 +257,8 @@ def _resolve_user_task(task: dict[str, Any], config_dir: Path) -> dict[str, Any]
     task = {k: v for k, v in task.items() if v is not None}
     task["path"] = str((config_dir / task.get("path", ".")).resolve())
     data = dict(task["data"])
-    data["path"] = str((config_dir / data["path"]).resolve())
+    for key in ("path", "train", "val", "test"):
+        if data.get(key):
+            data[key] = str((config_dir / data[key]).resolve())
     task["data"] = {k: v for k, v in data.items() if v not in (None, {}, [])} | {"inputs": data["inputs"]}
     return task

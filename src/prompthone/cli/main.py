@@ -200,6 +200,32 @@ def optimize_command(
         for role, est in outcome.items():
             table.add_row(role, *(f"{est.get(k, 0):,.0f}" for k in ("calls", "prompt_tokens", "completion_tokens")))
         console.print(table)
+        _print_model_status(spec or RunSpec.from_config(_stored_config(resume)))
+
+
+def _print_model_status(spec) -> None:
+    """Which models the run needs and whether each can be used here (nothing is loaded or contacted)."""
+    from prompthone.lm.availability import model_status
+    from prompthone.optimize.runner import role_models
+
+    roles: dict[str, list[str]] = {}
+    for role, model in role_models(spec).items():
+        roles.setdefault(model, []).append(role)
+    console.print("Models this run needs:")
+    for model, used_by in roles.items():
+        status = model_status(model)
+        mark = "[green]ok[/]" if status.ready else "[red]missing[/]"
+        console.print(f"  {mark} {model} ({', '.join(used_by)}): {status.note}", highlight=False)
+
+
+def _stored_config(run: Path) -> dict:
+    from prompthone.store import RunStore
+
+    store = RunStore(run)
+    try:
+        return store.run_row()["config"]
+    finally:
+        store.close()
 
 
 def _settings(items: list[str]) -> dict:

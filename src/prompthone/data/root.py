@@ -1,27 +1,25 @@
-"""Where the benchmark files live: an explicit path, PROMPTHONE_DATA_DIR, or a `shared/data` folder nearby.
+"""Where the benchmark files live: an explicit path, PROMPTHONE_DATA_DIR, or the copy shipped in the package.
 
-Benchmark files are not shipped in the package (sizes and licenses), so readers look them up at run
-time. The walk up from the working directory and from the installed package finds the layout used
-here (a checkout at `<top>/main` with the data at `<top>/shared/data`) without any configuration.
+The public benchmark sets the built-in tasks use ship inside the package (`prompthone/data/datasets/`, with
+each set's provenance, license and SHA256SUMS), so a plain clone or an installed wheel runs every task with
+no configuration. `PROMPTHONE_DATA_DIR` (or `root=`) points at another folder of the same layout, for
+example a newer copy of a dataset.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from pathlib import Path
 
 from prompthone.data.errors import DataError, DataRootNotFoundError
 
 ENV_VAR = "PROMPTHONE_DATA_DIR"
 KNOWN_DATASETS = ("gsm8k", "bbh", "hotpotqa", "sst2", "trec", "multiarith")
+SHIPPED_ROOT = Path(__file__).resolve().parent / "datasets"
 
 
-def find_data_root(root: str | Path | None = None, *, search_from: Sequence[str | Path] | None = None) -> Path:
-    """The benchmark data folder: `root` if given, else $PROMPTHONE_DATA_DIR, else the first
-    `<ancestor>/shared/data` holding a known dataset folder, walking up from each of `search_from`
-    (default: the working directory, then this package's location).
-    """
+def find_data_root(root: str | Path | None = None) -> Path:
+    """The benchmark data folder: `root` if given, else $PROMPTHONE_DATA_DIR, else the shipped copy."""
     if root is not None:
         path = Path(root).expanduser()
         if not path.is_dir():
@@ -33,20 +31,12 @@ def find_data_root(root: str | Path | None = None, *, search_from: Sequence[str 
         if not path.is_dir():
             raise DataRootNotFoundError(f"{ENV_VAR} points to {path}, which is not a directory")
         return path
-    starts = [Path(p) for p in search_from] if search_from is not None else [Path.cwd(), Path(__file__)]
-    looked: list[str] = []
-    for start in starts:
-        start = start.resolve()
-        for ancestor in [start, *start.parents]:
-            candidate = ancestor / "shared" / "data"
-            if candidate.is_dir() and any((candidate / d).is_dir() for d in KNOWN_DATASETS):
-                return candidate
-        looked.append(str(start))
-    raise DataRootNotFoundError(
-        f"no benchmark data folder found (looked for shared/data above {' and '.join(looked)}); "
-        f"set {ENV_VAR} to the folder that holds {', '.join(f'{d}/' for d in KNOWN_DATASETS)} "
-        "or pass root="
-    )
+    if not SHIPPED_ROOT.is_dir():
+        raise DataRootNotFoundError(
+            f"the benchmark data shipped with prompthone is missing ({SHIPPED_ROOT}); reinstall prompthone "
+            f"or set {ENV_VAR} to a folder that holds {', '.join(f'{d}/' for d in KNOWN_DATASETS)}"
+        )
+    return SHIPPED_ROOT
 
 
 def dataset_file(root: str | Path | None, dataset: str, *parts: str) -> Path:
@@ -57,4 +47,4 @@ def dataset_file(root: str | Path | None, dataset: str, *parts: str) -> Path:
     return path
 
 
-__all__ = ["ENV_VAR", "KNOWN_DATASETS", "dataset_file", "find_data_root"]
+__all__ = ["ENV_VAR", "KNOWN_DATASETS", "SHIPPED_ROOT", "dataset_file", "find_data_root"]

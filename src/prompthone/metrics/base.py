@@ -161,12 +161,14 @@ class FieldMetric(SyncMetric):
         self,
         *,
         label_field: str = "answer",
-        pred_field: str = "answer",
+        pred_field: str | None = None,
         name: str | None = None,
         options: Mapping[str, Any] | None = None,
     ) -> None:
-        """`options` are the subclass's non-default settings; they go into the default name because the
-        name keys cached scores, and two differently configured metrics must not share cache entries."""
+        """`pred_field` defaults to `label_field` (the output field named like the label). `options` are the
+        subclass's non-default settings; they go into the default name because the name keys cached
+        scores, and two differently configured metrics must not share cache entries."""
+        pred_field = pred_field or label_field
         self.label_field = label_field
         self.pred_field = pred_field
         fields = "" if label_field == pred_field == "answer" else f"({label_field}, {pred_field})"

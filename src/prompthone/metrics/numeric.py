@@ -24,7 +24,7 @@ class NumericMatch(FieldMetric):
         self,
         *,
         label_field: str = "answer",
-        pred_field: str = "answer",
+        pred_field: str | None = None,
         abs_tol: float = 1e-6,
         rel_tol: float = 1e-9,
         fractions: bool = True,

@@ -23,7 +23,7 @@ class ExactMatch(FieldMetric):
         self,
         *,
         label_field: str = "answer",
-        pred_field: str = "answer",
+        pred_field: str | None = None,
         normalize: bool = True,
         name: str | None = None,
     ) -> None:

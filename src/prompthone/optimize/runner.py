@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,10 +23,11 @@ from typing import Any
 
 from rich.console import Console
 
-from prompthone.data import split
+from prompthone.data import Example
 from prompthone.evaluate import EvalResult, Evaluator, ScoreCache
 from prompthone.lm import LM, RequestSlots, ResponseCache, make_backend, open_cache, thread_options
 from prompthone.lm import settings as lm_settings
+from prompthone.lm.scripted import ScriptedBackend
 from prompthone.metrics.judge import JudgeMetric, lenient_judge_warning
 from prompthone.optimize.base import OptimizationResult, OptimizationSetup
 from prompthone.optimize.budget import Budget
@@ -33,7 +35,8 @@ from prompthone.optimize.progress import LiveProgress
 from prompthone.optimize.registry import make_optimizer
 from prompthone.program import Candidate, render_prompts
 from prompthone.store import CACHE_DB, RunStore, build_manifest, point_to_store
-from prompthone.tasks import get_task
+from prompthone.tasks import Task, get_task
+from prompthone.tasks.splits import task_splits
 from prompthone.tasks.user import task_label
 
 
@@ -54,9 +57,10 @@ class RunSpec:
     #: the judge's model; the proposer model when None
     judge_model: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)
-    n_train: int = 50
-    n_val: int = 50
-    n_test: int = 100
+    #: split sizes; None for a split the task fixes (its own file) means the whole file
+    n_train: int | None = 50
+    n_val: int | None = 50
+    n_test: int | None = 100
     seed: int = 0
     data_root: str | None = None
     concurrency: int = 8
@@ -122,10 +126,7 @@ def role_lms(spec: RunSpec, cache: ResponseCache | bool) -> dict[str, LM]:
     at once (one for an embedded model): roles sent to the same server or model share one bound, and
     everything that calls a role (several evaluations, e.g. MIPRO's trials in flight) shares its bound.
     """
-    proposer = spec.proposer_model or spec.model
-    models = {"task": spec.model, "proposer": proposer, "teacher": spec.teacher_model or spec.model}
-    if spec.judge is not None:
-        models["judge"] = spec.judge_model or proposer
+    models = role_models(spec)
     slots: dict[str, RequestSlots] = {}
     lms: dict[str, LM] = {}
     for role, model in models.items():
@@ -135,6 +136,25 @@ def role_lms(spec: RunSpec, cache: ResponseCache | bool) -> dict[str, LM]:
             slots[endpoint] = RequestSlots(min(spec.concurrency, backend.max_concurrency))
         lms[role] = LM(backend, cache=cache, slots=slots[endpoint])
     return lms
+
+
+def role_models(spec: RunSpec) -> dict[str, str]:
+    """The model string each role of the run uses."""
+    proposer = spec.proposer_model or spec.model
+    models = {"task": spec.model, "proposer": proposer, "teacher": spec.teacher_model or spec.model}
+    if spec.judge is not None:
+        models["judge"] = spec.judge_model or proposer
+    return models
+
+
+def planned_lms(spec: RunSpec) -> dict[str, LM]:
+    """One LM per role that can never be called: a dry run estimates from the plan alone, so it works
+    before the models are installed or the servers are up (`prompthone.lm.availability` says which)."""
+
+    def refuse(request: Any) -> Exception:
+        return RuntimeError("a dry run makes no LM call")
+
+    return {role: LM(ScriptedBackend(refuse, name=model), cache=False) for role, model in role_models(spec).items()}
 
 
 def _metric(spec: RunSpec, task: Any, judge_lm: LM | None) -> Any:
@@ -157,6 +177,7 @@ async def run_optimization(
     dry_run: bool = False,
     resume: Path | None = None,
     store_url: str | None = None,
+    task: Task | None = None,
 ) -> RunOutcome | dict:
     """Run `spec` in a new run folder under `out_dir`, or `resume` an interrupted run folder.
 
@@ -164,7 +185,8 @@ async def run_optimization(
     `store_url` (a SQLAlchemy URL, e.g. `postgresql+psycopg://host/db`: one database per run) puts the
     store, and MIPRO's Optuna study, on a database server instead of the folder's `run.sqlite`; the
     folder then says where (`store.json`) and keeps the LM response and score caches locally
-    (`cache.sqlite`).
+    (`cache.sqlite`). `task` is a task built in Python (`prompthone.optimize_program`) instead of the one
+    `spec.task` names; resuming such a run needs the same task again, and its start prompts must match.
     """
     console = console or Console(quiet=True)
     store: RunStore | None = None
@@ -176,9 +198,14 @@ async def run_optimization(
         assert spec is not None
         run_dir = new_run_dir(out_dir, spec)
 
-    task = get_task(spec.task)
-    parts = split(task.load(spec.data_root), train=spec.n_train, val=spec.n_val, test=spec.n_test, seed=spec.seed)
+    task = task or get_task(spec.task)
+    parts = task_splits(
+        task, n_train=spec.n_train, n_val=spec.n_val, n_test=spec.n_test, seed=spec.seed, root=spec.data_root
+    )
     program = task.make_program(spec.data_root)
+    start_hash = Candidate.default(program).hash
+    if store is not None:
+        _check_same_start(store, start_hash, run_dir)
     budget = spec.budget.limits()  # this run's own counters
 
     def make_setup(evaluator: Evaluator, lms: dict[str, LM], **extra: Any) -> OptimizationSetup:
@@ -188,7 +215,7 @@ async def run_optimization(
                                  **extra)  # fmt: skip
 
     if dry_run:
-        lms = role_lms(spec, False)
+        lms = planned_lms(spec)
         evaluator = Evaluator(program, _metric(spec, task, lms.get("judge")), lms["task"], max_tokens=spec.max_tokens)
         return make_optimizer(spec.optimizer, **spec.settings).estimate(make_setup(evaluator, lms))
 
@@ -221,7 +248,7 @@ async def run_optimization(
             models={role: lm.identity for role, lm in lms.items()},
             splits={"train": parts.train, "val": parts.val, "test": parts.test},
             seed=spec.seed,
-            extra={"metric": metric.name, "program": type(program).__qualname__},
+            extra={"metric": metric.name, "program": type(program).__qualname__, "start_candidate": start_hash},
         )
         store.create_run(run_dir.name, spec.to_config(), manifest)
     else:
@@ -258,8 +285,7 @@ async def run_optimization(
         # Test scoring gets a progress bar of its own (the optimizer's evaluations are drawn by LiveProgress).
         on_test = copy.copy(evaluator)
         on_test.progress = not console.quiet
-        start_test = await on_test.evaluate(None, parts.test, description="  scoring the start on test")
-        console.print(f"  start: test {start_test.summary()}")
+        start_test = await _score_test(on_test, None, parts.test, "start", console)
         if isinstance(metric, JudgeMetric):
             judged = [r.score for r in start_test.records if r.status == "scored" and r.score is not None]
             warning = lenient_judge_warning(judged)
@@ -273,16 +299,19 @@ async def run_optimization(
         optimize_wall = time.perf_counter() - t_opt
         usage = _usage_since(lms, before)
         after_task = task_lm.usage.as_dict()
-        final_test = await on_test.evaluate(result.best, parts.test, description="  scoring the result on test")
+        final_test = await _score_test(on_test, result.best, parts.test, "result", console)
     except BaseException as exc:
         store.set_status("failed", {"error": f"{type(exc).__name__}: {exc}"})
         raise
     wall = time.perf_counter() - t0
     end_task = task_lm.usage.as_dict()
     test_usage = {k: end_task[k] - after_task[k] + before["task"][k] for k in end_task}
-    console.print(f"  final: test {final_test.summary()}  (stopped by: {result.stopped_by})")
+    if parts.test:
+        console.print(f"  final: test {final_test.summary()}  (stopped by: {result.stopped_by})")
+    else:
+        console.print(f"  final: validation {result.best_score:.3f}  (stopped by: {result.stopped_by})")
     outcome = RunOutcome(spec, result, start_test, final_test, usage, wall, run_dir, test_usage, optimize_wall)
-    summary = write_outcome(outcome, program)
+    summary = write_outcome(outcome, program, metric_name=metric.name)
     store.record_candidate(result.best)
     store.set_status("completed", summary)
     console.print(f"  files: {run_dir}")
@@ -296,7 +325,31 @@ def _cost(budget: Budget, lm: LM, c) -> float:
     return (c.prompt_tokens * p_in + c.completion_tokens * p_out) / 1e6
 
 
-def write_outcome(outcome: RunOutcome, program) -> dict[str, Any]:
+async def _score_test(
+    evaluator: Evaluator, candidate: Candidate | None, test: Sequence[Example], which: str, console: Console
+) -> EvalResult:
+    """Score the start or the result on the test split; a run given no test set scores nothing."""
+    if not test:
+        if candidate is None:
+            console.print("  no test set: the start and the result are compared on validation only")
+        return EvalResult((candidate or Candidate.default(evaluator.program)).hash, [])
+    scored = await evaluator.evaluate(candidate, test, description=f"  scoring the {which} on test")
+    if candidate is None:
+        console.print(f"  start: test {scored.summary()}")
+    return scored
+
+
+def _check_same_start(store: RunStore, start_hash: str, run_dir: Path) -> None:
+    """A resumed run must start from the prompts it started from, or its stored answers mean nothing."""
+    stored = (store.run_row().get("manifest") or {}).get("start_candidate")
+    if stored is not None and stored != start_hash:
+        raise ValueError(
+            f"{run_dir}: the program's prompts differ from the ones this run started from (start candidate "
+            f"{stored[:12]}, now {start_hash[:12]}); resume with the same program, or start a new run"
+        )
+
+
+def write_outcome(outcome: RunOutcome, program, *, metric_name: str) -> dict[str, Any]:
     """Leave files a person can open: summary, best candidate, its prompts, every trial."""
     spec, r, run_dir = outcome.spec, outcome.result, outcome.run_dir
     summary = {
@@ -307,11 +360,14 @@ def write_outcome(outcome: RunOutcome, program) -> dict[str, Any]:
         "proposer_model": spec.proposer_model or spec.model,
         "teacher_model": spec.teacher_model or spec.model,
         "judge_model": (spec.judge_model or spec.proposer_model or spec.model) if spec.judge else None,
-        "metric": "judge" if spec.judge else get_task(spec.task).metric().name,
+        "metric": metric_name,
         "seed": spec.seed,
         "splits": {"train": spec.n_train, "val": spec.n_val, "test": spec.n_test},
-        "start_test": {"score": outcome.start_test.mean, "ci95": outcome.start_test.ci95},
-        "final_test": {"score": outcome.final_test.mean, "ci95": outcome.final_test.ci95},
+        **{
+            key: {"score": r.mean, "ci95": r.ci95, "n": r.n}
+            for key, r in (("start_test", outcome.start_test), ("final_test", outcome.final_test))
+            if r.n
+        },
         "best_val": r.best_score,
         "start_val": r.start_score,
         "best_candidate": r.best.hash,

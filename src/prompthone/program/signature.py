@@ -108,6 +108,12 @@ class Signature:
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("Signature is immutable; build a new one instead")
 
+    def __copy__(self) -> Signature:
+        return self  # immutable: a copy of a program shares its signatures
+
+    def __deepcopy__(self, memo: dict) -> Signature:
+        return self
+
     @property
     def inputs(self) -> tuple[Field, ...]:
         return self._inputs

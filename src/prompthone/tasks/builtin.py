@@ -41,6 +41,9 @@ class Task:
     make_program: Callable[[Root], Program]
     metric: Callable[[], Metric]
     multi_stage: bool = False
+    #: splits the task fixes itself (a user's own train / val / test files): split name -> its examples.
+    #: The splits it does not name are cut from `load`'s examples by the seeded split.
+    fixed_splits: Callable[[Root], Mapping[str, list[Example]]] | None = None
 
 
 MATH_INSTRUCTION = "Solve the math word problem."

@@ -32,6 +32,11 @@ METRICS: dict[str, Callable[..., Metric]] = {
 LABEL_TYPES: dict[str, type] = {"str": str, "int": int, "float": float, "bool": bool}
 
 
+#: `source` of a task given as Python objects (`prompthone.optimize`): the stored config names it, nothing
+#: can rebuild it from the config alone
+PYTHON_SOURCE = "python"
+
+
 class UserTaskError(ValueError):
     """A user task that cannot be built as written; the message says which key and what to change."""
 
@@ -99,6 +104,12 @@ def user_task(spec: Mapping[str, Any]) -> Any:
     """A `Task` (see `prompthone.tasks.builtin`) built from a user-task mapping (see the module docstring)."""
     from prompthone.tasks.builtin import Task
 
+    if spec.get("source") == PYTHON_SOURCE:
+        raise UserTaskError(
+            f"the run's program, data and metric ({spec.get('program')}) were given in Python, not in a config; "
+            "resume it from Python: prompthone.optimize(program, trainset=..., valset=..., metric=..., "
+            "resume=RUN_FOLDER)"
+        )
     missing = [k for k in ("program", "data") if k not in spec]
     if missing:
         raise UserTaskError(f"a user task needs {' and '.join(missing)} (task.program, task.data)")
@@ -109,19 +120,28 @@ def user_task(spec: Mapping[str, Any]) -> Any:
     metric_spec = str(spec.get("metric", "exact_match"))
     program_ref = str(spec["program"])
 
-    def load(_root: Any) -> list[Example]:
-        file = Path(data["path"])
+    def read(key: str) -> list[Example]:
+        file = Path(data[key])
         if not file.is_absolute() and path:
             file = Path(path) / file
         types = {k: LABEL_TYPES[v] if isinstance(v, str) else v for k, v in (data.get("label_types") or {}).items()}
         id_field = data.get("id_field")
         return load_examples(file, inputs=data["inputs"], labels=labels, id_field=id_field, label_types=types)
 
+    def load(_root: Any) -> list[Example]:
+        return read("path") if data.get("path") else []
+
+    fixed = [name for name in ("train", "val", "test") if data.get(name)]
+
+    def fixed_splits(_root: Any) -> dict[str, list[Example]]:
+        return {name: read(name) for name in fixed}
+
     name = task_label(spec)
     return Task(
         name=name,
-        description=f"user task: {program_ref} on {data['path']}",
+        description=f"user task: {program_ref} on {', '.join(str(data[k]) for k in ('path', *fixed) if data.get(k))}",
         load=load,
+        fixed_splits=fixed_splits if fixed else None,
         make_program=lambda _root: build_program(program_ref, path=path),
         metric=lambda: build_metric(metric_spec, label_field=first_label, path=path),
     )
