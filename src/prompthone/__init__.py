@@ -31,6 +31,7 @@ _NAMES: dict[str, str] = {
     "Candidate": "prompthone.program",
     "Prediction": "prompthone.program",
     "render_prompts": "prompthone.program",
+    "using": "prompthone.program",
     "Example": "prompthone.data",
     "load_examples": "prompthone.data",
     "Evaluator": "prompthone.evaluate",
@@ -75,6 +76,7 @@ __all__ = [
     "load_examples",
     "optimize",
     "render_prompts",
+    "using",
 ]
 
 
@@ -107,6 +109,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time `__getattr__` lo
         Program,
         Signature,
         render_prompts,
+        using,
     )
     from prompthone.runs import OptimizedRun
 
