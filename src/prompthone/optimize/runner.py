@@ -15,23 +15,27 @@ from __future__ import annotations
 import copy
 import json
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from rich.console import Console
 
-from prompthone.data import split
+from prompthone.data import Split, split
+from prompthone.data.example import Example
 from prompthone.evaluate import EvalResult, Evaluator, ScoreCache
-from prompthone.lm import LM, RequestSlots, ResponseCache, make_backend, open_cache, thread_options
+from prompthone.lm import LM, LMError, RequestSlots, ResponseCache, make_backend, open_cache, thread_options
 from prompthone.lm import settings as lm_settings
+from prompthone.lm.backend import Backend
 from prompthone.metrics.judge import JudgeMetric, lenient_judge_warning
 from prompthone.optimize.base import OptimizationResult, OptimizationSetup
 from prompthone.optimize.budget import Budget
 from prompthone.optimize.progress import LiveProgress
 from prompthone.optimize.registry import make_optimizer
-from prompthone.program import Candidate, render_prompts
+from prompthone.program import Candidate, Program, render_prompts
+from prompthone.program.run import check_program_inputs
 from prompthone.store import CACHE_DB, RunStore, build_manifest, point_to_store
 from prompthone.tasks import get_task
 from prompthone.tasks.user import task_label
@@ -65,6 +69,8 @@ class RunSpec:
     max_errors: int = 0
     #: llama.cpp threads for embedded models (None: the backend's default); answers do not depend on it
     threads: int | None = None
+    #: seconds each attempt of an LM call may take, for every role (a slow CPU model needs more)
+    timeout_s: float = 120.0
     budget: Budget = field(default_factory=Budget)
 
     @property
@@ -114,27 +120,92 @@ def _usage_since(lms: dict[str, LM], before: dict[str, dict]) -> dict[str, dict]
     return out
 
 
-def role_lms(spec: RunSpec, cache: ResponseCache | bool) -> dict[str, LM]:
+def role_models(spec: RunSpec) -> dict[str, str]:
+    """The model string of each role the run uses."""
+    proposer = spec.proposer_model or spec.model
+    models = {"task": spec.model, "proposer": proposer, "teacher": spec.teacher_model or spec.model}
+    if spec.judge is not None:
+        models["judge"] = spec.judge_model or proposer
+    return models
+
+
+def role_backends(spec: RunSpec) -> dict[str, Backend]:
+    """Each role's backend, built (a model string checked, a GGUF file found, a key read) before anything is
+    written: a wrong model must never leave a run folder behind. A `ConfigError` names the role."""
+    backends: dict[str, Backend] = {}
+    for role, model in role_models(spec).items():
+        try:
+            backends[role] = make_backend(model, **thread_options(model, spec.threads))
+        except LMError as exc:
+            exc.role = exc.role or role
+            raise
+    return backends
+
+
+def role_lms(
+    spec: RunSpec, cache: ResponseCache | bool, backends: Mapping[str, Backend] | None = None
+) -> dict[str, LM]:
     """One LM object per role (they share the cache and, for embedded models, the loaded weights), so the
     store, the budget and the summary count task, proposer, teacher and judge calls apart.
 
     `spec.concurrency` bounds the requests in flight per endpoint, never above what the backend serves
     at once (one for an embedded model): roles sent to the same server or model share one bound, and
     everything that calls a role (several evaluations, e.g. MIPRO's trials in flight) shares its bound.
+    `backends` (from `role_backends`) are used instead of building new ones.
     """
-    proposer = spec.proposer_model or spec.model
-    models = {"task": spec.model, "proposer": proposer, "teacher": spec.teacher_model or spec.model}
-    if spec.judge is not None:
-        models["judge"] = spec.judge_model or proposer
+    backends = dict(backends) if backends is not None else role_backends(spec)
     slots: dict[str, RequestSlots] = {}
     lms: dict[str, LM] = {}
-    for role, model in models.items():
-        backend = make_backend(model, **thread_options(model, spec.threads))
+    for role, backend in backends.items():
         endpoint = backend.identity()
         if endpoint not in slots:
             slots[endpoint] = RequestSlots(min(spec.concurrency, backend.max_concurrency))
-        lms[role] = LM(backend, cache=cache, slots=slots[endpoint])
+        lms[role] = LM(backend, cache=cache, slots=slots[endpoint], timeout_s=spec.timeout_s, role=role)
     return lms
+
+
+class SplitSizeError(ValueError):
+    """The splits ask for more examples than the data holds. `message(keys)` names the keys of the
+    front end the sizes came from (config keys by default, the CLI gives its flags)."""
+
+    CONFIG_KEYS: ClassVar[dict[str, str]] = {"train": "splits.train", "val": "splits.val", "test": "splits.test"}
+
+    def __init__(self, source: str, available: int, sizes: Mapping[str, int]) -> None:
+        self.source, self.available, self.sizes = source, available, dict(sizes)
+        super().__init__(self.message(self.CONFIG_KEYS))
+
+    def message(self, keys: Mapping[str, str]) -> str:
+        asked = ", ".join(f"{keys[k]} = {v}" for k, v in self.sizes.items())
+        return (
+            f"{self.source} holds {self.available} examples, fewer than the {sum(self.sizes.values())} the splits "
+            f"ask for ({asked}); lower them so that they add up to at most {self.available}"
+        )
+
+
+def split_for(spec: RunSpec, examples: Sequence[Example], source: str) -> Split:
+    """`spec`'s seeded train/val/test split of `examples`, or `SplitSizeError` naming `source`."""
+    sizes = {"train": spec.n_train, "val": spec.n_val, "test": spec.n_test}
+    if sum(sizes.values()) > len(examples):
+        raise SplitSizeError(source, len(examples), sizes)
+    return split(examples, train=spec.n_train, val=spec.n_val, test=spec.n_test, seed=spec.seed)
+
+
+def data_source(spec: RunSpec) -> str:
+    """How a message names where a run's examples come from: the user's file, or the built-in task."""
+    if isinstance(spec.task, Mapping):
+        path = (spec.task.get("data") or {}).get("path")
+        return f"the data file {path} (task.data.path)" if path else f"the data of task {task_label(spec.task)!r}"
+    return f"task {spec.task!r}"
+
+
+def check_inputs(program: Program, example: Example, spec: RunSpec) -> None:
+    """Raise `ValueError` unless `program.forward` takes the inputs the data gives it, so that a wrong
+    input mapping is said before anything is paid for or written, not as an error on every example."""
+    try:
+        check_program_inputs(program, example.inputs)
+    except TypeError as exc:
+        where = "task.data.inputs" if isinstance(spec.task, Mapping) else f"task {spec.task!r}"
+        raise ValueError(f"{where}: the examples' inputs do not fit the program: {exc}") from None
 
 
 def _metric(spec: RunSpec, task: Any, judge_lm: LM | None) -> Any:
@@ -176,9 +247,12 @@ async def run_optimization(
         assert spec is not None
         run_dir = new_run_dir(out_dir, spec)
 
+    # Everything that can be wrong with the spec is found here, before a run folder is made.
     task = get_task(spec.task)
-    parts = split(task.load(spec.data_root), train=spec.n_train, val=spec.n_val, test=spec.n_test, seed=spec.seed)
+    parts = split_for(spec, task.load(spec.data_root), data_source(spec))
     program = task.make_program(spec.data_root)
+    if parts.train or parts.test:
+        check_inputs(program, (parts.train or parts.test)[0], spec)
     budget = spec.budget.limits()  # this run's own counters
 
     def make_setup(evaluator: Evaluator, lms: dict[str, LM], **extra: Any) -> OptimizationSetup:
@@ -192,6 +266,7 @@ async def run_optimization(
         evaluator = Evaluator(program, _metric(spec, task, lms.get("judge")), lms["task"], max_tokens=spec.max_tokens)
         return make_optimizer(spec.optimizer, **spec.settings).estimate(make_setup(evaluator, lms))
 
+    backends = role_backends(spec)
     if store is None:
         if store_url is not None:
             point_to_store(run_dir, store_url)
@@ -201,7 +276,7 @@ async def run_optimization(
     db = store.path or run_dir / CACHE_DB
     shared = open_cache() if lm_settings.cache_enabled() else None
     run_cache = ResponseCache(db, fallback=shared)
-    lms = role_lms(spec, run_cache)
+    lms = role_lms(spec, run_cache, backends)
     for role, lm in lms.items():
         lm.listeners.append(lambda c, r=role, m=lm: store.record_lm_call(r, c, _cost(budget, m, c)))
     task_lm, proposer_lm = lms["task"], lms["proposer"]
