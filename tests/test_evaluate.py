@@ -122,3 +122,26 @@ def test_confidence_intervals():
     m, lo, hi = mean_ci([0.5, 0.7, 0.6, 0.4])
     assert lo < m < hi and m == pytest.approx(0.55)
     assert mean_ci([1.0] * 100)[1] > mean_ci([1.0] * 10)[1]
+
+
+@pytest.mark.parametrize("max_errors", [0, 100])
+def test_a_permanent_lm_error_stops_the_evaluation_at_once_whatever_the_tolerance(max_errors):
+    """A refused key fails every example alike: it is raised as itself, not counted as an example's error."""
+    from prompthone.lm import AuthenticationError
+
+    backend = ScriptedBackend(lambda req: AuthenticationError("refused the API key"), max_concurrency=1)
+    lm = LM(backend, cache=False)
+    with pytest.raises(AuthenticationError, match="refused the API key"):
+        Evaluator(QA(), ExactMatch(), lm, concurrency=2, max_errors=max_errors).evaluate_sync(None, examples(20))
+    assert len(backend.requests) <= 2  # the examples in flight, not all twenty
+
+
+def test_a_per_example_bad_request_is_still_an_example_error():
+    from prompthone.lm import ContextTooLongError
+
+    def long_ones(req):
+        return ContextTooLongError("too long") if question_number(req) == 3 else oracle(req)
+
+    lm = LM(ScriptedBackend(long_ones), cache=False)
+    result = Evaluator(QA(), ExactMatch(), lm, max_errors=1).evaluate_sync(None, examples(6))
+    assert result.n_errors == 1 and result.by_id()["q3"].status == "error"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import re
 import socket
 import time
 from pathlib import Path
@@ -542,3 +543,81 @@ def test_fake_server_runs_as_a_subprocess() -> None:
         assert url.startswith("http://127.0.0.1:") and url.endswith("/v1")
         lm = LM(OpenAIBackend("m", base_url=url), cache=False, max_retries=0)
         assert lm.complete_sync([{"role": "user", "content": "ping"}]).text == "echo: ping"
+
+
+# -- giving up, short keys, what is permanent ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fault", "error"),
+    [
+        (Fault.unavailable(), ServerError),
+        (Fault.rate_limit(0.01), RateLimitError),
+        (Fault.malformed(), ServerError),
+    ],
+)
+async def test_the_error_raised_after_the_last_retry_says_it_gave_up(server, fault, error) -> None:
+    server.inject(fault, times=None)
+    lm = make_lm(server, max_retries=2, backoff_base_s=0.001)
+    with pytest.raises(error) as info:
+        await lm.complete(HELLO)
+    await lm.aclose()
+    text = str(info.value)
+    assert server.requests_received == 3
+    assert "retried" not in text and "will be retried" not in text
+    assert "gave up after 2 retries" in text
+
+
+async def test_a_hang_past_the_timeout_after_the_last_retry_says_it_gave_up(server) -> None:
+    server.inject(Fault.hang(), times=None)
+    lm = make_lm(server, max_retries=1, backoff_base_s=0.001, timeout_s=0.2)
+    with pytest.raises(LMTimeoutError) as info:
+        await lm.complete(HELLO)
+    await lm.aclose()
+    assert "within 0.2s" in str(info.value) and "gave up after 1 retry" in str(info.value)
+
+
+async def test_a_short_key_is_masked_only_as_a_whole_token(server, monkeypatch) -> None:
+    """A key 'abc' (a local server's toy key) must not turn 'fabcde' or 'abcd' into '***' in messages."""
+    monkeypatch.setenv(KEY_ENV, "abc")
+    server.inject(Fault.unauthorized(), times=None)
+    backend = OpenAIBackend("fabcde-abcd", base_url=server.base_url, api_key_env=KEY_ENV)
+    lm = LM(backend, cache=False)
+    with pytest.raises(AuthenticationError) as info:
+        await lm.complete(HELLO)
+    await lm.aclose()
+    text = str(info.value)
+    assert "'fabcde-abcd'" in text  # ordinary text is left alone
+    assert "provided: ***." in text  # the echoed key itself is masked
+    assert not re.search(r"(?<![\w-])abc(?![\w-])", text)
+
+
+def test_permanent_errors_are_told_apart_from_per_example_ones() -> None:
+    from prompthone.lm import ContentFilteredError, permanent_error_in
+
+    assert AuthenticationError("x").permanent and ConfigError("x").permanent and BadRequestError("x").permanent
+    for per_example in (ContextTooLongError("x"), ContentFilteredError("x"), ServerError("x"), LMTimeoutError("x")):
+        assert not per_example.permanent
+    refused = AuthenticationError("refused")
+    try:
+        try:
+            raise refused
+        except AuthenticationError as exc:
+            raise ValueError("a user's program wrapped it") from exc
+    except ValueError as wrapped:
+        assert permanent_error_in(wrapped) is refused
+    assert permanent_error_in(ServerError("down")) is None and permanent_error_in(None) is None
+
+
+async def test_a_content_filter_refusal_is_a_per_example_bad_request(server) -> None:
+    from prompthone.lm import ContentFilteredError
+
+    server.inject(
+        Fault("status", 400, b'{"error": {"message": "flagged by the content filter", "code": "content_filter"}}'),
+        times=None,
+    )
+    lm = make_lm(server)
+    with pytest.raises(ContentFilteredError) as info:
+        await lm.complete(HELLO)
+    await lm.aclose()
+    assert not info.value.permanent and server.requests_received == 1

@@ -11,14 +11,14 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from prompthone.lm.errors import ConfigError
 from prompthone.lm.model_string import parse_model_string
 from prompthone.optimize.budget import Budget
-from prompthone.optimize.registry import OPTIMIZERS, make_optimizer
-from prompthone.optimize.runner import RunSpec
+from prompthone.optimize.registry import OPTIMIZERS, SettingError, make_optimizer
+from prompthone.optimize.runner import RunSpec, check_inputs, splits_for
 from prompthone.tasks import get_task
-from prompthone.tasks.splits import task_splits
 
 
 class ConfigFileError(ValueError):
@@ -135,6 +135,8 @@ class RunConfig(_Strict):
     max_tokens: int = Field(384, ge=1)
     max_errors: int = Field(0, ge=0)
     threads: int | None = Field(None, ge=1)
+    #: seconds each attempt of an LM call may take, every role (CLI: --timeout)
+    timeout_s: float = Field(120.0, gt=0)
     judge: JudgeConfig | None = None
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
 
@@ -164,6 +166,9 @@ class RunConfig(_Strict):
         if optimizer is not None:
             try:
                 make_optimizer(optimizer, **v)
+            except SettingError as exc:  # reported under settings.<key>
+                context = {"message": str(exc), "key": exc.key}
+                raise PydanticCustomError("optimizer_setting", "{message}", context) from None
             except (TypeError, ValueError) as exc:
                 raise ValueError(str(exc)) from None
         return v
@@ -192,6 +197,7 @@ class RunConfig(_Strict):
             max_tokens=self.max_tokens,
             max_errors=self.max_errors,
             threads=self.threads,
+            timeout_s=self.timeout_s,
             budget=Budget(
                 max_lm_calls=b.max_lm_calls,
                 max_tokens=b.max_tokens,
@@ -233,6 +239,10 @@ def load_config(path: str | Path) -> RunSpec:
             key = ".".join(str(x) for x in loc)
             value = err.get("input")
             msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "optimizer_setting":
+                setting = err["ctx"]["key"]
+                key, value = f"{key}.{setting}", (data.get("settings") or {}).get(setting)
+                msg = msg.split(": ", 1)[-1].removesuffix(f", got {value!r}")
             if err["type"] == "extra_forbidden":
                 msg = "unknown key (check the spelling; see examples/ for every key)"
             elif err["type"] == "string_pattern_mismatch" and key == "task.program":
@@ -243,9 +253,12 @@ def load_config(path: str | Path) -> RunSpec:
         spec.task = _resolve_user_task(spec.task, p.resolve().parent)
         try:  # import the program and the metric and read the data now, not minutes into the run
             task = get_task(spec.task)
-            task.make_program(None)
+            program = task.make_program(None)
             task.metric()
-            task_splits(task, n_train=spec.n_train, n_val=spec.n_val, n_test=spec.n_test, seed=spec.seed)
+            parts = splits_for(spec, task)  # SplitSizeError names the file and the splits keys
+            first = (parts.train or parts.val or parts.test)[:1]
+            if first:
+                check_inputs(program, first[0], spec)
         except (ValueError, TypeError, OSError) as exc:  # UserTaskError, DataError, ...
             raise ConfigFileError(f"{p}: {exc}") from None
     return spec

@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from prompthone.cli.checks import positive
 from prompthone.lm import DEFAULT_MODEL
 from prompthone.optimize.budget import Budget
 from prompthone.optimize.runner import RunOutcome, RunSpec, run_optimization
@@ -133,9 +134,11 @@ def register(app: typer.Typer, console: Console, fail: Any) -> None:
         ] = None,
         out: Annotated[Path, typer.Option(help="Folder that holds run folders.")] = Path("prompthone-runs"),
         threads: Annotated[
-            int | None, typer.Option(help="llama.cpp threads for embedded models (default: all cores).")
+            int | None, typer.Option(help="llama.cpp threads for embedded models (default: all cores).", min=1)
         ] = None,
-        max_minutes: Annotated[float | None, typer.Option(help="Budget: stop the search after this long.")] = None,
+        max_minutes: Annotated[
+            float | None, typer.Option(help="Budget: stop the search after this long.", callback=positive)
+        ] = None,
     ) -> None:
         """The README demo: optimize a TREC question classifier (MIPRO, shipped data, embedded model), a few minutes."""
         from prompthone.evaluate import EvaluationError

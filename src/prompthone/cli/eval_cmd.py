@@ -28,13 +28,14 @@ def run_eval(
     concurrency: int,
     max_tokens: int,
     console: Console,
+    timeout_s: float = 120.0,
 ) -> tuple[EvalResult, Path]:
     """Evaluate `task_name`'s starting program on `n` held-out examples; write the results to `out_dir`."""
     task = get_task(task_name)
     examples = task.load(data_root)
     held_out = split(examples, train=0, val=0, test=min(n, len(examples)), seed=seed).test
     program = task.make_program(data_root)
-    lm = LM(model)
+    lm = LM(model, timeout_s=timeout_s, role="task")
     console.print(
         f"[bold]{task.name}[/]: {task.description}\n"
         f"model [cyan]{lm.model}[/], {len(held_out)} examples (seed {seed}), metric {task.metric().name}"

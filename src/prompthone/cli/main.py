@@ -10,9 +10,18 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from prompthone.cli import demo_cmd, opro_cmd, report_cmd
+from prompthone.cli.checks import (
+    SPLIT_FLAGS,
+    check_settings,
+    lm_error_message,
+    positive,
+    run_error_message,
+    terminal_safe,
+)
 from prompthone.lm import DEFAULT_MODEL, LM, LMError, run_sync
 from prompthone.lm.local.assemble import is_installed, models_dir
 from prompthone.lm.local.catalog import CATALOG, lookup
@@ -31,8 +40,14 @@ console = Console()
 err = Console(stderr=True)
 
 
+#: LM.timeout_s's default, the same for every command
+DEFAULT_TIMEOUT_S = 120.0
+TIMEOUT_HELP = "Seconds each attempt of an LM call may take before it is retried (a slow CPU model needs more)."
+
+
 def fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    # one line (paths stay whole), shown as text: a server's error body may hold markup or escape codes
+    err.print(f"[bold red]error:[/] {escape(terminal_safe(message))}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -44,25 +59,26 @@ def lm_command(
     prompt: Annotated[str, typer.Argument(help="The user message to send.")],
     model: Annotated[str, typer.Option("--model", "-m", help="Model string, see README.")] = DEFAULT_MODEL,
     system: Annotated[str | None, typer.Option(help="An optional system message.")] = None,
-    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.0,
-    max_tokens: Annotated[int, typer.Option(help="Cap on generated tokens.")] = 256,
-    sample_index: Annotated[int, typer.Option(help="Which sample (distinct cached samples at T>0).")] = 0,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature.", min=0.0)] = 0.0,
+    max_tokens: Annotated[int, typer.Option(help="Cap on generated tokens.", min=1)] = 256,
+    sample_index: Annotated[int, typer.Option(help="Which sample (distinct cached samples at T>0).", min=0)] = 0,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Skip the response cache.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the completion as JSON.")] = False,
+    timeout: Annotated[float, typer.Option(help=TIMEOUT_HELP, callback=positive)] = DEFAULT_TIMEOUT_S,
 ) -> None:
     """Send one prompt to a model and print the completion and its usage."""
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
     try:
-        lm = LM(model, cache=not no_cache)
+        lm = LM(model, cache=not no_cache, timeout_s=timeout)
         c = lm.complete_sync(messages, temperature=temperature, max_tokens=max_tokens, sample_index=sample_index)
     except LMError as exc:
-        raise fail(str(exc)) from None
+        raise fail(lm_error_message(exc)) from None
     if as_json:
         d = {k: getattr(c, k) for k in ("text", "finish_reason", "prompt_tokens", "completion_tokens", "cached")}
         d.update(latency_s=round(c.latency_s, 4), model=c.model)
         console.print_json(json.dumps(d))
         return
-    console.print(c.text, highlight=False, markup=False)
+    console.print(terminal_safe(c.text), highlight=False, markup=False)
     err.print(
         f"[dim]{c.model} · {c.prompt_tokens} prompt + {c.completion_tokens} completion tokens · "
         f"finish={c.finish_reason} · {c.latency_s * 1000:.0f} ms · {'cache hit' if c.cached else 'paid'}[/]"
@@ -109,15 +125,16 @@ def eval_command(
         str, typer.Option("--task", "-t", help="Built-in task, e.g. trec-mini, gsm8k-mini, gsm8k, trec, hotpotqa.")
     ],
     model: Annotated[str, typer.Option("--model", "-m", help="Task model string.")] = DEFAULT_MODEL,
-    n: Annotated[int, typer.Option("--n", help="How many held-out examples.")] = 20,
+    n: Annotated[int, typer.Option("--n", help="How many held-out examples.", min=1)] = 20,
     seed: Annotated[int, typer.Option(help="Seed of the example draw.")] = 0,
     data_root: Annotated[str | None, typer.Option(help="Benchmark data folder (else PROMPTHONE_DATA_DIR).")] = None,
     out: Annotated[Path, typer.Option(help="Folder for result files.")] = Path("prompthone-runs"),
-    concurrency: Annotated[int, typer.Option(help="Examples in flight.")] = 8,
-    max_tokens: Annotated[int, typer.Option(help="Cap on tokens per LM call.")] = 384,
+    concurrency: Annotated[int, typer.Option(help="Examples in flight.", min=1)] = 8,
+    max_tokens: Annotated[int, typer.Option(help="Cap on tokens per LM call.", min=1)] = 384,
+    timeout: Annotated[float, typer.Option(help=TIMEOUT_HELP, callback=positive)] = DEFAULT_TIMEOUT_S,
 ) -> None:
     """Evaluate a built-in task's starting prompt and write per-example results."""
-    _eval(task, model, n, seed, data_root, out, concurrency, max_tokens)
+    _eval(task, model, n, seed, data_root, out, concurrency, max_tokens, timeout)
 
 
 @app.command("optimize")
@@ -130,16 +147,17 @@ def optimize_command(
     setting: Annotated[
         list[str] | None, typer.Option("--set", help="Optimizer setting KEY=VALUE (JSON value).")
     ] = None,
-    n_train: Annotated[int, typer.Option(help="Training examples.")] = 50,
-    n_val: Annotated[int, typer.Option(help="Validation examples.")] = 50,
-    n_test: Annotated[int, typer.Option(help="Test examples (never shown to the optimizer).")] = 100,
+    n_train: Annotated[int, typer.Option(help="Training examples.", min=1)] = 50,
+    n_val: Annotated[int, typer.Option(help="Validation examples.", min=1)] = 50,
+    n_test: Annotated[int, typer.Option(help="Test examples (never shown to the optimizer).", min=1)] = 100,
     seed: Annotated[int, typer.Option(help="Seed of splits and search.")] = 0,
     data_root: Annotated[str | None, typer.Option(help="Benchmark data folder (else PROMPTHONE_DATA_DIR).")] = None,
     out: Annotated[Path, typer.Option(help="Folder that holds run folders.")] = Path("prompthone-runs"),
-    concurrency: Annotated[int, typer.Option(help="Examples in flight.")] = 8,
-    max_tokens: Annotated[int, typer.Option(help="Cap on tokens per task-model call.")] = 384,
-    max_calls: Annotated[int | None, typer.Option(help="Budget: paid LM calls, all models.")] = None,
-    max_minutes: Annotated[float | None, typer.Option(help="Budget: wall time.")] = None,
+    concurrency: Annotated[int, typer.Option(help="Examples in flight.", min=1)] = 8,
+    max_tokens: Annotated[int, typer.Option(help="Cap on tokens per task-model call.", min=1)] = 384,
+    max_calls: Annotated[int | None, typer.Option(help="Budget: paid LM calls, all models.", min=1)] = None,
+    max_minutes: Annotated[float | None, typer.Option(help="Budget: wall time.", callback=positive)] = None,
+    timeout: Annotated[float, typer.Option(help=TIMEOUT_HELP, callback=positive)] = DEFAULT_TIMEOUT_S,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the cost estimate and stop.")] = False,
     resume: Annotated[Path | None, typer.Option("--resume", help="Run folder of an interrupted run.")] = None,
     store: Annotated[
@@ -181,8 +199,11 @@ def optimize_command(
             data_root=data_root,
             concurrency=concurrency,
             max_tokens=max_tokens,
+            timeout_s=timeout,
             budget=Budget(max_lm_calls=max_calls, max_wall_s=max_minutes * 60 if max_minutes else None),
         )
+        if (problem := check_settings(optimizer, spec.settings)) is not None:
+            raise fail(problem)
     elif not is_run_folder(resume):
         raise fail(f"{resume} is not a run folder (no run.sqlite or store.json in it); `prompthone runs` lists them")
     from prompthone.evaluate import EvaluationError
@@ -192,7 +213,7 @@ def optimize_command(
             run_optimization(spec, out_dir=out, console=console, dry_run=dry_run, resume=resume, store_url=store)
         )
     except (LMError, EvaluationError, KeyError, ValueError, NotImplementedError) as exc:
-        raise fail(str(exc).strip("'\"")) from None
+        raise fail(run_error_message(exc, keys=SPLIT_FLAGS if config is None else None)) from None
     if dry_run:
         table = Table(title=f"Estimate for {optimizer} on {task} (nothing was spent)")
         for col in ("role", "LM calls", "prompt tokens", "completion tokens"):
@@ -277,7 +298,7 @@ def _score(result: dict, key: str) -> str:
     return f"{result[key]['score']:.3f}" if key in result else "-"
 
 
-def _eval(task, model, n, seed, data_root, out, concurrency, max_tokens) -> None:
+def _eval(task, model, n, seed, data_root, out, concurrency, max_tokens, timeout) -> None:
     from prompthone.cli.eval_cmd import run_eval
     from prompthone.data import DataError
     from prompthone.evaluate import EvaluationError
@@ -292,10 +313,11 @@ def _eval(task, model, n, seed, data_root, out, concurrency, max_tokens) -> None
             out_dir=out,
             concurrency=concurrency,
             max_tokens=max_tokens,
+            timeout_s=timeout,
             console=console,
         )
     except (LMError, DataError, EvaluationError, KeyError) as exc:
-        raise fail(str(exc).strip("'\"")) from None
+        raise fail(run_error_message(exc)) from None
 
 
 report_cmd.register(app)

@@ -5,7 +5,9 @@ example with bounded concurrency, scores the outputs with the metric, and return
 plus the mean and its confidence interval. Three outcomes stay apart: a scored answer, a parse failure
 (counted as 0 and counted on its own) and an error (never scored; past `max_errors` the evaluation
 fails loudly with `EvaluationError`). An LLM judge that gives no verdict (`JudgeError`) is an error
-too: the program's answer was never judged, so it is neither right nor wrong.
+too: the program's answer was never judged, so it is neither right nor wrong. A permanent LM error (a
+refused key, a missing model: `LMError.permanent`) is no example's error at all: every other example
+would fail the same way, so it ends the evaluation at once, raised as itself, whatever `max_errors` is.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from prompthone.data.example import Example
 from prompthone.evaluate.results import EvalResult, ExampleRecord
 from prompthone.evaluate.score_cache import ScoreCache, score_key
 from prompthone.lm.client import LM, run_sync
+from prompthone.lm.errors import permanent_error_in
 from prompthone.metrics.base import Metric, MissingFieldError, as_metric
 from prompthone.metrics.judge import JudgeError
 from prompthone.program.candidate import Candidate
@@ -180,6 +183,8 @@ class Evaluator:
             cached=bool(run.trace) and all(c.cached for c in run.trace),
         )
         if run.error is not None:
+            if (permanent := permanent_error_in(run.error)) is not None:
+                raise permanent
             return ExampleRecord(status="error", score=None, error=_describe(run.error), **common)
         try:
             result = await self.metric.ascore(ex, run.outputs)
@@ -188,6 +193,8 @@ class Evaluator:
                 raise  # a setup mistake, not a property of this candidate
             rec = ExampleRecord(status="parse_failure", score=0.0, feedback=str(exc), **common)
         except JudgeError as exc:  # the judge gave no verdict: an error, never a wrong answer
+            if (permanent := permanent_error_in(exc)) is not None:
+                raise permanent from None
             return ExampleRecord(status="error", score=None, error=_describe(exc), **common)
         else:
             rec = ExampleRecord(status="scored", score=result.score, feedback=result.feedback, **common)

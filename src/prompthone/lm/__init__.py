@@ -9,12 +9,14 @@ from prompthone.lm.errors import (
     ChecksumMismatch,
     ConfigError,
     ConnectionFailed,
+    ContentFilteredError,
     ContextTooLongError,
     LMError,
     LMTimeoutError,
     ModelNotInstalled,
     RateLimitError,
     ServerError,
+    permanent_error_in,
 )
 from prompthone.lm.model_string import DEFAULT_MODEL, ModelSpec, parse_model_string, thread_options
 from prompthone.lm.types import Completion, Generation, Message, Request
@@ -29,6 +31,7 @@ __all__ = [
     "Completion",
     "ConfigError",
     "ConnectionFailed",
+    "ContentFilteredError",
     "ContextTooLongError",
     "Generation",
     "LMError",
@@ -46,6 +49,7 @@ __all__ = [
     "make_backend",
     "open_cache",
     "parse_model_string",
+    "permanent_error_in",
     "run_sync",
     "thread_options",
 ]

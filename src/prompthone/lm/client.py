@@ -58,7 +58,8 @@ class LM:
     `cache` is True (the default file, see `prompthone.lm.settings`), False, a path, or a
     `ResponseCache`. PROMPTHONE_NO_CACHE=1 turns caching off globally. `max_concurrency` bounds this
     object's requests in flight; `slots` instead shares one bound with other `LM`s (one endpoint, several
-    roles).
+    roles). `timeout_s` bounds each attempt of a call; `role` (task, proposer, teacher, judge) is put on
+    the errors this LM raises, so that a run's message can say which of its models failed.
     """
 
     def __init__(
@@ -72,8 +73,12 @@ class LM:
         backoff_max_s: float = 30.0,
         max_concurrency: int | None = None,
         slots: RequestSlots | None = None,
+        role: str | None = None,
         **backend_options: Any,
     ) -> None:
+        if not timeout_s > 0:
+            raise ValueError(f"timeout_s must be > 0 seconds, got {timeout_s!r}")
+        self.role = role
         self.backend = model if isinstance(model, Backend) else make_backend(model, **backend_options)
         self.model = self.backend.describe()
         if isinstance(cache, ResponseCache):
@@ -216,6 +221,10 @@ class LM:
             except LMError as exc:
                 if not exc.retryable or attempt >= self.max_retries:
                     self.usage.record_error()
+                    if exc.role is None:
+                        exc.role = self.role
+                    if exc.retryable:
+                        _say_gave_up(exc, attempt)
                     raise
                 delay = self._backoff(attempt, getattr(exc, "retry_after", None))
                 attempt += 1
@@ -241,6 +250,12 @@ class LM:
 
     async def aclose(self) -> None:
         await self.backend.aclose()
+
+
+def _say_gave_up(exc: LMError, retries: int) -> None:
+    """End a retryable error's message with the fact that it is final: it was raised after the last retry."""
+    tries = "no retries" if retries == 0 else f"{retries} retr{'y' if retries == 1 else 'ies'}"
+    exc.args = (f"{str(exc).rstrip()} It failed on every try: gave up after {tries}.", *exc.args[1:])
 
 
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:

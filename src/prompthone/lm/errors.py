@@ -1,7 +1,10 @@
 """The LM layer's errors: few, typed, each saying what to do next.
 
 Callers decide from the type alone whether to retry (`retryable`), and the evaluator uses the same
-split to keep errors apart from wrong answers: an `LMError` is never scored as a 0.
+split to keep errors apart from wrong answers: an `LMError` is never scored as a 0. `permanent` errors
+(a refused key, a wrong model name or file, a request the server rejects whatever the example) fail
+every call alike, so code that tolerates per-example failures (bootstrapping, proposers, a judge)
+must stop at once on them instead of counting them: `permanent_error_in` finds one behind a wrapper.
 """
 
 from __future__ import annotations
@@ -11,15 +14,21 @@ class LMError(Exception):
     """Base of every error the LM layer raises."""
 
     retryable: bool = False
+    #: the same call for any other example would fail the same way: never a per-example failure
+    permanent: bool = False
 
     def __init__(self, message: str, *, model: str | None = None, status: int | None = None) -> None:
         super().__init__(message)
         self.model = model
         self.status = status
+        #: the run role of the LM that raised it (task, proposer, teacher, judge), set by `LM` when it has one
+        self.role: str | None = None
 
 
 class ConfigError(LMError):
     """The model string, the config or a local file is wrong; nothing was sent."""
+
+    permanent = True
 
 
 class ModelNotInstalled(ConfigError):
@@ -33,13 +42,27 @@ class ChecksumMismatch(ConfigError):
 class AuthenticationError(LMError):
     """The server refused the credentials (401/403)."""
 
+    permanent = True
+
 
 class BadRequestError(LMError):
     """The server rejected the request as malformed (400/404/422); retrying cannot help."""
 
+    permanent = True
+
 
 class ContextTooLongError(BadRequestError):
-    """The prompt plus max_tokens exceed the model's context window."""
+    """The prompt plus max_tokens exceed the model's context window: a property of this prompt (a long
+    example, many demos), not of every call."""
+
+    permanent = False
+
+
+class ContentFilteredError(BadRequestError):
+    """The server's content filter refused this prompt (400 `content_filter`): this example's text, not
+    every call."""
+
+    permanent = False
 
 
 class RateLimitError(LMError):
@@ -72,16 +95,29 @@ class LMTimeoutError(LMError):
     retryable = True
 
 
+def permanent_error_in(exc: BaseException | None) -> LMError | None:
+    """The permanent `LMError` that is `exc` or caused it (a judge or a user program may wrap one), else None."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, LMError) and exc.permanent:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "ChecksumMismatch",
     "ConfigError",
     "ConnectionFailed",
+    "ContentFilteredError",
     "ContextTooLongError",
     "LMError",
     "LMTimeoutError",
     "ModelNotInstalled",
     "RateLimitError",
     "ServerError",
+    "permanent_error_in",
 ]

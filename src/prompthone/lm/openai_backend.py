@@ -42,6 +42,7 @@ from prompthone.lm.errors import (
     BadRequestError,
     ConfigError,
     ConnectionFailed,
+    ContentFilteredError,
     ContextTooLongError,
     LMError,
     LMTimeoutError,
@@ -54,6 +55,8 @@ OPENAI_BASE_URL = "https://api.openai.com/v1"
 _CHAT_PATH = "/chat/completions"
 #: sent when a custom server is used and no key is set: local servers ignore it, but the SDK wants one
 PLACEHOLDER_API_KEY = "prompthone-no-key"
+#: keys at least this long are masked wherever they occur in error text; shorter ones only as whole tokens
+MIN_SUBSTRING_MASK_LEN = 8
 
 MaxTokensParam = Literal["max_tokens", "max_completion_tokens"]
 StructuredOutput = Literal["json_schema", "json_object", "none"]
@@ -370,14 +373,20 @@ class OpenAIBackend(Backend):
 
     # -- mapping -----------------------------------------------------------------------------------
     def _scrub(self, text: str) -> str:
+        """`text` with the API key masked: anywhere when the key is long enough to be a real secret, only as
+        a whole token when it is short (a local server's toy key "abc" must not mask "fabcde")."""
         key = self._api_key.reveal()
-        return text.replace(key, "***") if key and key != PLACEHOLDER_API_KEY else text
+        if not key or key == PLACEHOLDER_API_KEY:
+            return text
+        if len(key) >= MIN_SUBSTRING_MASK_LEN:
+            return text.replace(key, "***")
+        return re.sub(rf"(?<![\w-]){re.escape(key)}(?![\w-])", "***", text)
 
     def _raise_timeout(self, timeout_s: float) -> NoReturn:
         raise LMTimeoutError(
             f"no answer from {self.base_url} for model {self.model!r} within {timeout_s:g}s. If the model "
-            "is just slow, raise the timeout (LM(..., timeout_s=...)) or lower max_tokens; otherwise check "
-            "that the server is not stuck.",
+            "is just slow, raise the timeout (--timeout SECONDS, timeout_s in a config, LM(..., timeout_s=...)) "
+            "or lower max_tokens; otherwise check that the server is not stuck.",
             model=self.model,
         ) from None
 
@@ -396,7 +405,7 @@ class OpenAIBackend(Backend):
             self._scrub(
                 f"{self.base_url} returned a malformed body that is not a chat completion for model "
                 f"{self.model!r} ({detail[:300]}). Check that base_url points at an OpenAI-compatible "
-                "/v1 endpoint; if it does, the server is misbehaving and the call will be retried."
+                "/v1 endpoint; if it does, the server is misbehaving."
             ),
             model=self.model,
             status=status,
@@ -430,6 +439,11 @@ class OpenAIBackend(Backend):
                     ),
                     **kw,
                 )
+            if code in ("content_filter", "content_policy_violation"):
+                return ContentFilteredError(
+                    self._scrub(f"{where}: the server's content filter refused this prompt: {server_says}."),
+                    **kw,
+                )
             if status == 404:
                 hint = f"Check the model name {self.model!r} and that base_url ends with the API root (usually .../v1)."
             else:
@@ -440,14 +454,14 @@ class OpenAIBackend(Backend):
             wait = f" The server asked to wait {retry_after:g}s." if retry_after is not None else ""
             return RateLimitError(
                 self._scrub(
-                    f"{where}: rate limited: {server_says}.{wait} It is retried with backoff; lower "
-                    "max_concurrency if this keeps happening."
+                    f"{where}: rate limited: {server_says}.{wait} Lower the concurrency (--concurrency, "
+                    "concurrency in a config) if this keeps happening."
                 ),
                 retry_after=retry_after,
                 **kw,
             )
         return ServerError(
-            self._scrub(f"{where}: server error: {server_says}. It is retried with backoff."),
+            self._scrub(f"{where}: server error: {server_says}."),
             retry_after=retry_after,
             **kw,
         )

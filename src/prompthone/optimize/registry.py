@@ -3,10 +3,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
+import typing
 from collections.abc import Callable
 from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
 
 from prompthone.optimize.base import Optimizer
 
@@ -39,7 +43,68 @@ def make_optimizer(name: str, **settings: Any) -> Optimizer:
         except (ImportError, AttributeError) as exc:
             raise KeyError(f"optimizer {name!r} is not available in this version ({exc})") from None
     _check_setting_names(name, factory, settings)
+    _check_setting_types(name, factory, settings)
     return factory(**settings)
+
+
+class SettingError(ValueError):
+    """One optimizer setting has a value of the wrong kind; `key` names it, for the config key or flag."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+def setting_types(factory: Callable[..., Optimizer]) -> dict[str, Any]:
+    """Setting name -> declared type: the factory's typed parameters (and its base classes' when it passes
+    `**settings` on), plus the fields of its `settings_class` dataclass if it has one (MIPRO)."""
+    types: dict[str, Any] = {}
+    if isinstance(factory, type):
+        functions = [vars(c)["__init__"] for c in factory.__mro__ if "__init__" in vars(c) and c is not object]
+    else:
+        functions = [factory]
+    for fn in functions:
+        try:
+            hints = typing.get_type_hints(fn)
+            params = inspect.signature(fn).parameters
+        except (NameError, TypeError, ValueError):  # annotations that cannot be resolved: the factory checks
+            continue
+        for key, hint in hints.items():
+            if key in params and params[key].kind in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL):
+                continue
+            types.setdefault(key, hint)
+    settings_class = getattr(factory, "settings_class", None)
+    if settings_class is not None and dataclasses.is_dataclass(settings_class):
+        for key, hint in typing.get_type_hints(settings_class).items():
+            types.setdefault(key, hint)
+    types.pop("return", None)
+    return types
+
+
+def _check_setting_types(name: str, factory: Callable[..., Optimizer], settings: dict[str, Any]) -> None:
+    """Raise `SettingError` naming the first setting whose value cannot be read as its declared type:
+    `num_trials="abc"` must say num_trials, not "invalid literal for int()". Values are passed on as
+    given (what converts, like "5" for an int, the factory converts as before)."""
+    types = setting_types(factory)
+    for key, value in settings.items():
+        hint = types.get(key)
+        if hint is None or hint is Any:
+            continue
+        try:
+            adapter = TypeAdapter(hint)
+        except Exception:  # pragma: no cover - a type pydantic cannot check: the factory checks it
+            continue
+        try:
+            adapter.validate_python(value)
+        except ValidationError as exc:
+            raise SettingError(key, f"{name} setting {key}: {_expected(exc)}, got {value!r}") from None
+
+
+def _expected(exc: ValidationError) -> str:
+    """Pydantic's first reason, as 'expected ...' ("Input should be a valid integer" -> "expected a valid integer")."""
+    msg = exc.errors()[0]["msg"]
+    msg = msg.split(", unable to")[0]
+    return "expected " + msg.removeprefix("Input should be ")
 
 
 def _check_setting_names(name: str, factory: Callable[..., Optimizer], settings: dict[str, Any]) -> None:

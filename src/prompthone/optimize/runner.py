@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,17 +23,20 @@ from typing import Any
 
 from rich.console import Console
 
-from prompthone.data import Example
+from prompthone.data import Split
+from prompthone.data.example import Example
 from prompthone.evaluate import EvalResult, Evaluator, ScoreCache
-from prompthone.lm import LM, RequestSlots, ResponseCache, make_backend, open_cache, thread_options
+from prompthone.lm import LM, LMError, RequestSlots, ResponseCache, make_backend, open_cache, thread_options
 from prompthone.lm import settings as lm_settings
+from prompthone.lm.backend import Backend
 from prompthone.lm.scripted import ScriptedBackend
 from prompthone.metrics.judge import JudgeMetric, lenient_judge_warning
 from prompthone.optimize.base import OptimizationResult, OptimizationSetup
 from prompthone.optimize.budget import Budget
 from prompthone.optimize.progress import LiveProgress
 from prompthone.optimize.registry import make_optimizer
-from prompthone.program import Candidate, render_prompts
+from prompthone.program import Candidate, Program, render_prompts
+from prompthone.program.run import check_program_inputs
 from prompthone.store import CACHE_DB, RunStore, build_manifest, point_to_store
 from prompthone.tasks import Task, get_task
 from prompthone.tasks.splits import task_splits
@@ -69,6 +72,8 @@ class RunSpec:
     max_errors: int = 0
     #: llama.cpp threads for embedded models (None: the backend's default); answers do not depend on it
     threads: int | None = None
+    #: seconds each attempt of an LM call may take, for every role (a slow CPU model needs more)
+    timeout_s: float = 120.0
     budget: Budget = field(default_factory=Budget)
 
     @property
@@ -118,33 +123,55 @@ def _usage_since(lms: dict[str, LM], before: dict[str, dict]) -> dict[str, dict]
     return out
 
 
-def role_lms(spec: RunSpec, cache: ResponseCache | bool) -> dict[str, LM]:
+def role_models(spec: RunSpec) -> dict[str, str]:
+    """The model string of each role the run uses."""
+    proposer = spec.proposer_model or spec.model
+    models = {"task": spec.model, "proposer": proposer, "teacher": spec.teacher_model or spec.model}
+    if spec.judge is not None:
+        models["judge"] = spec.judge_model or proposer
+    return models
+
+
+def role_backends(spec: RunSpec) -> dict[str, Backend]:
+    """Each role's backend, built (a model string checked, a GGUF file found, a key read) before anything is
+    written: a wrong model must never leave a run folder behind. A `ConfigError` names the role."""
+    backends: dict[str, Backend] = {}
+    for role, model in role_models(spec).items():
+        try:
+            backends[role] = make_backend(model, **thread_options(model, spec.threads))
+        except LMError as exc:
+            exc.role = exc.role or role
+            raise
+    return backends
+
+
+def role_lms(
+    spec: RunSpec, cache: ResponseCache | bool, backends: Mapping[str, Backend] | None = None
+) -> dict[str, LM]:
     """One LM object per role (they share the cache and, for embedded models, the loaded weights), so the
     store, the budget and the summary count task, proposer, teacher and judge calls apart.
 
     `spec.concurrency` bounds the requests in flight per endpoint, never above what the backend serves
     at once (one for an embedded model): roles sent to the same server or model share one bound, and
     everything that calls a role (several evaluations, e.g. MIPRO's trials in flight) shares its bound.
+    `backends` (from `role_backends`) are used instead of building new ones.
     """
-    models = role_models(spec)
+    backends = dict(backends) if backends is not None else role_backends(spec)
     slots: dict[str, RequestSlots] = {}
     lms: dict[str, LM] = {}
-    for role, model in models.items():
-        backend = make_backend(model, **thread_options(model, spec.threads))
+    for role, backend in backends.items():
         endpoint = backend.identity()
         if endpoint not in slots:
             slots[endpoint] = RequestSlots(min(spec.concurrency, backend.max_concurrency))
-        lms[role] = LM(backend, cache=cache, slots=slots[endpoint])
+        lms[role] = LM(backend, cache=cache, slots=slots[endpoint], timeout_s=spec.timeout_s, role=role)
     return lms
 
 
-def role_models(spec: RunSpec) -> dict[str, str]:
-    """The model string each role of the run uses."""
-    proposer = spec.proposer_model or spec.model
-    models = {"task": spec.model, "proposer": proposer, "teacher": spec.teacher_model or spec.model}
-    if spec.judge is not None:
-        models["judge"] = spec.judge_model or proposer
-    return models
+def splits_for(spec: RunSpec, task: Task) -> Split:
+    """`spec`'s train / val / test of `task` (its own split files, else a seeded cut), or `SplitSizeError`
+    naming where the examples come from."""
+    return task_splits(task, n_train=spec.n_train, n_val=spec.n_val, n_test=spec.n_test, seed=spec.seed,
+                       root=spec.data_root, source=data_source(spec))  # fmt: skip
 
 
 def planned_lms(spec: RunSpec) -> dict[str, LM]:
@@ -155,6 +182,24 @@ def planned_lms(spec: RunSpec) -> dict[str, LM]:
         return RuntimeError("a dry run makes no LM call")
 
     return {role: LM(ScriptedBackend(refuse, name=model), cache=False) for role, model in role_models(spec).items()}
+
+
+def data_source(spec: RunSpec) -> str:
+    """How a message names where a run's examples come from: the user's file, or the built-in task."""
+    if isinstance(spec.task, Mapping):
+        path = (spec.task.get("data") or {}).get("path")
+        return f"the data file {path} (task.data.path)" if path else f"the data of task {task_label(spec.task)!r}"
+    return f"task {spec.task!r}"
+
+
+def check_inputs(program: Program, example: Example, spec: RunSpec) -> None:
+    """Raise `ValueError` unless `program.forward` takes the inputs the data gives it, so that a wrong
+    input mapping is said before anything is paid for or written, not as an error on every example."""
+    try:
+        check_program_inputs(program, example.inputs)
+    except TypeError as exc:
+        where = "task.data.inputs" if isinstance(spec.task, Mapping) else f"task {spec.task!r}"
+        raise ValueError(f"{where}: the examples' inputs do not fit the program: {exc}") from None
 
 
 def _metric(spec: RunSpec, task: Any, judge_lm: LM | None) -> Any:
@@ -185,7 +230,7 @@ async def run_optimization(
     `store_url` (a SQLAlchemy URL, e.g. `postgresql+psycopg://host/db`: one database per run) puts the
     store, and MIPRO's Optuna study, on a database server instead of the folder's `run.sqlite`; the
     folder then says where (`store.json`) and keeps the LM response and score caches locally
-    (`cache.sqlite`). `task` is a task built in Python (`prompthone.optimize_program`) instead of the one
+    (`cache.sqlite`). `task` is a task built in Python (`prompthone.optimize`) instead of the one
     `spec.task` names; resuming such a run needs the same task again, and its start prompts must match.
     """
     console = console or Console(quiet=True)
@@ -198,14 +243,15 @@ async def run_optimization(
         assert spec is not None
         run_dir = new_run_dir(out_dir, spec)
 
+    # Everything that can be wrong with the spec is found here, before a run folder is made.
     task = task or get_task(spec.task)
-    parts = task_splits(
-        task, n_train=spec.n_train, n_val=spec.n_val, n_test=spec.n_test, seed=spec.seed, root=spec.data_root
-    )
+    parts = splits_for(spec, task)
     program = task.make_program(spec.data_root)
     start_hash = Candidate.default(program).hash
     if store is not None:
         _check_same_start(store, start_hash, run_dir)
+    if parts.train or parts.test:
+        check_inputs(program, (parts.train or parts.test)[0], spec)
     budget = spec.budget.limits()  # this run's own counters
 
     def make_setup(evaluator: Evaluator, lms: dict[str, LM], **extra: Any) -> OptimizationSetup:
@@ -219,6 +265,7 @@ async def run_optimization(
         evaluator = Evaluator(program, _metric(spec, task, lms.get("judge")), lms["task"], max_tokens=spec.max_tokens)
         return make_optimizer(spec.optimizer, **spec.settings).estimate(make_setup(evaluator, lms))
 
+    backends = role_backends(spec)
     if store is None:
         if store_url is not None:
             point_to_store(run_dir, store_url)
@@ -228,7 +275,7 @@ async def run_optimization(
     db = store.path or run_dir / CACHE_DB
     shared = open_cache() if lm_settings.cache_enabled() else None
     run_cache = ResponseCache(db, fallback=shared)
-    lms = role_lms(spec, run_cache)
+    lms = role_lms(spec, run_cache, backends)
     for role, lm in lms.items():
         lm.listeners.append(lambda c, r=role, m=lm: store.record_lm_call(r, c, _cost(budget, m, c)))
     task_lm, proposer_lm = lms["task"], lms["proposer"]
@@ -311,7 +358,7 @@ async def run_optimization(
     else:
         console.print(f"  final: validation {result.best_score:.3f}  (stopped by: {result.stopped_by})")
     outcome = RunOutcome(spec, result, start_test, final_test, usage, wall, run_dir, test_usage, optimize_wall)
-    summary = write_outcome(outcome, program, metric_name=metric.name)
+    summary = write_outcome(outcome, program, metric_name="judge" if spec.judge else metric.name)
     store.record_candidate(result.best)
     store.set_status("completed", summary)
     console.print(f"  files: {run_dir}")

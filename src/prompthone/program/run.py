@@ -103,6 +103,12 @@ def _check_forward_inputs(program: Program, inputs: Mapping[str, Any]) -> None:
         ) from None
 
 
+def check_program_inputs(program: Program | Module, inputs: Mapping[str, Any]) -> None:
+    """Raise `TypeError` (naming the inputs and the parameters) unless `program.forward` takes `inputs`:
+    the check `run_program` makes on every call, for callers that want it before the first one."""
+    _check_forward_inputs(as_program(program), inputs)
+
+
 def _as_outputs(out: Any, program: Program) -> dict[str, Any]:
     if isinstance(out, Mapping):
         return dict(out)

@@ -146,8 +146,9 @@ class LocalBackend(Backend):
                 raise LMError(f"llama.cpp failed on model {self.model}: {msg}", model=self.model) from exc
         if timed_out:
             raise LMTimeoutError(
-                f"generation on {self.model} passed the {timeout_s:.0f}s timeout and was stopped; "
-                "lower max_tokens, add a stop sequence, or raise the timeout",
+                f"generation on {self.model} passed the {timeout_s:g}s timeout and was stopped; "
+                "lower max_tokens, add a stop sequence, or raise the timeout (--timeout SECONDS, timeout_s "
+                "in a config).",
                 model=self.model,
             )
         choice = out["choices"][0]

@@ -174,6 +174,7 @@ class MIPROFamily(Optimizer):
     searches_instructions = True
     searches_demos = True
     proposes_in_trials = False  # MIPRO++: instructions are proposed inside each trial
+    settings_class = MIPROSettings  # what `**settings` accepts, for the registry's type check
 
     def __init__(self, preset: str | None = "light", **settings: Any) -> None:
         self.settings = MIPROSettings.build(preset, **settings)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from prompthone.lm.client import LM
+from prompthone.lm.errors import LMError
 from prompthone.lm.types import Completion
 
 #: How the shown history is arranged. "ascending" (the paper's default and best) lists the worst shown
@@ -120,7 +121,8 @@ async def sample_replies(
 ) -> list[Completion | Exception]:
     """`n` samples of one meta-prompt, each with its own `sample_index` (distinct at temperature > 0,
     cached and replayed on a re-run). A failed sample is returned as its exception, so one timeout does
-    not throw away the others; if every sample failed, the first error is raised."""
+    not throw away the others; if every sample failed, the first error is raised, and a permanent one
+    (a refused key: every later call would fail alike) is raised whatever the others did."""
     messages = [{"role": "user", "content": prompt}]
     replies = await asyncio.gather(
         *(
@@ -132,6 +134,9 @@ async def sample_replies(
     for r in replies:
         if isinstance(r, BaseException) and not isinstance(r, Exception):
             raise r  # cancellation and the like are not a failed sample
+    for r in replies:
+        if isinstance(r, LMError) and r.permanent:
+            raise r
     if replies and all(isinstance(r, Exception) for r in replies):
         raise replies[0]
     return list(replies)

@@ -7,6 +7,11 @@ a run only if its FINAL output passes the metric. Every module's call in that tr
 demo for that module, so the query module learns from queries that led to right answers, whatever
 the query itself looked like. Runs go through the shared `Evaluator` class (with the teacher LM),
 so errors, parse failures and concurrency are handled exactly as in scoring.
+
+What bootstrapping tolerates is what a single example can cause: a wrong answer, an unreadable reply,
+an error on that example. A teacher that cannot answer at all is not tolerated, or the run would end
+"completed" with no demos and nobody told: a permanent LM error (a refused key, a missing model) is
+raised by the evaluator at once, and a first chunk of runs that all errored stops it too.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from prompthone.data.example import Example
-from prompthone.evaluate import Evaluator, ScoreCache
+from prompthone.evaluate import EvaluationError, Evaluator, ScoreCache
 from prompthone.optimize.base import OptimizationSetup
 from prompthone.program import Candidate, Demo, Program, trace_to_demos
 
@@ -51,6 +56,7 @@ async def bootstrap_demos(
     """Run the program with the teacher LM on `examples` (default: the trainset) and keep passing traces.
 
     A run passes when its metric score is at least `threshold`; errors and parse failures never pass.
+    A permanent LM error is raised as itself; `EvaluationError` when every run tried so far errored.
     Examples are tried in a seeded shuffled order, in chunks of the evaluator's concurrency, stopping
     once `max_traces` runs have passed, so a large trainset does not cost more than needed.
     `candidate` is what the teacher runs (default: the setup's start candidate). With
@@ -86,6 +92,7 @@ async def bootstrap_demos(
     demos: dict[str, list[Demo]] = {name: [] for name in base.program.named_modules()}
     passed: list[str] = []
     tried = errors = parse_failures = 0
+    first_error: str | None = None
     chunk = max(1, base.concurrency)
     for start in range(0, len(examples), chunk):
         if max_traces is not None and len(passed) >= max_traces:
@@ -97,6 +104,7 @@ async def bootstrap_demos(
             tried += 1
             errors += rec.status == "error"
             parse_failures += rec.status == "parse_failure"
+            first_error = first_error or (rec.error if rec.status == "error" else None)
             if max_traces is not None and len(passed) >= max_traces:
                 continue
             if rec.status != "scored" or rec.score is None or rec.score < threshold:
@@ -107,6 +115,13 @@ async def bootstrap_demos(
             passed.append(ex.id)
             for module, demo in trace_to_demos(trace).items():
                 demos.setdefault(module, []).append(demo)
+        if errors == tried:  # not one run answered: the teacher is broken, not the examples
+            setup.emit("bootstrap", tried=tried, passed=0, errors=errors, parse_failures=parse_failures)
+            raise EvaluationError(
+                f"bootstrapping: all {tried} teacher runs failed with an error, so no demo can be bootstrapped; "
+                f"first: {first_error}. Check the teacher model (models.teacher, else the task model)",
+                result,
+            )
     out = BootstrapResult({m: tuple(d) for m, d in demos.items()}, tuple(passed), tried, errors, parse_failures)
     setup.emit("bootstrap", tried=tried, passed=out.passed, errors=errors, parse_failures=parse_failures)
     return out
