@@ -5,6 +5,10 @@ from __future__ import annotations
 import random
 from collections import Counter
 
+import pytest
+
+from prompthone.optimize.baselines import BootstrapRandomSearch
+from prompthone.optimize.mipro import MIPRO
 from prompthone.optimize.proposers import demo_set_candidates
 from prompthone.optimize.proposers.demos import covering_fill, covering_sample, label_field
 from prompthone.program import Candidate, ChainOfThought, Demo, Predict, Program
@@ -108,3 +112,10 @@ def test_free_text_outputs_keep_the_plain_seeded_sample():
     on = demo_set_candidates(program, rng=random.Random(1), cover_labels=True, **kwargs)
     off = demo_set_candidates(program, rng=random.Random(1), cover_labels=False, **kwargs)
     assert on == off
+
+
+def test_cover_labels_must_be_a_boolean():
+    with pytest.raises(ValueError, match="cover_labels must be true or false"):
+        MIPRO(cover_labels="no")
+    with pytest.raises(ValueError, match="cover_labels must be true or false"):
+        BootstrapRandomSearch(cover_labels="no")

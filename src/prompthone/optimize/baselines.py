@@ -137,7 +137,9 @@ class BootstrapRandomSearch(Optimizer):
         cover_labels: bool = True,
     ) -> None:
         self.num_candidate_sets = _check("num_candidate_sets", num_candidate_sets, 1)
-        self.cover_labels = bool(cover_labels)
+        if not isinstance(cover_labels, bool):
+            raise ValueError(f"{self.name}: cover_labels must be true or false, got {cover_labels!r}")
+        self.cover_labels = cover_labels
         self.max_bootstrapped_demos = _check("max_bootstrapped_demos", max_bootstrapped_demos, 1)
         self.max_labeled_demos = _check("max_labeled_demos", max_labeled_demos)
         self.teacher_labeled = _check("teacher_labeled", teacher_labeled)

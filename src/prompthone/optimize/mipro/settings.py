@@ -109,6 +109,8 @@ class MIPROSettings:
         for name in ("max_bootstrapped_demos", "max_labeled_demos", "teacher_labeled", "history_size"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"MIPRO setting {name} must be >= 0, got {getattr(self, name)!r}")
+        if not isinstance(self.cover_labels, bool):
+            raise ValueError(f"MIPRO setting cover_labels must be true or false, got {self.cover_labels!r}")
         if not 0.0 < self.proposal_temperature <= 2.0:
             raise ValueError(f"proposal_temperature must be in (0, 2], got {self.proposal_temperature!r}")
 
