@@ -122,7 +122,8 @@ class BootstrapFewShot(Optimizer):
 class BootstrapRandomSearch(Optimizer):
     """`num_candidate_sets` demo configurations (set i of every module: the start's demos, none,
     labelled only, bootstrapped, then shuffled bootstraps of random size), each scored on the whole
-    validation set in order; the best fully-scored one is the result."""
+    validation set in order; the best fully-scored one is the result. With `cover_labels` (default),
+    a module whose output is a small label set gets sets showing distinct labels before repeats."""
 
     name = "bootstrap-random-search"
 
@@ -133,8 +134,12 @@ class BootstrapRandomSearch(Optimizer):
         max_labeled_demos: int = 16,
         teacher_labeled: int = 4,
         metric_threshold: float = 1.0,
+        cover_labels: bool = True,
     ) -> None:
         self.num_candidate_sets = _check("num_candidate_sets", num_candidate_sets, 1)
+        if not isinstance(cover_labels, bool):
+            raise ValueError(f"{self.name}: cover_labels must be true or false, got {cover_labels!r}")
+        self.cover_labels = cover_labels
         self.max_bootstrapped_demos = _check("max_bootstrapped_demos", max_bootstrapped_demos, 1)
         self.max_labeled_demos = _check("max_labeled_demos", max_labeled_demos)
         self.teacher_labeled = _check("teacher_labeled", teacher_labeled)
@@ -160,6 +165,7 @@ class BootstrapRandomSearch(Optimizer):
             max_bootstrapped=self.max_bootstrapped_demos,
             max_labeled=self.max_labeled_demos,
             rng=setup.rng("bootstrap-random-search"),
+            cover_labels=self.cover_labels,
         )
         seen = {setup.start}
         failed: list[dict[str, Any]] = []

@@ -34,6 +34,7 @@ from prompthone.metrics.judge import JudgeMetric, lenient_judge_warning
 from prompthone.optimize.base import OptimizationResult, OptimizationSetup
 from prompthone.optimize.budget import Budget
 from prompthone.optimize.progress import LiveProgress
+from prompthone.optimize.proposers.contract import contract_report
 from prompthone.optimize.registry import make_optimizer
 from prompthone.program import Candidate, Program, render_prompts
 from prompthone.program.run import check_program_inputs
@@ -113,6 +114,9 @@ class RunOutcome:
     #: task-model usage of the two test evaluations (start and result)
     test_usage: dict[str, float | int] = field(default_factory=dict)
     optimize_wall_s: float = 0.0
+    #: the task-contract check's counts over the run's proposals, and what the search chose
+    #: (`proposers.contract.contract_report`)
+    proposals: dict[str, Any] = field(default_factory=dict)
 
 
 def _usage_since(lms: dict[str, LM], before: dict[str, dict]) -> dict[str, dict]:
@@ -357,12 +361,27 @@ async def run_optimization(
         console.print(f"  final: test {final_test.summary()}  (stopped by: {result.stopped_by})")
     else:
         console.print(f"  final: validation {result.best_score:.3f}  (stopped by: {result.stopped_by})")
-    outcome = RunOutcome(spec, result, start_test, final_test, usage, wall, run_dir, test_usage, optimize_wall)
+    proposals = _proposal_report(store, setup, result)
+    outcome = RunOutcome(
+        spec, result, start_test, final_test, usage, wall, run_dir, test_usage, optimize_wall, proposals
+    )
     summary = write_outcome(outcome, program, metric_name="judge" if spec.judge else metric.name)
     store.record_candidate(result.best)
     store.set_status("completed", summary)
     console.print(f"  files: {run_dir}")
     return outcome
+
+
+def _proposal_report(store: RunStore, setup: OptimizationSetup, result: OptimizationResult) -> dict[str, Any]:
+    """How many proposals kept the task's contract, were repaired or rejected, and whether the search
+    chose the start, a proposal kept as written or a repaired one (per module)."""
+    modules = list(setup.program.named_modules())
+    report = contract_report(
+        store.events(),
+        chosen={m: result.best[m].instruction for m in modules},
+        start={m: setup.start[m].instruction for m in modules} if setup.start is not None else None,
+    )
+    return report.to_dict()
 
 
 def _cost(budget: Budget, lm: LM, c) -> float:
@@ -424,6 +443,7 @@ def write_outcome(outcome: RunOutcome, program, *, metric_name: str) -> dict[str
         "usage_test_scoring": outcome.test_usage,
         "wall_s": outcome.wall_s,
         "optimize_wall_s": outcome.optimize_wall_s,
+        "proposals": outcome.proposals,
     }
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))

@@ -12,7 +12,10 @@ One iteration, for every prompt in the beam:
    ablation `GradSumNoSummary` skips it and edits from `failures_per_edit` raw gradients at a time, as
    ProTeGi did);
 5. editing: `edits_per_prompt` new instructions per prompt at temperature > 0, each with its own
-   `sample_index` (distinct, yet replayed exactly from the response cache on a re-run).
+   `sample_index` (distinct, yet replayed exactly from the response cache on a re-run); each edit
+   passes the task-contract check shared with MIPRO and OPRO (`proposers.contract`: re-sampled when it
+   talks about the instruction or is cut off, the start's contract appended when it drops the allowed
+   labels or answer form) and is recorded as a `proposal` event.
 The new prompts are scored on the whole validation set (`full=True`); the best `beam_width` of the
 beam and its children survive. The run stops after `iterations`, or early when the best validation
 score has not risen for `patience` iterations, or when the budget is spent.
@@ -37,6 +40,8 @@ from prompthone.metrics.judge import JudgeMetric
 from prompthone.optimize.base import OptimizationResult, OptimizationSetup, Optimizer
 from prompthone.optimize.gradsum import steps
 from prompthone.optimize.gradsum.steps import Failure, Gradient
+from prompthone.optimize.proposers.calls import emit_proposal
+from prompthone.optimize.proposers.contract import contracts_for
 from prompthone.program import Candidate, ModuleCall, run_program
 
 TOP_SCORE = 1.0
@@ -327,6 +332,8 @@ class GradSum(Optimizer):
         self, setup: OptimizationSetup, cand: Candidate, feedback: dict[str, list[str]], it: int, plog: dict[str, Any]
     ) -> list[tuple[Candidate, dict[str, Any]]]:
         modules = setup.program.named_modules()
+        assert setup.start is not None
+        contracts = contracts_for(modules, {m: setup.start[m].instruction for m in modules})
         jobs = []
         for k in range(self.edits_per_prompt):
             index = (it - 1) * self.edits_per_prompt + k  # distinct per iteration and edit, replayable
@@ -344,10 +351,19 @@ class GradSum(Optimizer):
                             temperature=self.edit_temperature,
                             sample_index=index,
                             task=self._task,
+                            contract=contracts[m],
                         ),
                     )
                 )
-        new = await asyncio.gather(*(job for _, _, job in jobs))
+        done = await asyncio.gather(*(job for _, _, job in jobs))
+        for (_, m, _), edit in zip(jobs, done, strict=True):
+            for a in edit.attempts:
+                emit_proposal(
+                    setup, purpose="gradsum_edit", module=m, sample_index=a.sample_index,
+                    temperature=self.edit_temperature, kept=a.kept, cached=a.cached, reply=a.reply, note=a.reason,
+                    contract=a.contract, contract_reason=a.reason if a.contract in ("repaired", "rejected") else "",
+                )  # fmt: skip
+        new = [edit.text for edit in done]
         children: list[tuple[Candidate, dict[str, Any]]] = []
         plog["edits"] = []
         for k in range(self.edits_per_prompt):

@@ -4,7 +4,10 @@
 - gradient: how that module's instruction should change, from one failed example (prompt, input,
   output, score and the metric's feedback or the judge's reasoning);
 - summary: many gradients of one module folded into one general direction;
-- edit: a new instruction written along a direction (or, in the ablation, along a few raw gradients).
+- edit: a new instruction written along a direction (or, in the ablation, along a few raw gradients),
+  checked against the task's contract (`proposers.contract`, shared with MIPRO and OPRO): an edit that
+  talks about the instruction or is cut off is re-sampled, one that drops the start's allowed labels or
+  answer form gets the start's contract sentences appended.
 
 Each step is an `async` function of the proposer `LM` so that every call is cached, counted and budgeted
 like any other. Templates live in `prompthone/templates/gradsum_*.txt`.
@@ -19,6 +22,7 @@ from typing import Any
 
 from prompthone.evaluate import ExampleRecord
 from prompthone.lm.client import LM
+from prompthone.optimize.proposers.contract import REJECTED, Contract, guard, runs_to_cutoff
 from prompthone.optimize.templates import render_template
 from prompthone.program import Module, ModuleCall
 from prompthone.program.values import format_value, label_key, label_of
@@ -28,6 +32,12 @@ GRADIENT_TOKENS = 120
 SUMMARY_TOKENS = 160
 EDIT_TOKENS = 256
 ATTRIBUTION_TOKENS = 60
+#: an edit rejected by the contract check is re-sampled up to this many times in all
+EDIT_ATTEMPTS = 2
+#: re-sample `a` of an edit uses sample index `index + a * RESAMPLE_STRIDE`, clear of every first sample
+RESAMPLE_STRIDE = 100_000
+#: how the edit prompt states the start's contract (nothing when the start has none)
+CONTRACT_LINE = "\nKeep this requirement of the step's first instruction, word for word: {statement}"
 
 
 @dataclass(frozen=True)
@@ -214,6 +224,26 @@ def _fields(fields: Sequence[Any]) -> str:
     return "; ".join(f"{f.label} ({f.description})" if f.description else f.label for f in fields) or "(nothing)"
 
 
+@dataclass(frozen=True)
+class EditAttempt:
+    """One edit call: its sample index, the reply, and what the contract check made of it."""
+
+    sample_index: int
+    reply: str
+    cached: bool
+    kept: str | None
+    contract: str = ""  # "kept", "repaired", "rejected"; "" when the reply held no usable instruction
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Edit:
+    """The new instruction of an edit (None: no usable one) and every call made for it."""
+
+    text: str | None
+    attempts: tuple[EditAttempt, ...]
+
+
 async def edit_instruction(
     lm: LM,
     module_name: str,
@@ -225,27 +255,48 @@ async def edit_instruction(
     sample_index: int,
     max_chars: int = 2000,
     task: str | None = None,
-) -> str | None:
-    """A new instruction for `module` written along `feedback`, or None if the reply holds none."""
+    contract: Contract | None = None,
+    attempts: int = EDIT_ATTEMPTS,
+) -> Edit:
+    """A new instruction for `module` written along `feedback` (text None if no reply holds one).
+
+    An edit the contract check rejects is re-sampled, at most `attempts` calls in all; a reply with no
+    usable instruction, or the current one unchanged, ends the edit as before (no re-sample)."""
+    contract = contract or Contract()
     prompt = render_template(
         "gradsum_edit",
         task=task_line(task),
         module=module_name,
         inputs=_fields(module.signature.inputs),
         outputs=_fields(module.signature.outputs),
+        contract=CONTRACT_LINE.format(statement=contract.statement) if contract else "",
         instruction=instruction,
         feedback=feedback.strip(),
     )
-    c = await lm.complete(
-        [{"role": "user", "content": prompt}],
-        temperature=temperature,
-        max_tokens=EDIT_TOKENS,
-        sample_index=sample_index,
-    )
-    new = read_instruction(c.text)
-    if new is None or len(new) > max_chars or new == instruction.strip():
-        return None
-    return new
+    tried: list[EditAttempt] = []
+    for a in range(max(1, attempts)):
+        index = sample_index + a * RESAMPLE_STRIDE
+        c = await lm.complete(
+            [{"role": "user", "content": prompt}],
+            temperature=temperature,
+            max_tokens=EDIT_TOKENS,
+            sample_index=index,
+        )
+        new = read_instruction(c.text)
+        if new is None or len(new) > max_chars:
+            tried.append(EditAttempt(index, c.text, c.cached, None, "", "no usable instruction in the reply"))
+            break
+        verdict = guard(new, contract, cut_off=runs_to_cutoff(c.text, new, c.finish_reason))
+        text = verdict.text
+        if text is not None and text == instruction.strip():
+            tried.append(
+                EditAttempt(index, c.text, c.cached, None, verdict.status, "the current instruction unchanged")
+            )
+            break
+        tried.append(EditAttempt(index, c.text, c.cached, text, verdict.status, verdict.reason))
+        if verdict.status != REJECTED:
+            return Edit(text, tuple(tried))
+    return Edit(None, tuple(tried))
 
 
 _LEAD_IN = re.compile(r"^(?:here(?:'s| is)|sure|certainly|the (?:new|improved)|new instruction|improved instruction)"

@@ -38,7 +38,8 @@ class MIPROSettings:
     embedded model does, else 4), `storage` a SQLite file or database URL for the Optuna study (None:
     the run's own store, `setup.storage_url`, if the runner gives one, else in memory).
     Demos: `max_bootstrapped_demos` and `max_labeled_demos` per set, `teacher_labeled` labelled demos
-    shown to the teacher while bootstrapping, `metric_threshold` for a trace to pass.
+    shown to the teacher while bootstrapping, `metric_threshold` for a trace to pass, `cover_labels`
+    (demo sets of a module whose output is a small label set show distinct labels before repeats).
     Proposals: `proposal_temperature`, `proposer_max_tokens`, `max_attempts` per proposal, which
     grounding is shown (`ground_dataset` with `summary_batches` batches read, `ground_program`,
     `ground_demos`), `tips` on or off, and (MIPRO++) `history_size` earlier instructions shown.
@@ -60,6 +61,7 @@ class MIPROSettings:
     max_labeled_demos: int = 4
     teacher_labeled: int = 4
     metric_threshold: float = 1.0
+    cover_labels: bool = True
     proposal_temperature: float = 1.0
     proposer_max_tokens: int = 200
     max_attempts: int = 3
@@ -107,6 +109,8 @@ class MIPROSettings:
         for name in ("max_bootstrapped_demos", "max_labeled_demos", "teacher_labeled", "history_size"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"MIPRO setting {name} must be >= 0, got {getattr(self, name)!r}")
+        if not isinstance(self.cover_labels, bool):
+            raise ValueError(f"MIPRO setting cover_labels must be true or false, got {self.cover_labels!r}")
         if not 0.0 < self.proposal_temperature <= 2.0:
             raise ValueError(f"proposal_temperature must be in (0, 2], got {self.proposal_temperature!r}")
 

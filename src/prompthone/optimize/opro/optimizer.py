@@ -8,6 +8,12 @@ fixed training subset through the shared evaluator. Every `val_every` steps the 
 yet validated are scored on the validation split; the result is the best candidate there (the start
 included), and a module's search stops after `patience` validation rounds without a gain. A program
 with several modules has each module's instruction optimized in turn, always scored end to end.
+
+Every parsed proposal passes the task-contract check shared with MIPRO and GRAD-SUM
+(`proposers.contract`): one that talks about an instruction or is cut off is dropped (the step's
+other samples stand in for it), one that drops the start's allowed labels or answer form gets the
+start's contract sentences appended. The meta-prompt shows the output fields' descriptions and that
+contract; each reply is recorded as a `proposal` event with the check's outcome.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ from prompthone.optimize.opro.meta import (
     parse_instruction,
     sample_replies,
 )
+from prompthone.optimize.proposers.calls import emit_proposal
+from prompthone.optimize.proposers.contract import KEPT, REJECTED, REPAIRED, Contract, guard, runs_to_cutoff
 from prompthone.optimize.templates import render_template
 from prompthone.program import Candidate, render_messages
 from prompthone.program.module import Module
@@ -37,6 +45,8 @@ from prompthone.program.values import format_value, label_of
 
 TEMPLATE = "opro_instruction"
 PLACEHOLDER = "<INS>"
+#: how the meta-prompt states the start's contract (nothing when the start has none)
+CONTRACT_LINE = " Every instruction must keep this requirement of the first one, word for word: {statement}"
 EXEMPLAR_VALUE_CHARS = 400
 
 
@@ -144,6 +154,12 @@ class OPRO(Optimizer):
             s = s.get(module)
         return base[module].instruction if s is None else s
 
+    def contract(self, setup: OptimizationSetup, module: str) -> Contract:
+        """What `module`'s start instruction and output descriptions require of every proposal."""
+        assert setup.start is not None
+        mod = setup.program.named_modules()[module]
+        return Contract.of(self._start(module, setup.start), mod.signature.outputs, optional=mod.optional_outputs)
+
     def training_subset(self, setup: OptimizationSetup) -> list[Example]:
         """The fixed training examples candidates are scored on: fixed, so that the scores in the
         history stay comparable from step to step."""
@@ -166,11 +182,13 @@ class OPRO(Optimizer):
         mod = setup.program.named_modules()[module]
         history = "\n\n".join(f"text:\n{s.text}\nscore:\n{bucketize(s.value, self.score_buckets)}" for s in shown)
         blocks = [self._exemplar(setup, mod, ex, self._position(module)) for ex in exemplars]
+        contract = self.contract(setup, module)
         return render_template(
             TEMPLATE,
             module=module,
-            inputs=_and(f'"{f.label}"' for f in mod.signature.inputs) or "nothing",
-            outputs=_and(f'"{f.label}"' for f in mod.signature.outputs),
+            inputs=_and(_field(f) for f in mod.signature.inputs) or "nothing",
+            outputs=_and(_field(f) for f in mod.signature.outputs),
+            contract=CONTRACT_LINE.format(statement=contract.statement) if contract else "",
             order=order_word(self.history_order, minimize=False),
             history=history or "(none yet)",
             exemplars="\n\n".join(blocks) or "(no exemplars)",
@@ -220,6 +238,7 @@ class OPRO(Optimizer):
         history = History()
         validated: dict[str, float] = {}
         info = self._module_info.setdefault(module, {"history": [], "validated": {}, "stopped_by": "completed"})
+        contract = self.contract(setup, module)
         exemplar_rng = setup.rng(f"opro:exemplars:{module}")
         order_rng = setup.rng(f"opro:order:{module}")
 
@@ -249,15 +268,29 @@ class OPRO(Optimizer):
                 first_index=self._sample_counter,
                 max_tokens=self.proposer_max_tokens,
             )
+            first_index = self._sample_counter
             self._sample_counter += self.candidates_per_step
             new, duplicates, unparsed, failed = [], 0, 0, 0
-            for reply in replies:
+            checks = {KEPT: 0, REPAIRED: 0, REJECTED: 0}
+            for i, reply in enumerate(replies):
                 if isinstance(reply, Exception):
                     failed += 1
                     continue
                 instruction = parse_instruction(reply.text, max_chars=self.max_instruction_chars)
+                status, why = "", ""
+                if instruction is not None:
+                    cut = runs_to_cutoff(reply.text, instruction, reply.finish_reason)
+                    verdict = guard(instruction, contract, cut_off=cut)
+                    instruction, status, why = verdict.text, verdict.status, verdict.reason
+                    checks[status] += 1
+                emit_proposal(
+                    setup, purpose="opro_instruction", module=module, sample_index=first_index + i,
+                    temperature=self.temperature, kept=instruction, cached=reply.cached, reply=reply.text,
+                    note=why or ("" if status else "no instruction found in the reply"), contract=status,
+                    contract_reason=why,
+                )  # fmt: skip
                 if instruction is None:
-                    unparsed += 1
+                    unparsed += status != REJECTED
                 elif normalize_instruction(instruction) in history or any(
                     normalize_instruction(instruction) == normalize_instruction(n) for n in new
                 ):
@@ -273,6 +306,8 @@ class OPRO(Optimizer):
                 "new": len(new),
                 "duplicates": duplicates,
                 "unparsed": unparsed,
+                "off_contract": checks[REJECTED],
+                "repaired": checks[REPAIRED],
                 "failed": failed,
                 "best_train": history.best().value,
             }
@@ -356,6 +391,11 @@ def _checked_outputs(setup: OptimizationSetup) -> set[str]:
     for mod in setup.program.named_modules().values():
         out.update(n for n in mod.signature.output_names if n not in mod.optional_outputs)
     return out
+
+
+def _field(f) -> str:
+    """A field as the meta-prompt names it: quoted label, then its description in brackets if any."""
+    return f'"{f.label}" ({f.description})' if f.description else f'"{f.label}"'
 
 
 def _short(text: str) -> str:

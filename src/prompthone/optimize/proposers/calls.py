@@ -30,6 +30,8 @@ class ProposalRecord:
     prompt_tokens: int
     completion_tokens: int
     note: str = ""
+    finish_reason: str = ""  # "length" when the reply hit the token cap
+    contract: str = ""  # the contract check's outcome for instruction proposals: kept, repaired, rejected
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -75,26 +77,70 @@ async def propose(
         cached=completion.cached,
         prompt_tokens=completion.prompt_tokens,
         completion_tokens=completion.completion_tokens,
+        finish_reason=completion.finish_reason,
     )
     return completion.text, record
 
 
 def keep(
-    setup: OptimizationSetup, record: ProposalRecord, kept: str | None, *, log: ProposalLog | None, note: str = ""
+    setup: OptimizationSetup,
+    record: ProposalRecord,
+    kept: str | None,
+    *,
+    log: ProposalLog | None,
+    note: str = "",
+    contract: str = "",
+    contract_reason: str = "",
 ) -> ProposalRecord:
-    """Finish a record with what was kept (None: rejected), log it and emit a `proposal` event."""
-    final = ProposalRecord(**{**record.to_dict(), "kept": kept, "note": note})
+    """Finish a record with what was kept (None: rejected), log it and emit a `proposal` event.
+
+    `contract` (with `contract_reason`) is the outcome of the task-contract check (`proposers.contract`)
+    for instruction proposals; it goes on the event so a benchmark can count how many proposals kept
+    the contract, were repaired or were rejected, and why."""
+    final = ProposalRecord(**{**record.to_dict(), "kept": kept, "note": note, "contract": contract})
     if log is not None:
         log.append(final)
-    setup.emit(
-        "proposal",
+    emit_proposal(
+        setup,
         purpose=final.purpose,
         module=final.module,
         sample_index=final.sample_index,
         temperature=final.temperature,
-        accepted=kept is not None,
+        kept=kept,
         cached=final.cached,
-        text=kept if kept is not None else final.reply[:200],
+        reply=final.reply,
         note=note,
+        contract=contract,
+        contract_reason=contract_reason,
     )
     return final
+
+
+def emit_proposal(
+    setup: OptimizationSetup,
+    *,
+    purpose: str,
+    module: str | None,
+    sample_index: int,
+    temperature: float,
+    kept: str | None,
+    cached: bool,
+    reply: str,
+    note: str = "",
+    contract: str = "",
+    contract_reason: str = "",
+) -> None:
+    """Emit one `proposal` event. Methods that call their proposer LM themselves (OPRO, GRAD-SUM) use it
+    directly, so every method's proposals are counted from the same kind of event."""
+    setup.emit(
+        "proposal",
+        purpose=purpose,
+        module=module,
+        sample_index=sample_index,
+        temperature=temperature,
+        accepted=kept is not None,
+        cached=cached,
+        text=kept if kept is not None else reply[:200],
+        note=note,
+        **({"contract": contract, "contract_reason": contract_reason} if contract else {}),
+    )

@@ -12,6 +12,11 @@ What bootstrapping tolerates is what a single example can cause: a wrong answer,
 an error on that example. A teacher that cannot answer at all is not tolerated, or the run would end
 "completed" with no demos and nobody told: a permanent LM error (a refused key, a missing model) is
 raised by the evaluator at once, and a first chunk of runs that all errored stops it too.
+
+Demo sets cover the output space where they can: when a module's output takes a small set of values
+(a classifier's labels; see `label_field`), a set of k demos takes distinct labels before repeating
+one (`covering_sample`), so four TREC demos show four classes rather than four "entity" questions.
+The choice stays seeded and deterministic; `demo_set_candidates(cover_labels=False)` turns it off.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from dataclasses import dataclass
 from prompthone.data.example import Example
 from prompthone.evaluate import EvaluationError, Evaluator, ScoreCache
 from prompthone.optimize.base import OptimizationSetup
-from prompthone.program import Candidate, Demo, Program, trace_to_demos
+from prompthone.program import Candidate, Demo, Module, Program, trace_to_demos
 
 DemoSet = tuple[Demo, ...]
 
@@ -181,6 +186,7 @@ def demo_set_candidates(
     max_bootstrapped: int,
     max_labeled: int,
     rng: random.Random,
+    cover_labels: bool = True,
 ) -> dict[str, list[DemoSet]]:
     """Up to `n_sets` distinct demo sets per module, in this order:
 
@@ -191,7 +197,10 @@ def demo_set_candidates(
     4+. shuffled bootstrapped demos of a random size in [1, max_bootstrapped], plus labelled fill;
     then, while fewer than `n_sets`, labelled samples of a random size in [1, max_labeled].
 
-    Labelled fill never repeats an input that a bootstrapped demo of the set already shows.
+    Labelled fill never repeats an input that a bootstrapped demo of the set already shows. With
+    `cover_labels` (the default), a module whose output is a small label set (`label_field`) gets its
+    demos by `covering_sample` wherever a set is sampled: distinct labels before repeats, the fill
+    preferring labels the set's bootstrapped demos do not show yet.
     """
     if n_sets < 1:
         raise ValueError(f"n_sets must be >= 1, got {n_sets}")
@@ -200,6 +209,7 @@ def demo_set_candidates(
         inputs = module.signature.input_names
         boot = list(bootstrapped.get(name, ()))
         lab = list(labeled.get(name, ()))
+        label = label_field(module, [*boot, *lab]) if cover_labels else None
         sets: list[DemoSet] = []
         seen: set[DemoSet] = set()
 
@@ -209,25 +219,114 @@ def demo_set_candidates(
                 seen.add(key)
                 sets.append(key)
 
-        def fill(chosen: list[Demo], lab: list[Demo] = lab, inputs: Sequence[str] = inputs) -> DemoSet:
+        def fill(
+            chosen: list[Demo], lab: list[Demo] = lab, inputs: Sequence[str] = inputs, label: str | None = label
+        ) -> DemoSet:
+            if label is not None:
+                return covering_fill(chosen, lab, max_labeled, inputs, label, rng)
             return with_labeled_fill(chosen, lab, max_labeled, inputs, rng)
+
+        def pick(pool: list[Demo], k: int, shuffle: bool = True, label: str | None = label) -> list[Demo]:
+            """k demos of `pool`: covering labels if the module has them, else a seeded sample (or the
+            first k, unshuffled)."""
+            if label is not None:
+                return covering_sample(pool, k, label, rng if shuffle else None)
+            return rng.sample(pool, min(k, len(pool))) if shuffle else pool[:k]
 
         add(start[name].demos)
         add(())
         if lab and max_labeled > 0:
-            add(rng.sample(lab, min(max_labeled, len(lab))))
+            add(pick(lab, max_labeled))
         if boot and max_bootstrapped > 0:
-            add(fill(boot[:max_bootstrapped]))
+            add(fill(pick(boot, max_bootstrapped, shuffle=False)))
             for _ in range(n_sets * 5):
                 if len(sets) >= n_sets:
                     break
                 size = rng.randint(1, min(max_bootstrapped, len(boot)))
-                add(fill(rng.sample(boot, len(boot))[:size]))
+                add(fill(pick(boot, size) if label is not None else rng.sample(boot, len(boot))[:size]))
         # Few or no bootstraps (a teacher that rarely passes): other samples of labelled demos instead.
         if lab and max_labeled > 0:
             for _ in range(n_sets * 5):
                 if len(sets) >= n_sets:
                     break
-                add(rng.sample(lab, rng.randint(1, min(max_labeled, len(lab)))))
+                add(pick(lab, rng.randint(1, min(max_labeled, len(lab)))))
         out[name] = sets
     return out
+
+
+# -- label-covering demo sets ---------------------------------------------------------------------------
+#: an output is a label when the demos hold at most this many distinct values, each seen twice on average
+MAX_LABEL_VALUES = 12
+
+
+def _label_value(value: str) -> str:
+    return " ".join(value.split()).lower()
+
+
+def label_field(module: Module, demos: Sequence[Demo]) -> str | None:
+    """The required output whose values across `demos` form a small label set (2 to `MAX_LABEL_VALUES`
+    distinct values, each seen at least twice on average), or None. Decided from the data, not the
+    signature, so a TREC classifier or SST-2 qualifies and a GSM8K answer or a search query does not."""
+    optional = set(getattr(module, "optional_outputs", ()))
+    for name in module.signature.output_names:
+        if name in optional:
+            continue
+        values = [_label_value(d[name]) for d in demos if name in d]
+        distinct = set(values)
+        if 2 <= len(distinct) <= MAX_LABEL_VALUES and len(values) >= 2 * len(distinct):
+            return name
+    return None
+
+
+def covering_sample(
+    pool: Sequence[Demo], k: int, field: str, rng: random.Random | None, *, already: Sequence[Demo] = ()
+) -> list[Demo]:
+    """Up to `k` demos of `pool` that show as many distinct values of `field` as they can.
+
+    Each pick takes the label shown least so far (counting `already`, the demos a set holds before
+    these), ties broken by a seeded order of the labels; within a label, demos come in a seeded order.
+    With `rng` None both orders are the pool's own (first appearance), so the first demos are kept.
+    Demos without `field` come last. Deterministic for a given pool, k and rng state.
+    """
+    groups: dict[str, list[Demo]] = {}
+    rest: list[Demo] = []
+    for d in pool:
+        if field in d:
+            groups.setdefault(_label_value(d[field]), []).append(d)
+        else:
+            rest.append(d)
+    labels = list(groups)
+    if rng is not None:
+        rng.shuffle(labels)
+        for key in labels:
+            rng.shuffle(groups[key])
+    counts = {key: 0 for key in labels}
+    for d in already:
+        key = _label_value(d[field]) if field in d else None
+        if key in counts:
+            counts[key] += 1
+    order = {key: i for i, key in enumerate(labels)}
+    out: list[Demo] = []
+    while len(out) < k:
+        open_ = [key for key in labels if groups[key]]
+        if not open_:
+            break
+        key = min(open_, key=lambda x: (counts[x], order[x]))
+        out.append(groups[key].pop(0))
+        counts[key] += 1
+    return out + rest[: max(0, k - len(out))]
+
+
+def covering_fill(
+    chosen: Sequence[Demo],
+    labeled: Sequence[Demo],
+    max_labeled: int,
+    input_names: Sequence[str],
+    field: str,
+    rng: random.Random,
+) -> DemoSet:
+    """`chosen` plus up to `max_labeled` labelled demos with new inputs, preferring labels `chosen` does
+    not show yet (`with_labeled_fill` with a label-covering choice)."""
+    taken = {_input_key(d, input_names) for d in chosen}
+    pool = [d for d in labeled if _input_key(d, input_names) not in taken]
+    return (*chosen, *covering_sample(pool, max_labeled, field, rng, already=chosen))

@@ -8,7 +8,10 @@ instructions with their scores. Which parts are shown, the tip and the temperatu
 Replies are cleaned before use: small proposers wrap instructions in quotes and labels, continue
 into made-up examples, or write code (a 0.5B model once proposed `Predict("...") -> description`).
 `clean_instruction` strips the wrapping and rejects what cannot serve as an instruction, and a
-rejected proposal is re-sampled with the next sample index.
+rejected proposal is re-sampled with the next sample index. Last comes the task-contract check
+(`proposers.contract`, shared with OPRO and GRAD-SUM): talk about an instruction and cut-off text are
+rejected too; a proposal that drops the start's allowed labels or answer form gets the start's
+contract sentences appended. The proposal prompt shows the fields' descriptions and that contract.
 """
 
 from __future__ import annotations
@@ -21,9 +24,11 @@ from functools import cache
 
 from prompthone.optimize.base import OptimizationSetup
 from prompthone.optimize.proposers.calls import ProposalLog, keep, propose
+from prompthone.optimize.proposers.contract import REJECTED, Contract, contracts_for, guard, runs_to_cutoff
 from prompthone.optimize.proposers.grounding import shorten
 from prompthone.optimize.templates import load_template, render_template
 from prompthone.program import Demo, Module
+from prompthone.program.signature import Field
 from prompthone.program.values import label_key, label_of
 
 #: Tips a proposal may carry, drawn at random per proposal (the paper's set; our wording).
@@ -38,6 +43,8 @@ TIPS: dict[str, str] = {
 
 MIN_WORDS = 4
 MAX_CHARS = 900
+#: how the proposal prompt states the start's contract (empty when the start has none)
+CONTRACT_LINE = "\nWhatever else you change, the new instruction must keep this requirement, word for word: {statement}"
 
 _LABEL = re.compile(
     r"^\s*(?:[#>*_\s]*)(?:(?:new|proposed|improved|revised|final|better|updated|suggested)\s+)?"
@@ -74,6 +81,7 @@ def _prompt_shingles() -> frozenset[tuple[str, ...]]:
     fixed = [
         re.sub(r"\{[a-z_]+\}", "\n", load_template(name)) for name in ("proposer_instruction", "proposer_module_role")
     ]
+    fixed.append(re.sub(r"\{[a-z_]+\}", "\n", CONTRACT_LINE))
     return frozenset(_shingles("\n".join([*fixed, *TIPS.values()])))
 
 
@@ -185,6 +193,21 @@ def format_demos(module: Module, demos: Sequence[Demo], limit: int = 3) -> str:
     return "\n\n".join(blocks)
 
 
+def format_fields(fields: Sequence[Field]) -> str:
+    """Field labels for a proposer prompt, each with its description in brackets when it has one."""
+    return ", ".join(f"{f.label} ({f.description})" if f.description else f.label for f in fields)
+
+
+@dataclass(frozen=True)
+class _Checked:
+    """A cleaned proposal: the text to use (None: rejected), why, and the contract check's outcome."""
+
+    text: str | None
+    reason: str = ""
+    contract: str = ""
+    contract_reason: str = ""
+
+
 def format_history(history: Sequence[tuple[str, float]], limit: int = 5) -> str:
     """Earlier instructions with scores as integers 0-100, best LAST (what the proposer reads most
     recently is what to beat)."""
@@ -224,6 +247,11 @@ class InstructionProposer:
         self.history_size = history_size
         self.log: ProposalLog = log if log is not None else []
         self.modules = setup.program.named_modules()
+        assert setup.start is not None  # OptimizationSetup fills it in
+        #: what each module's start requires of the output, kept by every proposal (`proposers.contract`)
+        self.contracts: dict[str, Contract] = contracts_for(
+            self.modules, {m: setup.start[m].instruction for m in self.modules}
+        )
 
     def prompt(
         self,
@@ -258,9 +286,10 @@ class InstructionProposer:
             "proposer_instruction",
             grounding=grounding,
             module=module,
-            inputs=", ".join(label_of(n) for n in sig.input_names) or "nothing",
-            outputs=", ".join(label_of(n) for n in sig.output_names),
+            inputs=format_fields(sig.inputs) or "nothing",
+            outputs=format_fields(sig.outputs),
             current=current.strip() or "(none)",
+            contract=CONTRACT_LINE.format(statement=c.statement) if (c := self.contracts[module]) else "",
             history=hist,
             tip=TIPS[options.tip],
         )
@@ -269,7 +298,9 @@ class InstructionProposer:
         sig = self.modules[module].signature
         return [label_of(n) for n in (*sig.input_names, *sig.output_names)]
 
-    def _clean(self, module: str, reply: str, seen: set[str], shown: Sequence[Demo] = ()) -> tuple[str | None, str]:
+    def _clean(
+        self, module: str, reply: str, seen: set[str], shown: Sequence[Demo] = (), finish_reason: str = ""
+    ) -> _Checked:
         text, reason = clean_instruction(reply, field_labels=self._labels(module))
         if text is not None and _shingles(text) & _demo_shingles(shown):
             # "Answer The Chronicle of Philanthropy's publishing overlap with Antic is with Antic.": a
@@ -280,9 +311,21 @@ class InstructionProposer:
             # description of the program, copied from the proposal prompt or the step's role, not an
             # instruction to the model
             text, reason = None, "describes the program step instead of instructing the model"
-        if text is not None and normalized(text) in seen:
-            text, reason = None, "duplicate of an instruction already proposed"
-        return text, reason
+        if text is None:
+            return _Checked(None, reason)
+        # the task's contract: talk about an instruction or a cut-off text is rejected; dropped labels or
+        # answer form are repaired with the start's own contract sentences
+        verdict = guard(text, self.contracts[module], cut_off=runs_to_cutoff(reply, text, finish_reason))
+        if verdict.text is None:
+            return _Checked(None, verdict.reason, REJECTED, verdict.reason)
+        if normalized(verdict.text) in seen:
+            return _Checked(None, "duplicate of an instruction already proposed", verdict.status, verdict.reason)
+        return _Checked(verdict.text, "", verdict.status, verdict.reason)
+
+    def _keep(self, rec, checked: _Checked, tip: str) -> None:
+        note = checked.reason or "; ".join(x for x in (checked.contract_reason, f"tip={tip}") if x)
+        keep(self.setup, rec, checked.text, log=self.log, note=note, contract=checked.contract,
+             contract_reason=checked.contract_reason)  # fmt: skip
 
     async def propose_one(
         self,
@@ -307,10 +350,10 @@ class InstructionProposer:
                 self.setup, prompt, purpose="instruction", module=module, temperature=options.temperature,
                 sample_index=sample_base + attempt, max_tokens=self.max_tokens,
             )  # fmt: skip
-            text, reason = self._clean(module, reply, seen, demos)
-            keep(self.setup, rec, text, log=self.log, note=reason or f"tip={options.tip}")
-            if text is not None:
-                return text
+            checked = self._clean(module, reply, seen, demos, rec.finish_reason)
+            self._keep(rec, checked, options.tip)
+            if checked.text is not None:
+                return checked.text
         return None
 
     async def propose_many(
@@ -355,12 +398,12 @@ class InstructionProposer:
             still: list[int] = []
             for k, (reply, rec) in zip(pending, replies, strict=True):
                 shown = demo_sets[k % len(demo_sets)] if demo_sets else ()
-                text, reason = self._clean(module, reply, seen, shown)
-                keep(self.setup, rec, text, log=self.log, note=reason or f"tip={options[k].tip}")
-                if text is None:
+                checked = self._clean(module, reply, seen, shown, rec.finish_reason)
+                self._keep(rec, checked, options[k].tip)
+                if checked.text is None:
                     still.append(k)
                 else:
-                    found[k] = text
-                    seen.add(normalized(text))
+                    found[k] = checked.text
+                    seen.add(normalized(checked.text))
             pending = still
         return [found[k] for k in sorted(found)]

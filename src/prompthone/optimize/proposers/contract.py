@@ -1,0 +1,367 @@
+"""The task's contract: what the start instruction and the output field descriptions require of the
+output, and the one check every proposed instruction passes before it is scored.
+
+Small proposers rewrite instructions into something more general and drop what the task needs: a
+TREC classifier's "The label must be exactly one of: abbreviation, description, entity, human,
+location, number." became "You are an expert in generating human-like responses.", and the search
+chose it. They also talk about the instruction instead of writing one ("The original instruction
+does not contain any errors ...") or stop mid-sentence ("The feedback says: 1. It").
+
+`Contract.of` derives the contract deterministically: enumerated label sets ("one of: a, b, c", a
+list after a colon, "positive or negative") and the answer's form ("a number", "the option letter")
+from the start instruction's sentences and the output fields' descriptions. `guard` then keeps a
+proposal that states the whole contract, repairs one that drops part of it by appending the start's
+contract sentences verbatim, and rejects (for a re-sample) one that is talk about an instruction or
+cut off. It is conservative by construction: a proposal naming every allowed label is never changed
+for its labels, and a start without a contract lets every proposal through. MIPRO's proposals, OPRO's
+proposals and GRAD-SUM's edits all go through `guard`; every outcome is recorded as a `contract`
+field on `proposal` events, which `contract_report` counts.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from prompthone.program.signature import Field
+
+#: statuses a checked proposal gets: kept as written, repaired, or rejected (to be re-sampled)
+KEPT, REPAIRED, REJECTED = "kept", "repaired", "rejected"
+
+#: label sets bigger than this are not treated as an enumeration (a list of 20 things is prose)
+MAX_LABELS = 20
+_ITEM = re.compile(r"^\(?[A-Za-z0-9][\w'\-]*\)?(?: [\w'\-]+){0,2}$")
+_ITEM_SPLIT = re.compile(r"\s*(?:,|;|/|\|)\s*|\s+(?:or|and)\s+", re.I)
+_ONE_OF = re.compile(
+    r"\bone\s+of(?:\s+the(?:se)?)?(?:\s+(?:following|allowed|possible|valid|given))?"
+    r"(?:\s+(?:labels?|categories|classes|options|values|words|answers|types|kinds))?\s*(?::|-|–)?\s*",
+    re.I,
+)
+_COLON = re.compile(r":\s*")
+_BINARY = re.compile(r"(?:^|[\s(])(?:either\s+)?([A-Za-z]+)\s+or\s+([A-Za-z]+)\s*[?.!)]?\s*$", re.I)
+_NOT_LABELS = {
+    "a", "an", "the", "and", "or", "not", "more", "less", "it", "this", "that", "them", "one", "other", "else",
+    "both", "neither", "either", "any", "all", "some", "so", "to", "be", "is", "are", "of", "in", "on", "for",
+}  # fmt: skip
+
+#: answer forms: (name, where the start requires it, how a proposal shows it kept it)
+FORMS: tuple[tuple[str, re.Pattern[str], re.Pattern[str]], ...] = (
+    (
+        "a number",
+        re.compile(
+            r"\b(?:a|one|single)\s+(?:whole\s+|single\s+)?(?:number|integer)\b|\bnumeric\b|\bnumber\s+only\b"
+            r"|\bonly\s+(?:a|the)\s+number\b|\bintegers?\b|\bdigits?\b",
+            re.I,
+        ),
+        re.compile(r"\b(?:numbers?|numeric|numerical|numerals?|integers?|digits?)\b", re.I),
+    ),
+    (
+        "the option letter",
+        re.compile(r"\b(?:option|choice|answer)\s+letter\b|\bletter\s+of\s+the\b|\(A\)", re.I),
+        re.compile(r"\bletters?\b|\([A-Z]\)", re.I),
+    ),
+)
+
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'“])")
+
+
+def _sentences(text: str) -> list[str]:
+    return [s.strip() for s in _SENTENCE.split(text.strip()) if s.strip()]
+
+
+def _items(rest: str) -> list[str] | None:
+    """The items of an enumeration at the start of `rest` (up to the sentence end), or None if it is
+    not one: every item must be one to three plain words, a quoted word, or an option like `(A)`."""
+    rest = re.split(r"(?<=[^.]\w)[.!?](?:\s|$)|\n", rest.strip(), maxsplit=1)[0]
+    rest = rest.strip().rstrip(".!?")
+    out: list[str] = []
+    for raw in _ITEM_SPLIT.split(rest):
+        item = raw.strip().strip("\"'`“”‘’*").strip()
+        if re.fullmatch(r"\([A-Za-z0-9]\)", item) is None:
+            item = re.sub(r"\s*\([^)]*\)\s*", " ", item).strip()  # "c (in lowercase)" -> "c"
+        item = re.sub(r"^(?:either|or|and)\s+", "", item, flags=re.I).strip()
+        if not item:
+            continue
+        if len(item) > 30 or not _ITEM.match(item):
+            return None
+        out.append(item)
+    return out if 2 <= len(out) <= MAX_LABELS else None
+
+
+def find_labels(text: str) -> list[str]:
+    """The allowed labels `text` enumerates ("one of: a, b, c", "...: a, b, c.", "positive or negative?"),
+    in their order; [] when it enumerates none."""
+    for sentence in _sentences(text) or [text]:
+        m = _ONE_OF.search(sentence)
+        if m:
+            found = _items(sentence[m.end() :])
+            if found:
+                return found
+        for m in _COLON.finditer(sentence):
+            found = _items(sentence[m.end() :])
+            if found and len(found) >= 3:
+                return found
+        m = _BINARY.search(sentence)
+        if m and not {m.group(1).lower(), m.group(2).lower()} & _NOT_LABELS:
+            return [m.group(1), m.group(2)]
+    return []
+
+
+def _label_pattern(label: str) -> re.Pattern[str]:
+    """A label as a proposal may write it: any case, spaces or hyphens between words, a plural."""
+    words = [re.escape(w) for w in re.split(r"[\s\-_]+", label.strip()) if w]
+    last = words[-1]
+    consonant_y = re.fullmatch(r"\w*[^aeiou\W]y", last, re.I)  # entity -> entities
+    last = rf"{last[:-1]}(?:y|ies)" if consonant_y else rf"{last}(?:s|es)?"
+    body = r"[\s\-_]*".join([*words[:-1], last])
+    return re.compile(rf"(?<![\w]){body}(?![\w])", re.I)
+
+
+@dataclass(frozen=True)
+class Contract:
+    """What every instruction for one module must keep: `labels` (all of them named), or `forms` (the
+    answer's form words) when there is no label set. `statement` is what a repair appends: the start
+    instruction's contract sentences verbatim, or a sentence made from the field description."""
+
+    labels: tuple[str, ...] = ()
+    forms: tuple[str, ...] = ()
+    statement: str = ""
+
+    def __bool__(self) -> bool:
+        return bool(self.labels or self.forms)
+
+    @classmethod
+    def of(
+        cls, instruction: str, outputs: Iterable[Field] = (), *, optional: Iterable[str] = ("reasoning",)
+    ) -> Contract:
+        """The contract of a module that starts from `instruction` with these output fields
+        (`optional` outputs, such as chain-of-thought reasoning, state no contract)."""
+        skip = set(optional)
+        labels: list[str] = []
+        forms: list[str] = []
+        statements: list[str] = []
+
+        def take(source: str, statement: str) -> None:
+            found = find_labels(source)
+            new = [x for x in found if x.lower() not in {y.lower() for y in labels}]
+            needs = [name for name, where, _ in FORMS if where.search(_without_lists(source)) and name not in forms]
+            if new or needs:
+                labels.extend(new)
+                forms.extend(needs)
+                if statement not in statements:
+                    statements.append(statement)
+
+        for sentence in _sentences(instruction):
+            take(sentence, sentence)
+        for f in outputs:
+            if f.name in skip or not f.description:
+                continue
+            desc = f.description.strip().rstrip(".")
+            take(desc, f"The {f.label.lower()} must be {desc}.")
+        return cls(tuple(labels), () if labels else tuple(forms), " ".join(statements))
+
+    def missing(self, text: str) -> list[str]:
+        """What `text` leaves out: the labels it does not name, or (with no label set) the forms."""
+        if self.labels:
+            return [x for x in self.labels if not _label_pattern(x).search(text)]
+        return [name for name, _, kept in FORMS if name in self.forms and not kept.search(text)]
+
+    def repair(self, text: str) -> str:
+        """`text` with the start's contract sentences appended, so the proposal's own wording stays."""
+        t = text.rstrip()
+        if not self.statement or self.statement in t:
+            return t
+        sep = "" if not t else (" " if t[-1] in ".!?\"')”’]" else ". ")
+        return f"{t}{sep}{self.statement}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"labels": list(self.labels), "forms": list(self.forms), "statement": self.statement}
+
+
+def _without_lists(text: str) -> str:
+    """`text` minus an enumeration it holds, so a label called "number" is not read as a form."""
+    found = find_labels(text)
+    for x in found:
+        text = _label_pattern(x).sub(" ", text)
+    return text
+
+
+# -- talk about an instruction, and text that stops mid-sentence -------------------------------------
+_META_TALK = [
+    re.compile(
+        r"\b(?:the|this|that|my|your|our)\s+(?:original|current|given|previous|above|old|new|revised|improved|"
+        r"updated|proposed|existing|initial|starting|rewritten|modified)\s+(?:instruction|prompt)s?\b",
+        re.I,
+    ),
+    re.compile(
+        r"\b(?:the|this|that)\s+(?:instruction|prompt)\s+(?:is|was|does|did|doesn't|does\s+not|should|could|"
+        r"would|needs|lacks|contains|scored|scores|achieves|achieved|performs|performed|works|worked|seems|"
+        r"fails|failed|has|had)\b",
+        re.I,
+    ),
+    re.compile(r"\bthe\s+(?:feedback|reviewers?|evaluation\s+feedback)\b", re.I),
+    re.compile(
+        r"\b(?:I|[Ww]e)(?:'ve|\s+have)?\s+(?:revised|rewritten|rewrote|changed|updated|improved|modified|added|"
+        r"removed)\b"
+    ),
+    re.compile(r"\b(?:re)?writ(?:e|ing)\s+(?:a|an|the)\s+(?:new\s+|better\s+)?(?:instruction|prompt)\b", re.I),
+]
+_DANGLING_WORDS = re.compile(
+    r"\b(?:a|an|the|and|or|but|nor|of|your|their|its|than|whether|because|such|each|every|both|e\.g\.|i\.e\.)$",
+    re.I,
+)
+_DANGLING_ITEM = re.compile(r"[.:!?]\s+\d+[.)]\s+\S+(?:\s+\S+)?$")
+_CLOSED = ".!?\"')”’]`*"
+
+
+def talks_about_instruction(text: str) -> bool:
+    """True when `text` discusses an instruction (the original one, the feedback, what was changed)
+    rather than instructing the model."""
+    return any(p.search(text) for p in _META_TALK)
+
+
+def looks_truncated(text: str, *, cut_off: bool = False) -> bool:
+    """True when `text` stops mid-sentence: a trailing colon, comma or open bracket, a dangling list item
+    ("... says: 1. It"), a last word that cannot end a sentence ("the", "and"), an unclosed quote; or,
+    with `cut_off` (the reply hit the token cap and the text runs to its end), no closing punctuation."""
+    t = text.rstrip()
+    if not t:
+        return False
+    if t[-1] in ":;,(-–—" or _DANGLING_WORDS.search(t) or (_DANGLING_ITEM.search(t) and t[-1] not in _CLOSED):
+        return True
+    if t.count("(") > t.count(")") or t.count('"') % 2 or t.count("“") > t.count("”"):
+        return True
+    return cut_off and t[-1] not in _CLOSED
+
+
+def runs_to_cutoff(reply: str, text: str, finish_reason: str) -> bool:
+    """True when the reply stopped at the token cap and `text` (taken from it) reaches the reply's end,
+    so the cut fell inside the instruction rather than in chatter after it."""
+    if finish_reason != "length":
+        return False
+    tail = re.findall(r"\w+", text)[-3:]
+    return bool(tail) and re.findall(r"\w+", reply)[-len(tail) :] == tail
+
+
+# -- the check -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome of `guard`: the instruction to use (None: rejected), its status and why."""
+
+    text: str | None
+    status: str
+    reason: str = ""
+
+
+def guard(text: str, contract: Contract, *, cut_off: bool = False) -> Verdict:
+    """Check one proposed instruction against the task's contract.
+
+    Rejected (re-sample it) when it talks about an instruction instead of being one, or stops
+    mid-sentence; repaired (the start's contract sentences appended) when it drops labels or the
+    answer's form; else kept as written.
+    """
+    if talks_about_instruction(text):
+        return Verdict(None, REJECTED, "talks about an instruction instead of being one")
+    if looks_truncated(text, cut_off=cut_off):
+        return Verdict(None, REJECTED, "stops mid-sentence (truncated)")
+    gone = contract.missing(text) if contract else []
+    if gone and contract.statement:
+        what = "labels" if contract.labels else "the answer's form"
+        return Verdict(
+            contract.repair(text), REPAIRED, f"dropped {what} {', '.join(gone)}; the start's contract appended"
+        )
+    return Verdict(text, KEPT)
+
+
+# -- counting ------------------------------------------------------------------------------------------
+@dataclass
+class ContractReport:
+    """Counts over `proposal` events: how many proposals kept the contract as written, were repaired or
+    rejected by the check (with the reasons), and what the search chose."""
+
+    checked: int = 0
+    kept: int = 0
+    repaired: int = 0
+    rejected: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+    chosen: dict[str, str] = field(default_factory=dict)  # module -> "start", "kept", "repaired" or "other"
+
+    @property
+    def kept_share(self) -> float | None:
+        """The share of checked proposals that kept the contract as written."""
+        return self.kept / self.checked if self.checked else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**vars(self), "kept_share": self.kept_share}
+
+
+def contract_report(
+    events: Iterable[Mapping[str, Any]],
+    chosen: Mapping[str, str] | None = None,
+    start: Mapping[str, str] | None = None,
+) -> ContractReport:
+    """Count the contract outcomes of `proposal` events (`kind`/`data` rows of a run store, or the data
+    dicts themselves). With `chosen` (module -> the chosen instruction) and `start` (module -> the
+    start's), also say for each module whether the search chose the start, a proposal kept as written,
+    a repaired one, or something else."""
+    out = ContractReport()
+    used: dict[tuple[Any, str], str] = {}
+    for ev in events:
+        data = ev.get("data", ev) if "kind" in ev else ev
+        if "kind" in ev and ev["kind"] != "proposal":
+            continue
+        status = data.get("contract")
+        if not status:
+            continue
+        out.checked += 1
+        if status == KEPT:
+            out.kept += 1
+        elif status == REPAIRED:
+            out.repaired += 1
+        elif status == REJECTED:
+            out.rejected += 1
+        if status in (REPAIRED, REJECTED):
+            why = str(data.get("contract_reason", "")).split(";")[0]
+            out.reasons[why] = out.reasons.get(why, 0) + 1
+        if data.get("accepted") and data.get("text"):
+            used[(data.get("module"), _norm(str(data["text"])))] = status
+    for module, text in (chosen or {}).items():
+        if start is not None and _norm(text) == _norm(start.get(module, "")):
+            out.chosen[module] = "start"
+        else:
+            out.chosen[module] = used.get((module, _norm(text)), "other")
+    return out
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.split())
+
+
+def contracts_for(modules: Mapping[str, Any], instructions: Mapping[str, str]) -> dict[str, Contract]:
+    """The contract of each module of a program (`named_modules()`), from its start `instructions`."""
+    return {
+        name: Contract.of(
+            instructions.get(name, ""), mod.signature.outputs, optional=getattr(mod, "optional_outputs", ())
+        )
+        for name, mod in modules.items()
+    }
+
+
+__all__: Sequence[str] = [
+    "FORMS",
+    "KEPT",
+    "REJECTED",
+    "REPAIRED",
+    "Contract",
+    "ContractReport",
+    "Verdict",
+    "contract_report",
+    "contracts_for",
+    "find_labels",
+    "guard",
+    "looks_truncated",
+    "runs_to_cutoff",
+    "talks_about_instruction",
+]
