@@ -298,3 +298,30 @@ def test_a_resume_keeps_every_event_of_the_run(data, pg, where, optimizer):
                                    "resumed": True})]  # fmt: skip
     else:
         assert added == []
+
+
+def test_a_trial_finished_by_the_attempt_whose_connection_dropped_is_not_finished_twice():
+    """The commit reached the server but its reply did not: the retry finds the trial finished, which
+    is the outcome asked for, not an error."""
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+    from sqlalchemy.exc import OperationalError
+
+    from prompthone.optimize.mipro.search import RetryingStorage
+
+    class Inner:
+        calls = 0
+
+        def set_trial_state_values(self, trial_id, state, values=None):
+            self.calls += 1
+            if self.calls == 1:
+                raise OperationalError("COMMIT", {}, Exception("server closed the connection unexpectedly"))
+            raise UpdateFinishedTrialError(f"trial {trial_id} is already finished")
+
+        def set_trial_user_attr(self, trial_id, key, value):
+            raise UpdateFinishedTrialError(f"trial {trial_id} is already finished")
+
+    storage = RetryingStorage(Inner(), "postgresql+psycopg://u@h/db")
+    assert storage.set_trial_state_values(7, TrialState.COMPLETE, [0.5]) is True
+    with pytest.raises(UpdateFinishedTrialError):  # no connection dropped: a real mistake, raised
+        storage.set_trial_user_attr(7, "k", 1)

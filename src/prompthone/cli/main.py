@@ -193,7 +193,9 @@ def optimize_command(
         outcome = run_sync(
             run_optimization(spec, out_dir=out, console=console, dry_run=dry_run, resume=resume, store_url=store)
         )
-    except (LMError, EvaluationError, KeyError, ValueError, NotImplementedError, StoreUnavailableError) as exc:
+    except StoreUnavailableError as exc:
+        raise fail(str(exc)) from None
+    except (LMError, EvaluationError, KeyError, ValueError, NotImplementedError) as exc:
         raise fail(str(exc).strip("'\"")) from None
     if dry_run:
         table = Table(title=f"Estimate for {optimizer} on {task} (nothing was spent)")

@@ -201,7 +201,12 @@ def call_with_retry(fn: Callable[[], T], url: str) -> T:
                 waited = f" after retrying for {retry_seconds():.0f} s" if retry_seconds() >= 1 else ""
                 raise StoreUnavailableError(f"the run store {describe(url)} is unreachable{waited}: {why}") from None
             if not warned:
-                log.warning("the run store %s is unreachable (%s); retrying", describe(url), why)
+                log.warning(
+                    "warning: the run store %s is unreachable (%s); retrying for up to %.0f s",
+                    describe(url),
+                    why,
+                    retry_seconds(),
+                )
                 warned = True
         time.sleep(delay)
         delay = min(delay * 2, 4.0)

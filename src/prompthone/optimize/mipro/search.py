@@ -20,12 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage, RDBStorage
 from optuna.trial import TrialState
 
 from prompthone.data.example import Example
 from prompthone.program import Candidate
-from prompthone.store.server import call_with_retry, connect_args, is_server_url
+from prompthone.store.server import call_with_retry, connect_args, is_connection_error, is_server_url
 
 
 def derived_seed(*parts: object) -> int:
@@ -117,7 +118,21 @@ class RetryingStorage(BaseStorage):
 
 def _retrying(name: str) -> Any:
     def method(self: RetryingStorage, *args: Any, **kwargs: Any) -> Any:
-        return call_with_retry(lambda: getattr(self._inner, name)(*args, **kwargs), self._url)
+        dropped = False
+
+        def attempt() -> Any:
+            nonlocal dropped
+            try:
+                return getattr(self._inner, name)(*args, **kwargs)
+            except UpdateFinishedTrialError:
+                if dropped and name == "set_trial_state_values":
+                    return True  # the attempt whose connection dropped had finished the trial after all
+                raise
+            except Exception as exc:
+                dropped = dropped or is_connection_error(exc)
+                raise
+
+        return call_with_retry(attempt, self._url)
 
     method.__name__ = method.__qualname__ = name
     return method
