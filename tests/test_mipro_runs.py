@@ -4,6 +4,7 @@ without paying an LM call twice, and several trials in flight share one bound on
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -72,6 +73,12 @@ def _calls(run_dir: Path) -> list[tuple[str, int]]:
 
 def _paid(run_dir: Path) -> int:
     return sum(1 for _, cached in _calls(run_dir) if not cached)
+
+
+def proposals(run_dir: Path) -> list[str]:
+    """The run's `proposal` events as a multiset, without `cached` (a replayed call is served from the cache)."""
+    events = [e["data"] for e in RunStore(run_dir).events() if e["kind"] == "proposal"]
+    return sorted(json.dumps({k: v for k, v in d.items() if k != "cached"}, sort_keys=True) for d in events)
 
 
 def trail(out) -> list[tuple[str, float, bool]]:
@@ -168,6 +175,9 @@ def test_a_mipro_run_killed_with_sigkill_resumes_to_the_same_result_without_payi
     # before the kill is on record as a cache hit of the resumed run, never bought again.
     assert reference_paid - concurrency <= _paid(run_dir) <= reference_paid
     assert RunStore(run_dir).run_row()["status"] == "completed"
+    # its events too: a resume keeps the killed attempt's (MIPRO restores its pool instead of proposing
+    # again) and records the ones a replay emits again only once
+    assert proposals(run_dir) == proposals(reference.run_dir) and len(proposals(run_dir)) >= 3
     # one study in the run's file: the resumed run continued the killed run's study, not a new one
     (study,) = optuna.get_all_study_summaries(storage=RunStore(run_dir).url)
     assert study.study_name == resumed.result.info["study"] == reference.result.info["study"]

@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from prompthone.cli import demo_cmd, opro_cmd, report_cmd
 from prompthone.cli.checks import (
@@ -207,11 +208,14 @@ def optimize_command(
     elif not is_run_folder(resume):
         raise fail(f"{resume} is not a run folder (no run.sqlite or store.json in it); `prompthone runs` lists them")
     from prompthone.evaluate import EvaluationError
+    from prompthone.store.server import StoreUnavailableError
 
     try:
         outcome = run_sync(
             run_optimization(spec, out_dir=out, console=console, dry_run=dry_run, resume=resume, store_url=store)
         )
+    except StoreUnavailableError as exc:
+        raise fail(str(exc)) from None
     except (LMError, EvaluationError, KeyError, ValueError, NotImplementedError) as exc:
         raise fail(run_error_message(exc, keys=SPLIT_FLAGS if config is None else None)) from None
     if dry_run:
@@ -268,19 +272,26 @@ def runs_command(
 ) -> None:
     """List the runs in a folder with their status and scores."""
     from prompthone.store import RunStore, is_run_folder
+    from prompthone.store.server import StoreUnavailableError, retrying_for
     from prompthone.tasks.user import task_label
 
     table = Table(title=f"Runs in {out}")
     for col in ("run", "status", "task", "optimizer", "start test", "final test", "stopped by"):
         table.add_column(col)
     for folder in sorted(d for d in out.glob("*") if is_run_folder(d)):
-        store = RunStore(folder)
         try:
-            row = store.run_row()
+            with retrying_for(0):  # a server that is away is reported, not waited for
+                store = RunStore(folder)
+                try:
+                    row = store.run_row()
+                finally:
+                    store.close()
         except LookupError:
             continue
-        finally:
-            store.close()
+        except StoreUnavailableError as exc:
+            err.print(Text.assemble(("warning: ", "yellow"), f"run {folder.name}: {exc}"))
+            table.add_row(folder.name, "unreachable", *["-"] * 5)
+            continue
         cfg, res = row["config"], row["result"] or {}
         table.add_row(
             folder.name,

@@ -39,6 +39,7 @@ from prompthone.optimize.registry import make_optimizer
 from prompthone.program import Candidate, Program, render_prompts
 from prompthone.program.run import check_program_inputs
 from prompthone.store import CACHE_DB, RunStore, build_manifest, point_to_store
+from prompthone.store.server import StoreUnavailableError, check_new_store, retrying_for, safe_url
 from prompthone.tasks import Task, get_task
 from prompthone.tasks.splits import task_splits
 from prompthone.tasks.user import task_label
@@ -83,6 +84,7 @@ class RunSpec:
 
     def to_config(self) -> dict[str, Any]:
         d = asdict(replace(self, budget=Budget()))  # a used budget holds its run's LMs: not plain data
+        d["settings"] = public_settings(self.settings)
         b = self.budget
         d["budget"] = {
             "max_lm_calls": b.max_lm_calls,
@@ -99,6 +101,12 @@ class RunSpec:
         budget = c.pop("budget", None) or {}
         budget["prices"] = {k: tuple(v) for k, v in (budget.get("prices") or {}).items()}
         return cls(**c, budget=Budget(**budget))
+
+
+def public_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """Optimizer settings as they are recorded (stored config, summary): a URL (e.g. MIPRO's `storage`)
+    without its password, which the driver reads from the environment instead (PGPASSWORD, ~/.pgpass)."""
+    return {k: safe_url(v) if isinstance(v, str) and "://" in v else v for k, v in settings.items()}
 
 
 @dataclass
@@ -245,6 +253,8 @@ async def run_optimization(
         run_dir = Path(resume)
     else:
         assert spec is not None
+        if store_url is not None:  # before anything is made: the server answers and holds no other run
+            check_new_store(store_url)
         run_dir = new_run_dir(out_dir, spec)
 
     # Everything that can be wrong with the spec is found here, before a run folder is made.
@@ -352,7 +362,16 @@ async def run_optimization(
         after_task = task_lm.usage.as_dict()
         final_test = await _score_test(on_test, result.best, parts.test, "result", console)
     except BaseException as exc:
-        store.set_status("failed", {"error": f"{type(exc).__name__}: {exc}"})
+        try:
+            with retrying_for(3.0):  # the server may still be away: the message below says what to do
+                store.set_status("failed", {"error": f"{type(exc).__name__}: {exc}"})
+        except StoreUnavailableError:
+            pass
+        if isinstance(exc, StoreUnavailableError):
+            raise StoreUnavailableError(
+                f"{exc}; the run stopped, everything it paid for is kept: once the server is back, "
+                f"continue it with `prompthone optimize --resume {run_dir}`"
+            ) from None
         raise
     wall = time.perf_counter() - t0
     end_task = task_lm.usage.as_dict()
@@ -421,7 +440,7 @@ def write_outcome(outcome: RunOutcome, program, *, metric_name: str) -> dict[str
     summary = {
         "task": spec.task,
         "optimizer": spec.optimizer,
-        "settings": spec.settings,
+        "settings": public_settings(spec.settings),
         "model": spec.model,
         "proposer_model": spec.proposer_model or spec.model,
         "teacher_model": spec.teacher_model or spec.model,

@@ -7,6 +7,7 @@ rejected before a `RunStore` is opened (opening one creates its tables).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 
 from prompthone.program import Candidate, CandidateError, Program
 from prompthone.store import RUN_DB, STORE_POINTER, RunStore, database_url, is_run_folder
+from prompthone.store.server import StoreUnavailableError, safe_url
 
 RUNS_DIR = Path("prompthone-runs")
 
@@ -214,6 +216,20 @@ def rebuild_program(config: dict[str, Any], data_root: str | None = None) -> Pro
     return get_task(task).make_program(root)
 
 
+def _server_errors_as_run_data_errors(load: Any) -> Any:
+    """A run store whose server cannot be reached is one line for `show`, `report` and `export`."""
+
+    @functools.wraps(load)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return load(*args, **kwargs)
+        except StoreUnavailableError as exc:
+            raise RunDataError(str(exc)) from None
+
+    return call
+
+
+@_server_errors_as_run_data_errors
 def load_run(run: str | Path, *, runs_dir: Path = RUNS_DIR, data_root: str | None = None) -> RunData:
     """Read one run (see `resolve_run` for what `run` may be) and work out its start and best candidates.
 
@@ -226,7 +242,7 @@ def load_run(run: str | Path, *, runs_dir: Path = RUNS_DIR, data_root: str | Non
         try:
             row = store.run_row()
         except LookupError:
-            raise RunDataError(f"{folder or url} holds no recorded run (its ph_run table is empty)") from None
+            raise RunDataError(f"{folder or safe_url(url)} holds no recorded run (its ph_run table is empty)") from None
         trials = store.trials()
         hashes = list(dict.fromkeys(t["candidate"] for t in trials))
         result = row["result"] or {}
@@ -235,7 +251,7 @@ def load_run(run: str | Path, *, runs_dir: Path = RUNS_DIR, data_root: str | Non
         candidates = {h: store.candidate(h) for h in hashes}
         data = RunData(
             id=row["id"],
-            url=url,
+            url=safe_url(url),  # shown in the report's footer
             folder=folder,
             status=row["status"],
             created_at=row["created_at"],

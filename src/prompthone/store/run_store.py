@@ -7,17 +7,21 @@ run from its own response and score caches without paying twice.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import create_engine, delete, event, insert, inspect, select, text, update
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Engine
 
 from prompthone.lm.types import Completion
 from prompthone.program import Candidate
 from prompthone.store import schema
+from prompthone.store.server import call_with_retry, is_server_url, safe_url, server_engine
 
 RUN_DB = "run.sqlite"
 
@@ -57,7 +61,7 @@ def is_run_folder(path: Path) -> bool:
 def point_to_store(run_dir: Path, url: str) -> None:
     """Write `store.json` in `run_dir`, without any password: the driver reads it from the environment
     (PostgreSQL: PGPASSWORD or ~/.pgpass), so the folder can be shared without the secret."""
-    safe = make_url(url)._replace(password=None).render_as_string(hide_password=False)  # (.set ignores None)
+    safe = safe_url(url)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / STORE_POINTER).write_text(json.dumps({"url": safe}, indent=2) + "\n")
 
@@ -67,6 +71,8 @@ def sqlite_path(url: str) -> Path | None:
 
 
 def _engine(url: str) -> Engine:
+    if is_server_url(url):
+        return server_engine(url)
     path = sqlite_path(url)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -84,12 +90,44 @@ def _engine(url: str) -> Engine:
     return engine
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _retried(method: F) -> F:
+    """Retry a store call while its database server is unreachable (see `prompthone.store.server`);
+    a SQLite file is called once, as before."""
+
+    @functools.wraps(method)
+    def call(self: RunStore, *args: Any, **kwargs: Any) -> Any:
+        if not is_server_url(self.url):
+            return method(self, *args, **kwargs)
+        return call_with_retry(lambda: method(self, *args, **kwargs), self.url)
+
+    return call  # type: ignore[return-value]
+
+
+def _event_key(kind: str, data: Any) -> tuple[str, str]:
+    """What makes two events the same one: all but `cached` (a replayed call is served from the cache)."""
+    plain = json.loads(data) if isinstance(data, str) else json.loads(_json(data))
+    if isinstance(plain, dict):
+        plain.pop("cached", None)
+    return kind, json.dumps(plain, sort_keys=True, ensure_ascii=False)
+
+
 class RunStore:
     """Read and write one run's database."""
 
     def __init__(self, url: str | Path) -> None:
         self.url = database_url(url)
+        #: the run this store object reads and writes (a database holds one run; this guards the others)
+        self.run_id: str | None = None
+        #: events an interrupted attempt recorded that its resumed replay has not emitted again yet
+        self._earlier_events: Counter[tuple[str, str]] = Counter()
         self.engine = _engine(self.url)
+        self._create_tables()
+
+    @_retried
+    def _create_tables(self) -> None:
         schema.metadata.create_all(self.engine)
 
     @property
@@ -98,6 +136,7 @@ class RunStore:
         return sqlite_path(self.url)
 
     # -- the run -----------------------------------------------------------------------------------
+    @_retried
     def create_run(self, run_id: str, config: dict[str, Any], manifest: dict[str, Any]) -> None:
         now = time.time()
         with self.engine.begin() as c:
@@ -112,32 +151,51 @@ class RunStore:
                     result=None,
                 )
             )
+        self.run_id = run_id
 
+    @_retried
     def run_row(self) -> dict[str, Any]:
+        query = select(schema.run)
+        if self.run_id is not None:
+            query = query.where(schema.run.c.id == self.run_id)
         with self.engine.connect() as c:
-            row = c.execute(select(schema.run)).mappings().first()
+            row = c.execute(query.order_by(schema.run.c.created_at)).mappings().first()
         if row is None:
-            raise LookupError(f"no run recorded in {self.url}")
+            raise LookupError(f"no run recorded in {safe_url(self.url)}")
+        self.run_id = row["id"]
         d = dict(row)
         for key in ("config", "manifest", "result"):
             d[key] = json.loads(d[key]) if d[key] else None
         return d
 
+    def _this_run(self) -> Any:
+        """The WHERE clause of this store's own run row (never every row of `ph_run`)."""
+        if self.run_id is None:
+            self.run_row()
+        return schema.run.c.id == self.run_id
+
+    @_retried
     def set_status(self, status: str, result: dict[str, Any] | None = None) -> None:
         values: dict[str, Any] = {"status": status, "updated_at": time.time()}
         if result is not None:
             values["result"] = _json(result)
         with self.engine.begin() as c:
-            c.execute(update(schema.run).values(**values))
+            c.execute(update(schema.run).where(self._this_run()).values(**values))
 
+    @_retried
     def restart(self) -> None:
-        """Forget the trials and events of an interrupted attempt: the replay records them again."""
+        """Begin a resumed attempt: forget the trials (the replay records them again, in order) but keep
+        the events. An optimizer that restores its state instead of replaying it (MIPRO, from its
+        Optuna study) does not emit its earlier events (bootstrap, proposals, ...) again; one that
+        replays does, and `record_event` then records each of those once, not twice."""
         with self.engine.begin() as c:
             c.execute(delete(schema.trials))
-            c.execute(delete(schema.events))
-            c.execute(update(schema.run).values(status="running", updated_at=time.time()))
+            c.execute(update(schema.run).where(self._this_run()).values(status="running", updated_at=time.time()))
+            rows = c.execute(select(schema.events.c.kind, schema.events.c.data)).all()
+        self._earlier_events = Counter(_event_key(kind, data) for kind, data in rows)
 
     # -- what happens during the run ------------------------------------------------------------------
+    @_retried
     def record_candidate(self, candidate: Candidate) -> None:
         with self.engine.begin() as c:
             exists = c.execute(select(schema.candidates.c.hash).where(schema.candidates.c.hash == candidate.hash))
@@ -148,6 +206,7 @@ class RunStore:
                     )
                 )
 
+    @_retried
     def record_trial(self, *, idx: int, candidate: Candidate, score: float, n: int, full: bool, best, info) -> None:
         self.record_candidate(candidate)
         with self.engine.begin() as c:
@@ -164,10 +223,16 @@ class RunStore:
                 )
             )
 
+    @_retried
     def record_event(self, kind: str, data: dict[str, Any]) -> None:
+        key = _event_key(kind, data)
+        if self._earlier_events[key] > 0:  # recorded by the interrupted attempt this one replays
+            self._earlier_events[key] -= 1
+            return
         with self.engine.begin() as c:
             c.execute(insert(schema.events).values(ts=time.time(), kind=kind, data=_json(data)))
 
+    @_retried
     def record_lm_call(self, role: str, completion: Completion, cost_usd: float = 0.0) -> None:
         with self.engine.begin() as c:
             c.execute(
@@ -186,18 +251,21 @@ class RunStore:
             )
 
     # -- reading -------------------------------------------------------------------------------------
+    @_retried
     def trials(self) -> list[dict[str, Any]]:
         with self.engine.connect() as c:
             rows = c.execute(select(schema.trials).order_by(schema.trials.c.idx)).mappings().all()
         return [{**dict(r), "info": json.loads(r["info"] or "{}")} for r in rows]
 
+    @_retried
     def candidate(self, hash_: str) -> Candidate:
         with self.engine.connect() as c:
             row = c.execute(select(schema.candidates.c.json).where(schema.candidates.c.hash == hash_)).first()
         if row is None:
-            raise LookupError(f"candidate {hash_[:12]} is not in {self.url}")
+            raise LookupError(f"candidate {hash_[:12]} is not in {safe_url(self.url)}")
         return Candidate.from_json(row[0])
 
+    @_retried
     def lm_usage(self) -> list[dict[str, Any]]:
         """Per role and model: calls, paid calls, tokens paid and served from cache, cost."""
         t = schema.lm_calls
@@ -230,6 +298,7 @@ class RunStore:
                 a["cost_usd"] += cost
         return list(agg.values())
 
+    @_retried
     def lm_calls(self) -> list[dict[str, Any]]:
         """Every LM call in the order it was made, for charts of spend over time (reports)."""
         t = schema.lm_calls
@@ -237,6 +306,7 @@ class RunStore:
             rows = c.execute(select(t).order_by(t.c.id)).mappings().all()
         return [dict(r) for r in rows]
 
+    @_retried
     def score_records(self, candidate_hash: str) -> list[dict[str, Any]]:
         """The evaluator's cached per-example records of one candidate (the `scores` table), by example id.
 
@@ -251,6 +321,7 @@ class RunStore:
             ).all()
         return [json.loads(r[0]) for r in rows]
 
+    @_retried
     def events(self) -> list[dict[str, Any]]:
         with self.engine.connect() as c:
             rows = c.execute(select(schema.events).order_by(schema.events.c.id)).mappings().all()

@@ -66,6 +66,7 @@ from prompthone.optimize.proposers import (
     summarize_dataset,
 )
 from prompthone.program import Candidate, Demo
+from prompthone.store.server import safe_url
 
 #: temperatures MIPRO++ may choose for a proposal
 PLUS_TEMPERATURES = (0.5, 0.8, 1.0, 1.2)
@@ -247,14 +248,14 @@ class MIPROFamily(Optimizer):
             stored = study.user_attrs.get("fingerprint")
             if stored is not None and stored != fingerprint:
                 raise ValueError(
-                    f"study {study.study_name!r} in {storage} belongs to a different run (other data, "
+                    f"study {study.study_name!r} in {safe_url(storage)} belongs to a different run (other data, "
                     "settings, models or seed); give another study_name or storage file to start afresh"
                 )
             run = _Run(setup, s, val, study, plan["trials"], plan["startup_trials"], plan["parallel_trials"])
             if stored is None:
                 run.persist("fingerprint", fingerprint)
             setup.emit(
-                "step", stage="plan", **plan, storage=storage, study=study.study_name,
+                "step", stage="plan", **plan, storage=safe_url(storage) if storage else None, study=study.study_name,
                 resumed=bool(study.user_attrs.get("full")),
             )  # fmt: skip
             try:

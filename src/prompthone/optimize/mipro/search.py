@@ -9,6 +9,7 @@ uninterrupted run would have.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import hashlib
 import math
@@ -16,12 +17,16 @@ import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.storages import BaseStorage, RDBStorage
 from optuna.trial import TrialState
 
 from prompthone.data.example import Example
 from prompthone.program import Candidate
+from prompthone.store.server import call_with_retry, connect_args, is_connection_error, is_server_url
 
 
 def derived_seed(*parts: object) -> int:
@@ -99,10 +104,58 @@ def quiet_optuna() -> Iterator[None]:
         optuna.logging.set_verbosity(before)
 
 
+class RetryingStorage(BaseStorage):
+    """Optuna's storage for a study on a database server, every call retried while the server is
+    unreachable (`call_with_retry`): a server restart pauses the search instead of ending it with
+    Optuna's traceback. The methods are made below from `BaseStorage`'s, so none is left out."""
+
+    def __init__(self, inner: BaseStorage, url: str) -> None:
+        self._inner, self._url = inner, url
+
+    def __getattr__(self, attr: str) -> Any:  # anything Optuna reads that is not a storage method
+        return getattr(self.__dict__["_inner"], attr)
+
+
+def _retrying(name: str) -> Any:
+    def method(self: RetryingStorage, *args: Any, **kwargs: Any) -> Any:
+        dropped = False
+
+        def attempt() -> Any:
+            nonlocal dropped
+            try:
+                return getattr(self._inner, name)(*args, **kwargs)
+            except UpdateFinishedTrialError:
+                if dropped and name == "set_trial_state_values":
+                    return True  # the attempt whose connection dropped had finished the trial after all
+                raise
+            except Exception as exc:
+                dropped = dropped or is_connection_error(exc)
+                raise
+
+        return call_with_retry(attempt, self._url)
+
+    method.__name__ = method.__qualname__ = name
+    return method
+
+
+for _name in [n for n in dir(BaseStorage) if not n.startswith("_") and callable(getattr(BaseStorage, n))]:
+    setattr(RetryingStorage, _name, _retrying(_name))
+abc.update_abstractmethods(RetryingStorage)
+
+
+def _storage(url: str | None) -> str | BaseStorage | None:
+    """A SQLite file or memory as Optuna opens them; a study on a server behind `RetryingStorage`."""
+    if url is None or not is_server_url(url):
+        return url
+    engine = {"pool_pre_ping": True, "connect_args": connect_args(url)}
+    inner = call_with_retry(lambda: optuna.storages.get_storage(RDBStorage(url, engine_kwargs=engine)), url)
+    return RetryingStorage(inner, url)
+
+
 def open_study(storage: str | None, name: str, seed: int) -> optuna.Study:
     """Create the study, or load it when the storage already has one of that name (resume)."""
     return optuna.create_study(
-        storage=storage_url(storage),
+        storage=_storage(storage_url(storage)),
         study_name=name,
         direction="maximize",
         load_if_exists=True,
