@@ -288,7 +288,7 @@ async def run_optimization(
             store = RunStore(run_dir)
     db = store.path or run_dir / CACHE_DB
     shared = open_cache() if lm_settings.cache_enabled() else None
-    run_cache = ResponseCache(db, fallback=shared)
+    run_cache = ResponseCache(db, fallback=shared, owns_file=False)  # never moved aside: it holds the run
     lms = role_lms(spec, run_cache, backends)
     for role, lm in lms.items():
         lm.listeners.append(lambda c, r=role, m=lm: store.record_lm_call(r, c, _cost(budget, m, c)))
