@@ -7,7 +7,9 @@ a store that is empty, garbage, truncated or never recorded, and run folders tha
 from __future__ import annotations
 
 import random
+import shutil
 import sqlite3
+import sys
 from pathlib import Path
 
 import pytest
@@ -116,3 +118,90 @@ def test_a_damaged_cache_table_is_replaced_in_place_and_the_run_resumes(env, tab
     con.close()
     shown = cli("show", run_dir)
     assert shown.exit_code == 0 and run_dir.name in shown.output, shown.output
+
+
+# -- 2. read commands never import the user's program ----------------------------------------------------
+PIPELINE = """
+from prompthone.program import ChainOfThought, Program
+
+
+class Counter(Program):
+    def __init__(self):
+        self.solve = ChainOfThought("question -> count", instruction="Count the apples.")
+
+    def forward(self, question):
+        return self.solve(question=question)
+
+
+def same_number(example, prediction):
+    return float(prediction["count"].strip() == str(example.labels["count"]))
+"""
+
+
+@pytest.mark.parametrize("fate", ["deleted", "raises on import"])
+def test_show_report_export_and_runs_read_the_store_without_importing_the_program(tmp_path, monkeypatch, fate):
+    import json
+
+    from prompthone.config import load_config
+    from prompthone.exporting import messages_document, program_document
+
+    monkeypatch.setenv("PROMPTHONE_CACHE_DIR", str(tmp_path / "cache"))
+    folder = tmp_path / "project"
+    (folder / "data").mkdir(parents=True)
+    module = f"counter_{abs(hash(tmp_path)) % 10**8}"
+    (folder / f"{module}.py").write_text(PIPELINE)
+    with open(folder / "data" / "apples.jsonl", "w") as f:
+        for i in range(24):
+            f.write(json.dumps({"q": f"Tom has {10 + i} apples. How many?", "n": 10 + i}) + "\n")
+    (folder / "run.yaml").write_text(
+        "\n".join(
+            [
+                "task:",
+                f"  program: {module}:Counter",
+                f"  metric: {module}:same_number",
+                "  data: {path: data/apples.jsonl, inputs: {q: question}, labels: {n: count}, "
+                "label_types: {count: int}}",
+                "optimizer: instruction-search",
+                "models: {task: 'openai/fake@URL'}",
+                "splits: {train: 4, val: 10, test: 10}",
+                "max_tokens: 32",
+            ]
+        )
+    )
+
+    def count_responder(body: dict) -> str:
+        return careful_math_responder(body).replace("Answer:", "Count:")
+
+    with FakeOpenAIServer(latency_ms=1, responder=count_responder) as url:
+        (folder / "run.yaml").write_text((folder / "run.yaml").read_text().replace("URL", url))
+        out = run_sync(run_optimization(load_config(folder / "run.yaml"), out_dir=tmp_path / "runs"))
+    program = sys.modules[module].Counter()
+    want_json = program_document(program, out.result.best)
+    want_messages = messages_document(program, out.result.best)
+
+    # the program is gone (or would blow up) afterwards; nothing may import it again
+    sys.modules.pop(module)
+    shutil.rmtree(folder / "__pycache__", ignore_errors=True)
+    if fate == "deleted":
+        (folder / f"{module}.py").unlink()
+    else:
+        (folder / f"{module}.py").write_text("raise RuntimeError('the program module was imported')\n")
+
+    shown = cli("show", out.run_dir)
+    assert shown.exit_code == 0, shown.output
+    assert "note:" not in shown.output and "carefully" in shown.output and "count" in shown.output
+    report = cli("report", out.run_dir)
+    assert report.exit_code == 0, report.output
+    page = (out.run_dir / "report.html").read_text()
+    assert "question -&gt; reasoning, count" in page and "ChainOfThought" in page  # signature and kind, from the store
+    for fmt, want in (("json", want_json), ("messages", want_messages)):
+        res = cli("export", out.run_dir, "--format", fmt, "--out", tmp_path / f"best.{fmt}.json")
+        assert res.exit_code == 0, res.output
+        got = json.loads((tmp_path / f"best.{fmt}.json").read_text())
+        got.pop("source")
+        assert got == want, fmt  # exactly what the program itself exports
+    yaml_res = cli("export", out.run_dir, "--format", "yaml")
+    assert yaml_res.exit_code == 0 and (out.run_dir / "best_program.yaml").is_file(), yaml_res.output
+    listed = cli("runs", "--out", tmp_path / "runs")
+    assert listed.exit_code == 0 and out.run_dir.name in listed.output, listed.output
+    assert module not in sys.modules

@@ -259,7 +259,7 @@ def export_run(
     data_root: str | None = None,
 ) -> list[Path]:
     """Export the best program of a run (default file: `best_program.json|yaml` or `best_messages.json`
-    in the run folder). The program is rebuilt from the run's config for its signatures."""
+    in the run folder). The signatures come from the program the run recorded in its store."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; expected one of {', '.join(FORMATS)}")
     data = load_run(run, runs_dir=runs_dir, data_root=data_root)

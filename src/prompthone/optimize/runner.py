@@ -38,6 +38,7 @@ from prompthone.optimize.proposers.contract import contract_report
 from prompthone.optimize.registry import make_optimizer
 from prompthone.program import Candidate, Program, render_prompts
 from prompthone.program.run import check_program_inputs
+from prompthone.program.stored import program_spec
 from prompthone.store import CACHE_DB, RunStore, build_manifest, point_to_store
 from prompthone.store.server import StoreUnavailableError, check_new_store, retrying_for, safe_url
 from prompthone.tasks import Task, get_task
@@ -309,7 +310,13 @@ async def run_optimization(
             models={role: lm.identity for role, lm in lms.items()},
             splits={"train": parts.train, "val": parts.val, "test": parts.test},
             seed=spec.seed,
-            extra={"metric": metric.name, "program": type(program).__qualname__, "start_candidate": start_hash},
+            extra={
+                "metric": metric.name,
+                "program": type(program).__qualname__,
+                "start_candidate": start_hash,
+                # the program's modules as data: read commands rebuild it from the store, never importing it
+                "program_spec": program_spec(program),
+            },
         )
         store.create_run(run_dir.name, spec.to_config(), manifest)
     else:

@@ -2,7 +2,8 @@
 
 All four read the same `RunData`, so a number is computed once and the HTML report, the terminal and an
 exported file can never disagree about it. Reading never writes: a name that is not a run folder is
-rejected before a `RunStore` is opened (opening one creates its tables).
+rejected before a `RunStore` is opened (opening one creates its tables). Nor does reading import the
+user's program: the run recorded its modules (`prompthone.program.stored`), and they are rebuilt from there.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from prompthone.program import Candidate, CandidateError, Program
+from prompthone.program.stored import program_from_spec
 from prompthone.store import RUN_DB, STORE_POINTER, RunStore, database_url, is_run_folder
 from prompthone.store.server import StoreUnavailableError, safe_url
 
@@ -76,7 +78,7 @@ class Score:
 
 @dataclass
 class RunData:
-    """Everything the store holds about one run, plus its program rebuilt from the config when possible.
+    """Everything the store holds about one run, plus its program rebuilt from what the store recorded.
 
     `start` is the candidate the run started from and `best` the one it chose; the `*_note` fields say
     in words where a value came from when it is not the obvious place (an interrupted run has no result,
@@ -206,14 +208,31 @@ class RunData:
 
 
 def rebuild_program(config: dict[str, Any], data_root: str | None = None) -> Program:
-    """The run's starting program, built again from its config (a built-in task's `make_program`)."""
+    """A built-in task's starting program, built again from a run's config (runs recorded before the
+    store kept the program's modules). A user's program is never imported here: see `stored_program`."""
     from prompthone.tasks import get_task
 
     task = config.get("task")
     if not task:
-        raise RunDataError("the run's config names no built-in task, so its program cannot be rebuilt")
+        raise RunDataError("the run's config names no task, so its program cannot be rebuilt")
+    if not isinstance(task, str):
+        raise RunDataError(
+            "the run was recorded before prompthone kept a program's modules in its store, and read commands "
+            "never import your program module; re-run it (or resume it) with this version to show its signatures"
+        )
     root = data_root if data_root is not None else config.get("data_root")
     return get_task(task).make_program(root)
+
+
+def stored_program(config: dict[str, Any], manifest: dict[str, Any], data_root: str | None = None) -> Program:
+    """The run's program as its store recorded it (`program_spec`); for older runs, a built-in task's."""
+    spec = manifest.get("program_spec")
+    if spec is None:
+        return rebuild_program(config, data_root)
+    try:
+        return program_from_spec(spec)
+    except ValueError as exc:
+        raise RunDataError(f"the program recorded in the run's manifest cannot be read: {exc}") from None
 
 
 def _server_errors_as_run_data_errors(load: Any) -> Any:
@@ -277,15 +296,18 @@ def load_run(run: str | Path, *, runs_dir: Path = RUNS_DIR, data_root: str | Non
 
 
 def _attach_program(data: RunData, data_root: str | None) -> None:
-    """Rebuild the program and decide the start candidate.
+    """Rebuild the program from the store (older runs: a built-in task's code) and decide the start candidate.
 
     Every optimizer scores its start first, so trial 0 is the start; the rebuilt program's default is
     preferred when the run did score it (then it is certainly the start), and a mismatch is reported:
-    it means the built-in task's starting prompt changed since the run.
+    for an older run rebuilt from code, it means the built-in task's starting prompt changed since.
     """
     try:
-        data.program = rebuild_program(data.config, data_root)
+        data.program = stored_program(data.config, data.manifest, data_root)
         default = Candidate.default(data.program)
+    except RunDataError as exc:
+        data.program, default = None, None
+        data.program_note = str(exc)
     except Exception as exc:  # any failure to rebuild only costs signatures and a verified start
         data.program, default = None, None
         data.program_note = f"the program could not be rebuilt ({type(exc).__name__}: {exc})"
