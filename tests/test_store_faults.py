@@ -6,10 +6,15 @@ a store that is empty, garbage, truncated or never recorded, and run folders tha
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
+import signal
+import socket
 import sqlite3
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +24,7 @@ from prompthone.cli.main import app
 from prompthone.lm import run_sync
 from prompthone.optimize.runner import RunSpec, run_optimization
 from prompthone.store import RunStore
+from prompthone.store.lock import RunLock, RunLockedError
 from prompthone.testing.fake_openai_server import FakeOpenAIServer
 from runlib import careful_math_responder, write_fake_gsm8k
 
@@ -205,3 +211,215 @@ def test_show_report_export_and_runs_read_the_store_without_importing_the_progra
     listed = cli("runs", "--out", tmp_path / "runs")
     assert listed.exit_code == 0 and out.run_dir.name in listed.output, listed.output
     assert module not in sys.modules
+
+
+# -- 3. two processes on one run --------------------------------------------------------------------------
+def test_a_live_holder_refuses_a_second_lock_and_a_dead_or_silent_one_is_taken_over(tmp_path):
+    store = RunStore(tmp_path / "run")
+    first = RunLock(store, where="run X")
+    first.acquire()
+    with pytest.raises(RunLockedError) as err:
+        RunLock(store, where="run X").acquire()
+    assert f"process {os.getpid()} on host {socket.gethostname()}" in str(err.value)
+    assert "run X is in use" in str(err.value) and "\n" not in str(err.value)
+    first.release()
+
+    def hold(**row) -> None:
+        with store.engine.begin() as c:
+            c.exec_driver_sql("DELETE FROM ph_lock")
+            now = time.time()
+            base = {"id": 1, "token": "t", "pid": os.getpid(), "host": socket.gethostname(), "proc_start": None,
+                    "started_at": now, "heartbeat_at": now, "command": "x"}  # fmt: skip
+            base.update(row)
+            cols = ", ".join(base)
+            c.exec_driver_sql(
+                f"INSERT INTO ph_lock ({cols}) VALUES ({', '.join('?' * len(base))})", tuple(base.values())
+            )
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    for taken_over in (
+        {"pid": gone.pid},  # a killed process on this host
+        {"proc_start": "1"},  # this pid, but a process started at another time: the pid was reused
+        {"host": "elsewhere", "heartbeat_at": time.time() - 3600},  # another host that stopped beating
+    ):
+        hold(**taken_over)
+        lock = RunLock(store)
+        lock.acquire()
+        lock.release()
+    hold(host="elsewhere")  # another host, beating: it may well be running
+    with pytest.raises(RunLockedError, match="on host elsewhere"):
+        RunLock(store).acquire()
+    store.close()
+
+
+def test_a_second_process_on_a_running_run_is_refused_and_a_killed_ones_lock_is_taken_over(tmp_path):
+    """Real processes: B resumes while A runs (refused, naming A, paying nothing); A is killed; C takes over."""
+    write_fake_gsm8k(tmp_path / "data")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+           "COLUMNS": "400", "PROMPTHONE_CACHE_DIR": str(tmp_path / "cache")}  # fmt: skip
+    main = "import sys, runlib; from prompthone.cli.main import app; sys.argv[0] = 'prompthone'; app()"
+    srv = FakeOpenAIServer(latency_ms=150, responder=careful_math_responder)
+    with srv as url:
+        args = ["optimize", "--task", "gsm8k", "--optimizer", "instruction-search", "--model", f"openai/fake@{url}"]
+        args += ["--n-train", "4", "--n-val", "10", "--n-test", "10", "--data-root", str(tmp_path / "data")]
+        args += ["--max-tokens", "32", "--concurrency", "1", "--out", str(tmp_path / "runs")]
+        a = subprocess.Popen([sys.executable, "-c", main, *args], env=env, stdout=subprocess.DEVNULL)
+        try:
+            deadline, run_dir = time.monotonic() + 240, None
+            while time.monotonic() < deadline and run_dir is None:
+                assert a.poll() is None, "the run ended before a second process could try it"
+                found = list((tmp_path / "runs").glob("*/run.sqlite"))
+                try:
+                    if found and paid(found[0].parent) >= 3:
+                        run_dir = found[0].parent
+                except sqlite3.OperationalError:
+                    pass  # the store is being created
+                time.sleep(0.05)
+            assert run_dir is not None
+            b = subprocess.run([sys.executable, "-c", main, "optimize", "--resume", str(run_dir)], env=env,
+                               capture_output=True, text=True, timeout=120)  # fmt: skip
+            assert a.poll() is None, "A ended while B tried: the refusal was not tested against a live run"
+            assert b.returncode == 1 and "Traceback" not in b.stderr, b.stderr
+            lines = b.stderr.strip().splitlines()
+            assert len(lines) == 1 and f"process {a.pid} on host {socket.gethostname()}" in lines[0], b.stderr
+            assert "in use" in lines[0]
+            a.send_signal(signal.SIGKILL)
+            a.wait(10)
+        finally:
+            if a.poll() is None:
+                a.kill()
+                a.wait(10)
+        con = sqlite3.connect(run_dir / "run.sqlite")
+        assert con.execute("SELECT pid FROM ph_lock").fetchone() == (a.pid,)  # the dead process's lock is left
+        con.close()
+        c = subprocess.run([sys.executable, "-c", main, "optimize", "--resume", str(run_dir)], env=env,
+                           capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert c.returncode == 0, c.stdout + c.stderr
+        # every request the server answered is on record as paid, bar at most the one A had in flight when
+        # killed: B bought nothing, and C bought only what A had not
+        assert 0 <= srv.requests_received - paid(run_dir) <= 1
+    store = RunStore(run_dir)
+    assert store.run_row()["status"] == "completed"
+    store.close()
+    con = sqlite3.connect(run_dir / "run.sqlite")
+    assert con.execute("SELECT count(*) FROM ph_lock").fetchone()[0] == 0  # released at the end
+    con.close()
+
+
+# -- 4. a broken run.sqlite -----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("finished")
+    write_fake_gsm8k(tmp / "data")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PROMPTHONE_CACHE_DIR", str(tmp / "cache"))
+        mp.setenv("PROMPTHONE_RESPONSE_CACHE", str(tmp / "cache" / "responses.sqlite"))
+        with FakeOpenAIServer(latency_ms=1, responder=careful_math_responder) as url:
+            out = run_sync(run_optimization(spec(url, tmp / "data"), out_dir=tmp / "runs"))
+    con = sqlite3.connect(out.run_dir / "run.sqlite")
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    con.close()
+    return out.run_dir
+
+
+def copy_run(run_dir: Path, dest: Path) -> Path:
+    """The run folder as a person would copy it after the run ended: the store in one file."""
+    dest.mkdir(parents=True)
+    for p in run_dir.iterdir():
+        if not p.name.endswith(("-wal", "-shm")):
+            shutil.copy(p, dest / p.name)
+    return dest
+
+
+def _truncate(db: Path) -> None:
+    db.write_bytes(db.read_bytes()[: db.stat().st_size // 2])
+
+
+def _unrecorded(db: Path) -> None:
+    db.unlink()
+    RunStore(db.parent).close()  # the tables a run makes first, and no run in them
+
+
+BREAKAGES = {
+    "empty": (lambda db: db.write_bytes(b""), "is empty"),
+    "garbage": (lambda db: db.write_bytes(random.Random(1).randbytes(20000)), "is not a SQLite database"),
+    "truncated": (_truncate, "is damaged"),
+    "killed before it recorded itself": (_unrecorded, "holds no recorded run"),
+}
+
+
+@pytest.mark.parametrize("breakage", list(BREAKAGES))
+def test_a_broken_run_store_gives_one_clear_line_everywhere_and_runs_lists_the_others(finished_run, tmp_path, breakage):
+    runs = tmp_path / "runs"
+    good = copy_run(finished_run, runs / "a-good-run")
+    bad = copy_run(finished_run, runs / "b-broken-run")
+    db = bad / "run.sqlite"
+    breaks, says = BREAKAGES[breakage]
+    breaks(db)
+    before = db.read_bytes()
+    for args in (["show", bad], ["report", bad], ["export", bad], ["optimize", "--resume", bad]):
+        line = one_line_error(cli(*args))
+        assert str(db) in line and says in line, (args, line)
+    assert db.read_bytes() == before  # reading (and refusing to resume) changed nothing
+    listed = cli("runs", "--out", runs)
+    assert listed.exit_code == 0, listed.output
+    good_row = next(line for line in listed.output.splitlines() if good.name in line)
+    assert "completed" in good_row and "1.000" in good_row
+    bad_rows = [line for line in listed.output.splitlines() if bad.name in line]
+    assert "broken" in bad_rows[0] and any(says in line for line in bad_rows[1:]), listed.output
+
+
+# -- 5. run folders that cannot be written ----------------------------------------------------------------
+@pytest.fixture
+def immutable():
+    """`chattr +i` paths (even root cannot write in them), undone afterwards."""
+    done: list[Path] = []
+
+    def make(*paths: Path) -> None:
+        for p in paths:
+            subprocess.run(["chattr", "+i", str(p)], check=True)
+            done.append(p)
+
+    yield make
+    for p in reversed(done):
+        subprocess.run(["chattr", "-i", str(p)], check=False)
+
+
+def test_out_that_cannot_hold_run_folders_fails_before_anything_is_spent(env, immutable):
+    tmp, url, srv = env
+    base = ["optimize", "--task", "gsm8k", "--optimizer", "mipro", "--model", f"openai/fake@{url}"]
+    base += ["--n-train", "4", "--n-val", "10", "--n-test", "10", "--data-root", tmp / "data"]
+    a_file = tmp / "not-a-folder"
+    a_file.write_text("x")
+    locked = tmp / "locked"
+    locked.mkdir()
+    immutable(locked)
+    for out, says in (
+        (a_file, "is a file, not a folder"),
+        (a_file / "runs", "is a file, not a folder"),
+        (locked, "cannot create a run folder there (Operation not permitted)"),
+        (locked / "runs", "cannot create a run folder there (Operation not permitted)"),
+    ):
+        line = one_line_error(cli(*base, "--out", out))
+        assert f"--out {out}" in line and says in line, line
+    assert srv.requests_received == 0 and list(locked.iterdir()) == []
+
+
+def test_show_report_and_export_read_a_read_only_run_folder(finished_run, tmp_path, immutable):
+    run_dir = copy_run(finished_run, tmp_path / "runs" / "shared-run")
+    names = sorted(p.name for p in run_dir.iterdir())
+    immutable(*run_dir.iterdir(), run_dir)
+    with pytest.raises(OSError):
+        (run_dir / "probe").write_text("x")  # really read-only, for root too
+    shown = cli("show", run_dir)
+    assert shown.exit_code == 0 and "completed" in shown.output and "carefully" in shown.output, shown.output
+    line = one_line_error(cli("report", run_dir))
+    assert f"{run_dir / 'report.html'}" in line and "give --out" in line
+    report = cli("report", run_dir, "--out", tmp_path / "report.html")
+    assert report.exit_code == 0 and "carefully" in (tmp_path / "report.html").read_text(), report.output
+    exported = cli("export", run_dir, "--out", tmp_path / "best.json")
+    assert exported.exit_code == 0 and (tmp_path / "best.json").is_file(), exported.output
+    listed = cli("runs", "--out", run_dir.parent)
+    assert listed.exit_code == 0 and "completed" in listed.output, listed.output
+    assert sorted(p.name for p in run_dir.iterdir()) == names

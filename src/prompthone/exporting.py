@@ -274,7 +274,12 @@ def export_run(
         if data.folder is None:
             raise RunDataError(f"the run at {data.url} has no folder to write into; give --out PATH")
         out = data.folder / DEFAULT_NAMES[fmt]
-    return export_program(data.program, data.best, out, fmt, source=run_source(data))
+    try:
+        return export_program(data.program, data.best, out, fmt, source=run_source(data))
+    except OSError as exc:
+        raise ExportError(
+            f"cannot write the export to {out}: {exc.strerror or exc}; give --out FILE in a folder you can write to"
+        ) from None
 
 
 # -- reading -------------------------------------------------------------------------------------------

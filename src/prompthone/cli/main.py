@@ -208,13 +208,15 @@ def optimize_command(
     elif not is_run_folder(resume):
         raise fail(f"{resume} is not a run folder (no run.sqlite or store.json in it); `prompthone runs` lists them")
     from prompthone.evaluate import EvaluationError
+    from prompthone.store.broken import BrokenRunError
+    from prompthone.store.lock import RunLockedError
     from prompthone.store.server import StoreUnavailableError
 
     try:
         outcome = run_sync(
             run_optimization(spec, out_dir=out, console=console, dry_run=dry_run, resume=resume, store_url=store)
         )
-    except StoreUnavailableError as exc:
+    except (StoreUnavailableError, BrokenRunError, RunLockedError) as exc:
         raise fail(str(exc)) from None
     except (LMError, EvaluationError, KeyError, ValueError, NotImplementedError) as exc:
         raise fail(run_error_message(exc, keys=SPLIT_FLAGS if config is None else None)) from None
@@ -270,39 +272,43 @@ def _settings(items: list[str]) -> dict:
 def runs_command(
     out: Annotated[Path, typer.Option(help="Folder that holds run folders.")] = Path("prompthone-runs"),
 ) -> None:
-    """List the runs in a folder with their status and scores."""
-    from prompthone.store import RunStore, is_run_folder
+    """List the runs in a folder with their status and scores; a run whose store cannot be read is
+    listed as broken (or unreachable), with the reason, and the others are listed as usual."""
+    from prompthone.store import is_run_folder
+    from prompthone.store.broken import BrokenRunError, open_run
     from prompthone.store.server import StoreUnavailableError, retrying_for
     from prompthone.tasks.user import task_label
 
     table = Table(title=f"Runs in {out}")
     for col in ("run", "status", "task", "optimizer", "start test", "final test", "stopped by"):
         table.add_column(col)
+    broken = []
     for folder in sorted(d for d in out.glob("*") if is_run_folder(d)):
         try:
             with retrying_for(0):  # a server that is away is reported, not waited for
-                store = RunStore(folder)
-                try:
-                    row = store.run_row()
-                finally:
-                    store.close()
-        except LookupError:
+                store, row = open_run(folder, read_only=True)
+                store.close()
+        except BrokenRunError as exc:
+            broken.append(f"{folder.name}: {exc}")
+            table.add_row(folder.name, "[red]broken[/]", "-", "-", "-", "-", "-")
             continue
         except StoreUnavailableError as exc:
             err.print(Text.assemble(("warning: ", "yellow"), f"run {folder.name}: {exc}"))
             table.add_row(folder.name, "unreachable", *["-"] * 5)
             continue
-        cfg, res = row["config"], row["result"] or {}
+        cfg, res = row["config"] or {}, row["result"] or {}
         table.add_row(
             folder.name,
             row["status"],
-            task_label(cfg["task"]),
-            cfg["optimizer"],
+            task_label(cfg.get("task", "?")),
+            str(cfg.get("optimizer", "?")),
             _score(res, "start_test"),
             _score(res, "final_test"),
             str(res.get("stopped_by", "-")),
         )
     console.print(table)
+    for line in broken:
+        err.print(Text.assemble(("broken run ", "yellow"), line), highlight=False)
 
 
 def _score(result: dict, key: str) -> str:

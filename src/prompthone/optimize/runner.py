@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,6 +40,8 @@ from prompthone.program import Candidate, Program, render_prompts
 from prompthone.program.run import check_program_inputs
 from prompthone.program.stored import program_spec
 from prompthone.store import CACHE_DB, RunStore, build_manifest, point_to_store
+from prompthone.store.broken import open_run
+from prompthone.store.lock import RunLock
 from prompthone.store.server import StoreUnavailableError, check_new_store, retrying_for, safe_url
 from prompthone.tasks import Task, get_task
 from prompthone.tasks.splits import task_splits
@@ -227,6 +229,37 @@ def new_run_dir(out_dir: Path, spec: RunSpec) -> Path:
     return out_dir / f"{spec.optimizer}-{spec.task_name.replace('/', '-')}-{stamp}"
 
 
+class RunFolderError(ValueError):
+    """The run folder cannot be made where `--out` says; the message names the path and why."""
+
+
+def make_run_dir(run_dir: Path) -> Path:
+    """Create a new run's folder, and only a new one: two runs started in the same millisecond get two
+    folders (`-2`, `-3`, ...), never one. Fails with `RunFolderError` before anything is spent."""
+    parent = run_dir.parent
+    for i in range(1, 100):
+        path = run_dir if i == 1 else run_dir.with_name(f"{run_dir.name}-{i}")
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+            path.mkdir()
+            return path
+        except FileExistsError:
+            if not parent.is_dir():
+                break
+            continue
+        except OSError as exc:
+            raise RunFolderError(_folder_problem(parent, exc)) from None
+    raise RunFolderError(_folder_problem(parent, NotADirectoryError(f"{parent} is not a folder")))
+
+
+def _folder_problem(out_dir: Path, exc: OSError) -> str:
+    blocker = next((p for p in (out_dir, *out_dir.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None or isinstance(exc, NotADirectoryError):
+        return f"--out {out_dir}: {blocker or out_dir} is a file, not a folder; give a folder for the run folders"
+    reason = exc.strerror or str(exc)
+    return f"--out {out_dir}: cannot create a run folder there ({reason}); give a folder you can write to"
+
+
 async def run_optimization(
     spec: RunSpec | None = None,
     *,
@@ -249,8 +282,8 @@ async def run_optimization(
     console = console or Console(quiet=True)
     store: RunStore | None = None
     if resume is not None:
-        store = RunStore(resume)  # the folder's run.sqlite, or the server its store.json names
-        spec = RunSpec.from_config(store.run_row()["config"])
+        store, row = open_run(resume)  # the folder's run.sqlite, or the server its store.json names
+        spec = RunSpec.from_config(row["config"])
         run_dir = Path(resume)
     else:
         assert spec is not None
@@ -282,11 +315,36 @@ async def run_optimization(
 
     backends = role_backends(spec)
     if store is None:
+        run_dir = make_run_dir(run_dir)
         if store_url is not None:
             point_to_store(run_dir, store_url)
             store = RunStore(store_url)
         else:
             store = RunStore(run_dir)
+    lock = RunLock(store, where=f"run {run_dir}")
+    lock.acquire()  # before anything is replayed or paid for: a second process on the run is refused here
+    try:
+        return await _run_locked(
+            spec, store, run_dir, resume, task, parts, program, budget, make_setup, console, backends
+        )
+    finally:
+        lock.release()
+
+
+async def _run_locked(
+    spec: RunSpec,
+    store: RunStore,
+    run_dir: Path,
+    resume: Path | None,
+    task: Task,
+    parts: Split,
+    program: Program,
+    budget: Budget,
+    make_setup: Callable[..., OptimizationSetup],
+    console: Console,
+    backends: dict[str, Backend],
+) -> RunOutcome:
+    """The run itself, while this process holds its lock (see `prompthone.store.lock`)."""
     db = store.path or run_dir / CACHE_DB
     shared = open_cache() if lm_settings.cache_enabled() else None
     run_cache = ResponseCache(db, fallback=shared, owns_file=False)  # never moved aside: it holds the run
@@ -313,7 +371,7 @@ async def run_optimization(
             extra={
                 "metric": metric.name,
                 "program": type(program).__qualname__,
-                "start_candidate": start_hash,
+                "start_candidate": Candidate.default(program).hash,
                 # the program's modules as data: read commands rebuild it from the store, never importing it
                 "program_spec": program_spec(program),
             },

@@ -66,8 +66,14 @@ def write_report(
         if data.folder is None:
             raise RunDataError(f"the run at {data.url} has no folder to write {REPORT_NAME} into; give --out PATH")
         out = data.folder / REPORT_NAME
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render_report(data), encoding="utf-8")
+    page = render_report(data)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(page, encoding="utf-8")
+    except OSError as exc:
+        raise RunDataError(
+            f"cannot write the report to {out}: {exc.strerror or exc}; give --out FILE in a folder you can write to"
+        ) from None
     return out
 
 

@@ -2,8 +2,8 @@
 
 All four read the same `RunData`, so a number is computed once and the HTML report, the terminal and an
 exported file can never disagree about it. Reading never writes: a name that is not a run folder is
-rejected before a `RunStore` is opened (opening one creates its tables). Nor does reading import the
-user's program: the run recorded its modules (`prompthone.program.stored`), and they are rebuilt from there.
+rejected before a store is opened, and a store is opened read-only. Nor does reading import the user's
+program: the run recorded its modules (`prompthone.program.stored`), and they are rebuilt from there.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 from prompthone.program import Candidate, CandidateError, Program
 from prompthone.program.stored import program_from_spec
 from prompthone.store import RUN_DB, STORE_POINTER, RunStore, database_url, is_run_folder
+from prompthone.store.broken import STORE_ERRORS, BrokenRunError, explain, open_run
 from prompthone.store.server import StoreUnavailableError, safe_url
 
 RUNS_DIR = Path("prompthone-runs")
@@ -256,43 +257,51 @@ def load_run(run: str | Path, *, runs_dir: Path = RUNS_DIR, data_root: str | Non
     hotpotqa needs its data to build the program; the data may have moved since the run).
     """
     url, folder = resolve_run(run, runs_dir)
-    store = RunStore(url)
     try:
-        try:
-            row = store.run_row()
-        except LookupError:
-            raise RunDataError(f"{folder or safe_url(url)} holds no recorded run (its ph_run table is empty)") from None
-        trials = store.trials()
-        hashes = list(dict.fromkeys(t["candidate"] for t in trials))
-        result = row["result"] or {}
-        if result.get("best_candidate") and result["best_candidate"] not in hashes:
-            hashes.append(result["best_candidate"])
-        candidates = {h: store.candidate(h) for h in hashes}
-        data = RunData(
-            id=row["id"],
-            url=safe_url(url),  # shown in the report's footer
-            folder=folder,
-            status=row["status"],
-            created_at=row["created_at"],
-            updated_at=row["updated_at"],
-            config=row["config"] or {},
-            manifest=row["manifest"] or {},
-            result=result,
-            trials=trials,
-            candidates=candidates,
-            lm_calls=store.lm_calls(),
-            usage=store.lm_usage(),
-            events=store.events(),
-        )
-        _attach_program(data, data_root)
-        _choose_best(data)
+        store, row = open_run(url, read_only=True)  # reading never writes, so a read-only folder works too
+    except BrokenRunError as exc:
+        raise RunDataError(str(exc)) from None
+    try:
+        return _read(store, row, url, folder, data_root)
+    except STORE_ERRORS as exc:  # a page past the readable part of a truncated file, ...
+        raise RunDataError(explain(url, exc)) from None
+    finally:
+        store.close()
+
+
+def _read(store: RunStore, row: dict[str, Any], url: str, folder: Path | None, data_root: str | None) -> RunData:
+    trials = store.trials()
+    hashes = list(dict.fromkeys(t["candidate"] for t in trials))
+    result = row["result"] or {}
+    if result.get("best_candidate") and result["best_candidate"] not in hashes:
+        hashes.append(result["best_candidate"])
+    candidates = {h: store.candidate(h) for h in hashes}
+    data = RunData(
+        id=row["id"],
+        url=safe_url(url),  # shown in the report's footer
+        folder=folder,
+        status=row["status"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        config=row["config"] or {},
+        manifest=row["manifest"] or {},
+        result=result,
+        trials=trials,
+        candidates=candidates,
+        lm_calls=store.lm_calls(),
+        usage=store.lm_usage(),
+        events=store.events(),
+    )
+    _attach_program(data, data_root)
+    _choose_best(data)
+    try:  # the score cache is a cache: a damaged one costs the per-example tables, not the run
         if data.start is not None:
             data.start_records = store.score_records(data.start.hash)
         if data.best is not None:
             data.best_records = store.score_records(data.best.hash)
-        return data
-    finally:
-        store.close()
+    except STORE_ERRORS:
+        data.start_records, data.best_records = [], []
+    return data
 
 
 def _attach_program(data: RunData, data_root: str | None) -> None:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import functools
 import json
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 from sqlalchemy import create_engine, delete, event, insert, inspect, select, text, update
 from sqlalchemy.engine import Engine
@@ -70,20 +72,43 @@ def sqlite_path(url: str) -> Path | None:
     return Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
 
 
-def _engine(url: str) -> Engine:
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    """A connection that never writes, even in a read-only folder.
+
+    `mode=ro` still needs the WAL index (`-shm`), which it cannot create in a read-only folder; when
+    the folder has no WAL with data in it (a run that ended cleanly) nothing is missed by reading the
+    file as immutable instead."""
+    uri = f"file:{quote(str(path.resolve()))}"
+    conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=30)
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return conn
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        wal = Path(f"{path}-wal")
+        if "unable to open" not in str(exc) or not path.is_file() or (wal.exists() and wal.stat().st_size):
+            raise
+    return sqlite3.connect(f"{uri}?immutable=1", uri=True, timeout=30)
+
+
+def _engine(url: str, *, read_only: bool = False) -> Engine:
     if is_server_url(url):
         return server_engine(url)
     path = sqlite_path(url)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, future=True)
+    if path is not None and read_only:  # writes nothing, so it also opens a run in a read-only folder
+        engine = create_engine("sqlite://", creator=lambda: _connect_read_only(path), future=True)
+    else:
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, future=True)
     if path is not None:
 
         @event.listens_for(engine, "connect")
         def _pragmas(conn, _record) -> None:  # WAL: readers never block the writer
             cur = conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
+            if not read_only:
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
 
@@ -117,14 +142,17 @@ def _event_key(kind: str, data: Any) -> tuple[str, str]:
 class RunStore:
     """Read and write one run's database."""
 
-    def __init__(self, url: str | Path) -> None:
+    def __init__(self, url: str | Path, *, read_only: bool = False) -> None:
+        """`read_only`: read an existing store without writing to it (no tables created; a SQLite file is
+        opened read-only, so a run in a read-only folder can still be shown)."""
         self.url = database_url(url)
         #: the run this store object reads and writes (a database holds one run; this guards the others)
         self.run_id: str | None = None
         #: events an interrupted attempt recorded that its resumed replay has not emitted again yet
         self._earlier_events: Counter[tuple[str, str]] = Counter()
-        self.engine = _engine(self.url)
-        self._create_tables()
+        self.engine = _engine(self.url, read_only=read_only)
+        if not read_only:
+            self._create_tables()
 
     @_retried
     def _create_tables(self) -> None:

@@ -68,3 +68,16 @@ events = Table(
     Column("kind", String(32), nullable=False),
     Column("data", Text, nullable=False),  # JSON
 )
+
+lock = Table(
+    "ph_lock",
+    metadata,
+    Column("id", Integer, primary_key=True),  # always 1: one process works on a run at a time
+    Column("token", String(64), nullable=False),  # the holder's own random id (compare-and-swap on take-over)
+    Column("pid", Integer, nullable=False),
+    Column("host", String(256), nullable=False),
+    Column("proc_start", String(32)),  # the holder's start as its OS counts it, so a reused pid is not it
+    Column("started_at", Float, nullable=False),
+    Column("heartbeat_at", Float, nullable=False),  # refreshed while the holder runs (other hosts' liveness)
+    Column("command", Text),
+)
