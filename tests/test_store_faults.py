@@ -238,18 +238,25 @@ def test_a_live_holder_refuses_a_second_lock_and_a_dead_or_silent_one_is_taken_o
 
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
-    for taken_over in (
-        {"pid": gone.pid},  # a killed process on this host
-        {"proc_start": "1"},  # this pid, but a process started at another time: the pid was reused
-        {"host": "elsewhere", "heartbeat_at": time.time() - 3600},  # another host that stopped beating
-    ):
-        hold(**taken_over)
-        lock = RunLock(store)
-        lock.acquire()
-        lock.release()
-    hold(host="elsewhere")  # another host, beating: it may well be running
-    with pytest.raises(RunLockedError, match="on host elsewhere"):
-        RunLock(store).acquire()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        for taken_over in (
+            {"pid": gone.pid},  # a killed process on this host
+            {"pid": alive.pid, "proc_start": "1"},  # a live pid, but of a process started later: the pid was reused
+            {"host": "elsewhere", "heartbeat_at": time.time() - 3600},  # another host that stopped beating
+            {},  # this process, with a lock it no longer holds (its release could not reach the store)
+        ):
+            hold(**taken_over)
+            lock = RunLock(store)
+            lock.acquire()
+            lock.release()
+        for held in ({"pid": alive.pid}, {"host": "elsewhere"}):  # alive, or beating on another host
+            hold(**held)
+            with pytest.raises(RunLockedError, match=f"process {held.get('pid', os.getpid())} on host"):
+                RunLock(store).acquire()
+    finally:
+        alive.kill()
+        alive.wait()
     store.close()
 
 

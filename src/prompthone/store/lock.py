@@ -9,7 +9,9 @@ both databases do atomically.
 A holder that died without releasing (SIGKILL, power loss) must not lock its run forever: on the same
 host a lock is stale once its process is gone (its pid is no longer alive, or is now another process,
 told apart by the process's start time); from another host, once its heartbeat, refreshed every
-`HEARTBEAT_S` seconds while the holder runs, is older than `STALE_AFTER_S`. A stale lock is taken over.
+`HEARTBEAT_S` seconds while the holder runs, is older than `STALE_AFTER_S`. In its own process a lock
+is stale once released, even if the release could not reach the store (a server that went away): the
+same Python session can resume the run afterwards. A stale lock is taken over.
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ log = logging.getLogger(__name__)
 HEARTBEAT_S = 20.0
 STALE_AFTER_S = 120.0
 _ATTEMPTS = 20
+#: tokens of the locks this process holds now: a row of this process with another token is one it
+#: gave up but could not delete (its store was away), so it is stale although the process lives
+_HELD: set[str] = set()
 
 
 class RunLockedError(RuntimeError):
@@ -67,6 +72,8 @@ def holder_alive(row: dict[str, Any], *, now: float | None = None) -> bool:
     """Whether the process that holds a lock row may still be working on the run."""
     if row["host"] != socket.gethostname():
         return (now or time.time()) - row["heartbeat_at"] < STALE_AFTER_S
+    if row["pid"] == os.getpid():
+        return row["token"] in _HELD
     if not _pid_alive(row["pid"]):
         return False
     started = _proc_start(row["pid"])
@@ -138,6 +145,7 @@ class RunLock:
                     raise
                 time.sleep(0.05 * (attempt + 1))  # another process wrote the row at the same moment: look again
                 continue
+            _HELD.add(self.token)
             self._thread = threading.Thread(target=self._beat, name="prompthone-run-lock", daemon=True)
             self._thread.start()
             return
@@ -154,6 +162,7 @@ class RunLock:
 
     def release(self) -> None:
         """Give the lock up (only if still ours); safe to call twice."""
+        _HELD.discard(self.token)
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
