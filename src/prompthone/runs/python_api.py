@@ -136,7 +136,7 @@ def optimize(
         )
     )
     assert isinstance(outcome, RunOutcome)
-    _write_files(outcome, program)
+    _write_files(outcome.run_dir)
     optimized = copy.deepcopy(program)
     optimized.load_candidate(outcome.result.best)
     return OptimizedRun(program=optimized, best=outcome.result.best, run_dir=outcome.run_dir, outcome=outcome)
@@ -158,17 +158,14 @@ def _task_name(program: Program) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", words).strip("-") or "program"
 
 
-def _write_files(outcome: RunOutcome, program: Program) -> None:
+def _write_files(run_dir: Path) -> None:
     """The files a CLI run leaves beside `run.sqlite`: the report and the best prompts as chat messages
-    (written from the program object itself, which a stored config cannot rebuild)."""
-    from prompthone.exporting import DEFAULT_NAMES, export_program
+    (both read the store, which records the program's modules, so nothing is imported again)."""
+    from prompthone.exporting import export_run
     from prompthone.report import write_report
 
-    write_report(outcome.run_dir)
-    source = {"run": outcome.run_dir.name, "task": outcome.spec.task_name, "optimizer": outcome.spec.optimizer,
-              "task_model": outcome.spec.model, "validation_score": outcome.result.best_score}  # fmt: skip
-    export_program(program, outcome.result.best, outcome.run_dir / DEFAULT_NAMES["messages"], "messages",
-                   source=source)  # fmt: skip
+    write_report(run_dir)
+    export_run(run_dir, "messages")
 
 
 __all__ = ["TRAIN_SHARE_WITHOUT_VALSET", "OptimizedRun", "optimize"]
