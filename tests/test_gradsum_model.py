@@ -9,6 +9,8 @@ to judge well (it passed every wrong answer in a trial run), but its replies mus
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from prompthone.data.example import Example
@@ -62,6 +64,8 @@ def optimizer() -> GradSum:
 async def test_gradsum_runs_end_to_end_on_the_embedded_model(tmp_path):
     cache = tmp_path / "responses.sqlite"
     setup, _ = make_setup(cache)
+    events: list[tuple[str, dict]] = []
+    setup = dataclasses.replace(setup, events=lambda kind, data: events.append((kind, data)))
     result = await optimizer().optimize(setup)
 
     assert result.stopped_by == "completed"
@@ -72,8 +76,11 @@ async def test_gradsum_runs_end_to_end_on_the_embedded_model(tmp_path):
     assert parent["failures"] >= 1  # rivers are never the expected capitals
     usage = setup.budget.usage_by_role()
     assert usage["task"].paid_calls >= 5
-    # a gradient per failure, one summary and one edit, each a real reply of the proposer
-    assert usage["proposer"].paid_calls == parent["failures"] + 2
+    # a gradient per failure, one summary and the edit calls (one, and a second when the task-contract check
+    # rejected the first), each a real reply of the proposer
+    edit_calls = [d for kind, d in events if kind == "proposal" and d.get("purpose") == "gradsum_edit"]
+    assert 1 <= len(edit_calls) <= 2
+    assert usage["proposer"].paid_calls == parent["failures"] + 1 + len(edit_calls)
     assert all(text.strip() for text in parent["gradients"]["predict"])
     assert parent["summaries"]["predict"].strip()
     (edit,) = parent["edits"]
