@@ -183,3 +183,38 @@ def test_prompthone_trajectory_of_a_real_run_matches_its_usage(tmp_path: Path, m
     assert traj[-1][0] == out.usage["task"]["paid_calls"]
     assert [c for c, _ in traj] == sorted(c for c, _ in traj)
     assert calls_to_reach(traj, out.result.best_score) <= traj[-1][0]
+
+
+def test_cap_with_a_file_replays_an_earlier_session_as_calls_that_run_made(tmp_path: Path) -> None:
+    """A row interrupted and run again: what the first session paid for comes back from the file, counted as
+    the run's own calls (with their tokens), so calls by role do not depend on how many sessions it took."""
+    path = tmp_path / "row.sqlite"
+    first = CallCap(None, path=path)
+    k1 = first.key("task", {"messages": [{"role": "user", "content": "a"}]})
+    k2 = first.key("proposer", {"messages": [{"role": "user", "content": "b"}]})
+    first.reserve("task")
+    first.store("task", k1, ["label: human"], prompt_tokens=10, completion_tokens=3)
+    first.reserve("proposer")
+    first.store("proposer", k2, ["Be brief."], prompt_tokens=20, completion_tokens=4)
+    first.close()
+
+    again = CallCap(None, path=path)
+    assert again.replay("task", k1) == ["label: human"]
+    assert again.replay("task", k1) == ["label: human"]  # the second time: a repeat within this run, free
+    assert again.paid == {"task": 1} and again.from_file == {"task": 1} and again.replayed == {"task": 1}
+    assert again.tokens == {"task_prompt": 10, "task_completion": 3}
+    k3 = again.key("task", {"messages": [{"role": "user", "content": "c"}]})
+    assert again.replay("task", k3) is None
+
+    capped = CallCap(0, path=path)  # a file hit is a call of the run: the cap still applies
+    with pytest.raises(CallCapReached):
+        capped.replay("proposer", k2)
+    assert capped.from_file == {}
+
+
+def test_cap_without_a_file_keeps_nothing_between_sessions(tmp_path: Path) -> None:
+    first = CallCap(None)
+    k = first.key("task", {"x": 1})
+    first.reserve("task")
+    first.store("task", k, ["y"])
+    assert CallCap(None).replay("task", k) is None
