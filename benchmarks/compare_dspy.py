@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -164,6 +165,8 @@ def row_key(method: str, args: argparse.Namespace) -> dict[str, Any]:
         "splits": {"train": args.n_train, "val": args.n_val, "test": args.n_test},
         "max_tokens": args.max_tokens, "cap": args.cap, "settings": method_settings(method, args),
     }  # fmt: skip
+    if args.base_url:  # someone else's server: which one is part of what the row measured
+        key["server"] = args.base_url
     if method in DSPY_METHODS:
         key["proposer_max_tokens"] = proposer_max_tokens(args)
     if method == "mipro-proposer":
@@ -198,6 +201,19 @@ def entries(db: Path, table: str) -> int:
         return int(con.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
     except sqlite3.OperationalError:
         return 0
+    finally:
+        con.close()
+
+
+def run_plan(db: Path) -> dict[str, Any]:
+    """The sizes a prompthone run planned (its "plan" step event: validation size, trials, minibatch, ...)."""
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        for (data,) in con.execute("SELECT data FROM ph_events WHERE kind = 'step' ORDER BY id"):
+            info = json.loads(data)
+            if info.get("stage") == "plan":
+                return {k: v for k, v in info.items() if k not in ("stage", "storage", "study")}
+        return {}
     finally:
         con.close()
 
@@ -255,6 +271,13 @@ async def run_prompthone(method: str, url: str, args: argparse.Namespace, out_di
     out = await run_optimization(spec, out_dir=out_dir / "runs", console=Console())
     assert isinstance(out, RunOutcome)
     traj = prompthone_trajectory(out.run_dir / "run.sqlite", roles=("task", "teacher"))
+    plan = run_plan(out.run_dir / "run.sqlite")
+    if spec.optimizer == "mipro":  # the sizes the preset resolved to, next to the plan the run made of them
+        m = MIPROSettings.build(**spec.settings)
+        plan |= {
+            "instructions": m.n_instructions, "demo_sets": m.n_demo_sets,
+            "max_bootstrapped_demos": m.max_bootstrapped_demos, "max_labeled_demos": m.max_labeled_demos,
+        }  # fmt: skip
     u = out.usage
     lo, hi = out.final_test.ci95
     slo, shi = out.start_test.ci95
@@ -262,6 +285,7 @@ async def run_prompthone(method: str, url: str, args: argparse.Namespace, out_di
         "method": method,
         "side": "prompthone",
         "settings": out.result.info.get("settings", spec.settings),
+        "plan": plan,
         "test": {"score": out.final_test.mean, "ci95": [lo, hi], "n": out.final_test.n,
                  "parse_failures": out.final_test.n_parse_failures},
         "start_test": {"score": out.start_test.mean, "ci95": [slo, shi], "n": out.start_test.n,
@@ -356,7 +380,7 @@ def markdown(rows: list[dict[str, Any]], target: float | None) -> str:
     return head + "\n".join(lines)
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", required=True, help="built-in task: trec, hotpotqa, ...")
     p.add_argument("--methods", default=",".join(ALL_METHODS), help=f"comma-separated, of {', '.join(ALL_METHODS)}")
@@ -389,6 +413,10 @@ def main() -> None:
     p.add_argument(
         "--port", type=int, default=8377, help="the server's port: fixed, since cached answers key on its URL"
     )
+    p.add_argument(
+        "--base-url",
+        help="an OpenAI-compatible server already running (serving --alias) instead of starting llama_cpp.server",
+    )
     p.add_argument("--cache-dir", default=str(ROOT / "benchmarks" / "cache"), help="one LM answer file per row")
     p.add_argument("--concurrency", type=int, default=2, help="requests in flight (prompthone) = DSPy num_threads")
     p.add_argument("--n-ctx", type=int, default=4096)
@@ -412,7 +440,11 @@ def main() -> None:
     p.add_argument("--results", default=None, help="JSON lines (default docs/results/compare_dspy-TASK-seedSEED.jsonl)")
     p.add_argument("--label", default="", help="a note stored with every row (e.g. 'tiny proof run')")
     p.add_argument("--report", action="store_true", help="only print the table of the rows in --results")
-    args = p.parse_args()
+    return p.parse_args(argv)
+
+
+def main() -> None:
+    args = parse_args()
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = sorted(set(methods) - set(ALL_METHODS))
     if unknown:
@@ -447,7 +479,7 @@ def main() -> None:
         raise SystemExit(
             f"--dspy-python {args.dspy_python} not found: run `make bench-dspy-env` first (DSPy lives in its own venv)"
         )
-    gguf, _ = resolve_gguf(args.model)
+    gguf = None if args.base_url else resolve_gguf(args.model)[0]
     meta = {
         "label": args.label,
         "command": " ".join(["python", *sys.argv]),
@@ -462,7 +494,12 @@ def main() -> None:
     }
     rows: list[dict[str, Any]] = list(done.values())
     results.parent.mkdir(parents=True, exist_ok=True)
-    with llama_server(gguf, alias=args.alias, n_ctx=args.n_ctx, threads=1, timeout_s=600, port=args.port) as url:
+    server = (
+        contextlib.nullcontext(args.base_url)
+        if args.base_url
+        else llama_server(gguf, alias=args.alias, n_ctx=args.n_ctx, threads=1, timeout_s=600, port=args.port)
+    )
+    with server as url:
         for method in todo:
             load0 = os.getloadavg()
             key = row_key(method, args)

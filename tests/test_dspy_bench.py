@@ -218,3 +218,47 @@ def test_cap_without_a_file_keeps_nothing_between_sessions(tmp_path: Path) -> No
     first.reserve("task")
     first.store("task", k, ["y"])
     assert CallCap(None).replay("task", k) is None
+
+
+def _bench_args(*extra: str):
+    import compare_dspy
+
+    argv = ["--task", "trec-label", "--preset", "light", "--n-train", "100", "--n-val", "100", "--n-test", "200"]
+    return compare_dspy, compare_dspy.parse_args([*argv, *extra])
+
+
+def test_light_preset_leaves_both_mipros_at_their_own_defaults() -> None:
+    cd, args = _bench_args("--num-trials", "3", "--minibatch-size", "7")  # sized knobs: ignored under a preset
+    assert cd.dspy_settings("miprov2", args) == {"auto": "light"}
+    assert cd.prompthone_settings("mipro", args) == {"preset": "light", "proposer_max_tokens": 200}
+    assert cd.prompthone_settings("mipro-proposer", args) == cd.prompthone_settings("mipro", args)
+    assert args.cap is None
+
+
+def test_row_key_names_what_decides_a_row_and_not_when_or_where_it_ran(tmp_path: Path) -> None:
+    cd, args = _bench_args("--out", str(tmp_path / "a"), "--label", "first")
+    _, same = _bench_args("--out", str(tmp_path / "b"), "--label", "second", "--port", "9000")
+    _, seed1 = _bench_args("--seed", "1")
+    _, smaller = _bench_args("--n-test", "100")
+    key = cd.key_hash(cd.row_key("mipro", args))
+    assert key == cd.key_hash(cd.row_key("mipro", same))
+    others = {
+        cd.key_hash(cd.row_key("mipro", seed1)),
+        cd.key_hash(cd.row_key("mipro", smaller)),
+        cd.key_hash(cd.row_key("mipro-proposer", args)),
+        cd.key_hash(cd.row_key("dspy-miprov2", args)),
+    }
+    assert key not in others and len(others) == 4
+    assert cd.cache_path("mipro", args) == cd.cache_path("mipro", same)
+    assert cd.cache_path("mipro", args).name == f"trec-label-seed0-mipro-{key}.sqlite"
+
+
+def test_rows_in_the_results_file_are_found_by_key(tmp_path: Path) -> None:
+    import json
+
+    cd, args = _bench_args()
+    results = tmp_path / "r.jsonl"
+    assert cd.cached_rows(results) == {}
+    key = cd.key_hash(cd.row_key("dspy-zero-shot", args))
+    results.write_text(json.dumps({"method": "dspy-zero-shot"}) + "\n" + json.dumps({"row_key": key, "x": 1}) + "\n")
+    assert cd.cached_rows(results) == {key: {"row_key": key, "x": 1}}  # a row from before keys existed: none
