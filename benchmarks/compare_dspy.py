@@ -168,7 +168,9 @@ def row_key(method: str, args: argparse.Namespace) -> dict[str, Any]:
     if args.base_url:  # someone else's server: which one is part of what the row measured
         key["server"] = args.base_url
     if method in DSPY_METHODS:
-        key["proposer_max_tokens"] = proposer_max_tokens(args)
+        # "max_tokens": DSPy's limits reach llama_cpp.server as `max_tokens` (see dspy_side.CountedLM); rows
+        # from before that (the limit sent only as `max_completion_tokens`, which the server ignores) lack it
+        key |= {"proposer_max_tokens": proposer_max_tokens(args), "limit_sent_as": "max_tokens"}
     if method == "mipro-proposer":
         key["proposer_model"] = args.proposer_model
     return key

@@ -44,6 +44,11 @@ class CountedLM(dspy.LM):
 
     DSPy's own cache is off (`cache=False`), so a request this class lets through is really sent;
     `n` completions in one call count as `n` requests (DSPy's native engine sends them one by one).
+
+    The limit on the reply's length is also sent as `max_tokens`: litellm sends DSPy's `max_tokens` as
+    `max_completion_tokens`, which `llama_cpp.server` ignores, so without this a reply runs on until the
+    model stops or the context is full (seen: a 93-token answer at max_tokens 32, and the long
+    proposer runs of issue 15). prompthone sends `max_tokens`; both sides now stop at the same length.
     """
 
     def __init__(self, model: str, *, call_cap: CallCap, role: str, **kwargs: Any) -> None:
@@ -56,6 +61,11 @@ class CountedLM(dspy.LM):
         # where the server listens (and its key) is not part of the question: a replay in a later session,
         # on another port, must find the answer
         asked = {k: v for k, v in merged.items() if k not in ("api_base", "api_key")}
+        limit = merged.get("max_tokens") or merged.get("max_completion_tokens")
+        if limit:
+            extra = {**(merged.get("extra_body") or {}), "max_tokens": int(limit)}
+            kwargs["extra_body"] = extra
+            asked["extra_body"] = extra
         key = self.call_cap.key(
             self.role, {"model": self.model, "prompt": prompt, "messages": messages, "kwargs": asked}
         )
