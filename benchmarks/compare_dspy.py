@@ -220,6 +220,17 @@ def run_plan(db: Path) -> dict[str, Any]:
         con.close()
 
 
+def checkpoint(db: Path) -> None:
+    """Fold a WAL-mode cache's log into the file itself, so that the file alone (what is committed) holds
+    every answer of the row."""
+    if db.exists():
+        con = sqlite3.connect(db)
+        try:
+            con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            con.close()
+
+
 async def run_zero_shot(url: str, args: argparse.Namespace, cache: Path) -> dict[str, Any]:
     """The task's start program on the test split, through the same server, split and metric as the runs."""
     task = get_task(args.task)
@@ -525,6 +536,7 @@ def main() -> None:
                 "cache_file": str(cache.relative_to(ROOT) if cache.is_relative_to(ROOT) else cache),
                 "cache_entries_at_start": held, "loadavg_start": load0, "loadavg_end": os.getloadavg(), **meta,
             }  # fmt: skip
+            checkpoint(cache)
             rows.append(row)
             with open(results, "a") as f:
                 f.write(json.dumps(row, default=str) + "\n")
