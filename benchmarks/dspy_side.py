@@ -218,9 +218,12 @@ class Tracker:
 
 
 def instructions_of(program: dspy.Module) -> dict[str, Any]:
-    return {
-        name: {"instruction": p.signature.instructions, "demos": len(p.demos)} for name, p in program.named_predictors()
-    }
+    """Each predictor's instruction and demos (their fields, so a row shows which labels the demos cover)."""
+    out = {}
+    for name, p in program.named_predictors():
+        shown = [d.toDict() if hasattr(d, "toDict") else dict(d) for d in p.demos]
+        out[name] = {"instruction": p.signature.instructions, "demos": len(p.demos), "demo_fields": shown}
+    return out
 
 
 def job_optimize(job: dict[str, Any]) -> dict[str, Any]:
