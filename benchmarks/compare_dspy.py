@@ -1,42 +1,65 @@
-"""Quality at equal budget, side by side with DSPy (issue 8, items 1-2): one command per task.
+"""Side by side with DSPy (issue 8, items 1-2; issue 15, item 5): one command per task and seed.
 
     make bench-dspy-env      # once: DSPy in .venv-dspy
+    # at MIPROv2's light defaults, no call cap (issue 15):
+    .venv/bin/python benchmarks/compare_dspy.py --task trec-label --preset light \
+        --n-train 100 --n-val 100 --n-test 200 --seed 0 \
+        --methods zero-shot,mipro,mipro-proposer,dspy-zero-shot,dspy-miprov2
+    # at reduced sizes with a cap (issue 8):
     .venv/bin/python benchmarks/compare_dspy.py --task trec --n-train 20 --n-val 20 --n-test 60 --cap 150
 
-Starts `llama_cpp.server` with the embedded model (one llama.cpp thread) on 127.0.0.1, then runs, one
-after another against that one server, on the same seeded train / validation / test split:
+Starts `llama_cpp.server` with the embedded model (one llama.cpp thread) on 127.0.0.1:`--port`, then
+runs, one after another against that one server, on the same seeded train / validation / test split:
 
+* prompthone `zero-shot`: the task's start program scored on the test split (no optimization);
 * prompthone `mipro`, `opro`, `gradsum`: `prompthone.optimize.runner.run_optimization` with the task
-  model `openai/<alias>@<url>` (the proposer is the same model), `Budget(max_lm_calls=cap)`; each
-  row has a fresh response cache of its own (re-running the command replays it for free). The
-  zero-shot row is the starting program's test score, which every prompthone run measures first;
+  model `openai/<alias>@<url>` (the proposer is the same model), `Budget(max_lm_calls=cap)`;
+  `mipro-proposer` is `mipro` with `--proposer-model` (default the embedded 1.5B, in-process, one
+  thread) proposing instructions;
 * DSPy `MIPROv2` and `COPRO` (and DSPy's rendering of the same zero-shot program), in `.venv-dspy`
   through `benchmarks/dspy_side.py`: the same split, the same prompthone metric object, the same
-  instructions and (HotPotQA) the same BM25 index; every request goes through `CallCap`.
+  signature (field names and descriptions), instructions and (HotPotQA) the same BM25 index; every
+  request goes through `CallCap`.
 
-The cap is on paid calls to the model during the optimization, all roles together (task, teacher,
-proposer: one model serves them all here), on both sides: prompthone's budget stops the optimizer
-cleanly at the cap and keeps the best candidate so far; on the DSPy side `CallCap` refuses the
-request that would go over it (DSPy has no budget of its own), and if any request was refused the
-row uses the best program that had been scored on the whole validation set before the cap, and says
-so. Repeated identical requests are free on both sides (prompthone's run cache; `CallCap`'s replay).
-Scoring on the test split is outside the cap on both sides.
+`--preset light` runs both MIPROs at their own light defaults: DSPy `MIPROv2(auto="light")` (DSPy picks
+its candidates, trials, minibatch and demos) and prompthone `mipro` with `preset=light` and nothing
+overridden; the `--num-candidates`, `--num-trials`, `--minibatch-size`, `--full-eval-every`,
+`--max-demos` and `--lean-proposer` sizes then apply to neither.
+
+Rows are cached. Each row has a key made of what decides its result (task, seed, method, split sizes,
+model, max_tokens, cap and the method's resolved settings; never the commit or the date). A row whose
+key is already in the results file is not run again. Each row's LM answers are kept in a file of its
+own, `--cache-dir/<task>-seed<seed>-<method>-<key>.sqlite` (the prompthone response cache, or the DSPy
+side's `CallCap` file), so a row that did not finish replays what it had paid for when run again. The
+server listens on a fixed port because its URL is part of prompthone's cache keys.
+
+With `--cap N` (no cap by default), the cap is on paid calls to the model during the optimization,
+all roles together (task, teacher, proposer: one model serves them all here), on both sides:
+prompthone's budget stops the optimizer cleanly at the cap and keeps the best candidate so far; on
+the DSPy side `CallCap` refuses the request that would go over it (DSPy has no budget of its own),
+and if any request was refused the row uses the best program that had been scored on the whole
+validation set before the cap, and says so. Repeated identical requests are free on both sides
+(prompthone's run cache; `CallCap`'s replay). Scoring on the test split is outside the cap.
 
 Sample efficiency: for each method, the task-model calls (task + teacher, not proposer) it had spent
 when a whole-validation score first reached the best whole-validation score DSPy's MIPROv2 reached.
 prompthone's come from the run's SQLite (`ph_trials` and `ph_lm_calls` matched by time); DSPy's
 from `CallCap`'s marks around each `dspy.Evaluate` call.
 
-Writes one JSON line per row to `--results` and prints the table in Markdown.
+Writes one JSON line per row to `--results` (default `docs/results/compare_dspy-<task>-seed<seed>.jsonl`)
+as soon as the row is done, and prints the table in Markdown.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import hashlib
 import json
 import os
 import platform
+import sqlite3
 import subprocess
 import sys
 import time
@@ -47,10 +70,16 @@ from typing import Any
 from rich.console import Console
 
 from machine import cpu_model
+from prompthone.evaluate import Evaluator
 from prompthone.evaluate.stats import mean_ci
+from prompthone.lm import LM
+from prompthone.lm.availability import model_status
 from prompthone.lm.local.assemble import resolve_gguf
 from prompthone.optimize import Budget
+from prompthone.optimize.mipro.settings import MIPROSettings
 from prompthone.optimize.runner import RunOutcome, RunSpec, run_optimization
+from prompthone.tasks import get_task
+from prompthone.tasks.splits import task_splits
 from sample_efficiency import best_score, calls_to_reach, prompthone_trajectory, trajectory_from_marks
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,10 +87,20 @@ sys.path.insert(0, str(ROOT / "tests"))
 from model_server import llama_server  # noqa: E402
 
 DSPY_PYTHON = ROOT / ".venv-dspy" / "bin" / "python"
-PROMPTHONE_METHODS = ("mipro", "opro", "gradsum")
+#: prompthone methods: the optimizer each runs (`zero-shot` runs none: it scores the start program)
+PROMPTHONE_METHODS = {"zero-shot": None, "mipro": "mipro", "mipro-proposer": "mipro", "opro": "opro",
+                      "gradsum": "gradsum"}  # fmt: skip
 DSPY_METHODS = {"dspy-miprov2": "miprov2", "dspy-copro": "copro", "dspy-zero-shot": "none"}
-ALL_METHODS = ("mipro", "opro", "gradsum", "dspy-miprov2", "dspy-copro", "dspy-zero-shot")
+ALL_METHODS = (*PROMPTHONE_METHODS, *DSPY_METHODS)
 TARGET_METHOD = "dspy-miprov2"
+#: prompthone's MIPRO proposer max_tokens when nothing else is asked (both sides get the same)
+DEFAULT_PROPOSER_MAX_TOKENS = {"preset": MIPROSettings().proposer_max_tokens, "sized": 150}
+
+
+def proposer_max_tokens(args: argparse.Namespace) -> int:
+    if args.proposer_max_tokens is not None:
+        return int(args.proposer_max_tokens)
+    return DEFAULT_PROPOSER_MAX_TOKENS["preset" if args.preset else "sized"]
 
 
 def mipro_like(args: argparse.Namespace) -> dict[str, Any]:
@@ -77,13 +116,15 @@ def mipro_like(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def prompthone_settings(method: str, args: argparse.Namespace) -> dict[str, Any]:
-    if method == "mipro":
-        s = {**mipro_like(args), "summary_batches": 1, "proposer_max_tokens": args.proposer_max_tokens}
+    if method in ("mipro", "mipro-proposer"):
+        if args.preset:  # the preset as it stands: prompthone's own defaults, nothing overridden
+            return {"preset": args.preset, "proposer_max_tokens": proposer_max_tokens(args)}
+        s = {**mipro_like(args), "summary_batches": 1, "proposer_max_tokens": proposer_max_tokens(args)}
         if args.lean_proposer:
             s |= {"ground_dataset": False, "ground_program": False}
         return s
     if method == "opro":  # as many proposals per step as COPRO's breadth, the same proposer max_tokens
-        return {"candidates_per_step": args.copro_breadth, "proposer_max_tokens": args.proposer_max_tokens}
+        return {"candidates_per_step": args.copro_breadth, "proposer_max_tokens": proposer_max_tokens(args)}
     if method == "gradsum":
         return {"beam_width": args.gradsum_beam, "edits_per_prompt": 1, "minibatch_size": args.minibatch_size,
                 "max_gradients": args.gradsum_max_gradients}  # fmt: skip
@@ -92,6 +133,8 @@ def prompthone_settings(method: str, args: argparse.Namespace) -> dict[str, Any]
 
 def dspy_settings(method: str, args: argparse.Namespace) -> dict[str, Any]:
     if method == "miprov2":
+        if args.preset:
+            return {"auto": args.preset}
         m = mipro_like(args)
         return {
             "num_candidates": m["num_candidates"],
@@ -109,14 +152,124 @@ def dspy_settings(method: str, args: argparse.Namespace) -> dict[str, Any]:
     return {}
 
 
-async def run_prompthone(method: str, url: str, args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
-    tag = f"{args.task}-{method}"
-    cache = out_dir / f"{tag}.responses.sqlite"
+def method_settings(method: str, args: argparse.Namespace) -> dict[str, Any]:
+    if method in DSPY_METHODS:
+        return dspy_settings(DSPY_METHODS[method], args)
+    return prompthone_settings(method, args)
+
+
+def row_key(method: str, args: argparse.Namespace) -> dict[str, Any]:
+    """What decides a row's result, and nothing else (no commit, date or path): equal keys, same row."""
+    key = {
+        "task": args.task, "seed": args.seed, "method": method, "model": args.model,
+        "splits": {"train": args.n_train, "val": args.n_val, "test": args.n_test},
+        "max_tokens": args.max_tokens, "cap": args.cap, "settings": method_settings(method, args),
+    }  # fmt: skip
+    if args.base_url:  # someone else's server: which one is part of what the row measured
+        key["server"] = args.base_url
+    if method in DSPY_METHODS:
+        # "max_tokens": DSPy's limits reach llama_cpp.server as `max_tokens` (see dspy_side.CountedLM); rows
+        # from before that (the limit sent only as `max_completion_tokens`, which the server ignores) lack it
+        key |= {"proposer_max_tokens": proposer_max_tokens(args), "limit_sent_as": "max_tokens"}
+    if method == "mipro-proposer":
+        key["proposer_model"] = args.proposer_model
+    return key
+
+
+def key_hash(key: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def cache_path(method: str, args: argparse.Namespace) -> Path:
+    """The file that keeps this row's LM answers, named so that a person can tell which row it is."""
+    slug = args.task.replace("/", "-")
+    return Path(args.cache_dir) / f"{slug}-seed{args.seed}-{method}-{key_hash(row_key(method, args))}.sqlite"
+
+
+def cached_rows(results: Path) -> dict[str, dict[str, Any]]:
+    """The rows already in the results file, by row key (rows written before keys existed have none)."""
+    if not results.exists():
+        return {}
+    rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+    return {r["row_key"]: r for r in rows if r.get("row_key")}
+
+
+def entries(db: Path, table: str) -> int:
+    """How many answers a cache file held before the row ran (0: every call of the row was made now)."""
+    if not db.exists():
+        return 0
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return int(con.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0
+    finally:
+        con.close()
+
+
+def run_plan(db: Path) -> dict[str, Any]:
+    """The sizes a prompthone run planned (its "plan" step event: validation size, trials, minibatch, ...)."""
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        for (data,) in con.execute("SELECT data FROM ph_events WHERE kind = 'step' ORDER BY id"):
+            info = json.loads(data)
+            if info.get("stage") == "plan":
+                return {k: v for k, v in info.items() if k not in ("stage", "storage", "study")}
+        return {}
+    finally:
+        con.close()
+
+
+def checkpoint(db: Path) -> None:
+    """Fold a WAL-mode cache's log into the file itself, so that the file alone (what is committed) holds
+    every answer of the row."""
+    if db.exists():
+        con = sqlite3.connect(db)
+        try:
+            con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            con.close()
+
+
+async def run_zero_shot(url: str, args: argparse.Namespace, cache: Path) -> dict[str, Any]:
+    """The task's start program on the test split, through the same server, split and metric as the runs."""
+    task = get_task(args.task)
+    parts = task_splits(
+        task, n_train=args.n_train, n_val=args.n_val, n_test=args.n_test, seed=args.seed, root=args.data_root
+    )
+    lm = LM(f"openai/{args.alias}@{url}", cache=cache)
+    evaluator = Evaluator(
+        task.make_program(args.data_root), task.metric(), lm, concurrency=args.concurrency, max_tokens=args.max_tokens
+    )
+    t0 = time.perf_counter()
+    res = await evaluator.evaluate(None, parts.test)
+    u = lm.usage.as_dict()
+    lo, hi = res.ci95
+    return {
+        "method": "zero-shot",
+        "side": "prompthone",
+        "settings": {},
+        "test": {"score": res.mean, "ci95": [lo, hi], "n": res.n, "parse_failures": res.n_parse_failures},
+        "calls": {},
+        "cache_hits": {"task": int(u["cache_hits"])},
+        "tokens": 0,
+        "test_calls": int(u["paid_calls"]),
+        "trajectory": None,
+        "best_val": None,
+        "stopped_by": "no optimization",
+        "wall_s_optimization": 0.0,
+        "wall_s_total": time.perf_counter() - t0,
+    }
+
+
+async def run_prompthone(method: str, url: str, args: argparse.Namespace, out_dir: Path, cache: Path) -> dict[str, Any]:
     os.environ["PROMPTHONE_RESPONSE_CACHE"] = str(cache.resolve())  # the runner's shared cache: this row's own
     spec = RunSpec(
         task=args.task,
-        optimizer=method,
+        optimizer=PROMPTHONE_METHODS[method],
         model=f"openai/{args.alias}@{url}",
+        proposer_model=args.proposer_model if method == "mipro-proposer" else None,
+        threads=1,  # an embedded proposer (mipro-proposer) runs one llama.cpp thread, as the server does
         settings=prompthone_settings(method, args),
         n_train=args.n_train,
         n_val=args.n_val,
@@ -131,6 +284,13 @@ async def run_prompthone(method: str, url: str, args: argparse.Namespace, out_di
     out = await run_optimization(spec, out_dir=out_dir / "runs", console=Console())
     assert isinstance(out, RunOutcome)
     traj = prompthone_trajectory(out.run_dir / "run.sqlite", roles=("task", "teacher"))
+    plan = run_plan(out.run_dir / "run.sqlite")
+    if spec.optimizer == "mipro":  # the sizes the preset resolved to, next to the plan the run made of them
+        m = MIPROSettings.build(**spec.settings)
+        plan |= {
+            "instructions": m.n_instructions, "demo_sets": m.n_demo_sets,
+            "max_bootstrapped_demos": m.max_bootstrapped_demos, "max_labeled_demos": m.max_labeled_demos,
+        }  # fmt: skip
     u = out.usage
     lo, hi = out.final_test.ci95
     slo, shi = out.start_test.ci95
@@ -138,11 +298,14 @@ async def run_prompthone(method: str, url: str, args: argparse.Namespace, out_di
         "method": method,
         "side": "prompthone",
         "settings": out.result.info.get("settings", spec.settings),
+        "plan": plan,
         "test": {"score": out.final_test.mean, "ci95": [lo, hi], "n": out.final_test.n,
                  "parse_failures": out.final_test.n_parse_failures},
         "start_test": {"score": out.start_test.mean, "ci95": [slo, shi], "n": out.start_test.n,
                        "parse_failures": out.start_test.n_parse_failures},
         "calls": {role: int(u[role]["paid_calls"]) for role in ("task", "teacher", "proposer") if role in u},
+        "cache_hits": {role: int(u[role]["cache_hits"]) for role in ("task", "teacher", "proposer") if role in u},
+        "proposer_model": spec.proposer_model or spec.model,
         "tokens": sum(int(u[r]["prompt_tokens"] + u[r]["completion_tokens"]) for r in u),
         "test_calls": int(out.test_usage.get("paid_calls", 0)),
         "trajectory": traj,
@@ -154,25 +317,29 @@ async def run_prompthone(method: str, url: str, args: argparse.Namespace, out_di
     }  # fmt: skip
 
 
-def run_dspy(method: str, url: str, args: argparse.Namespace) -> dict[str, Any]:
+def run_dspy(method: str, url: str, args: argparse.Namespace, cache: Path) -> dict[str, Any]:
     name = DSPY_METHODS[method]
     job = {
         "job": "optimize", "method": name, "task": args.task, "data_root": args.data_root, "base_url": url,
         "model": args.alias, "n_train": args.n_train, "n_val": args.n_val, "n_test": args.n_test,
         "seed": args.seed, "cap": args.cap, "concurrency": args.concurrency, "max_tokens": args.max_tokens,
-        "proposer_max_tokens": args.proposer_max_tokens, "settings": dspy_settings(name, args),
+        "proposer_max_tokens": proposer_max_tokens(args), "settings": dspy_settings(name, args),
+        "cache_path": str(cache.resolve()),
     }  # fmt: skip
     python = Path(args.dspy_python)
-    if not python.exists():
-        raise SystemExit(f"{python} not found: run `make bench-dspy-env` first (DSPy lives in its own venv)")
     t0 = time.perf_counter()
-    proc = subprocess.run(
-        [str(python), str(ROOT / "benchmarks" / "dspy_side.py")], input=json.dumps(job), capture_output=True, text=True
-    )
-    log = Path(args.out) / f"{args.task}-{method}.stderr.log"
-    log.write_text(proc.stderr)
+    log = Path(args.out) / f"{args.task.replace('/', '-')}-seed{args.seed}-{method}.stderr.log"
+    print(f"  DSPy's progress: {log}", flush=True)
+    with open(log, "w") as err:  # written as it runs, so a long optimization can be watched
+        proc = subprocess.run(
+            [str(python), str(ROOT / "benchmarks" / "dspy_side.py")],
+            input=json.dumps(job),
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+        )
     if proc.returncode != 0:
-        raise RuntimeError(f"the DSPy side failed ({proc.returncode}); see {log}:\n{proc.stderr[-3000:]}")
+        raise RuntimeError(f"the DSPy side failed ({proc.returncode}); see {log}:\n{log.read_text()[-3000:]}")
     r = json.loads(proc.stdout.strip().splitlines()[-1])
     mean, lo, hi = mean_ci(r["test_scores"])
     paid = r["usage_optimization"]["paid"]
@@ -186,6 +353,8 @@ def run_dspy(method: str, url: str, args: argparse.Namespace) -> dict[str, Any]:
         "test": {"score": mean, "ci95": [lo, hi], "n": len(r["test_scores"]), "parse_failures": r["test_failures"]},
         "calls": {"task": int(paid.get("task", 0)), "proposer": int(paid.get("proposer", 0))},
         "replayed": r["usage_optimization"]["replayed"],
+        "from_file": r["usage_optimization"].get("from_file", {}),
+        "test_from_file": r["usage_test_scoring"].get("from_file", {}),
         "tokens": int(sum(tok.values())),
         "test_calls": int(sum(r["usage_test_scoring"]["paid"].values())),
         "trajectory": traj,
@@ -198,12 +367,12 @@ def run_dspy(method: str, url: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def fmt_score(t: dict[str, Any]) -> str:
-    return f"{t['score']:.3f} ({t['ci95'][0]:.3f}-{t['ci95'][1]:.3f})"
+    return f"{t['score']:.3f} ({t['ci95'][0]:.3f}-{t['ci95'][1]:.3f}), n={t['n']}"
 
 
 def markdown(rows: list[dict[str, Any]], target: float | None) -> str:
     head = (
-        "| method | test score (95% CI) | test parse failures | optimization calls: task / teacher / proposer "
+        "| method | test score (95% CI), n | test parse failures | optimization calls: task / teacher / proposer "
         "| tokens | best val | task calls to reach DSPy MIPROv2's best val | optimize wall | stopped by |\n"
         "|---|---|---|---|---|---|---|---|---|\n"
     )
@@ -224,7 +393,7 @@ def markdown(rows: list[dict[str, Any]], target: float | None) -> str:
     return head + "\n".join(lines)
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", required=True, help="built-in task: trec, hotpotqa, ...")
     p.add_argument("--methods", default=",".join(ALL_METHODS), help=f"comma-separated, of {', '.join(ALL_METHODS)}")
@@ -235,9 +404,33 @@ def main() -> None:
     p.add_argument("--n-test", type=int, default=60)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-root")
-    p.add_argument("--cap", type=int, default=150, help="paid model calls per optimization, all roles")
+    p.add_argument("--cap", type=int, default=None, help="paid model calls per optimization, all roles (default: none)")
+    p.add_argument(
+        "--preset",
+        choices=["light", "medium", "heavy"],
+        help="both MIPROs at their own defaults for this size: DSPy MIPROv2(auto=...), prompthone mipro preset=...",
+    )
+    p.add_argument(
+        "--proposer-model",
+        default="local/qwen2.5-coder-1.5b",
+        help="the proposer of the mipro-proposer row (an embedded model runs in-process, one thread)",
+    )
     p.add_argument("--max-tokens", type=int, default=32, help="task-model max_tokens, both sides")
-    p.add_argument("--proposer-max-tokens", type=int, default=150)
+    p.add_argument(
+        "--proposer-max-tokens",
+        type=int,
+        default=None,
+        help=f"both sides (default: {DEFAULT_PROPOSER_MAX_TOKENS['preset']} with --preset, as prompthone's MIPRO, "
+        f"else {DEFAULT_PROPOSER_MAX_TOKENS['sized']})",
+    )
+    p.add_argument(
+        "--port", type=int, default=8377, help="the server's port: fixed, since cached answers key on its URL"
+    )
+    p.add_argument(
+        "--base-url",
+        help="an OpenAI-compatible server already running (serving --alias) instead of starting llama_cpp.server",
+    )
+    p.add_argument("--cache-dir", default=str(ROOT / "benchmarks" / "cache"), help="one LM answer file per row")
     p.add_argument("--concurrency", type=int, default=2, help="requests in flight (prompthone) = DSPy num_threads")
     p.add_argument("--n-ctx", type=int, default=4096)
     p.add_argument("--num-candidates", type=int, default=3, help="MIPRO: instruction and demo-set candidates")
@@ -257,22 +450,49 @@ def main() -> None:
     p.add_argument("--copro-depth", type=int, default=2)
     p.add_argument("--dspy-python", default=str(DSPY_PYTHON))
     p.add_argument("--out", default="prompthone-runs/compare-dspy")
-    p.add_argument("--results", default=None, help="JSON lines (default OUT/TASK.jsonl)")
+    p.add_argument("--results", default=None, help="JSON lines (default docs/results/compare_dspy-TASK-seedSEED.jsonl)")
     p.add_argument("--label", default="", help="a note stored with every row (e.g. 'tiny proof run')")
     p.add_argument("--report", action="store_true", help="only print the table of the rows in --results")
-    args = p.parse_args()
+    return p.parse_args(argv)
+
+
+def main() -> None:
+    args = parse_args()
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = sorted(set(methods) - set(ALL_METHODS))
     if unknown:
         raise SystemExit(f"unknown method(s) {unknown}; known: {', '.join(ALL_METHODS)}")
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    results = Path(args.results) if args.results else out_dir / f"{args.task}.jsonl"
+    slug = args.task.replace("/", "-")
+    default_results = ROOT / "docs" / "results" / f"compare_dspy-{slug}-seed{args.seed}.jsonl"
+    results = Path(args.results) if args.results else default_results
     console = Console()
     if args.report:
+        if not results.exists():
+            raise SystemExit(f"{results}: no results file; run the benchmark first, or pass --results")
         print_table([json.loads(line) for line in results.read_text().splitlines() if line.strip()], console)
         return
-    gguf, _ = resolve_gguf(args.model)
+    done = cached_rows(results)
+    todo = []
+    for method in methods:
+        key = key_hash(row_key(method, args))
+        if key in done:
+            console.print(f"{method}: row {key} is already in {results}; not run again")
+        else:
+            todo.append(method)
+    if "mipro-proposer" in todo:
+        status = model_status(args.proposer_model)
+        if not status.ready:
+            raise SystemExit(f"--proposer-model {args.proposer_model}: {status.note}")
+    if not todo:
+        print_table(list(done.values()), console)
+        return
+    if any(m in DSPY_METHODS for m in todo) and not Path(args.dspy_python).exists():
+        raise SystemExit(
+            f"--dspy-python {args.dspy_python} not found: run `make bench-dspy-env` first (DSPy lives in its own venv)"
+        )
+    gguf = None if args.base_url else resolve_gguf(args.model)[0]
     meta = {
         "label": args.label,
         "command": " ".join(["python", *sys.argv]),
@@ -282,22 +502,41 @@ def main() -> None:
         "model": args.model,
         "splits": {"train": args.n_train, "val": args.n_val, "test": args.n_test, "seed": args.seed},
         "cap": args.cap,
+        "preset": args.preset,
         "machine": {"nproc": os.cpu_count(), "cpu": cpu_model(), "python": platform.python_version()},
     }
-    rows: list[dict[str, Any]] = []
-    with llama_server(gguf, alias=args.alias, n_ctx=args.n_ctx, threads=1, timeout_s=600) as url:
-        for method in methods:
+    rows: list[dict[str, Any]] = list(done.values())
+    results.parent.mkdir(parents=True, exist_ok=True)
+    server = (
+        contextlib.nullcontext(args.base_url)
+        if args.base_url
+        else llama_server(gguf, alias=args.alias, n_ctx=args.n_ctx, threads=1, timeout_s=600, port=args.port)
+    )
+    with server as url:
+        for method in todo:
             load0 = os.getloadavg()
-            console.rule(f"{method} on {args.task}")
-            if method in PROMPTHONE_METHODS:
-                row = asyncio.run(run_prompthone(method, url, args, out_dir))
+            key = row_key(method, args)
+            cache = cache_path(method, args).resolve()
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            held = entries(cache, "answers" if method in DSPY_METHODS else "responses")
+            console.rule(f"{method} on {args.task}, seed {args.seed}")
+            console.print(f"  LM answers kept in {cache}" + (f" ({held} from an earlier session)" if held else ""))
+            if method == "zero-shot":
+                row = asyncio.run(run_zero_shot(url, args, cache))
+            elif method in PROMPTHONE_METHODS:
+                row = asyncio.run(run_prompthone(method, url, args, out_dir, cache))
             else:
                 try:
-                    row = run_dspy(method, url, args)
+                    row = run_dspy(method, url, args, cache)
                 except RuntimeError as exc:  # keep the other rows; the failure is reported, not hidden
                     console.print(f"[red]{method} failed[/]: {exc}")
                     continue
-            row |= {"loadavg_start": load0, "loadavg_end": os.getloadavg(), **meta}
+            row |= {
+                "row_key": key_hash(key), "key": key,
+                "cache_file": str(cache.relative_to(ROOT) if cache.is_relative_to(ROOT) else cache),
+                "cache_entries_at_start": held, "loadavg_start": load0, "loadavg_end": os.getloadavg(), **meta,
+            }  # fmt: skip
+            checkpoint(cache)
             rows.append(row)
             with open(results, "a") as f:
                 f.write(json.dumps(row, default=str) + "\n")
@@ -314,7 +553,8 @@ def print_table(rows: list[dict[str, Any]], console: Console) -> None:
     start = next((r["start_test"] for r in rows if r.get("start_test")), None)
     if start is not None:  # the start program on test, as every prompthone run scored it before optimizing
         latest.setdefault("zero-shot", {"method": "zero-shot", "test": start, "calls": {}, "trajectory": None})
-    order = ["zero-shot", "dspy-zero-shot", *PROMPTHONE_METHODS, "dspy-miprov2", "dspy-copro"]
+    order = ["zero-shot", "dspy-zero-shot", *(m for m in PROMPTHONE_METHODS if m != "zero-shot"), "dspy-miprov2",
+             "dspy-copro"]  # fmt: skip
     rows = [latest[m] for m in order if m in latest]
     target_row = latest.get(TARGET_METHOD)
     target = target_row["best_val"] if target_row else None

@@ -44,6 +44,11 @@ class CountedLM(dspy.LM):
 
     DSPy's own cache is off (`cache=False`), so a request this class lets through is really sent;
     `n` completions in one call count as `n` requests (DSPy's native engine sends them one by one).
+
+    The limit on the reply's length is also sent as `max_tokens`: litellm sends DSPy's `max_tokens` as
+    `max_completion_tokens`, which `llama_cpp.server` ignores, so without this a reply runs on until the
+    model stops or the context is full (seen: a 93-token answer at max_tokens 32, and the long
+    proposer runs of issue 15). prompthone sends `max_tokens`; both sides now stop at the same length.
     """
 
     def __init__(self, model: str, *, call_cap: CallCap, role: str, **kwargs: Any) -> None:
@@ -53,7 +58,17 @@ class CountedLM(dspy.LM):
 
     def __call__(self, prompt: Any = None, *, messages: Any = None, **kwargs: Any) -> Any:
         merged = {**self.kwargs, **kwargs}
-        key = self.call_cap.key(self.role, {"prompt": prompt, "messages": messages, "kwargs": merged})
+        # where the server listens (and its key) is not part of the question: a replay in a later session,
+        # on another port, must find the answer
+        asked = {k: v for k, v in merged.items() if k not in ("api_base", "api_key")}
+        limit = merged.get("max_tokens") or merged.get("max_completion_tokens")
+        if limit:
+            extra = {**(merged.get("extra_body") or {}), "max_tokens": int(limit)}
+            kwargs["extra_body"] = extra
+            asked["extra_body"] = extra
+        key = self.call_cap.key(
+            self.role, {"model": self.model, "prompt": prompt, "messages": messages, "kwargs": asked}
+        )
         hit = self.call_cap.replay(self.role, key)
         if hit is not None:
             return list(hit)
@@ -121,13 +136,25 @@ def job_overhead(job: dict[str, Any]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------- optimize
-class TrecProgram(dspy.Module):
-    def __init__(self, instruction: str) -> None:
-        super().__init__()
-        self.classify = dspy.Predict(dspy.Signature("question -> answer", instruction))
+def dspy_signature(signature: Any, instruction: str) -> Any:
+    """The DSPy signature of a prompthone one: the same fields, in order, with the same descriptions."""
+    fields: dict[str, Any] = {}
+    for f in signature.inputs:
+        fields[f.name] = dspy.InputField(desc=f.description) if f.description else dspy.InputField()
+    for f in signature.outputs:
+        fields[f.name] = dspy.OutputField(desc=f.description) if f.description else dspy.OutputField()
+    return dspy.Signature(fields, instruction)
 
-    def forward(self, question: str) -> dspy.Prediction:
-        return self.classify(question=question)
+
+class ClassifyProgram(dspy.Module):
+    """prompthone's `Classify`: one `dspy.Predict` over the same signature (names, descriptions, instruction)."""
+
+    def __init__(self, signature: Any, instruction: str) -> None:
+        super().__init__()
+        self.classify = dspy.Predict(dspy_signature(signature, instruction))
+
+    def forward(self, **inputs: Any) -> dspy.Prediction:
+        return self.classify(**inputs)
 
 
 class HotpotProgram(dspy.Module):
@@ -146,15 +173,18 @@ class HotpotProgram(dspy.Module):
         return self.answer(context=passages, question=question)
 
 
-def build_program(task_name: str, data_root: str | None) -> dspy.Module:
+def build_program(task_name: str, data_root: str | None) -> tuple[dspy.Module, list[str]]:
+    """The DSPy twin of the task's start program, and the output fields the metric reads."""
     from prompthone.tasks import get_task
     from prompthone.tasks.programs import Classify, MultiHopQA
 
     start = get_task(task_name).make_program(data_root)
     if isinstance(start, Classify):
-        return TrecProgram(start.classify.params.instruction)
+        predict = start.classify
+        return ClassifyProgram(predict.signature, predict.params.instruction), list(predict.signature.output_names)
     if isinstance(start, MultiHopQA):
-        return HotpotProgram(start._index, start.query.params.instruction, start.answer.params.instruction, start.k)
+        q, a = start.query.params.instruction, start.answer.params.instruction
+        return HotpotProgram(start._index, q, a, start.k), ["answer"]
     raise SystemExit(f"no DSPy equivalent written for the start program of task {task_name!r}")
 
 
@@ -188,9 +218,12 @@ class Tracker:
 
 
 def instructions_of(program: dspy.Module) -> dict[str, Any]:
-    return {
-        name: {"instruction": p.signature.instructions, "demos": len(p.demos)} for name, p in program.named_predictors()
-    }
+    """Each predictor's instruction and demos (their fields, so a row shows which labels the demos cover)."""
+    out = {}
+    for name, p in program.named_predictors():
+        shown = [d.toDict() if hasattr(d, "toDict") else dict(d) for d in p.demos]
+        out[name] = {"instruction": p.signature.instructions, "demos": len(p.demos), "demo_fields": shown}
+    return out
 
 
 def job_optimize(job: dict[str, Any]) -> dict[str, Any]:
@@ -199,7 +232,7 @@ def job_optimize(job: dict[str, Any]) -> dict[str, Any]:
 
     t_all = time.perf_counter()
     dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=False)
-    cap = CallCap(job.get("cap"))
+    cap = CallCap(job.get("cap"), path=job.get("cache_path"))
     common = dict(api_base=job["base_url"], api_key="bench", num_retries=2, timeout=job.get("timeout_s", 600))
     task_lm = CountedLM(
         f"openai/{job['model']}", call_cap=cap, role="task", temperature=0.0, max_tokens=job["max_tokens"], **common
@@ -218,26 +251,31 @@ def job_optimize(job: dict[str, Any]) -> dict[str, Any]:
         task.load(job.get("data_root")), train=job["n_train"], val=job["n_val"], test=job["n_test"], seed=job["seed"]
     )
     by_id: dict[str, Any] = {}
+    student, outputs = build_program(job["task"], job.get("data_root"))
 
     def to_dspy(examples: Any) -> list[dspy.Example]:
         out = []
         for ex in examples:
             by_id[ex.id] = ex
-            fields = {**dict(ex.inputs), "answer": ex.labels["answer"], "ph_id": ex.id}
+            # the labels named like the program's outputs: what a labelled demo shows as the answer
+            labels = {name: ex.labels[name] for name in outputs if name in ex.labels}
+            fields = {**dict(ex.inputs), **labels, "ph_id": ex.id}
             out.append(dspy.Example(**fields).with_inputs(*ex.inputs.keys()))
         return out
 
     train, val, test = to_dspy(parts.train), to_dspy(parts.val), to_dspy(parts.test)
 
     def score(example: dspy.Example, pred: Any) -> float:
-        answer = pred.get("answer") if isinstance(pred, dict) else getattr(pred, "answer", None)
-        return metric_obj.score(by_id[example.ph_id], {"answer": answer if answer is not None else ""}).score
+        got = {}
+        for name in outputs:
+            value = pred.get(name) if isinstance(pred, dict) else getattr(pred, name, None)
+            got[name] = value if value is not None else ""
+        return metric_obj.score(by_id[example.ph_id], got).score
 
     def metric(example: dspy.Example, pred: Any, trace: Any = None) -> float | bool:
         s = score(example, pred)
         return s >= 1.0 if trace is not None else s  # a bootstrapped demo must be fully right, as in prompthone
 
-    student = build_program(job["task"], job.get("data_root"))
     tracker = Tracker(cap, len(val))
     tracker.install()
     method = job["method"]
@@ -249,24 +287,33 @@ def job_optimize(job: dict[str, Any]) -> dict[str, Any]:
     if method == "none":
         best = student
     elif method == "miprov2":
-        opt = dspy.MIPROv2(
-            metric=metric, prompt_model=proposer_lm, task_model=task_lm, auto=None,
-            num_candidates=settings.get("num_candidates", 4),
-            max_bootstrapped_demos=settings.get("max_bootstrapped_demos", 2),
-            max_labeled_demos=settings.get("max_labeled_demos", 2),
-            num_threads=conc, seed=seed, init_temperature=1.0, verbose=False, track_stats=True,
-            metric_threshold=1.0,
-        )  # fmt: skip
-        try:
-            best = opt.compile(
-                student, trainset=train, valset=val, num_trials=settings.get("num_trials", 6),
+        auto = settings.get("auto")
+        if auto:  # DSPy's own defaults: `auto` sets candidates, trials and the validation size; the rest as DSPy has it
+            opt = dspy.MIPROv2(
+                metric=metric, prompt_model=proposer_lm, task_model=task_lm, auto=auto, num_threads=conc,
+                seed=seed, verbose=False, track_stats=True, metric_threshold=1.0,
+            )  # fmt: skip
+            compile_kwargs: dict[str, Any] = {}
+        else:
+            opt = dspy.MIPROv2(
+                metric=metric, prompt_model=proposer_lm, task_model=task_lm, auto=None,
+                num_candidates=settings.get("num_candidates", 4),
+                max_bootstrapped_demos=settings.get("max_bootstrapped_demos", 2),
+                max_labeled_demos=settings.get("max_labeled_demos", 2),
+                num_threads=conc, seed=seed, init_temperature=1.0, verbose=False, track_stats=True,
+                metric_threshold=1.0,
+            )  # fmt: skip
+            compile_kwargs = dict(
+                num_trials=settings.get("num_trials", 6),
                 minibatch=settings.get("minibatch_size", 35) < len(val),
                 minibatch_size=min(settings.get("minibatch_size", 35), len(val)),
                 minibatch_full_eval_steps=settings.get("minibatch_full_eval_steps", 5),
                 view_data_batch_size=settings.get("view_data_batch_size", 10),
                 data_aware_proposer=settings.get("data_aware_proposer", True),
                 program_aware_proposer=settings.get("program_aware_proposer", True),
-            )  # fmt: skip
+            )
+        try:
+            best = opt.compile(student, trainset=train, valset=val, **compile_kwargs)
         except CallCapReached as exc:
             stopped_by, best = f"call cap: {exc}", None
         except Exception as exc:  # e.g. the proposer's output not in DSPy's format: DSPy stops the compile
@@ -295,11 +342,14 @@ def job_optimize(job: dict[str, Any]) -> dict[str, Any]:
         fallback = "best full-validation program so far" if tracker.best is not None else "the zero-shot program"
         best = tracker.best[1] if tracker.best is not None else student
     optimize_wall = time.perf_counter() - t_opt
-    usage_opt = {"paid": dict(cap.paid), "replayed": dict(cap.replayed), "tokens": dict(cap.tokens)}
+    usage_opt = {
+        "paid": dict(cap.paid), "replayed": dict(cap.replayed), "from_file": dict(cap.from_file),
+        "tokens": dict(cap.tokens),
+    }  # fmt: skip
 
     # test: the chosen program on every test example, scored by the prompthone metric; no cap
     cap.cap = None
-    paid0, tokens0 = dict(cap.paid), dict(cap.tokens)
+    paid0, tokens0, file0 = dict(cap.paid), dict(cap.tokens), dict(cap.from_file)
     scores: list[float] = [0.0] * len(test)
     failures = 0
 
@@ -315,7 +365,9 @@ def job_optimize(job: dict[str, Any]) -> dict[str, Any]:
     usage_test = {
         "paid": {k: v - paid0.get(k, 0) for k, v in cap.paid.items()},
         "tokens": {k: v - tokens0.get(k, 0) for k, v in cap.tokens.items()},
+        "from_file": {k: v - file0.get(k, 0) for k, v in cap.from_file.items()},
     }
+    cap.close()
     return {
         "dspy": dspy.__version__,
         "method": method,

@@ -26,10 +26,21 @@ def llama_server(
     n_ctx: int = 2048,
     timeout_s: float = 180,
     threads: int | None = None,
+    port: int | None = None,
 ):
     """Yield the base URL of a llama.cpp OpenAI-compatible server serving `model_path` (`threads`: llama.cpp
-    threads, default all usable cores; benchmarks on a shared machine pass 1)."""
-    port = free_port()
+    threads, default all usable cores; benchmarks on a shared machine pass 1). `port` (default: a free one)
+    fixes the URL, which is part of every cached answer's key: a benchmark that replays its caches in a
+    later session serves on the same port."""
+    if port is None:
+        port = free_port()
+    else:
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds: TIME_WAIT is no conflict
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                raise RuntimeError(f"port {port} on 127.0.0.1 is in use; pick another one") from None
     threads = str(threads or len(os.sched_getaffinity(0)))
     cmd = [
         sys.executable, "-m", "llama_cpp.server",

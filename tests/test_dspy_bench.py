@@ -183,3 +183,82 @@ def test_prompthone_trajectory_of_a_real_run_matches_its_usage(tmp_path: Path, m
     assert traj[-1][0] == out.usage["task"]["paid_calls"]
     assert [c for c, _ in traj] == sorted(c for c, _ in traj)
     assert calls_to_reach(traj, out.result.best_score) <= traj[-1][0]
+
+
+def test_cap_with_a_file_replays_an_earlier_session_as_calls_that_run_made(tmp_path: Path) -> None:
+    """A row interrupted and run again: what the first session paid for comes back from the file, counted as
+    the run's own calls (with their tokens), so calls by role do not depend on how many sessions it took."""
+    path = tmp_path / "row.sqlite"
+    first = CallCap(None, path=path)
+    k1 = first.key("task", {"messages": [{"role": "user", "content": "a"}]})
+    k2 = first.key("proposer", {"messages": [{"role": "user", "content": "b"}]})
+    first.reserve("task")
+    first.store("task", k1, ["label: human"], prompt_tokens=10, completion_tokens=3)
+    first.reserve("proposer")
+    first.store("proposer", k2, ["Be brief."], prompt_tokens=20, completion_tokens=4)
+    first.close()
+
+    again = CallCap(None, path=path)
+    assert again.replay("task", k1) == ["label: human"]
+    assert again.replay("task", k1) == ["label: human"]  # the second time: a repeat within this run, free
+    assert again.paid == {"task": 1} and again.from_file == {"task": 1} and again.replayed == {"task": 1}
+    assert again.tokens == {"task_prompt": 10, "task_completion": 3}
+    k3 = again.key("task", {"messages": [{"role": "user", "content": "c"}]})
+    assert again.replay("task", k3) is None
+
+    capped = CallCap(0, path=path)  # a file hit is a call of the run: the cap still applies
+    with pytest.raises(CallCapReached):
+        capped.replay("proposer", k2)
+    assert capped.from_file == {}
+
+
+def test_cap_without_a_file_keeps_nothing_between_sessions(tmp_path: Path) -> None:
+    first = CallCap(None)
+    k = first.key("task", {"x": 1})
+    first.reserve("task")
+    first.store("task", k, ["y"])
+    assert CallCap(None).replay("task", k) is None
+
+
+def _bench_args(*extra: str):
+    import compare_dspy
+
+    argv = ["--task", "trec-label", "--preset", "light", "--n-train", "100", "--n-val", "100", "--n-test", "200"]
+    return compare_dspy, compare_dspy.parse_args([*argv, *extra])
+
+
+def test_light_preset_leaves_both_mipros_at_their_own_defaults() -> None:
+    cd, args = _bench_args("--num-trials", "3", "--minibatch-size", "7")  # sized knobs: ignored under a preset
+    assert cd.dspy_settings("miprov2", args) == {"auto": "light"}
+    assert cd.prompthone_settings("mipro", args) == {"preset": "light", "proposer_max_tokens": 200}
+    assert cd.prompthone_settings("mipro-proposer", args) == cd.prompthone_settings("mipro", args)
+    assert args.cap is None
+
+
+def test_row_key_names_what_decides_a_row_and_not_when_or_where_it_ran(tmp_path: Path) -> None:
+    cd, args = _bench_args("--out", str(tmp_path / "a"), "--label", "first")
+    _, same = _bench_args("--out", str(tmp_path / "b"), "--label", "second", "--port", "9000")
+    _, seed1 = _bench_args("--seed", "1")
+    _, smaller = _bench_args("--n-test", "100")
+    key = cd.key_hash(cd.row_key("mipro", args))
+    assert key == cd.key_hash(cd.row_key("mipro", same))
+    others = {
+        cd.key_hash(cd.row_key("mipro", seed1)),
+        cd.key_hash(cd.row_key("mipro", smaller)),
+        cd.key_hash(cd.row_key("mipro-proposer", args)),
+        cd.key_hash(cd.row_key("dspy-miprov2", args)),
+    }
+    assert key not in others and len(others) == 4
+    assert cd.cache_path("mipro", args) == cd.cache_path("mipro", same)
+    assert cd.cache_path("mipro", args).name == f"trec-label-seed0-mipro-{key}.sqlite"
+
+
+def test_rows_in_the_results_file_are_found_by_key(tmp_path: Path) -> None:
+    import json
+
+    cd, args = _bench_args()
+    results = tmp_path / "r.jsonl"
+    assert cd.cached_rows(results) == {}
+    key = cd.key_hash(cd.row_key("dspy-zero-shot", args))
+    results.write_text(json.dumps({"method": "dspy-zero-shot"}) + "\n" + json.dumps({"row_key": key, "x": 1}) + "\n")
+    assert cd.cached_rows(results) == {key: {"row_key": key, "x": 1}}  # a row from before keys existed: none

@@ -27,7 +27,7 @@ from prompthone.data import (
     load_trec_mini,
 )
 from prompthone.metrics import ChoiceMatch, ExactMatch, Metric, NumericMatch
-from prompthone.program import Program
+from prompthone.program import Program, Signature
 from prompthone.tasks.programs import Classify, MultiHopQA, Reason
 
 Root = str | Path | None
@@ -74,6 +74,29 @@ def _trec(name: str, description: str, load: Callable[[Root], list[Example]]) ->
     )
 
 
+# TREC as a user writes the classifier: the output is a `label` whose description lists the values, and
+# the instruction repeats them (issue 15). `trec` keeps the terse `answer` program of the earlier benchmarks.
+TREC_LABELS = ", ".join(TREC_CLASSES.values())
+TREC_LABEL_INSTRUCTION = (
+    f"Classify the question by the type of answer it expects. The label must be exactly one of: {TREC_LABELS}."
+)
+
+
+def _trec_label_examples(root: Root) -> list[Example]:
+    """The TREC test questions with the class under `label` (and the fine class under `fine`)."""
+    return [
+        Example(id=e.id, inputs=e.inputs, labels={"label": e.labels["answer"], "fine": e.labels["fine"]})
+        for e in load_trec("test", root=root)
+    ]
+
+
+def _trec_label_program(root: Root) -> Program:
+    signature = Signature(
+        inputs={"question": ""}, outputs={"label": f"one of: {TREC_LABELS}"}, instruction=TREC_LABEL_INSTRUCTION
+    )
+    return Classify(signature, TREC_LABEL_INSTRUCTION, "label")
+
+
 def _bbh(task: str) -> Task:
     mc = task in BBH_MULTIPLE_CHOICE
     return Task(
@@ -115,6 +138,13 @@ _TASK_LIST = [
     ),
     _trec(
         "trec", "TREC question classification, 6 coarse classes, test split", lambda root: load_trec("test", root=root)
+    ),
+    Task(
+        name="trec-label",
+        description="TREC test split as a user writes the classifier: a described `label` output field",
+        load=_trec_label_examples,
+        make_program=_trec_label_program,
+        metric=lambda: ExactMatch(label_field="label"),
     ),
     Task(
         name="hotpotqa",

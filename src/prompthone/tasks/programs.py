@@ -19,9 +19,9 @@ class Reason(Program):
 
 
 class Classify(Program):
-    """One direct prediction from a text field to a label field."""
+    """One direct prediction from a text field to a label field (a `Signature` carries field descriptions)."""
 
-    def __init__(self, signature: str, instruction: str, output: str) -> None:
+    def __init__(self, signature: Signature | str, instruction: str, output: str) -> None:
         self.classify = Predict(signature, instruction=instruction)
         self._output = output
 
