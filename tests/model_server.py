@@ -26,10 +26,12 @@ def llama_server(
     n_ctx: int = 2048,
     timeout_s: float = 180,
     threads: int | None = None,
+    port: int | None = None,
 ):
     """Yield the base URL of a llama.cpp OpenAI-compatible server serving `model_path` (`threads`: llama.cpp
-    threads, default all usable cores; benchmarks on a shared machine pass 1)."""
-    port = free_port()
+    threads, default all usable cores; benchmarks on a shared machine pass 1; `port`: a fixed one, for a
+    benchmark whose response cache keys hold the URL, else a free one)."""
+    port = port or free_port()
     threads = str(threads or len(os.sched_getaffinity(0)))
     cmd = [
         sys.executable, "-m", "llama_cpp.server",
