@@ -20,7 +20,9 @@ Caching, so a rerun pays for nothing twice: each finished row is appended to `--
 every example's score) and skipped on a rerun; every prompthone answer is in a response-cache file and
 every DSPy answer in DSPy's own disk cache, both under `--cache-dir`, so a row stopped half-way
 resumes where it was. The server listens on a fixed port (`--port`): it is part of prompthone's cache
-keys. Rows run in the order of `--models`, then `--tasks`, then `--formats`.
+keys. Rows run in the order of `--models`, then `--tasks`; within a task, every format is scored on
+the first `--chunk` examples, then the next chunk, and so on (a row per step, `partial` until the
+last), so a run stopped early still compares every format on the same examples.
 """
 
 from __future__ import annotations
@@ -57,7 +59,10 @@ from model_server import llama_server  # noqa: E402
 
 DSPY = "dspy"
 ALL_FORMATS = (*PROMPT_FORMATS, DSPY)
-MODELS = {"0.5b": "local/qwen2.5-coder-0.5b", "1.5b": "local/qwen2.5-coder-1.5b"}
+MODELS = {"0.5b": "qwen2.5-coder-0.5b", "1.5b": "qwen2.5-coder-1.5b"}
+#: max_tokens of a one-field classification reply: DSPy's reply format (a header, the label and its
+#: completion marker) needs about 20 tokens with Qwen's tokenizer; the others fewer
+CLASSIFY_TOKENS = 32
 TREC_LABELS = "abbreviation, description, entity, human, location, number"
 
 
@@ -95,7 +100,7 @@ class _Single(Program):
 
 def _bbh(task: str, desc: str, metric: Callable[[], Metric]) -> Bench:
     return Bench(
-        f"bbh/{task}", "predict", lambda root: load_bbh(task, root=root), metric, 48, 100,
+        f"bbh/{task}", "predict", lambda root: load_bbh(task, root=root), metric, CLASSIFY_TOKENS, 100,
         {"question": ""}, {"answer": desc}, "Answer the question.",
     )  # fmt: skip
 
@@ -106,13 +111,13 @@ BENCHES: dict[str, Bench] = {
     for b in (
         Bench(
             "trec-label", "predict", lambda root: load_trec("test", root=root),
-            lambda: ExactMatch(label_field="answer", pred_field="label"), 48, 200,
+            lambda: ExactMatch(label_field="answer", pred_field="label"), CLASSIFY_TOKENS, 100,
             {"question": ""}, {"label": f"one of: {TREC_LABELS}"},
             "Classify the question by the type of answer it expects. The label must be exactly one of: "
             f"{TREC_LABELS}.",
         ),
         Bench(
-            "sst2", "predict", lambda root: load_sst2("dev", root=root), ExactMatch, 48, 100,
+            "sst2", "predict", lambda root: load_sst2("dev", root=root), ExactMatch, CLASSIFY_TOKENS, 100,
             {"sentence": ""}, {"answer": ""}, "Is the sentiment of the sentence positive or negative?",
         ),
         _bbh("sports_understanding", "the final answer only", ExactMatch),
@@ -198,6 +203,10 @@ def score_dspy(bench: Bench, examples: list[Example], url: str, alias: str, args
     return {"scores": scores, "parse_failures": failures, "errors": 0, "dspy": result["dspy"]}
 
 
+def machine() -> str:
+    return f"{cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
 def git_commit() -> str:
     out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
     return out.stdout.strip()
@@ -222,7 +231,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         "|---|---|" + "---|" * len(formats),
     ]
     seen: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
-    for r in rows:
+    for r in rows:  # the last row of a (task, model, format) is its latest step
         seen.setdefault((r["task"], r["model"]), {})[r["format"]] = r
     for (task, model), by_fmt in seen.items():
         cells = []
@@ -245,6 +254,39 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 # ------------------------------------------------------------------------------------------ main
+def run_task(task: str, model: str, formats: list[str], lm: LM, url: str, args: argparse.Namespace) -> None:
+    """Every format on the first `--chunk` examples, then on the first 2 * chunk, ...: at any stop the
+    formats have been scored on the same examples (a paired comparison), and each step replays the
+    earlier examples from the caches. A row per step is appended; the last one (all examples) is final.
+    """
+    bench = BENCHES[task]
+    examples = sample(bench, args.data_root)[: args.limit]
+    results = Path(args.results)
+    steps = [*range(args.chunk, len(examples), args.chunk), len(examples)]
+    for k in steps:
+        part = examples[:k]
+        for fmt in formats:
+            t0, load0 = time.perf_counter(), os.getloadavg()[0]
+            if fmt == DSPY:
+                out = score_dspy(bench, part, url, f"qwen2.5-coder-{model}", args)
+            else:
+                out = score_prompthone(bench, fmt, part, lm, args.data_root)
+            mean, lo, hi = mean_ci(out["scores"])
+            row = {
+                "task": task, "model": model, "format": fmt, "n": len(part), "partial": k < len(examples),
+                "mean": mean, "lo": lo, "hi": hi, **out, "max_tokens": bench.max_tokens,
+                "wall_s": round(time.perf_counter() - t0, 1), "load_avg_start": load0,
+                "example_ids": [ex.id for ex in part], "date": datetime.now(UTC).isoformat(timespec="seconds"),
+                "commit": git_commit(), "machine": machine(),
+                "command": " ".join(sys.argv),
+            }  # fmt: skip
+            with results.open("a") as fh:
+                fh.write(json.dumps(row) + "\n")
+            print(f"{task} {model} {fmt}: {100 * mean:.1f}% ({100 * lo:.1f}-{100 * hi:.1f}) n={len(part)} "
+                  f"unparsed={out['parse_failures']} wall={row['wall_s']}s", flush=True)  # fmt: skip
+        print(table(load_rows(results)), flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="0.5b,1.5b", help=f"comma-separated, from {list(MODELS)}")
@@ -256,6 +298,7 @@ def main() -> None:
     p.add_argument("--port", type=int, default=18439, help="the model server's port (part of the cache keys)")
     p.add_argument("--threads", type=int, default=2, help="llama.cpp threads")
     p.add_argument("--dspy-python", default=str(ROOT / ".venv-dspy" / "bin" / "python"))
+    p.add_argument("--chunk", type=int, default=20, help="score every format on this many more examples at a time")
     p.add_argument("--limit", type=int, default=None, help="only the first N examples of each sample (smoke runs)")
     p.add_argument("--report", action="store_true", help="print the table of the results file and stop")
     args = p.parse_args()
@@ -275,9 +318,9 @@ def main() -> None:
         raise SystemExit(f"--dspy-python {args.dspy_python} does not exist; run `make bench-dspy-env` first")
     Path(args.cache_dir).mkdir(parents=True, exist_ok=True)
     results.parent.mkdir(parents=True, exist_ok=True)
-    done = {row_key(r["task"], r["model"], r["format"]) for r in load_rows(results)}
+    done = {row_key(r["task"], r["model"], r["format"]) for r in load_rows(results) if not r.get("partial")}
     for model in models:
-        todo = [(t, f) for t in tasks for f in formats if row_key(t, model, f) not in done]
+        todo = [t for t in tasks if any(row_key(t, model, f) not in done for f in formats)]
         if not todo:
             continue
         gguf, _ = resolve_gguf(MODELS[model])
@@ -285,28 +328,8 @@ def main() -> None:
         with llama_server(gguf, alias=alias, n_ctx=4096, threads=args.threads, timeout_s=600, port=args.port) as url:
             cache = Path(args.cache_dir) / f"responses-{alias}.sqlite"
             lm = LM(f"openai/{alias}@{url}", cache=str(cache), max_concurrency=1, timeout_s=600)
-            for task, fmt in todo:
-                bench = BENCHES[task]
-                examples = sample(bench, args.data_root)[: args.limit]
-                t0, load0 = time.perf_counter(), os.getloadavg()[0]
-                if fmt == DSPY:
-                    out = score_dspy(bench, examples, url, alias, args)
-                else:
-                    out = score_prompthone(bench, fmt, examples, lm, args.data_root)
-                mean, lo, hi = mean_ci(out["scores"])
-                row = {
-                    "task": task, "model": model, "format": fmt, "n": len(examples), "mean": mean, "lo": lo,
-                    "hi": hi, **out, "max_tokens": bench.max_tokens, "wall_s": round(time.perf_counter() - t0, 1),
-                    "load_avg_start": load0, "example_ids": [ex.id for ex in examples],
-                    "date": datetime.now(UTC).isoformat(timespec="seconds"), "commit": git_commit(),
-                    "machine": f"{cpu_model()}, {os.cpu_count()} cores, {platform.python_version()}",
-                    "command": " ".join(sys.argv),
-                }  # fmt: skip
-                with results.open("a") as fh:
-                    fh.write(json.dumps(row) + "\n")
-                pf = out["parse_failures"]
-                print(f"{task} {model} {fmt}: {100 * mean:.1f}% ({100 * lo:.1f}-{100 * hi:.1f}) n={len(examples)} "
-                      f"unparsed={pf} wall={row['wall_s']}s", flush=True)  # fmt: skip
+            for task in todo:
+                run_task(task, model, [f for f in formats if row_key(task, model, f) not in done], lm, url, args)
     print(table(load_rows(results)))
 
 
