@@ -35,7 +35,7 @@ import random
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -254,16 +254,22 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 # ------------------------------------------------------------------------------------------ main
-def run_task(task: str, model: str, formats: list[str], lm: LM, url: str, args: argparse.Namespace) -> None:
+def steps_of(n: int, chunk: int) -> list[int]:
+    return [*range(chunk, n, chunk), n]
+
+
+def run_task(
+    task: str, model: str, formats: list[str], lm: LM, url: str, args: argparse.Namespace, steps: Sequence[int] = ()
+) -> None:
     """Every format on the first `--chunk` examples, then on the first 2 * chunk, ...: at any stop the
     formats have been scored on the same examples (a paired comparison), and each step replays the
     earlier examples from the caches. A row per step is appended; the last one (all examples) is final.
+    `steps` (sizes) runs only those steps.
     """
     bench = BENCHES[task]
     examples = sample(bench, args.data_root)[: args.limit]
     results = Path(args.results)
-    steps = [*range(args.chunk, len(examples), args.chunk), len(examples)]
-    for k in steps:
+    for k in steps or steps_of(len(examples), args.chunk):
         part = examples[:k]
         for fmt in formats:
             t0, load0 = time.perf_counter(), os.getloadavg()[0]
@@ -299,6 +305,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2, help="llama.cpp threads")
     p.add_argument("--dspy-python", default=str(ROOT / ".venv-dspy" / "bin" / "python"))
     p.add_argument("--chunk", type=int, default=20, help="score every format on this many more examples at a time")
+    p.add_argument("--interleave", action="store_true", help="the tasks take turns, a chunk at a time")
     p.add_argument("--limit", type=int, default=None, help="only the first N examples of each sample (smoke runs)")
     p.add_argument("--report", action="store_true", help="print the table of the results file and stop")
     args = p.parse_args()
@@ -328,8 +335,16 @@ def main() -> None:
         with llama_server(gguf, alias=alias, n_ctx=4096, threads=args.threads, timeout_s=600, port=args.port) as url:
             cache = Path(args.cache_dir) / f"responses-{alias}.sqlite"
             lm = LM(f"openai/{alias}@{url}", cache=str(cache), max_concurrency=1, timeout_s=600)
-            for task in todo:
-                run_task(task, model, [f for f in formats if row_key(task, model, f) not in done], lm, url, args)
+            left = {t: [f for f in formats if row_key(t, model, f) not in done] for t in todo}
+            if args.interleave:  # the tasks take turns, a chunk at a time
+                sizes = {t: len(sample(BENCHES[t], args.data_root)[: args.limit]) for t in todo}
+                for k in sorted({k for t in todo for k in steps_of(sizes[t], args.chunk)}):
+                    for task in todo:
+                        if k in steps_of(sizes[task], args.chunk):
+                            run_task(task, model, left[task], lm, url, args, steps=[k])
+            else:
+                for task in todo:
+                    run_task(task, model, left[task], lm, url, args)
     print(table(load_rows(results)))
 
 

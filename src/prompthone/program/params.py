@@ -75,8 +75,10 @@ DEFAULT_POSITION = "system"
 #: (`<field>value</field>` markers, with the same reminder) and "json" (a JSON object reply, with the
 #: same reminder). Each is a render + parse pair; an optimizer may search it like the instruction.
 PROMPT_FORMATS = ("labels", "recap", "tags", "json")
+#: the format a module starts in when it names none (`Module(format=None)`)
 DEFAULT_FORMAT = "labels"
-#: what a stored candidate without a "format" key means: the only layout there was before formats were named
+#: what `PromptParams` without a format, and a stored candidate without a "format" key, mean: the only
+#: layout there was before formats were named, so old runs and hashes keep their meaning
 LEGACY_FORMAT = "labels"
 
 
@@ -95,7 +97,7 @@ class PromptParams:
     instruction: str
     demos: tuple[Demo, ...] = ()
     position: str = DEFAULT_POSITION
-    format: str = DEFAULT_FORMAT
+    format: str = LEGACY_FORMAT
 
     def __post_init__(self) -> None:
         if not isinstance(self.instruction, str):
