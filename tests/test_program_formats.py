@@ -57,9 +57,8 @@ def test_labels_is_the_layout_there_was_before_formats():
     msgs = render_messages(TREC, PromptParams(TREC.instruction, format="labels"), {"question": "Who wrote it?"})
     assert msgs[0]["content"].startswith(TREC.instruction)
     assert msgs[-1]["content"] == "Question: Who wrote it?"
-    assert render_messages(TREC, PromptParams(TREC.instruction), {"question": "x"}) == msgs[:1] + [
-        {"role": "user", "content": "Question: x"}
-    ]
+    plain = render_messages(TREC, PromptParams(TREC.instruction), {"question": "x"})
+    assert plain == [msgs[0], {"role": "user", "content": "Question: x"}]
     assert Predict(TREC).format == DEFAULT_FORMAT
 
 
