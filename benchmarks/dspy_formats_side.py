@@ -11,7 +11,8 @@ replays what was paid for (DSPy leaves the server address out of its cache keys)
 Job: {"kind": "predict" | "cot" | "hotpot", "inputs": {name: description}, "outputs": {...},
 "instruction": str, "examples": [{"id", "inputs"}], "base_url", "model", "max_tokens", "cache_dir",
 "hotpot": {"query_instruction", "answer_instruction", "k"}}.
-Result: {"dspy": version, "predictions": {id: {"outputs": {...}} | {"error": str}}}.
+Result: {"dspy": version, "predictions": {id: {"outputs": {...}} | {"error": str} | {"lm_error": str}}}
+("error": DSPy could not parse the reply; "lm_error": no reply at all).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import dspy
+from dspy.utils.exceptions import AdapterParseError
 
 warnings.filterwarnings("ignore")
 logging.getLogger("dspy").setLevel(logging.ERROR)
@@ -77,8 +79,10 @@ def main() -> None:
         try:
             pred = program(**ex["inputs"])
             out[ex["id"]] = {"outputs": dict(pred.items())}
-        except Exception as exc:  # DSPy could not parse the reply even after its JSON fallback
+        except AdapterParseError as exc:  # DSPy could not parse the reply even after its JSON fallback
             out[ex["id"]] = {"error": f"{type(exc).__name__}: {str(exc).strip()[:300]}"}
+        except Exception as exc:  # not an answer at all (the server went away, ...): the row is not measured
+            out[ex["id"]] = {"lm_error": f"{type(exc).__name__}: {str(exc).strip()[:300]}"}
     sys.stdout.write(json.dumps({"dspy": dspy.__version__, "predictions": out}, default=str) + "\n")
 
 

@@ -43,7 +43,7 @@ from typing import Any
 
 from machine import cpu_model
 from prompthone.data import Example, load_bbh, load_gsm8k, load_hotpotqa_distractor, load_sst2, load_trec
-from prompthone.evaluate import Evaluator
+from prompthone.evaluate import EvaluationError, Evaluator
 from prompthone.evaluate.stats import mean_ci
 from prompthone.lm import LM
 from prompthone.lm.local.assemble import resolve_gguf
@@ -147,12 +147,17 @@ def score_prompthone(bench: Bench, fmt: str, examples: list[Example], lm: LM, ro
     program = bench.program(root)
     for module in program.named_modules().values():
         module.format = fmt
+    # max_errors=0: an example that errored (the server went away, a timeout) was not measured, so the
+    # row is not written at all; a rerun picks it up from the caches
     ev = Evaluator(
-        program, bench.metric(), lm, concurrency=1, max_errors=len(examples), progress=True,
+        program, bench.metric(), lm, concurrency=1, max_errors=0, progress=True,
         keep_traces=False, temperature=0.0, max_tokens=bench.max_tokens,
     )  # fmt: skip
     paid0 = lm.usage.calls - lm.usage.cache_hits
-    res = ev.evaluate_sync(None, examples, description=f"{bench.name} {fmt}")
+    try:
+        res = ev.evaluate_sync(None, examples, description=f"{bench.name} {fmt}")
+    except EvaluationError as exc:
+        raise SystemExit(f"{bench.name} {fmt}: {exc}; no row written") from None
     recs = {r.example_id: r for r in res.records}
     return {
         "scores": [recs[ex.id].score or 0.0 for ex in examples],
@@ -186,6 +191,9 @@ def score_dspy(bench: Bench, examples: list[Example], url: str, alias: str, args
     if proc.returncode != 0:
         raise SystemExit(f"the DSPy side failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
+    lm_errors = [v["lm_error"] for v in result["predictions"].values() if "lm_error" in v]
+    if lm_errors:
+        raise SystemExit(f"{len(lm_errors)} DSPy calls got no reply (first: {lm_errors[0]}); no row written")
     metric = bench.metric()
     scores, failures = [], 0
     for ex in examples:
@@ -213,9 +221,11 @@ def git_commit() -> str:
 
 
 def load_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of a results file, less any with errors (examples never measured, e.g. the server was down)."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in rows if not r.get("errors")]
 
 
 def row_key(task: str, model: str, fmt: str) -> tuple[str, str, str]:
