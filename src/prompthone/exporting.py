@@ -42,6 +42,17 @@ FORMATS = ("json", "yaml", "messages")
 DEFAULT_NAMES = {"json": "best_program.json", "yaml": "best_program.yaml", "messages": "best_messages.json"}
 
 
+#: how to read a reply in each prompt format, for people using a `messages` export without prompthone
+REPLY_HELP = {
+    "labels": "each output on its own line starting with its label from outputs (e.g. 'Answer: 42'), in that "
+    "order; a value may continue on the following lines",
+    "recap": "each output on its own line starting with its label from outputs (e.g. 'Answer: 42'), in that "
+    "order; a value may continue on the following lines",
+    "tags": "each output inside tags named after its field (e.g. '<answer>42</answer>'), in the order of outputs",
+    "json": 'one JSON object whose keys are the field names of outputs (e.g. {"answer": "42"})',
+}
+
+
 class ExportError(ValueError):
     """An export cannot be written, read, or applied to a program; the message says what to change."""
 
@@ -69,6 +80,7 @@ def program_document(
             },
             "instruction": p.instruction,
             "position": p.position,
+            "prompt_format": p.format,
             "demos": [_ordered_demo(d, sig.input_names + sig.output_names) for d in p.demos],
         }
         if module.structured is not None:
@@ -100,8 +112,8 @@ def messages_document(
         "how_to_use": (
             "For each module: copy its messages, and in the message at index fill_message replace each "
             "placeholder in inputs with that input's text; send the messages to any chat-completions API; "
-            "the reply holds each output on a line starting with its label ('Answer: ...'), in the order "
-            "of outputs. See the README written beside this file."
+            "read the reply as the module's 'reply' says (it depends on its prompt_format). "
+            "See the README written beside this file."
         ),
         "candidate_hash": candidate.hash,
     }
@@ -115,6 +127,8 @@ def messages_document(
         # the inputs of a call are always in the last user turn (`render_messages`); demos come before it
         fill = max(i for i, m in enumerate(messages) if m["role"] == "user")
         entry: dict[str, Any] = {
+            "prompt_format": candidate[name].format,
+            "reply": REPLY_HELP["json" if name in prompts.response_formats else candidate[name].format],
             "inputs": placeholders,
             "outputs": {f.name: f.label for f in sig.outputs},
             "fill_message": fill,
@@ -143,9 +157,11 @@ def messages_readme(doc: Mapping[str, Any], file_name: str) -> str:
         "   lines may also start on the line after its label, which is how prompthone itself sends it.",
         "3. Send the messages to a chat-completions endpoint (any model; the prompts were optimized for the model",
         "   named in `source`).",
-        "4. Read the reply: each output field is on its own line, starting with its label from `outputs`",
-        "   (e.g. `Answer: 42`), in that order; a value may continue on the following lines. A module with a",
-        "   `response_format` asks for a JSON object instead: pass it as the request's JSON schema if your API",
+        "4. Read the reply as the module's `reply` says: in the `labels` and `recap` prompt formats each output",
+        "   field is on its own line, starting with its label from `outputs` (e.g. `Answer: 42`), in that order,",
+        "   and a value may continue on the following lines; in `tags`, each is inside tags named after its",
+        "   field (`<answer>42</answer>`); in `json`, the reply is one JSON object. A module with a",
+        "   `response_format` asks for a JSON object: pass it as the request's JSON schema if your API",
         "   supports one.",
         "",
         "If a module's last message has the role `assistant`, it is the start of the answer (a pre-filled reply):",
@@ -179,7 +195,7 @@ def messages_readme(doc: Mapping[str, Any], file_name: str) -> str:
         ins = ", ".join(f"`{p}`" for p in entry["inputs"].values()) or "(none)"
         outs = ", ".join(f"`{label}:`" for label in entry["outputs"].values())
         lines.append(f"- `{name}`: {len(entry['messages'])} messages; fill {ins} in message {entry['fill_message']};")
-        lines.append(f"  the reply gives {outs}")
+        lines.append(f"  prompt format `{entry.get('prompt_format', 'labels')}`: the reply gives {outs}")
     return "\n".join(lines) + "\n"
 
 
@@ -333,6 +349,7 @@ def load_exported(path: str | Path, program: Program | Module | None = None) -> 
         try:
             params[str(name)] = PromptParams.from_dict(
                 {k: entry[k] for k in ("instruction", "demos", "position") if k in entry}
+                | ({"format": entry["prompt_format"]} if "prompt_format" in entry else {})
             )
         except (TypeError, ValueError) as exc:
             raise ExportError(f"{path}: module {name!r}: {exc}") from None

@@ -223,6 +223,7 @@ def prompts_panel(data: RunData) -> Group:
             body.append("(unchanged from the start)\n", style="dim")
         if p.position != "system":
             body.append(f"\nplaced at: {p.position}\n", style="dim")
+        body.append(f"prompt format: {p.format}\n", style="dim")
         body.append(f"\n{len(p.demos)} demo(s)\n", style="dim")
         module = data.program.named_modules().get(name) if data.program is not None else None
         order = (*module.signature.input_names, *module.signature.output_names) if module is not None else ()
@@ -302,6 +303,8 @@ def compare_runs(a: RunData, b: RunData, console: Console) -> None:
             body.append("\n")
         if pa.position != pb.position:
             body.append(f"position: {pa.position} → {pb.position}\n", style="dim")
+        if pa.format != pb.format:
+            body.append(f"prompt format: {pa.format} → {pb.format}\n", style="dim")
         same_demos = pa.demos == pb.demos
         body.append(
             f"demos: A {len(pa.demos)}, B {len(pb.demos)}" + (" (the same)" if same_demos else " (they differ)"),

@@ -7,7 +7,7 @@ from dataclasses import replace
 from typing import Any
 
 from prompthone.program.context import RunContext, current_run, default_lm, wait_on_run_loop
-from prompthone.program.params import Demo, PromptParams
+from prompthone.program.params import DEFAULT_FORMAT, PROMPT_FORMATS, Demo, PromptParams
 from prompthone.program.parse import parse_reply
 from prompthone.program.prediction import Prediction
 from prompthone.program.render import check_inputs, output_schema, render_messages
@@ -32,6 +32,8 @@ class Module:
 
     It owns its default `params` (instruction and demos), as a torch module owns its weights; a run
     under a `Candidate` reads the candidate's params instead and never touches these.
+    `format` is the prompt layout, one of `PROMPT_FORMATS` (None: `DEFAULT_FORMAT`); it is part of the
+    params, so a candidate (and an optimizer) may choose another one for this module.
     `structured` asks for JSON replies constrained by a schema (None: follow the run's setting).
     LM options given here (`max_tokens=...`) are defaults that a run's own options override.
     """
@@ -46,18 +48,31 @@ class Module:
         instruction: str | None = None,
         demos: Iterable[Mapping[str, Any]] = (),
         structured: bool | None = None,
+        format: str | None = None,
         **lm_options: Any,
     ) -> None:
         self.signature = self._extend(as_signature(signature))
+        if format is not None and format not in PROMPT_FORMATS:
+            raise ValueError(f"{type(self).__name__}: format must be one of {list(PROMPT_FORMATS)}, got {format!r}")
         self.params = PromptParams(
             self.signature.instruction if instruction is None else instruction,
             tuple(d if isinstance(d, Demo) else Demo(d) for d in demos),
+            format=DEFAULT_FORMAT if format is None else format,
         )
         self.structured = structured
         self.lm_options = check_lm_options(lm_options, type(self).__name__)
 
     def _extend(self, signature: Signature) -> Signature:
         return signature
+
+    @property
+    def format(self) -> str:
+        """The prompt format of this module's own params (a candidate may carry another)."""
+        return self.params.format
+
+    @format.setter
+    def format(self, value: str) -> None:
+        self.params = self.params.with_format(value)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.signature.shorthand()!r})"
@@ -119,6 +134,7 @@ class Module:
             structured=structured,
             optional=self.optional_outputs,
             truncated=completion.finish_reason == "length",
+            format=params.format,
         )
         failure = None if parsed.failure is None else replace(parsed.failure, module=name)
         outputs = {n: parsed.values.get(n) for n in self.signature.output_names}

@@ -69,56 +69,82 @@ class Demo(Mapping[str, str]):
 POSITIONS = ("system", "question_begin", "question_end", "answer_start")
 DEFAULT_POSITION = "system"
 
+#: How a module's prompt is laid out and its reply read (see `prompthone.program.render` for each layout):
+#: "labels" (`Label: value` lines, the instruction first), "recap" (the same lines, the instruction after
+#: the field list and a reminder of the expected outputs at the end of the last user turn), "tags"
+#: (`<field>value</field>` markers, with the same reminder) and "json" (a JSON object reply, with the
+#: same reminder). Each is a render + parse pair; an optimizer may search it like the instruction.
+PROMPT_FORMATS = ("labels", "recap", "tags", "json")
+#: the format a module starts in when it names none (`Module(format=None)`)
+DEFAULT_FORMAT = "labels"
+#: what `PromptParams` without a format, and a stored candidate without a "format" key, mean: the only
+#: layout there was before formats were named, so old runs and hashes keep their meaning
+LEGACY_FORMAT = "labels"
+
 
 @dataclass(frozen=True)
 class PromptParams:
-    """What one module says besides its inputs: an instruction, an ordered tuple of demos, and where
-    the instruction sits (`position`, one of `POSITIONS`).
+    """What one module says besides its inputs: an instruction, an ordered tuple of demos, where
+    the instruction sits (`position`, one of `POSITIONS`) and the prompt layout (`format`, one of
+    `PROMPT_FORMATS`).
 
     A module owns its default `PromptParams` the way a torch module owns its weights; a `Candidate`
-    assigns one to every module of a program. The position belongs here, not to the module, because
-    it is part of what is sent: two candidates that differ only in it score differently.
+    assigns one to every module of a program. The position and the format belong here, not to the
+    module, because they are part of what is sent: two candidates that differ only in them score
+    differently, and an optimizer can search them like the instruction.
     """
 
     instruction: str
     demos: tuple[Demo, ...] = ()
     position: str = DEFAULT_POSITION
+    format: str = LEGACY_FORMAT
 
     def __post_init__(self) -> None:
         if not isinstance(self.instruction, str):
             raise TypeError(f"instruction must be a string, got {type(self.instruction).__name__}")
         if self.position not in POSITIONS:
             raise ValueError(f"instruction position must be one of {list(POSITIONS)}, got {self.position!r}")
+        if self.format not in PROMPT_FORMATS:
+            raise ValueError(f"prompt format must be one of {list(PROMPT_FORMATS)}, got {self.format!r}")
         if isinstance(self.demos, Mapping | str):
             raise TypeError("demos must be a sequence of demos (mappings), not a single mapping or string")
         demos = tuple(d if isinstance(d, Demo) else Demo(d) for d in self.demos)
         object.__setattr__(self, "demos", demos)
 
     def with_instruction(self, instruction: str) -> PromptParams:
-        return PromptParams(instruction, self.demos, self.position)
+        return PromptParams(instruction, self.demos, self.position, self.format)
 
     def with_demos(self, demos: Iterable[Mapping[str, Any]]) -> PromptParams:
-        return PromptParams(self.instruction, tuple(demos), self.position)
+        return PromptParams(self.instruction, tuple(demos), self.position, self.format)
 
     def with_position(self, position: str) -> PromptParams:
-        return PromptParams(self.instruction, self.demos, position)
+        return PromptParams(self.instruction, self.demos, position, self.format)
+
+    def with_format(self, format: str) -> PromptParams:
+        return PromptParams(self.instruction, self.demos, self.position, format)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"instruction": self.instruction, "demos": [d.to_dict() for d in self.demos]}
         if self.position != DEFAULT_POSITION:  # left out by default, so existing candidate hashes stay the same
             out["position"] = self.position
+        # Left out only for the legacy layout (not for whatever the default is), so a stored candidate
+        # keeps meaning the prompt it was scored with even if the default changes.
+        if self.format != LEGACY_FORMAT:
+            out["format"] = self.format
         return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PromptParams:
         if not isinstance(data, Mapping) or "instruction" not in data:
             raise ValueError(f"prompt params need an 'instruction' key (and optional 'demos'), got {data!r}")
-        extra = set(data) - {"instruction", "demos", "position"}
+        extra = set(data) - {"instruction", "demos", "position", "format"}
         if extra:
             raise ValueError(
-                f"unknown prompt params key(s) {sorted(extra)}; expected 'instruction', 'demos', 'position'"
+                f"unknown prompt params key(s) {sorted(extra)}; expected 'instruction', 'demos', 'position', 'format'"
             )
         demos = data.get("demos") or []
         if not isinstance(demos, list | tuple):
             raise ValueError(f"'demos' must be a list of objects, got {type(demos).__name__}")
-        return cls(data["instruction"], tuple(demos), data.get("position", DEFAULT_POSITION))
+        return cls(
+            data["instruction"], tuple(demos), data.get("position", DEFAULT_POSITION), data.get("format", LEGACY_FORMAT)
+        )

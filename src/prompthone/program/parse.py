@@ -24,8 +24,16 @@ Small models rarely reply in exactly the format they were shown. The rules, in o
 6. Anything still missing: optional fields (chain-of-thought reasoning) become "", and a missing
    required field makes the reply a `ParseFailure` (what was found is kept as `partial`).
 
-With `structured=True` the reply is read as a JSON object first (code fences and chatter around the
-braces are tolerated); a reply that is not JSON falls back to the rules above.
+Each prompt format (`PromptParams.format`) has its reader here, chosen by `parse_reply`:
+
+- "labels" and "recap" reply in `Label: value` lines: the rules above.
+- "tags" replies with `<field>value</field>` markers: every marker of a known field is turned into a
+  label line (an opening marker starts the value, a closing one ends it, text between a closing and
+  the next opening marker is dropped), then the rules above apply,
+  so a reply with no markers at all, a missing closing marker or a made-up next turn
+  (`<question>...`) is read as it would be in "labels".
+- "json" (and any format with `structured=True`) is read as a JSON object first (code fences and
+  chatter around the braces are tolerated); a reply that is not JSON falls back to the rules above.
 """
 
 from __future__ import annotations
@@ -34,9 +42,10 @@ import functools
 import json
 import re
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from prompthone.program.params import PROMPT_FORMATS
 from prompthone.program.signature import Field, Signature
 from prompthone.program.values import label_key
 
@@ -306,6 +315,46 @@ def parse_json(signature: Signature, text: str, *, optional: Collection[str] = (
     return Parsed(values, how)
 
 
+@functools.lru_cache(maxsize=512)
+def _tag_pattern(signature: Signature) -> re.Pattern[str]:
+    names = sorted({f.name for f in signature.inputs + signature.outputs}, key=len, reverse=True)
+    alternatives = "|".join(re.escape(n) for n in names)
+    return re.compile(rf"<\s*(/?)\s*({alternatives})\s*>", re.I)
+
+
+def _tags_to_labels(signature: Signature, text: str) -> str:
+    """`<answer>4</answer>` -> `Answer: 4` on a line of its own, for the label rules to read.
+
+    Text after a closing marker and before the next opening one is outside every field and dropped
+    (`<label>human</label> because it asks for a person` is `human`); text before the first marker is
+    kept, as the label rules may use it (reasoning written before the markers).
+    """
+    labels = {f.name.lower(): f.label for f in signature.inputs + signature.outputs}
+    out: list[str] = []
+    pos, inside, seen = 0, False, False
+    for m in _tag_pattern(signature).finditer(text):
+        if inside or not seen:
+            out.append(text[pos : m.start()])
+        pos = m.end()
+        if m.group(1):
+            inside = False
+            out.append("\n")
+        else:
+            inside = seen = True
+            out.append(f"\n{labels[m.group(2).lower()]}: ")
+    if inside or not seen:
+        out.append(text[pos:])
+    return "".join(out)
+
+
+def parse_tags(signature: Signature, text: str, *, optional: Collection[str] = (), truncated: bool = False) -> Parsed:
+    """Read `<field>value</field>` markers (the "tags" format); see the module docstring."""
+    parsed = parse_text(signature, _tags_to_labels(signature, text), optional=optional, truncated=truncated)
+    if parsed.failure is not None:  # keep the model's own text in the failure, not the rewritten one
+        return Parsed(parsed.values, parsed.how, replace(parsed.failure, raw=text))
+    return parsed
+
+
 def parse_reply(
     signature: Signature,
     text: str,
@@ -313,8 +362,14 @@ def parse_reply(
     structured: bool = False,
     optional: Collection[str] = (),
     truncated: bool = False,
+    format: str = "labels",
 ) -> Parsed:
-    """Turn a reply into output fields; never raises on a bad reply, returns a failure instead."""
-    if structured:
+    """Turn a reply into output fields, read as `format` writes them; never raises on a bad reply,
+    returns a failure instead."""
+    if structured or format == "json":
         return parse_json(signature, text, optional=optional, truncated=truncated)
+    if format == "tags":
+        return parse_tags(signature, text, optional=optional, truncated=truncated)
+    if format not in PROMPT_FORMATS:
+        raise ValueError(f"prompt format must be one of {list(PROMPT_FORMATS)}, got {format!r}")
     return parse_text(signature, text, optional=optional, truncated=truncated)

@@ -1,0 +1,362 @@
+"""Which prompt format should a module start in? The zero-shot start of the same programs, per format.
+
+    make bench-dspy-env                       # once: DSPy 3.4.1 in .venv-dspy
+    .venv/bin/python benchmarks/formats.py    # every row not yet in the results file, most informative first
+    .venv/bin/python benchmarks/formats.py --report   # the table of what is there, spending nothing
+
+For each (task, model, format) it scores the zero-shot program, on the same seeded sample of test
+examples, with the same prompthone metric, under each prompthone prompt format (`PROMPT_FORMATS`: the
+program's modules all switched to that format) and under DSPy's own rendering of the same signature
+(`dspy`: DSPy itself runs the program, with its `ChatAdapter` and its fallback to `JSONAdapter`, from
+`.venv-dspy` through `benchmarks/dspy_formats_side.py`). Both sides talk to one `llama_cpp.server`
+serving the embedded model (2 llama.cpp threads; one model process at a time), at temperature 0
+with the same max_tokens.
+
+Tasks: TREC with a `label` output described as "one of: ..." (issue 15's program), SST-2, three
+BIG-Bench Hard tasks of different kinds (yes/no, multiple choice, counting; direct answers), HotPotQA
+(two modules around BM25) and GSM8K with chain of thought.
+
+Caching, so a rerun pays for nothing twice: each finished row is appended to `--results` (JSONL, with
+every example's score) and skipped on a rerun; every prompthone answer is in a response-cache file and
+every DSPy answer in DSPy's own disk cache, both under `--cache-dir`, so a row stopped half-way
+resumes where it was. The server listens on a fixed port (`--port`): it is part of prompthone's cache
+keys. Rows run in the order of `--models`, then `--tasks`; within a task, every format is scored on
+the first `--chunk` examples, then the next chunk, and so on (a row per step, `partial` until the
+last), so a run stopped early still compares every format on the same examples.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from machine import cpu_model
+from prompthone.data import Example, load_bbh, load_gsm8k, load_hotpotqa_distractor, load_sst2, load_trec
+from prompthone.evaluate import EvaluationError, Evaluator
+from prompthone.evaluate.stats import mean_ci
+from prompthone.lm import LM
+from prompthone.lm.local.assemble import resolve_gguf
+from prompthone.metrics import ChoiceMatch, ExactMatch, Metric, NumericMatch
+from prompthone.program import ChainOfThought, Predict, Program, Signature
+from prompthone.program.params import PROMPT_FORMATS
+from prompthone.tasks.builtin import MATH_ANSWER, MATH_INSTRUCTION
+from prompthone.tasks.programs import MultiHopQA
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from model_server import llama_server  # noqa: E402
+
+DSPY = "dspy"
+ALL_FORMATS = (*PROMPT_FORMATS, DSPY)
+MODELS = {"0.5b": "qwen2.5-coder-0.5b", "1.5b": "qwen2.5-coder-1.5b"}
+#: max_tokens of a one-field classification reply: DSPy's reply format (a header, the label and its
+#: completion marker) needs about 20 tokens with Qwen's tokenizer; the others fewer
+CLASSIFY_TOKENS = 32
+TREC_LABELS = "abbreviation, description, entity, human, location, number"
+
+
+@dataclass(frozen=True)
+class Bench:
+    """One program to score: how to build it on both sides, its data, metric and reply length."""
+
+    name: str
+    kind: str  # "predict", "cot" (one module) or "hotpot" (two)
+    load: Callable[[str | None], list[Example]]
+    metric: Callable[[], Metric]
+    max_tokens: int
+    n: int
+    inputs: dict[str, str] = field(default_factory=dict)
+    outputs: dict[str, str] = field(default_factory=dict)
+    instruction: str = ""
+
+    def program(self, root: str | None) -> Program:
+        if self.kind == "hotpot":
+            return MultiHopQA(load_hotpotqa_distractor(root=root).corpus)
+        sig = Signature(self.inputs, self.outputs, self.instruction)
+        module = ChainOfThought(sig) if self.kind == "cot" else Predict(sig)
+        return _Single(module, self.outputs)
+
+
+class _Single(Program):
+    def __init__(self, module: Any, outputs: dict[str, str]) -> None:
+        self.step = module
+        self._outputs = list(outputs)
+
+    def forward(self, **inputs: Any) -> dict:
+        pred = self.step(**inputs)
+        return {n: pred[n] for n in self._outputs}
+
+
+def _bbh(task: str, desc: str, metric: Callable[[], Metric]) -> Bench:
+    return Bench(
+        f"bbh/{task}", "predict", lambda root: load_bbh(task, root=root), metric, CLASSIFY_TOKENS, 100,
+        {"question": ""}, {"answer": desc}, "Answer the question.",
+    )  # fmt: skip
+
+
+# fmt: off
+BENCHES: dict[str, Bench] = {
+    b.name: b
+    for b in (
+        Bench(
+            "trec-label", "predict", lambda root: load_trec("test", root=root),
+            lambda: ExactMatch(label_field="answer", pred_field="label"), CLASSIFY_TOKENS, 100,
+            {"question": ""}, {"label": f"one of: {TREC_LABELS}"},
+            "Classify the question by the type of answer it expects. The label must be exactly one of: "
+            f"{TREC_LABELS}.",
+        ),
+        Bench(
+            "sst2", "predict", lambda root: load_sst2("dev", root=root), ExactMatch, CLASSIFY_TOKENS, 100,
+            {"sentence": ""}, {"answer": ""}, "Is the sentiment of the sentence positive or negative?",
+        ),
+        _bbh("sports_understanding", "the final answer only", ExactMatch),
+        _bbh("date_understanding", "the option letter, e.g. (A)", ChoiceMatch),
+        _bbh("object_counting", "the final answer only", ExactMatch),
+        Bench("hotpotqa", "hotpot", lambda root: list(load_hotpotqa_distractor(root=root).questions),
+              ExactMatch, 64, 100),
+        Bench(
+            "gsm8k", "cot", lambda root: load_gsm8k("test", root=root), NumericMatch, 384, 100,
+            {"question": ""}, {"answer": MATH_ANSWER}, MATH_INSTRUCTION,
+        ),
+    )
+}
+# fmt: on
+
+
+def sample(bench: Bench, root: str | None) -> list[Example]:
+    """The same `n` examples for every format and model: a seeded sample, in a fixed order."""
+    examples = bench.load(root)
+    if len(examples) <= bench.n:
+        return examples
+    return random.Random(f"formats:{bench.name}").sample(examples, bench.n)
+
+
+# ------------------------------------------------------------------------------------------ rows
+def score_prompthone(bench: Bench, fmt: str, examples: list[Example], lm: LM, root: str | None) -> dict[str, Any]:
+    program = bench.program(root)
+    for module in program.named_modules().values():
+        module.format = fmt
+    # max_errors=0: an example that errored (the server went away, a timeout) was not measured, so the
+    # row is not written at all; a rerun picks it up from the caches
+    ev = Evaluator(
+        program, bench.metric(), lm, concurrency=1, max_errors=0, progress=True,
+        keep_traces=False, temperature=0.0, max_tokens=bench.max_tokens,
+    )  # fmt: skip
+    paid0 = lm.usage.calls - lm.usage.cache_hits
+    try:
+        res = ev.evaluate_sync(None, examples, description=f"{bench.name} {fmt}")
+    except EvaluationError as exc:
+        raise SystemExit(f"{bench.name} {fmt}: {exc}; no row written") from None
+    recs = {r.example_id: r for r in res.records}
+    return {
+        "scores": [recs[ex.id].score or 0.0 for ex in examples],
+        "parse_failures": sum(1 for r in res.records if r.status == "parse_failure" or r.parse_failures),
+        "errors": res.n_errors,
+        "prompt_tokens": sum(r.prompt_tokens for r in res.records),
+        "completion_tokens": sum(r.completion_tokens for r in res.records),
+        "calls_paid": lm.usage.calls - lm.usage.cache_hits - paid0,
+        "examples_fully_cached": sum(1 for r in res.records if r.cached),
+    }
+
+
+def score_dspy(bench: Bench, examples: list[Example], url: str, alias: str, args: argparse.Namespace) -> dict[str, Any]:
+    job: dict[str, Any] = {
+        "kind": bench.kind, "inputs": bench.inputs, "outputs": bench.outputs, "instruction": bench.instruction,
+        "examples": [{"id": ex.id, "inputs": dict(ex.inputs)} for ex in examples], "base_url": url,
+        "model": alias, "max_tokens": bench.max_tokens, "data_root": args.data_root,
+        "cache_dir": str(Path(args.cache_dir).resolve() / f"dspy-{alias}"),
+    }  # fmt: skip
+    if bench.kind == "hotpot":
+        start = bench.program(args.data_root)
+        job["hotpot"] = {
+            "query_instruction": start.query.params.instruction,
+            "answer_instruction": start.answer.params.instruction,
+            "k": start.k,
+        }
+    proc = subprocess.run(
+        [args.dspy_python, str(ROOT / "benchmarks" / "dspy_formats_side.py")],
+        input=json.dumps(job), capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        raise SystemExit(f"the DSPy side failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    lm_errors = [v["lm_error"] for v in result["predictions"].values() if "lm_error" in v]
+    if lm_errors:
+        raise SystemExit(f"{len(lm_errors)} DSPy calls got no reply (first: {lm_errors[0]}); no row written")
+    metric = bench.metric()
+    scores, failures = [], 0
+    for ex in examples:
+        got = result["predictions"][ex.id]
+        if "error" in got:
+            failures += 1
+            scores.append(0.0)
+            continue
+        outputs = {k: "" if v is None else str(v) for k, v in got["outputs"].items()}
+        try:
+            scores.append(metric.score(ex, outputs).score)
+        except Exception:  # the output field is missing: DSPy's parse gave nothing usable
+            failures += 1
+            scores.append(0.0)
+    return {"scores": scores, "parse_failures": failures, "errors": 0, "dspy": result["dspy"]}
+
+
+def machine() -> str:
+    return f"{cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def git_commit() -> str:
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
+    return out.stdout.strip()
+
+
+def load_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of a results file, less any with errors (examples never measured, e.g. the server was down)."""
+    if not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in rows if not r.get("errors")]
+
+
+def row_key(task: str, model: str, fmt: str) -> tuple[str, str, str]:
+    return (task, model, fmt)
+
+
+# ----------------------------------------------------------------------------------------- table
+def table(rows: list[dict[str, Any]]) -> str:
+    """Markdown: one line per (task, model), one column per format: accuracy, CI and n."""
+    formats = [f for f in ALL_FORMATS if any(r["format"] == f for r in rows)]
+    lines = [
+        "| task | model | " + " | ".join(formats) + " |",
+        "|---|---|" + "---|" * len(formats),
+    ]
+    seen: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+    for r in rows:  # the last row of a (task, model, format) is its latest step
+        seen.setdefault((r["task"], r["model"]), {})[r["format"]] = r
+    for (task, model), by_fmt in seen.items():
+        cells = []
+        for f in formats:
+            r = by_fmt.get(f)
+            if r is None:
+                cells.append("")
+                continue
+            pf = f", {r['parse_failures']} unparsed" if r.get("parse_failures") else ""
+            cells.append(f"{100 * r['mean']:.1f} ({100 * r['lo']:.0f}-{100 * r['hi']:.0f}) n={r['n']}{pf}")
+        lines.append(f"| {task} | {model} | " + " | ".join(cells) + " |")
+    means = []
+    for f in formats:
+        vals = [by[f]["mean"] for by in seen.values() if f in by]
+        complete = all(f in by for by in seen.values())
+        note = "" if complete else f" ({len(vals)} rows)"
+        means.append(f"{100 * sum(vals) / len(vals):.1f}{note}" if vals else "")
+    lines.append("| mean | | " + " | ".join(means) + " |")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------ main
+def steps_of(n: int, chunk: int) -> list[int]:
+    return [*range(chunk, n, chunk), n]
+
+
+def run_task(
+    task: str, model: str, formats: list[str], lm: LM, url: str, args: argparse.Namespace, steps: Sequence[int] = ()
+) -> None:
+    """Every format on the first `--chunk` examples, then on the first 2 * chunk, ...: at any stop the
+    formats have been scored on the same examples (a paired comparison), and each step replays the
+    earlier examples from the caches. A row per step is appended; the last one (all examples) is final.
+    `steps` (sizes) runs only those steps.
+    """
+    bench = BENCHES[task]
+    examples = sample(bench, args.data_root)[: args.limit]
+    results = Path(args.results)
+    for k in steps or steps_of(len(examples), args.chunk):
+        part = examples[:k]
+        for fmt in formats:
+            t0, load0 = time.perf_counter(), os.getloadavg()[0]
+            if fmt == DSPY:
+                out = score_dspy(bench, part, url, f"qwen2.5-coder-{model}", args)
+            else:
+                out = score_prompthone(bench, fmt, part, lm, args.data_root)
+            mean, lo, hi = mean_ci(out["scores"])
+            row = {
+                "task": task, "model": model, "format": fmt, "n": len(part), "partial": k < len(examples),
+                "mean": mean, "lo": lo, "hi": hi, **out, "max_tokens": bench.max_tokens,
+                "wall_s": round(time.perf_counter() - t0, 1), "load_avg_start": load0,
+                "example_ids": [ex.id for ex in part], "date": datetime.now(UTC).isoformat(timespec="seconds"),
+                "commit": git_commit(), "machine": machine(),
+                "command": " ".join(sys.argv),
+            }  # fmt: skip
+            with results.open("a") as fh:
+                fh.write(json.dumps(row) + "\n")
+            print(f"{task} {model} {fmt}: {100 * mean:.1f}% ({100 * lo:.1f}-{100 * hi:.1f}) n={len(part)} "
+                  f"unparsed={out['parse_failures']} wall={row['wall_s']}s", flush=True)  # fmt: skip
+        print(table(load_rows(results)), flush=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default="0.5b,1.5b", help=f"comma-separated, from {list(MODELS)}")
+    p.add_argument("--tasks", default=",".join(BENCHES), help=f"comma-separated, from {list(BENCHES)}")
+    p.add_argument("--formats", default=",".join(ALL_FORMATS), help=f"comma-separated, from {list(ALL_FORMATS)}")
+    p.add_argument("--results", default=str(ROOT / "docs" / "results" / "formats.jsonl"))
+    p.add_argument("--cache-dir", default=str(ROOT / "benchmarks" / ".cache" / "formats"))
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--port", type=int, default=18439, help="the model server's port (part of the cache keys)")
+    p.add_argument("--threads", type=int, default=2, help="llama.cpp threads")
+    p.add_argument("--dspy-python", default=str(ROOT / ".venv-dspy" / "bin" / "python"))
+    p.add_argument("--chunk", type=int, default=20, help="score every format on this many more examples at a time")
+    p.add_argument("--interleave", action="store_true", help="the tasks take turns, a chunk at a time")
+    p.add_argument("--limit", type=int, default=None, help="only the first N examples of each sample (smoke runs)")
+    p.add_argument("--report", action="store_true", help="print the table of the results file and stop")
+    args = p.parse_args()
+    results = Path(args.results)
+    if args.report:
+        print(table(load_rows(results)))
+        return
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    formats = [f.strip() for f in args.formats.split(",") if f.strip()]
+    checks = (("--models", models, MODELS), ("--tasks", tasks, BENCHES), ("--formats", formats, ALL_FORMATS))
+    for what, got, allowed in checks:
+        bad = [x for x in got if x not in allowed]
+        if bad:
+            raise SystemExit(f"{what}: unknown {bad}; expected some of {list(allowed)}")
+    if DSPY in formats and not Path(args.dspy_python).exists():
+        raise SystemExit(f"--dspy-python {args.dspy_python} does not exist; run `make bench-dspy-env` first")
+    Path(args.cache_dir).mkdir(parents=True, exist_ok=True)
+    results.parent.mkdir(parents=True, exist_ok=True)
+    done = {row_key(r["task"], r["model"], r["format"]) for r in load_rows(results) if not r.get("partial")}
+    for model in models:
+        todo = [t for t in tasks if any(row_key(t, model, f) not in done for f in formats)]
+        if not todo:
+            continue
+        gguf, _ = resolve_gguf(MODELS[model])
+        alias = f"qwen2.5-coder-{model}"
+        with llama_server(gguf, alias=alias, n_ctx=4096, threads=args.threads, timeout_s=600, port=args.port) as url:
+            cache = Path(args.cache_dir) / f"responses-{alias}.sqlite"
+            lm = LM(f"openai/{alias}@{url}", cache=str(cache), max_concurrency=1, timeout_s=600)
+            left = {t: [f for f in formats if row_key(t, model, f) not in done] for t in todo}
+            if args.interleave:  # the tasks take turns, a chunk at a time
+                sizes = {t: len(sample(BENCHES[t], args.data_root)[: args.limit]) for t in todo}
+                for k in sorted({k for t in todo for k in steps_of(sizes[t], args.chunk)}):
+                    for task in todo:
+                        if k in steps_of(sizes[task], args.chunk):
+                            run_task(task, model, left[task], lm, url, args, steps=[k])
+            else:
+                for task in todo:
+                    run_task(task, model, left[task], lm, url, args)
+    print(table(load_rows(results)))
+
+
+if __name__ == "__main__":
+    main()
