@@ -94,3 +94,21 @@ def mipro_math_responder(body: dict) -> str:
     if numbers and int(numbers[0]) % 3 == 0:
         return f"Reasoning: done.\nAnswer: {numbers[0]}"
     return careful_math_responder(body)
+
+
+def fake_gsm8k_spec(url: str, root, **kw):
+    """A small instruction-search run on the fake GSM8K data (`write_fake_gsm8k`) against a fake server."""
+    from prompthone.optimize.runner import RunSpec
+
+    return RunSpec(
+        task="gsm8k",
+        optimizer="instruction-search",
+        model=f"openai/fake@{url}",
+        n_train=4,
+        n_val=10,
+        n_test=10,
+        data_root=str(root),
+        concurrency=4,
+        max_tokens=32,
+        **kw,
+    )

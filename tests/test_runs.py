@@ -27,7 +27,7 @@ from prompthone.program import Candidate
 from prompthone.store import RunStore, database_url
 from prompthone.tasks import get_task
 from prompthone.testing.fake_openai_server import FakeOpenAIServer
-from runlib import careful_math_responder, write_fake_gsm8k
+from runlib import careful_math_responder, fake_gsm8k_spec, write_fake_gsm8k
 
 HERE = Path(__file__).resolve().parent
 
@@ -42,18 +42,7 @@ def env(tmp_path, monkeypatch):
 
 
 def spec(url: str, root: Path, **kw) -> RunSpec:
-    return RunSpec(
-        task="gsm8k",
-        optimizer="instruction-search",
-        model=f"openai/fake@{url}",
-        n_train=4,
-        n_val=10,
-        n_test=10,
-        data_root=str(root),
-        concurrency=4,
-        max_tokens=32,
-        **kw,
-    )
+    return fake_gsm8k_spec(url, root, **kw)
 
 
 def test_a_run_records_everything_and_leaves_readable_files(env):

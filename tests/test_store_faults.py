@@ -26,7 +26,7 @@ from prompthone.optimize.runner import RunSpec, run_optimization
 from prompthone.store import RunStore
 from prompthone.store.lock import RunLock, RunLockedError
 from prompthone.testing.fake_openai_server import FakeOpenAIServer
-from runlib import careful_math_responder, write_fake_gsm8k
+from runlib import careful_math_responder, fake_gsm8k_spec, write_fake_gsm8k
 
 HERE = Path(__file__).resolve().parent
 
@@ -41,18 +41,7 @@ def env(tmp_path, monkeypatch):
 
 
 def spec(url: str, root: Path, **kw) -> RunSpec:
-    return RunSpec(
-        task="gsm8k",
-        optimizer="instruction-search",
-        model=f"openai/fake@{url}",
-        n_train=4,
-        n_val=10,
-        n_test=10,
-        data_root=str(root),
-        concurrency=4,
-        max_tokens=32,
-        **kw,
-    )
+    return fake_gsm8k_spec(url, root, **kw)
 
 
 def cli(*args: str):
