@@ -75,6 +75,7 @@ def optimize(
     max_tokens: int = 384,
     concurrency: int = 8,
     threads: int | None = None,
+    timeout_s: float = 120.0,
     name: str | None = None,
     console: Console | None = None,
     **settings: Any,
@@ -120,6 +121,7 @@ def optimize(
         concurrency=concurrency,
         max_tokens=max_tokens,
         threads=threads,
+        timeout_s=timeout_s,
         budget=Budget(
             max_lm_calls=max_calls,
             max_cost_usd=max_cost_usd,
