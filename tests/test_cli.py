@@ -67,3 +67,13 @@ def test_readme_commands_are_what_ci_runs():
     makefile = (ROOT / "Makefile").read_text()
     assert re.search(r"^test: install-dev\n\t\$\(BIN\)/python -m pytest", makefile, re.M)
     assert re.search(r"^demo: install\n\t\$\(BIN\)/prompthone demo", makefile, re.M)
+
+
+@pytest.mark.parametrize("module", ["prompthone", "prompthone.cli.main"])
+def test_python_dash_m_runs_the_command(module):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", module, "models"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "qwen2.5-coder-0.5b" in done.stdout

@@ -343,3 +343,7 @@ opro_cmd.register(app)
 
 def main() -> None:  # pragma: no cover - console entry point
     app()
+
+
+if __name__ == "__main__":  # `python -m prompthone.cli.main`, as `python -m prompthone`
+    app(prog_name="prompthone")
