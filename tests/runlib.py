@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 
 from prompthone.optimize import OptimizationResult, OptimizationSetup, Optimizer
@@ -112,3 +113,16 @@ def fake_gsm8k_spec(url: str, root, **kw):
         max_tokens=32,
         **kw,
     )
+
+
+@contextlib.contextmanager
+def fake_gsm8k_env(tmp_path, monkeypatch, *, latency_ms: int):
+    """Fake GSM8K data, a private cache folder and a fake server answering like `careful_math_responder`:
+    yields (tmp_path, server URL, server)."""
+    from prompthone.testing.fake_openai_server import FakeOpenAIServer
+
+    write_fake_gsm8k(tmp_path / "data")
+    monkeypatch.setenv("PROMPTHONE_CACHE_DIR", str(tmp_path / "cache"))
+    srv = FakeOpenAIServer(latency_ms=latency_ms, responder=careful_math_responder)
+    with srv as url:
+        yield tmp_path, url, srv

@@ -22,26 +22,20 @@ from typer.testing import CliRunner
 
 from prompthone.cli.main import app
 from prompthone.lm import run_sync
-from prompthone.optimize.runner import RunSpec, run_optimization
+from prompthone.optimize.runner import run_optimization
 from prompthone.store import RunStore
 from prompthone.store.lock import RunLock, RunLockedError
 from prompthone.testing.fake_openai_server import FakeOpenAIServer
-from runlib import careful_math_responder, fake_gsm8k_spec, write_fake_gsm8k
+from runlib import careful_math_responder, fake_gsm8k_env, write_fake_gsm8k
+from runlib import fake_gsm8k_spec as spec
 
 HERE = Path(__file__).resolve().parent
 
 
 @pytest.fixture
 def env(tmp_path, monkeypatch):
-    write_fake_gsm8k(tmp_path / "data")
-    monkeypatch.setenv("PROMPTHONE_CACHE_DIR", str(tmp_path / "cache"))
-    srv = FakeOpenAIServer(latency_ms=2, responder=careful_math_responder)
-    with srv as url:
-        yield tmp_path, url, srv
-
-
-def spec(url: str, root: Path, **kw) -> RunSpec:
-    return fake_gsm8k_spec(url, root, **kw)
+    with fake_gsm8k_env(tmp_path, monkeypatch, latency_ms=2) as found:
+        yield found
 
 
 def cli(*args: str):

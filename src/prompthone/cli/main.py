@@ -246,13 +246,11 @@ def _print_model_status(spec) -> None:
 
 
 def _stored_config(run: Path) -> dict:
-    from prompthone.store import RunStore
+    from prompthone.store.broken import open_run
 
-    store = RunStore(run)
-    try:
-        return store.run_row()["config"]
-    finally:
-        store.close()
+    store, row = open_run(run, read_only=True)
+    store.close()
+    return row["config"]
 
 
 def _settings(items: list[str]) -> dict:
