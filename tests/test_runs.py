@@ -97,7 +97,7 @@ def test_resume_after_sigkill_gives_the_uninterrupted_result_without_paying_twic
     assert srv.requests_received == reference_paid
     # the shared cache would make the second run free: give the killed run an empty one
     fresh = {"PROMPTHONE_CACHE_DIR": str(tmp / "cache2"), "PROMPTHONE_RESPONSE_CACHE": str(tmp / "cache2" / "r.sqlite")}
-    env_vars = {**os.environ, **fresh, "PYTHONPATH": str(HERE)}
+    env_vars = {**os.environ, **fresh, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
     script = (
         "import sys, runlib; from pathlib import Path; from prompthone.lm import run_sync;"
         "from prompthone.optimize.runner import RunSpec, run_optimization;"

@@ -132,10 +132,12 @@ def _retried(method: F) -> F:
 
 
 def _event_key(kind: str, data: Any) -> tuple[str, str]:
-    """What makes two events the same one: all but `cached` (a replayed call is served from the cache)."""
+    """What makes two events the same one: all but `cached` (a replayed call is served from the cache) and
+    `cache_key` (which events of runs begun before proposal events carried it lack)."""
     plain = json.loads(data) if isinstance(data, str) else json.loads(_json(data))
     if isinstance(plain, dict):
         plain.pop("cached", None)
+        plain.pop("cache_key", None)
     return kind, json.dumps(plain, sort_keys=True, ensure_ascii=False)
 
 

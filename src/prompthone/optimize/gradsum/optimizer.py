@@ -40,7 +40,7 @@ from prompthone.metrics.judge import JudgeMetric
 from prompthone.optimize.base import OptimizationResult, OptimizationSetup, Optimizer
 from prompthone.optimize.gradsum import steps
 from prompthone.optimize.gradsum.steps import Failure, Gradient
-from prompthone.optimize.proposers.calls import emit_proposal
+from prompthone.optimize.proposers.calls import keep
 from prompthone.optimize.proposers.contract import contracts_for
 from prompthone.program import Candidate, ModuleCall, run_program
 
@@ -273,16 +273,18 @@ class GradSum(Optimizer):
             return []
         setup.budget.check()
         failures = await asyncio.gather(*(self._attribute(setup, cand, by_id[r.example_id], r) for r in below))
+        for f in failures:
+            if f.call is not None:
+                keep(setup, f.call, f.module, note=f.how)
         gradients = await asyncio.gather(
             *(
-                steps.write_gradient(
-                    setup.proposer_lm, f, cand[f.module].instruction, max_chars=self.max_chars, task=self._task
-                )
+                steps.write_gradient(setup, f, cand[f.module].instruction, max_chars=self.max_chars, task=self._task)
                 for f in failures
             )
         )
         by_module: dict[str, list[Gradient]] = {}
-        for g in gradients:
+        for g, call in gradients:
+            keep(setup, call, g.text if g is not None else None, note="" if g is not None else "empty reply")
             if g is not None:
                 by_module.setdefault(g.module, []).append(g)
         plog["attributed"] = {f.example_id: [f.module, f.how] for f in failures}
@@ -301,9 +303,10 @@ class GradSum(Optimizer):
             if self.attribution == "last" or not trace:
                 found = (trace[-1].module if trace else names[-1], "last")
             else:
-                found = await steps.attribute_with_lm(
-                    setup.proposer_lm, record, trace, names, max_chars=self.max_chars, task=self._task
+                module, how, call = await steps.attribute_with_lm(
+                    setup, record, trace, names, max_chars=self.max_chars, task=self._task
                 )
+                return Failure(ex.id, record, tuple(trace), module, how, call)
         return Failure(ex.id, record, tuple(trace), found[0], found[1])
 
     async def _feedback(
@@ -315,14 +318,12 @@ class GradSum(Optimizer):
         """
         modules = list(by_module)
         summaries = await asyncio.gather(
-            *(
-                steps.summarize(setup.proposer_lm, m, cand[m].instruction, by_module[m], task=self._task)
-                for m in modules
-            )
+            *(steps.summarize(setup, m, cand[m].instruction, by_module[m], task=self._task) for m in modules)
         )
         out: dict[str, list[str]] = {}
         plog["summaries"] = {}
-        for m, summary in zip(modules, summaries, strict=True):
+        for m, (summary, call) in zip(modules, summaries, strict=True):
+            keep(setup, call, summary, note="" if summary is not None else "empty reply; the gradients are used")
             text = summary if summary is not None else steps.gradient_list(by_module[m])
             plog["summaries"][m] = text
             out[m] = [text] * self.edits_per_prompt
@@ -343,7 +344,7 @@ class GradSum(Optimizer):
                         k,
                         m,
                         steps.edit_instruction(
-                            setup.proposer_lm,
+                            setup,
                             m,
                             modules[m],
                             cand[m].instruction,
@@ -356,13 +357,10 @@ class GradSum(Optimizer):
                     )
                 )
         done = await asyncio.gather(*(job for _, _, job in jobs))
-        for (_, m, _), edit in zip(jobs, done, strict=True):
+        for edit in done:
             for a in edit.attempts:
-                emit_proposal(
-                    setup, purpose="gradsum_edit", module=m, sample_index=a.sample_index,
-                    temperature=self.edit_temperature, kept=a.kept, cached=a.cached, reply=a.reply, note=a.reason,
-                    contract=a.contract, contract_reason=a.reason if a.contract in ("repaired", "rejected") else "",
-                )  # fmt: skip
+                keep(setup, a.call, a.kept, note=a.reason, contract=a.contract,
+                     contract_reason=a.reason if a.contract in ("repaired", "rejected") else "")  # fmt: skip
         new = [edit.text for edit in done]
         children: list[tuple[Candidate, dict[str, Any]]] = []
         plog["edits"] = []

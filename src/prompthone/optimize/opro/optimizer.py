@@ -33,9 +33,8 @@ from prompthone.optimize.opro.meta import (
     normalize_instruction,
     order_word,
     parse_instruction,
-    sample_replies,
 )
-from prompthone.optimize.proposers.calls import emit_proposal
+from prompthone.optimize.proposers.calls import keep, propose_samples
 from prompthone.optimize.proposers.contract import KEPT, REJECTED, REPAIRED, Contract, guard, runs_to_cutoff
 from prompthone.optimize.templates import render_template
 from prompthone.program import Candidate, render_messages
@@ -256,39 +255,31 @@ class OPRO(Optimizer):
         await score_train(self._start(module, base), 0)
         stale = 0
         for step in range(1, self.steps + 1):
-            setup.budget.check()
             exemplars = draw(exemplar_rng, setup.trainset, self.n_exemplars)
             shown = history.shown(self.max_history, self.history_order, order_rng)
             prompt = self.meta_prompt(setup, module, shown, exemplars)
-            replies = await sample_replies(
-                setup.proposer_lm,
-                prompt,
-                n=self.candidates_per_step,
-                temperature=self.temperature,
-                first_index=self._sample_counter,
-                max_tokens=self.proposer_max_tokens,
-            )
-            first_index = self._sample_counter
+            replies = await propose_samples(
+                setup, prompt, n=self.candidates_per_step, first_index=self._sample_counter,
+                purpose="opro_instruction", module=module, temperature=self.temperature,
+                max_tokens=self.proposer_max_tokens, seed=0,  # OPRO has always asked with seed 0: its cache keys
+            )  # fmt: skip
             self._sample_counter += self.candidates_per_step
             new, duplicates, unparsed, failed = [], 0, 0, 0
             checks = {KEPT: 0, REPAIRED: 0, REJECTED: 0}
-            for i, reply in enumerate(replies):
+            for reply in replies:
                 if isinstance(reply, Exception):
                     failed += 1
                     continue
-                instruction = parse_instruction(reply.text, max_chars=self.max_instruction_chars)
+                text, record = reply
+                instruction = parse_instruction(text, max_chars=self.max_instruction_chars)
                 status, why = "", ""
                 if instruction is not None:
-                    cut = runs_to_cutoff(reply.text, instruction, reply.finish_reason)
+                    cut = runs_to_cutoff(text, instruction, record.finish_reason)
                     verdict = guard(instruction, contract, cut_off=cut)
                     instruction, status, why = verdict.text, verdict.status, verdict.reason
                     checks[status] += 1
-                emit_proposal(
-                    setup, purpose="opro_instruction", module=module, sample_index=first_index + i,
-                    temperature=self.temperature, kept=instruction, cached=reply.cached, reply=reply.text,
-                    note=why or ("" if status else "no instruction found in the reply"), contract=status,
-                    contract_reason=why,
-                )  # fmt: skip
+                keep(setup, record, instruction, note=why or ("" if status else "no instruction found in the reply"),
+                     contract=status, contract_reason=why)  # fmt: skip
                 if instruction is None:
                     unparsed += status != REJECTED
                 elif normalize_instruction(instruction) in history or any(
