@@ -15,6 +15,7 @@ MIPRO with the run's seed), so stored runs and benchmark caches replay.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -98,10 +99,18 @@ async def propose_samples(
     sample failed, the first error is raised, and a permanent one (a refused key: every later call
     would fail alike) is raised whatever the others did."""
     setup.budget.check()
-    replies = await asyncio.gather(
-        *(_ask(setup, prompt, None, temperature, max_tokens, seed, first_index + k) for k in range(n)),
-        return_exceptions=True,
-    )
+    replies = await gather_samples(_ask(setup, prompt, None, temperature, max_tokens, seed, first_index + k)
+                                   for k in range(n))  # fmt: skip
+    return [
+        r if isinstance(r, Exception) else (r.text, _record(purpose, module, first_index + k, temperature, prompt, r))
+        for k, r in enumerate(replies)
+    ]
+
+
+async def gather_samples(calls: Iterable[Awaitable[Completion]]) -> list[Completion | Exception]:
+    """Run sample calls at once, with the failure rules of `propose_samples` (also used by the OPRO numeric
+    experiment, which samples outside any run)."""
+    replies = await asyncio.gather(*calls, return_exceptions=True)
     for r in replies:
         if isinstance(r, BaseException) and not isinstance(r, Exception):
             raise r  # cancellation and the like are not a failed sample
@@ -110,10 +119,7 @@ async def propose_samples(
             raise r
     if replies and all(isinstance(r, Exception) for r in replies):
         raise replies[0]
-    return [
-        r if isinstance(r, Exception) else (r.text, _record(purpose, module, first_index + k, temperature, prompt, r))
-        for k, r in enumerate(replies)
-    ]
+    return list(replies)
 
 
 async def _ask(
