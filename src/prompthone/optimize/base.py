@@ -20,6 +20,7 @@ from prompthone.data.example import Example
 from prompthone.evaluate import EvalResult, Evaluator
 from prompthone.lm.client import LM
 from prompthone.optimize.budget import Budget, BudgetExhausted
+from prompthone.optimize.settings import MethodSettings
 from prompthone.program import Candidate, Program
 
 EventSink = Callable[[str, dict[str, Any]], None]
@@ -108,10 +109,40 @@ class OptimizationResult:
         return out
 
 
+class Estimate:
+    """Expected LM calls and tokens per role, added up by a method's `_estimate` (the one estimate path:
+    `Optimizer.estimate` shapes and rounds what was added; `proposers.cost` prices a program run)."""
+
+    def __init__(self) -> None:
+        self.roles: dict[str, list[float]] = {}
+
+    def add(self, role: str, calls: float, prompt_tokens: float = 0.0, completion_tokens: float = 0.0) -> None:
+        """`calls` calls of `role` with these token totals (a role added with 0 calls still shows)."""
+        row = self.roles.setdefault(role, [0.0, 0.0, 0.0])
+        row[0] += calls
+        row[1] += prompt_tokens
+        row[2] += completion_tokens
+
+    def per_call(self, role: str, calls: float, prompt_tokens: float, completion_tokens: float) -> None:
+        """`calls` calls of `role`, each with these token counts."""
+        self.add(role, calls, calls * prompt_tokens, calls * completion_tokens)
+
+    def to_dict(self) -> dict[str, dict[str, float]]:
+        return {
+            role: {"calls": float(round(c)), "prompt_tokens": float(round(p)), "completion_tokens": float(round(k))}
+            for role, (c, p, k) in self.roles.items()
+        }
+
+
 class Optimizer(ABC):
     """A prompt optimization method. Subclasses implement `_optimize`; `optimize` adds budget handling."""
 
     name: str = "optimizer"
+    #: the method's settings dataclass (`optimize.settings`): what `**settings` accepts, checked when made
+    settings_class: type[MethodSettings] = MethodSettings
+
+    def __init__(self, **settings: Any) -> None:
+        self.settings = self.settings_class.build(**settings)
 
     async def optimize(self, setup: OptimizationSetup) -> OptimizationResult:
         self._trials: list[Trial] = []
@@ -133,8 +164,14 @@ class Optimizer(ABC):
     def estimate(self, setup: OptimizationSetup) -> dict[str, dict[str, float]]:
         """Expected LM calls and tokens per role before anything is spent (for `--dry-run`).
 
-        Returns {role: {"calls": ..., "prompt_tokens": ..., "completion_tokens": ...}}.
+        Returns {role: {"calls": ..., "prompt_tokens": ..., "completion_tokens": ...}}, rounded, roles in
+        the order the method named them. Methods say what they will call in `_estimate`.
         """
+        est = Estimate()
+        self._estimate(setup, est)
+        return est.to_dict()
+
+    def _estimate(self, setup: OptimizationSetup, est: Estimate) -> None:
         raise NotImplementedError(f"{self.name} has no cost estimate yet")
 
     async def score(

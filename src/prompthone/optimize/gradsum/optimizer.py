@@ -37,15 +37,19 @@ from typing import Any
 from prompthone.data.example import Example
 from prompthone.evaluate import EvalResult
 from prompthone.metrics.judge import JudgeMetric
-from prompthone.optimize.base import OptimizationResult, OptimizationSetup, Optimizer
+from prompthone.optimize.base import Estimate, OptimizationResult, OptimizationSetup, Optimizer
 from prompthone.optimize.gradsum import steps
+from prompthone.optimize.gradsum.settings import GradSumNoSummarySettings, GradSumSettings
 from prompthone.optimize.gradsum.steps import Failure, Gradient
 from prompthone.optimize.proposers.calls import keep
 from prompthone.optimize.proposers.contract import contracts_for
+from prompthone.optimize.proposers.cost import run_tokens
 from prompthone.program import Candidate, ModuleCall, run_program
 
 TOP_SCORE = 1.0
-ATTRIBUTIONS = ("lm", "last")
+#: rough tokens per call, for the estimate: a proposer prompt shows a trace or gradients
+PROPOSER_PROMPT_TOKENS, PROPOSER_REPLY_TOKENS = 600.0, 150.0
+JUDGE_PROMPT_TOKENS, JUDGE_REPLY_TOKENS = 350.0, 60.0
 
 
 @dataclass
@@ -71,81 +75,12 @@ class IterationLog:
 
 class GradSum(Optimizer):
     """GRAD-SUM: judged generations -> per-example textual gradients -> one summarized direction -> edits,
-    with a beam of the best prompts scored on validation.
-
-    Settings: `beam_width` prompts kept; `edits_per_prompt` new prompts per beam prompt and iteration;
-    `iterations`; `minibatch_size` training examples per iteration; `patience` iterations without a
-    better validation score before stopping (`min_delta` is how much better counts); `max_gradients` per
-    prompt and iteration (failures beyond it are sampled); `edit_temperature` for the edits;
-    `attribution` "lm" (ask the proposer which module went wrong, when no module failed to parse) or
-    "last" (blame the last module called); `max_chars` caps each value shown to the proposer.
-    """
+    with a beam of the best prompts scored on validation. Settings: `GradSumSettings`."""
 
     name = "gradsum"
     summarize = True
-
-    def __init__(
-        self,
-        *,
-        beam_width: int = 3,
-        edits_per_prompt: int = 2,
-        iterations: int = 4,
-        minibatch_size: int = 8,
-        patience: int = 2,
-        min_delta: float = 0.0,
-        max_gradients: int = 8,
-        edit_temperature: float = 1.0,
-        attribution: str = "lm",
-        max_chars: int = 600,
-        task_description: str | None = None,
-    ) -> None:
-        for key, value in (
-            ("beam_width", beam_width),
-            ("edits_per_prompt", edits_per_prompt),
-            ("iterations", iterations),
-            ("minibatch_size", minibatch_size),
-            ("patience", patience),
-            ("max_gradients", max_gradients),
-            ("max_chars", max_chars),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{self.name}: {key} must be an integer >= 1, got {value!r}")
-        if not 0.0 < float(edit_temperature) <= 2.0:
-            raise ValueError(f"{self.name}: edit_temperature must be in (0, 2], got {edit_temperature!r}")
-        if max_chars < 50:
-            raise ValueError(f"{self.name}: max_chars must be >= 50 (values shown to the proposer), got {max_chars!r}")
-        if attribution not in ATTRIBUTIONS:
-            raise ValueError(f"{self.name}: attribution must be one of {ATTRIBUTIONS}, got {attribution!r}")
-        if float(min_delta) < 0:
-            raise ValueError(f"{self.name}: min_delta must be >= 0, got {min_delta!r}")
-        self.beam_width = beam_width
-        self.edits_per_prompt = edits_per_prompt
-        self.iterations = iterations
-        self.minibatch_size = minibatch_size
-        self.patience = patience
-        self.min_delta = float(min_delta)
-        self.max_gradients = max_gradients
-        self.edit_temperature = float(edit_temperature)
-        self.attribution = attribution
-        self.max_chars = max_chars
-        if task_description is not None and not isinstance(task_description, str):
-            raise ValueError(f"{self.name}: task_description must be a string or None")
-        self.task_description = task_description.strip() if task_description else None
-
-    def settings(self) -> dict[str, Any]:
-        return {
-            "beam_width": self.beam_width,
-            "edits_per_prompt": self.edits_per_prompt,
-            "iterations": self.iterations,
-            "minibatch_size": self.minibatch_size,
-            "patience": self.patience,
-            "min_delta": self.min_delta,
-            "max_gradients": self.max_gradients,
-            "edit_temperature": self.edit_temperature,
-            "attribution": self.attribution,
-            "max_chars": self.max_chars,
-            "task_description": self.task_description,
-        }
+    settings_class: type[GradSumSettings] = GradSumSettings
+    settings: GradSumSettings
 
     # -- the loop -------------------------------------------------------------------------------------
     async def _optimize(self, setup: OptimizationSetup) -> OptimizationResult:
@@ -154,7 +89,7 @@ class GradSum(Optimizer):
         if not setup.valset:
             raise ValueError(f"{self.name} needs a non-empty valset to score the beam on")
         metric = setup.evaluator.metric
-        self._task = self.task_description
+        self._task = self.settings.task_description
         if isinstance(metric, JudgeMetric):
             if setup.judge_lm is None:
                 setup.budget.track("judge", metric.lm)  # judge calls count against the budget like any other
@@ -163,14 +98,14 @@ class GradSum(Optimizer):
         self._history: list[IterationLog] = []
         self._seen: set[Candidate] = {setup.start}
         self._order = 0
-        batches = _Minibatches(setup.trainset, self.minibatch_size, setup.rng("gradsum:minibatch"))
+        batches = _Minibatches(setup.trainset, self.settings.minibatch_size, setup.rng("gradsum:minibatch"))
         self._pick = setup.rng("gradsum:pick")
 
         _, start_res = await self._score(setup, setup.start, setup.valset, full=True, stage="validation", iteration=0)
         self._beam = [BeamEntry(setup.start, start_res.mean, self._next_order(), 0)]
         best_val, stall = start_res.mean, 0
         stopped_by = "completed"
-        for it in range(1, self.iterations + 1):
+        for it in range(1, self.settings.iterations + 1):
             log = IterationLog(it)
             self._history.append(log)
             minibatch = batches.next()
@@ -192,18 +127,18 @@ class GradSum(Optimizer):
                     log.children.append({"candidate": child.hash[:12], "val": res.mean, **info})
             pool = self._beam + children
             pool.sort(key=lambda e: (-e.val_score, e.order))
-            self._beam = pool[: self.beam_width]
+            self._beam = pool[: self.settings.beam_width]
             top = self._beam[0].val_score
             log.best_val = top
             setup.emit(
                 "step", iteration=it, beam=[round(e.val_score, 4) for e in self._beam], children=len(children), best=top
             )
-            if top > best_val + self.min_delta:
+            if top > best_val + self.settings.min_delta:
                 best_val, stall = top, 0
             else:
                 stall += 1
-                if stall >= self.patience:
-                    setup.emit("early_stop", iteration=it, best=best_val, patience=self.patience)
+                if stall >= self.settings.patience:
+                    setup.emit("early_stop", iteration=it, best=best_val, patience=self.settings.patience)
                     stopped_by = "early_stop"
                     break
         return self._result(setup, stopped_by=stopped_by, **self._info())
@@ -214,7 +149,7 @@ class GradSum(Optimizer):
 
     def _info(self) -> dict[str, Any]:
         return {
-            "settings": self.settings(),
+            "settings": self.settings.to_dict(),
             "beam": [
                 {"candidate": e.candidate.hash, "val": e.val_score, "iteration": e.iteration, "parent": e.parent}
                 for e in getattr(self, "_beam", [])
@@ -266,8 +201,8 @@ class GradSum(Optimizer):
         log.parents.append(plog)
         by_id = {ex.id: ex for ex in minibatch}
         below = [r for r in res.records if r.status != "error" and (r.counted_score or 0.0) < TOP_SCORE]
-        if len(below) > self.max_gradients:
-            below = sorted(self._pick.sample(below, self.max_gradients), key=lambda r: r.example_id)
+        if len(below) > self.settings.max_gradients:
+            below = sorted(self._pick.sample(below, self.settings.max_gradients), key=lambda r: r.example_id)
         plog["failures"] = len(below)
         if not below:
             return []
@@ -278,7 +213,9 @@ class GradSum(Optimizer):
                 keep(setup, f.call, f.module, note=f.how)
         gradients = await asyncio.gather(
             *(
-                steps.write_gradient(setup, f, cand[f.module].instruction, max_chars=self.max_chars, task=self._task)
+                steps.write_gradient(
+                    setup, f, cand[f.module].instruction, max_chars=self.settings.max_chars, task=self._task
+                )
                 for f in failures
             )
         )
@@ -300,11 +237,11 @@ class GradSum(Optimizer):
         names = list(setup.program.named_modules())
         found = steps.attribute_without_lm(trace, names)
         if found is None:
-            if self.attribution == "last" or not trace:
+            if self.settings.attribution == "last" or not trace:
                 found = (trace[-1].module if trace else names[-1], "last")
             else:
                 module, how, call = await steps.attribute_with_lm(
-                    setup, record, trace, names, max_chars=self.max_chars, task=self._task
+                    setup, record, trace, names, max_chars=self.settings.max_chars, task=self._task
                 )
                 return Failure(ex.id, record, tuple(trace), module, how, call)
         return Failure(ex.id, record, tuple(trace), found[0], found[1])
@@ -326,7 +263,7 @@ class GradSum(Optimizer):
             keep(setup, call, summary, note="" if summary is not None else "empty reply; the gradients are used")
             text = summary if summary is not None else steps.gradient_list(by_module[m])
             plog["summaries"][m] = text
-            out[m] = [text] * self.edits_per_prompt
+            out[m] = [text] * self.settings.edits_per_prompt
         return out
 
     async def _edits(
@@ -336,8 +273,8 @@ class GradSum(Optimizer):
         assert setup.start is not None
         contracts = contracts_for(modules, {m: setup.start[m].instruction for m in modules})
         jobs = []
-        for k in range(self.edits_per_prompt):
-            index = (it - 1) * self.edits_per_prompt + k  # distinct per iteration and edit, replayable
+        for k in range(self.settings.edits_per_prompt):
+            index = (it - 1) * self.settings.edits_per_prompt + k  # distinct per iteration and edit, replayable
             for m, texts in feedback.items():
                 jobs.append(
                     (
@@ -349,7 +286,7 @@ class GradSum(Optimizer):
                             modules[m],
                             cand[m].instruction,
                             texts[k],
-                            temperature=self.edit_temperature,
+                            temperature=self.settings.edit_temperature,
                             sample_index=index,
                             task=self._task,
                             contract=contracts[m],
@@ -364,7 +301,7 @@ class GradSum(Optimizer):
         new = [edit.text for edit in done]
         children: list[tuple[Candidate, dict[str, Any]]] = []
         plog["edits"] = []
-        for k in range(self.edits_per_prompt):
+        for k in range(self.settings.edits_per_prompt):
             child, edited = cand, []
             for (kk, m, _), instruction in zip(jobs, new, strict=True):
                 if kk == k and instruction is not None:
@@ -378,37 +315,24 @@ class GradSum(Optimizer):
         return children
 
     # -- cost -----------------------------------------------------------------------------------------
-    def estimate(self, setup: OptimizationSetup) -> dict[str, dict[str, float]]:
+    def _estimate(self, setup: OptimizationSetup, est: Estimate) -> None:
         """Upper-bound-ish counts: every iteration runs, the beam is full from the second iteration on,
-        half of each minibatch fails, and every edit is new. Token counts are rough per-call averages."""
+        half of each minibatch fails, and every edit is new. Proposer tokens are rough per-call averages."""
+        s = self.settings
         n_mod = max(1, len(setup.program.named_modules()))
-        n_val, mb = len(setup.valset), min(self.minibatch_size, len(setup.trainset))
-        parents = 1 + (self.iterations - 1) * self.beam_width
-        val_evals = 1 + parents * self.edits_per_prompt
+        n_val, mb = len(setup.valset), min(s.minibatch_size, len(setup.trainset))
+        parents = 1 + (s.iterations - 1) * s.beam_width
+        val_evals = 1 + parents * s.edits_per_prompt
         examples = n_val * val_evals + mb * parents
-        fails = min(self.max_gradients, max(1, mb // 2))
-        per_parent = fails + self.edits_per_prompt * n_mod + (n_mod if self.summarize else 0)
-        if n_mod > 1 and self.attribution == "lm":
+        fails = min(s.max_gradients, max(1, mb // 2))
+        per_parent = fails + s.edits_per_prompt * n_mod + (n_mod if self.summarize else 0)
+        if n_mod > 1 and s.attribution == "lm":
             per_parent += fails
-        out = {
-            "task": {
-                "calls": examples * n_mod,
-                "prompt_tokens": examples * n_mod * 300.0,
-                "completion_tokens": examples * n_mod * 80.0,
-            },
-            "proposer": {
-                "calls": parents * per_parent,
-                "prompt_tokens": parents * per_parent * 600.0,
-                "completion_tokens": parents * per_parent * 150.0,
-            },
-        }
+        p, c, calls = run_tokens(setup, 0)
+        est.add("task", examples * calls, examples * p, examples * c)
+        est.per_call("proposer", parents * per_parent, PROPOSER_PROMPT_TOKENS, PROPOSER_REPLY_TOKENS)
         if isinstance(setup.evaluator.metric, JudgeMetric):
-            out["judge"] = {
-                "calls": float(examples),
-                "prompt_tokens": examples * 350.0,
-                "completion_tokens": examples * 60.0,
-            }
-        return out
+            est.per_call("judge", examples, JUDGE_PROMPT_TOKENS, JUDGE_REPLY_TOKENS)
 
 
 class GradSumNoSummary(GradSum):
@@ -420,15 +344,8 @@ class GradSumNoSummary(GradSum):
 
     name = "gradsum-nosum"
     summarize = False
-
-    def __init__(self, *, failures_per_edit: int = 2, **settings: Any) -> None:
-        super().__init__(**settings)
-        if isinstance(failures_per_edit, bool) or not isinstance(failures_per_edit, int) or failures_per_edit < 1:
-            raise ValueError(f"{self.name}: failures_per_edit must be an integer >= 1, got {failures_per_edit!r}")
-        self.failures_per_edit = failures_per_edit
-
-    def settings(self) -> dict[str, Any]:
-        return {**super().settings(), "failures_per_edit": self.failures_per_edit}
+    settings_class = GradSumNoSummarySettings
+    settings: GradSumNoSummarySettings
 
     async def _feedback(
         self, setup: OptimizationSetup, cand: Candidate, by_module: dict[str, list[Gradient]], plog: dict[str, Any]
@@ -437,8 +354,8 @@ class GradSumNoSummary(GradSum):
         plog["picked"] = {}
         for m, gradients in by_module.items():
             texts, picked = [], []
-            for _ in range(self.edits_per_prompt):
-                few = self._pick.sample(gradients, min(self.failures_per_edit, len(gradients)))
+            for _ in range(self.settings.edits_per_prompt):
+                few = self._pick.sample(gradients, min(self.settings.failures_per_edit, len(gradients)))
                 few.sort(key=lambda g: g.example_id)
                 texts.append(steps.gradient_list(few))
                 picked.append([g.example_id for g in few])

@@ -37,7 +37,7 @@ from optuna.trial import TrialState
 
 from prompthone.data.example import Example
 from prompthone.evaluate import EvalResult, EvaluationError
-from prompthone.optimize.base import OptimizationResult, OptimizationSetup, Optimizer
+from prompthone.optimize.base import Estimate, OptimizationResult, OptimizationSetup, Optimizer
 from prompthone.optimize.budget import BudgetExhausted
 from prompthone.optimize.mipro.estimate import estimate_mipro
 from prompthone.optimize.mipro.search import (
@@ -202,13 +202,10 @@ class MIPROFamily(Optimizer):
             "full_eval_every": s.full_eval_every,
         }
 
-    def estimate(self, setup: OptimizationSetup) -> dict[str, dict[str, float]]:
-        """Expected LM calls and tokens per role (task, proposer, teacher) before anything is spent.
-
-        Calls are upper bounds for a cold cache (no repeated configuration served from the score
-        cache); tokens are approximations from the rendered prompts (about 4 characters a token).
-        """
-        return estimate_mipro(self, setup)
+    def _estimate(self, setup: OptimizationSetup, est: Estimate) -> None:
+        """Calls are upper bounds for a cold cache (no repeated configuration served from the score
+        cache); tokens are approximations from the rendered prompts (about 4 characters a token)."""
+        estimate_mipro(self, setup, est)
 
     def _validation(self, setup: OptimizationSetup) -> list[Example]:
         val = list(setup.valset)
