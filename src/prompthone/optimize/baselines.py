@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from prompthone.evaluate import EvaluationError
-from prompthone.optimize.base import Estimate, OptimizationResult, OptimizationSetup, Optimizer
+from prompthone.optimize.base import Estimate, OptimizationResult, OptimizationSetup, Optimizer, Run
 from prompthone.optimize.proposers import bootstrap_demos, demo_set_candidates, labeled_demos, with_labeled_fill
 from prompthone.optimize.proposers.cost import run_tokens
 from prompthone.optimize.settings import MethodSettings
@@ -108,12 +108,13 @@ class LabeledFewShot(Optimizer):
                 )
         return cand
 
-    async def _optimize(self, setup: OptimizationSetup) -> OptimizationResult:
-        await self.score(setup, setup.start, setup.valset, full=True, phase="start")
+    async def _optimize(self, run: Run) -> OptimizationResult:
+        setup = run.setup
+        await run.score(setup.start, setup.valset, full=True, phase="start")
         cand = self.candidate(setup)
         if cand != setup.start:
-            await self.score(setup, cand, setup.valset, full=True, phase="labeled")
-        return self._result(setup)
+            await run.score(cand, setup.valset, full=True, phase="labeled")
+        return run.result()
 
     def _estimate(self, setup: OptimizationSetup, est: Estimate) -> None:
         _estimate(setup, est, 2, self.settings.k, None)
@@ -128,8 +129,9 @@ class BootstrapFewShot(Optimizer):
     settings_class = BootstrapFewShotSettings
     settings: BootstrapFewShotSettings
 
-    async def _optimize(self, setup: OptimizationSetup) -> OptimizationResult:
-        await self.score(setup, setup.start, setup.valset, full=True, phase="start")
+    async def _optimize(self, run: Run) -> OptimizationResult:
+        setup = run.setup
+        await run.score(setup.start, setup.valset, full=True, phase="start")
         boot = await bootstrap_demos(
             setup,
             max_traces=self.settings.max_bootstrapped_demos,
@@ -147,8 +149,8 @@ class BootstrapFewShot(Optimizer):
             if demos:
                 cand = cand.with_module(m, cand[m].with_demos(demos))
         if cand != setup.start:
-            await self.score(setup, cand, setup.valset, full=True, phase="bootstrapped")
-        return self._result(setup, bootstrap={"tried": boot.tried, "passed": boot.passed, "errors": boot.errors})
+            await run.score(cand, setup.valset, full=True, phase="bootstrapped")
+        return run.result(bootstrap={"tried": boot.tried, "passed": boot.passed, "errors": boot.errors})
 
     def _estimate(self, setup: OptimizationSetup, est: Estimate) -> None:
         n = self.settings.max_bootstrapped_demos + self.settings.max_labeled_demos
@@ -168,8 +170,9 @@ class BootstrapRandomSearch(Optimizer):
     def _n_sets(self) -> int:
         return self.settings.num_candidate_sets + 1  # set 0 is the start's demos, already scored
 
-    async def _optimize(self, setup: OptimizationSetup) -> OptimizationResult:
-        await self.score(setup, setup.start, setup.valset, full=True, phase="start")
+    async def _optimize(self, run: Run) -> OptimizationResult:
+        setup = run.setup
+        await run.score(setup.start, setup.valset, full=True, phase="start")
         boot = await bootstrap_demos(
             setup,
             max_traces=self.settings.max_bootstrapped_demos * self.settings.num_candidate_sets,
@@ -198,7 +201,7 @@ class BootstrapRandomSearch(Optimizer):
                 continue
             seen.add(cand)
             try:
-                await self.score(setup, cand, setup.valset, full=True, phase="demo_set", demo_set=i)
+                await run.score(cand, setup.valset, full=True, phase="demo_set", demo_set=i)
             except EvaluationError as exc:  # a set whose scoring errors is skipped, never scored as 0
                 failed.append({"demo_set": i, "error": str(exc)[:500]})
                 setup.emit("trial_failed", demo_set=i, error=str(exc)[:500], candidate=cand.hash)
@@ -206,7 +209,7 @@ class BootstrapRandomSearch(Optimizer):
             "bootstrap": {"tried": boot.tried, "passed": boot.passed, "errors": boot.errors},
             "failed_sets": failed,
         }
-        return self._result(setup, **info)
+        return run.result(**info)
 
     def _estimate(self, setup: OptimizationSetup, est: Estimate) -> None:
         n = self.settings.max_bootstrapped_demos + self.settings.max_labeled_demos

@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from prompthone.data.example import Example
-from prompthone.optimize.base import Estimate, OptimizationResult, OptimizationSetup, Optimizer
+from prompthone.optimize.base import Estimate, OptimizationResult, OptimizationSetup, Optimizer, Run
 from prompthone.optimize.opro.meta import (
     History,
     Scored,
@@ -49,6 +49,20 @@ CONTRACT_LINE = " Every instruction must keep this requirement of the first one,
 EXEMPLAR_VALUE_CHARS = 400
 #: rough tokens of one proposal reply, for the estimate
 PROPOSAL_TOKENS = 60
+
+
+class OPRORun(Run):
+    """One OPRO run: the sample index of the next meta-prompt sample, the step log and each module's
+    history (also in the result of a run its budget stopped)."""
+
+    def __init__(self, setup: OptimizationSetup) -> None:
+        super().__init__(setup)
+        self.sample_counter = 0
+        self.steps: list[dict[str, Any]] = []
+        self.modules: dict[str, dict[str, Any]] = {}
+
+    def details(self) -> dict[str, Any]:
+        return {"steps": self.steps, "modules": self.modules}
 
 
 class OPRO(Optimizer):
@@ -143,27 +157,28 @@ class OPRO(Optimizer):
 
     # ------------------------------------------------------------------------------------------ loop
 
-    async def _optimize(self, setup: OptimizationSetup) -> OptimizationResult:
+    def start_run(self, setup: OptimizationSetup) -> OPRORun:
+        return OPRORun(setup)
+
+    async def _optimize(self, run: OPRORun) -> OptimizationResult:
+        setup = run.setup
         targets = self._targets(setup)
         train = self.training_subset(setup)
         if not train:
             raise ValueError("OPRO needs training examples to score candidates on; the trainset is empty")
         if not setup.valset:
             raise ValueError("OPRO needs a validation split to choose the result on; the valset is empty")
-        self._sample_counter = 0
-        self._steps_log: list[dict[str, Any]] = []
-        self._module_info: dict[str, dict[str, Any]] = {}
-        await self.score(setup, setup.start, setup.valset, full=True, module=None, step=0, role="start")
+        await run.score(setup.start, setup.valset, full=True, module=None, step=0, role="start")
         early = False
         for module in targets:
-            stopped = await self._optimize_module(setup, module, train)
+            stopped = await self._optimize_module(run, module, train)
             early = early or stopped == "early_stop"
-        return self._result(
-            setup, stopped_by="early_stop" if early else "completed", steps=self._steps_log, modules=self._module_info
-        )
+        return run.result(stopped_by="early_stop" if early else "completed")
 
-    async def _optimize_module(self, setup: OptimizationSetup, module: str, train: list[Example]) -> str:
-        base_val, base = self._best  # the best candidate on validation so far: later modules build on earlier ones
+    async def _optimize_module(self, run: OPRORun, module: str, train: list[Example]) -> str:
+        setup = run.setup
+        assert run.best is not None  # the start was scored on validation first
+        base_val, base = run.best  # the best candidate on validation so far: later modules build on earlier ones
         position = self._position(module)
 
         def make(instruction: str) -> Candidate:
@@ -171,16 +186,14 @@ class OPRO(Optimizer):
 
         history = History()
         validated: dict[str, float] = {}
-        info = self._module_info.setdefault(module, {"history": [], "validated": {}, "stopped_by": "completed"})
+        info = run.modules.setdefault(module, {"history": [], "validated": {}, "stopped_by": "completed"})
         contract = self.contract(setup, module)
         exemplar_rng = setup.rng(f"opro:exemplars:{module}")
         order_rng = setup.rng(f"opro:order:{module}")
 
         async def score_train(instruction: str, step: int) -> None:
             cand = make(instruction)
-            trial, _ = await self.score(
-                setup, cand, train, full=False, module=module, step=step, instruction=instruction
-            )
+            trial, _ = await run.score(cand, train, full=False, module=module, step=step, instruction=instruction)
             text = instruction if instruction.strip() else "(empty)"
             history.add(normalize_instruction(instruction), instruction, text, trial.score, step)
             info["history"].append({"step": step, "instruction": instruction, "train": trial.score})
@@ -194,11 +207,11 @@ class OPRO(Optimizer):
             shown = history.shown(self.settings.max_history, self.settings.history_order, order_rng)
             prompt = self.meta_prompt(setup, module, shown, exemplars)
             replies = await propose_samples(
-                setup, prompt, n=self.settings.candidates_per_step, first_index=self._sample_counter,
+                setup, prompt, n=self.settings.candidates_per_step, first_index=run.sample_counter,
                 purpose="opro_instruction", module=module, temperature=self.settings.temperature,
                 max_tokens=self.settings.proposer_max_tokens, seed=0,  # OPRO has always asked with seed 0
             )  # fmt: skip
-            self._sample_counter += self.settings.candidates_per_step
+            run.sample_counter += self.settings.candidates_per_step
             new, duplicates, unparsed, failed = [], 0, 0, 0
             checks = {KEPT: 0, REPAIRED: 0, REJECTED: 0}
             for reply in replies:
@@ -238,39 +251,34 @@ class OPRO(Optimizer):
                 "best_train": history.best().value,
             }
             if step % self.settings.val_every == 0 or step == self.settings.steps:
-                before = self._best[0]
-                row["validated"] = await self._validate(setup, history, validated, make, module, step)
-                stale = 0 if self._best[0] > before + self.settings.min_delta else stale + 1
-            row["best_val"] = self._best[0]
-            self._steps_log.append(row)
+                before = run.best[0]
+                row["validated"] = await self._validate(run, history, validated, make, module, step)
+                stale = 0 if run.best[0] > before + self.settings.min_delta else stale + 1
+            row["best_val"] = run.best[0]
+            run.steps.append(row)
             setup.emit("step", **{k: v for k, v in row.items() if k != "validated"})
             if stale >= self.settings.patience:
                 info["stopped_by"] = "early_stop"
                 setup.emit(
-                    "early_stop", module=module, step=step, best_val=self._best[0], patience=self.settings.patience
+                    "early_stop", module=module, step=step, best_val=run.best[0], patience=self.settings.patience
                 )
                 break
         info["validated"] = dict(validated)
         return info["stopped_by"]
 
-    async def _validate(self, setup, history: History, validated: dict[str, float], make, module: str, step: int):
+    async def _validate(
+        self, run: OPRORun, history: History, validated: dict[str, float], make, module: str, step: int
+    ):
         """Score on validation the best `val_top_k` instructions (by training score) not scored there yet."""
         pending = [s for s in reversed(history.by_quality()) if s.key not in validated][: self.settings.val_top_k]
         out = []
         for s in pending:
-            trial, _ = await self.score(
-                setup, make(s.solution), setup.valset, full=True, module=module, step=step, instruction=s.solution
+            trial, _ = await run.score(
+                make(s.solution), run.setup.valset, full=True, module=module, step=step, instruction=s.solution
             )
             validated[s.key] = trial.score
             out.append({"instruction": s.solution, "train": s.value, "val": trial.score})
         return out
-
-    def _partial(self, setup: OptimizationSetup, *, stopped_by: str) -> OptimizationResult:
-        """The base result, plus the step log and per-module history, also when a budget cut the run."""
-        result = super()._partial(setup, stopped_by=stopped_by)
-        result.info.setdefault("steps", getattr(self, "_steps_log", []))
-        result.info.setdefault("modules", getattr(self, "_module_info", {}))
-        return result
 
     # ---------------------------------------------------------------------------------------- estimate
 
