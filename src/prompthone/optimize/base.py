@@ -1,5 +1,7 @@
-"""What every optimizer shares: its inputs (`OptimizationSetup`), its output (`OptimizationResult`)
-and one entry point (`Optimizer.optimize`).
+"""What every optimizer shares: its inputs (`OptimizationSetup`), its output (`OptimizationResult`),
+the state of one run (`Run`: made per `optimize(setup)` call, so an optimizer object holds only its
+settings and can run several setups at once), its cost estimate (`Estimate`) and one entry point
+(`Optimizer.optimize`).
 
 An optimizer never owns a private evaluation loop, LM client or cache: it scores candidates through
 the setup's `Evaluator`, asks the setup's LMs by role, and reports progress through `events`. The
