@@ -14,7 +14,8 @@ from prompthone.store import RunStore
 pytestmark = pytest.mark.model
 
 RULES = (
-    "{instruction} You label the sentiment of a short movie review. Answer with exactly one word, positive or negative. "
+    "{instruction} You label the sentiment of a short movie review. "
+    "Answer with exactly one word, positive or negative. "
     "Irony counts as what the writer means, not what the words say. A review that praises the actors but "
     "not the film is negative. A review that only describes the plot, without any judgement, is negative."
 )
