@@ -192,3 +192,21 @@ async def test_trials_in_flight_on_a_one_at_a_time_model_run_candidate_by_candid
     evaluations = len(runs["affine"][2].evaluator.calls)
     assert runs["affine"][2].evaluator.peak == 4  # trials really were in flight together
     assert switches(a_tb) < evaluations and switches(f_tb) > 3 * evaluations
+
+
+def test_servers_are_named_one_at_a_time_by_the_environment_or_the_option(monkeypatch):
+    from prompthone.lm.openai_backend import OpenAIBackend
+
+    url, other = "http://127.0.0.1:8000/v1", "http://10.0.0.2:9000/v1"
+    assert not OpenAIBackend("m", base_url=url).one_at_a_time
+    assert OpenAIBackend("m", base_url=url, one_at_a_time=True).one_at_a_time
+    monkeypatch.setenv("PROMPTHONE_ONE_AT_A_TIME", f"{url}/, http://x:1/v1")
+    assert OpenAIBackend("m", base_url=url).one_at_a_time and not OpenAIBackend("m", base_url=other).one_at_a_time
+    assert not OpenAIBackend("m", base_url=url, one_at_a_time=False).one_at_a_time
+    lm = LM(f"openai/m@{url}", cache=False)
+    assert lm.slots.one_at_a_time and lm.max_concurrency == 16
+    monkeypatch.setenv("PROMPTHONE_ONE_AT_A_TIME", "1")
+    assert OpenAIBackend("m", base_url=other).one_at_a_time
+    monkeypatch.setenv("PROMPTHONE_ONE_AT_A_TIME", "127.0.0.1:8000")
+    with pytest.raises(ConfigError, match=r"PROMPTHONE_ONE_AT_A_TIME must be 1 .* got '127\.0\.0\.1:8000'"):
+        OpenAIBackend("m", base_url=url)
