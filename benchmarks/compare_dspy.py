@@ -77,6 +77,7 @@ from prompthone.lm.availability import model_status
 from prompthone.lm.local.assemble import resolve_gguf
 from prompthone.optimize import Budget
 from prompthone.optimize.mipro.settings import MIPROSettings
+from prompthone.program.params import LEGACY_FORMAT
 from prompthone.optimize.runner import RunOutcome, RunSpec, run_optimization
 from prompthone.tasks import get_task
 from prompthone.tasks.splits import task_splits
@@ -173,7 +174,18 @@ def row_key(method: str, args: argparse.Namespace) -> dict[str, Any]:
         key |= {"proposer_max_tokens": proposer_max_tokens(args), "limit_sent_as": "max_tokens"}
     if method == "mipro-proposer":
         key["proposer_model"] = args.proposer_model
+    if method not in DSPY_METHODS:
+        formats = start_formats(args)
+        if set(formats.values()) != {LEGACY_FORMAT}:  # rows from before formats were named were all "labels"
+            key["start_formats"] = formats
     return key
+
+
+def start_formats(args: argparse.Namespace) -> dict[str, str]:
+    """The prompt format each module of the task's start program is in (prompthone's default for its
+    kind of module, unless the task names one): a row measured in other formats is another row."""
+    program = get_task(args.task).make_program(args.data_root)
+    return {name: module.format for name, module in program.named_modules().items()}
 
 
 def key_hash(key: dict[str, Any]) -> str:
