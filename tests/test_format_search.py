@@ -6,6 +6,8 @@ the start's format. Scripted models only (test_format_search_model.py has the re
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 from collections import defaultdict
 
 import optuna
@@ -21,6 +23,7 @@ from prompthone.optimize.registry import make_optimizer
 from prompthone.optimize.settings import SettingError
 from prompthone.program import Predict
 from prompthone.program.params import PROMPT_FORMATS
+from prompthone.tasks import get_task
 from test_mipro_world import Parity, make_setup, task_answer
 
 MIPRO_VARIANTS = ["mipro", "mipro-0shot", "bayesian-bootstrap", "mipro++"]
@@ -312,3 +315,49 @@ def test_gradsum_keeps_the_start_format(fmt):
 def test_parity_program_starts_in_the_legacy_format():
     """The golden footprints above assume the world's start renders as it did before formats."""
     assert Parity().classify.format == "labels"
+
+
+# --------------------------------------------------------------------------- what a run leaves
+
+
+def tags_math_responder(body: dict) -> str:
+    """The fake GSM8K server of runlib, whose task model is right only in the `tags` format."""
+    from runlib import mipro_math_responder
+
+    system, user = body["messages"][0]["content"], body["messages"][-1]["content"]
+    if "Write a new instruction" in user or system.startswith("You are") or "observations" in user:
+        return mipro_math_responder(body)
+    numbers = re.findall(r"\d+", user)
+    if "Inputs, each inside its tags" in system and numbers:
+        return f"<reasoning>done</reasoning>\n<answer>{numbers[0]}</answer>"
+    if "source code" in user or "role of the step" in user:
+        return mipro_math_responder(body)
+    return "Reasoning: done.\nAnswer: 0"
+
+
+def test_summary_prompts_report_and_exports_say_which_format_won(tmp_path, monkeypatch):
+    from prompthone.exporting import messages_document
+    from prompthone.lm import run_sync
+    from prompthone.optimize.runner import RunSpec, run_optimization
+    from prompthone.report.html import write_report
+    from prompthone.testing.fake_openai_server import FakeOpenAIServer
+    from runlib import write_fake_gsm8k
+
+    write_fake_gsm8k(tmp_path / "data")
+    monkeypatch.setenv("PROMPTHONE_CACHE_DIR", str(tmp_path / "cache"))
+    settings = {"num_candidates": 2, "num_trials": 6, "minibatch_size": 5, "summary_batches": 1,
+                "max_bootstrapped_demos": 1, "max_labeled_demos": 1, "search_formats": ["tags"]}  # fmt: skip
+    with FakeOpenAIServer(latency_ms=1, responder=tags_math_responder) as url:
+        spec = RunSpec(task="gsm8k", optimizer="mipro", model=f"openai/fake@{url}", settings=settings, n_train=6,
+                       n_val=10, n_test=10, data_root=str(tmp_path / "data"), concurrency=4, max_tokens=32)  # fmt: skip
+        out = run_sync(run_optimization(spec, out_dir=tmp_path / "runs"))
+    assert out.result.best["solve"].format == "tags" and out.final_test.mean == 1.0
+    summary = json.loads((out.run_dir / "summary.json").read_text())
+    assert summary["prompt_formats"] == {"start": {"solve": "labels"}, "best": {"solve": "tags"}}
+    assert summary["settings"]["search_formats"] == ["tags"]
+    text = (out.run_dir / "best_prompts.txt").read_text()
+    assert text.startswith("=== module: solve (prompt format: tags) ===") and "<question>" in text
+    html = write_report(out.run_dir).read_text()
+    assert "Prompt format: <code>tags</code> (the start's was <code>labels</code>)" in html
+    doc = messages_document(get_task("gsm8k").make_program(None), out.result.best)
+    assert doc["modules"]["solve"]["prompt_format"] == "tags"

@@ -2,9 +2,10 @@
 
 One run: score the start candidate on the validation set; build the candidate pool (bootstrapped
 and labelled demo sets per module, grounded instruction proposals per module); then search with
-Optuna's TPE over categorical (instruction, demo set) choices per module, scoring each trial on a
-minibatch of validation examples and, every `full_eval_every` trials, the best configuration by
-mean minibatch score that has no full score yet on the whole validation set. The result is the
+Optuna's TPE over categorical (instruction, demo set) choices per module (and, with `search_formats`,
+its prompt format), scoring each trial on a minibatch of validation examples and, every
+`full_eval_every` trials, the best configuration by mean minibatch score that has no full score yet
+on the whole validation set. The result is the
 best fully-scored configuration, which is never worse on validation than the start (scored first).
 
 Where this goes beyond the reference implementation:
