@@ -361,3 +361,29 @@ def test_summary_prompts_report_and_exports_say_which_format_won(tmp_path, monke
     assert "Prompt format: <code>tags</code> (the start's was <code>labels</code>)" in html
     doc = messages_document(get_task("gsm8k").make_program(None), out.result.best)
     assert doc["modules"]["solve"]["prompt_format"] == "tags"
+
+
+def two_stage_format_lm(req: Request) -> str:
+    """TwoStage (test_proposers.py) whose answer step is right only in the `json` format (from a good
+    query); the query step writes the same query in every format."""
+    from format_world import number_of
+
+    system = req.messages[0][1]
+    n = number_of(req)
+    if "search" in system.lower() and "context" not in system.lower():
+        return f"Search Query: {'bad' if n % 3 == 0 else 'good'} {n}"
+    right = "even" if n % 2 == 0 else "odd"
+    ok = request_format(req) == "json" and "good" in req.messages[-1][1]
+    return f'{{"answer": "{right if ok else "maybe"}"}}'
+
+
+def test_each_module_of_a_pipeline_has_its_own_format_variable(tmp_path):
+    from test_proposers import TwoStage
+
+    storage = str(tmp_path / "s.sqlite")
+    setup, _, _ = make_setup(task=two_stage_format_lm, program=TwoStage(), n_train=12, n_val=20)
+    r = asyncio.run(MIPRO(minibatch_size=10, num_trials=12, search_formats=True, storage=storage).optimize(setup))
+    study = optuna.load_study(study_name=r.info["study"], storage=f"sqlite:///{storage}")
+    assert {"query::format", "answer::format"} <= set(study.trials[0].params)
+    assert len({t.params["query::format"] for t in study.trials}) > 1
+    assert r.best["answer"].format == "json" and r.best_score > r.start_score
