@@ -522,6 +522,10 @@ def write_outcome(outcome: RunOutcome, program, *, metric_name: str) -> dict[str
         "start_val": r.start_score,
         "best_candidate": r.best.hash,
         "start_candidate": Candidate.default(program).hash,
+        "prompt_formats": {
+            "start": {m: p.format for m, p in Candidate.default(program).items()},
+            "best": {m: p.format for m, p in r.best.items()},
+        },
         "stopped_by": r.stopped_by,
         "usage_by_role": outcome.usage,
         "usage_test_scoring": outcome.test_usage,
