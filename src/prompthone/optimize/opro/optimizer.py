@@ -37,7 +37,7 @@ from prompthone.optimize.opro.meta import (
 )
 from prompthone.optimize.proposers.calls import emit_proposal
 from prompthone.optimize.proposers.contract import KEPT, REJECTED, REPAIRED, Contract, guard, runs_to_cutoff
-from prompthone.optimize.templates import render_template
+from prompthone.templates import render_template
 from prompthone.program import Candidate, render_messages
 from prompthone.program.module import Module
 from prompthone.program.params import POSITIONS

@@ -26,7 +26,7 @@ from prompthone.optimize.base import OptimizationSetup
 from prompthone.optimize.proposers.calls import ProposalLog, keep, propose
 from prompthone.optimize.proposers.contract import REJECTED, Contract, contracts_for, guard, runs_to_cutoff
 from prompthone.optimize.proposers.grounding import shorten
-from prompthone.optimize.templates import load_template, render_template
+from prompthone.templates import load_template, render_template
 from prompthone.program import Demo, Module
 from prompthone.program.signature import Field
 from prompthone.program.values import label_key, label_of
