@@ -208,9 +208,9 @@ def optimize_command(
     elif not is_run_folder(resume):
         raise fail(f"{resume} is not a run folder (no run.sqlite or store.json in it); `prompthone runs` lists them")
     from prompthone.evaluate import EvaluationError
+    from prompthone.sqlurl import StoreUnavailableError
     from prompthone.store.broken import BrokenRunError
     from prompthone.store.lock import RunLockedError
-    from prompthone.store.server import StoreUnavailableError
 
     try:
         outcome = run_sync(
@@ -272,9 +272,9 @@ def runs_command(
 ) -> None:
     """List the runs in a folder with their status and scores; a run whose store cannot be read is
     listed as broken (or unreachable), with the reason, and the others are listed as usual."""
+    from prompthone.sqlurl import StoreUnavailableError, retrying_for
     from prompthone.store import is_run_folder
     from prompthone.store.broken import BrokenRunError, open_run
-    from prompthone.store.server import StoreUnavailableError, retrying_for
     from prompthone.tasks.user import task_label
 
     table = Table(title=f"Runs in {out}")

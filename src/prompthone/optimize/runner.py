@@ -39,10 +39,11 @@ from prompthone.optimize.registry import make_optimizer
 from prompthone.program import Candidate, Program, render_prompts
 from prompthone.program.run import check_program_inputs
 from prompthone.program.stored import program_spec
+from prompthone.sqlurl import StoreUnavailableError, retrying_for, safe_url
 from prompthone.store import CACHE_DB, RunStore, build_manifest, point_to_store
 from prompthone.store.broken import open_run
 from prompthone.store.lock import RunLock
-from prompthone.store.server import StoreUnavailableError, check_new_store, retrying_for, safe_url
+from prompthone.store.server import check_new_store
 from prompthone.tasks import Task, get_task
 from prompthone.tasks.splits import task_splits
 from prompthone.tasks.user import task_label

@@ -37,11 +37,11 @@ from prompthone.optimize.opro.meta import (
 )
 from prompthone.optimize.proposers.calls import emit_proposal
 from prompthone.optimize.proposers.contract import KEPT, REJECTED, REPAIRED, Contract, guard, runs_to_cutoff
-from prompthone.templates import render_template
 from prompthone.program import Candidate, render_messages
 from prompthone.program.module import Module
 from prompthone.program.params import POSITIONS
 from prompthone.program.values import format_value, label_of
+from prompthone.templates import render_template
 
 TEMPLATE = "opro_instruction"
 PLACEHOLDER = "<INS>"
