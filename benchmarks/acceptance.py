@@ -41,8 +41,9 @@ from prompthone.data import split
 from prompthone.evaluate import EvalResult, Evaluator
 from prompthone.lm import LM, ResponseCache
 from prompthone.optimize import Budget
-from prompthone.optimize.runner import RunOutcome, RunSpec, run_optimization
 from prompthone.program import render_prompts
+from prompthone.runs.runner import run_optimization
+from prompthone.runs.spec import RunOutcome, RunSpec
 from prompthone.tasks import get_task
 
 

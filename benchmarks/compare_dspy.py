@@ -77,7 +77,8 @@ from prompthone.lm.availability import model_status
 from prompthone.lm.local.assemble import resolve_gguf
 from prompthone.optimize import Budget
 from prompthone.optimize.mipro.settings import MIPROSettings
-from prompthone.optimize.runner import RunOutcome, RunSpec, run_optimization
+from prompthone.runs.runner import run_optimization
+from prompthone.runs.spec import RunOutcome, RunSpec
 from prompthone.tasks import get_task
 from prompthone.tasks.splits import task_splits
 from sample_efficiency import best_score, calls_to_reach, prompthone_trajectory, trajectory_from_marks

@@ -18,8 +18,9 @@ from pg_server import create_database, postgres_instance
 from prompthone import sqlurl
 from prompthone.cli.main import app
 from prompthone.lm import run_sync
-from prompthone.optimize.runner import RunSpec, run_optimization
 from prompthone.report import write_report
+from prompthone.runs.runner import run_optimization
+from prompthone.runs.spec import RunSpec
 from prompthone.sqlurl import StoreUnavailableError, safe_url
 from prompthone.store import RunStore, point_to_store
 from prompthone.testing.fake_openai_server import FakeOpenAIServer
