@@ -12,7 +12,7 @@ Starts `llama_cpp.server` with the embedded model (one llama.cpp thread) on 127.
 runs, one after another against that one server, on the same seeded train / validation / test split:
 
 * prompthone `zero-shot`: the task's start program scored on the test split (no optimization);
-* prompthone `mipro`, `opro`, `gradsum`: `prompthone.optimize.runner.run_optimization` with the task
+* prompthone `mipro`, `opro`, `gradsum`: `prompthone.runs.runner.run_optimization` with the task
   model `openai/<alias>@<url>` (the proposer is the same model), `Budget(max_lm_calls=cap)`;
   `mipro-proposer` is `mipro` with `--proposer-model` (default the embedded 1.5B, in-process, one
   thread) proposing instructions;
