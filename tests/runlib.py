@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import re
 
-from prompthone.optimize import OptimizationResult, OptimizationSetup, Optimizer
+from prompthone.optimize import OptimizationResult, Optimizer, Run
 from prompthone.optimize.registry import OPTIMIZERS
 from prompthone.program import PromptParams
 
@@ -26,18 +26,19 @@ class InstructionSearch(Optimizer):
     def __init__(self, minibatch: int = 4) -> None:
         self.minibatch = minibatch
 
-    async def _optimize(self, setup: OptimizationSetup) -> OptimizationResult:
-        await self.score(setup, setup.start, setup.valset, full=True)
+    async def _optimize(self, run: Run) -> OptimizationResult:
+        setup = run.setup
+        await run.score(setup.start, setup.valset, full=True)
         (module,) = list(setup.start)
         batch = list(setup.valset)[: self.minibatch]
         scored = []
         for i, text in enumerate(INSTRUCTIONS):
             cand = setup.start.with_module(module, PromptParams(text, setup.start[module].demos))
-            trial, _ = await self.score(setup, cand, batch, full=False, proposal=i)
+            trial, _ = await run.score(cand, batch, full=False, proposal=i)
             scored.append((trial.score, -i, cand))
         for _, _, cand in sorted(scored, key=lambda t: (t[0], t[1]), reverse=True)[:2]:
-            await self.score(setup, cand, setup.valset, full=True)
-        return self._result(setup)
+            await run.score(cand, setup.valset, full=True)
+        return run.result()
 
 
 OPTIMIZERS["instruction-search"] = InstructionSearch

@@ -193,7 +193,7 @@ def test_eval_and_lm_numeric_flags_are_checked(data, args):
     ("setting", "needles"),
     [
         ("num_trials=abc", ["--set num_trials", "'abc'", "integer"]),
-        ("num_trials=0", ["--set", "num_trials", "must be >= 1"]),
+        ("num_trials=0", ["--set", "num_trials", "must be an integer >= 1"]),
         ("no_such_knob=1", ["--set", "no_such_knob"]),
         ("proposal_temperature=hot", ["--set proposal_temperature", "'hot'", "number"]),
     ],

@@ -330,7 +330,8 @@ async def test_gradsum_edits_keep_the_contract_and_rejected_ones_are_resampled()
     )  # fmt: skip
     r = await GradSum(iterations=1, minibatch_size=6, edits_per_prompt=2).optimize(setup)
     assert edit_prompts and all(f"word for word: {CONTRACT_SENTENCE}" in p for p in edit_prompts)
-    outcomes = sorted((d["sample_index"], d["contract"], d["accepted"]) for k, d in events if k == "proposal")
+    edits = [d for k, d in events if k == "proposal" and d["purpose"] == "gradsum_edit"]
+    outcomes = sorted((d["sample_index"], d["contract"], d["accepted"]) for d in edits)
     assert outcomes == [(0, "rejected", False), (1, "kept", True), (RESAMPLE_STRIDE, "repaired", True)]
     children = {t.candidate["classify"].instruction for t in r.trials if t.full} - {TREC_START}
     assert children == {f"Name the kind of answer the question expects. {CONTRACT_SENTENCE}", KEEPS_LABELS}

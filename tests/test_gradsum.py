@@ -7,6 +7,7 @@ N % 4 < k, so a higher level scores better and the tests can steer the search th
 from __future__ import annotations
 
 import re
+from collections import Counter
 
 import pytest
 
@@ -273,7 +274,18 @@ def test_failures_are_attributed_to_the_module_at_fault_and_only_it_is_edited():
     program = TwoStage()
     # train 1, 3, 5: odd; 1 and 5 get a garbage query, 3's query reply is unreadable; 6: the answer step errs
     setup = make_setup(proposer, program=program, train=[1, 2, 3, 4, 5, 6], val=[10, 12], task=two_stage_task)
+    events: list = []
+    setup.events = lambda k, d: events.append((k, d))
+    completions: list = []
+    setup.proposer_lm.listeners.append(completions.append)
     result = run(GradSum(iterations=1, minibatch_size=6, edits_per_prompt=1), setup)
+    # every proposer call, attribution included, goes through the shared call path: one event each
+    proposals = [d for k, d in events if k == "proposal"]
+    assert sorted(d["cache_key"] for d in proposals) == sorted(c.cache_key for c in completions)
+    assert Counter(d["purpose"] for d in proposals) == {
+        "gradsum_attribution": 3, "gradsum_gradient": 4, "gradsum_summary": 2, "gradsum_edit": 2,
+    }  # fmt: skip
+    assert sorted(d["text"] for d in proposals if d["purpose"] == "gradsum_attribution") == ["answer", "query", "query"]
     attributed = result.info["history"][0]["parents"][0]["attributed"]
     assert attributed == {
         "q1": ["query", "lm"],

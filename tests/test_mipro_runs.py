@@ -139,10 +139,8 @@ def test_a_mipro_run_killed_with_sigkill_resumes_to_the_same_result_without_payi
         f"run_sync(run_optimization(s, out_dir=Path({str(tmp / 'killed')!r})))"
     )
     received_before = srv.requests_received
-    proc = subprocess.Popen(
-        [sys.executable, "-c", script],
-        env={**os.environ, **fresh, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])},
-    )
+    path = os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])  # the code under test, also in the child
+    proc = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, **fresh, "PYTHONPATH": path})
     deadline = time.monotonic() + 120
     run_dir = None
     try:

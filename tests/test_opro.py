@@ -420,8 +420,9 @@ async def test_budget_stops_cleanly_with_the_best_validated_so_far():
 def test_settings_are_checked_and_defaults_are_the_papers():
     opt = make_optimizer("opro")
     assert isinstance(opt, OPRO)
-    assert (opt.candidates_per_step, opt.temperature, opt.max_history, opt.history_order) == (8, 1.0, 20, "ascending")
-    assert (opt.score_buckets, opt.n_exemplars, opt.position) == (100, 3, "system")
+    s = opt.settings
+    assert (s.candidates_per_step, s.temperature, s.max_history, s.history_order) == (8, 1.0, 20, "ascending")
+    assert (s.score_buckets, s.n_exemplars, s.position) == (100, 3, "system")
     for bad in (
         {"history_order": "sideways"},
         {"temperature": 3},

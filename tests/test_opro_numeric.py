@@ -12,10 +12,18 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from prompthone.experiments.opro_numeric import (
+    TSP,
+    LinearRegression,
+    brute_force_tsp,
+    held_karp,
+    nearest_neighbour,
+    plot_run,
+    run_numeric,
+    tour_length,
+)
 from prompthone.lm import LM
 from prompthone.lm.scripted import ScriptedBackend
-from prompthone.optimize.opro import TSP, LinearRegression, held_karp, nearest_neighbour, plot_run, run_numeric
-from prompthone.optimize.opro.numeric import brute_force_tsp, tour_length
 
 
 def scripted(fn, log: list | None = None) -> LM:

@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 
 from prompthone.lm import run_sync
-from prompthone.optimize import Budget, OptimizationResult, OptimizationSetup, Optimizer
+from prompthone.optimize import Budget, OptimizationResult, Optimizer, Run
 from prompthone.optimize.registry import OPTIMIZERS
 from prompthone.program import Demo
 from prompthone.runs.runner import run_optimization
@@ -44,8 +44,9 @@ class ReportSearch(Optimizer):
         self.top = top
         self.only = list(range(len(INSTRUCTIONS))) if only is None else list(only)
 
-    async def _optimize(self, setup: OptimizationSetup) -> OptimizationResult:
-        await self.score(setup, setup.start, setup.valset, full=True, phase="start")
+    async def _optimize(self, run: Run) -> OptimizationResult:
+        setup = run.setup
+        await run.score(setup.start, setup.valset, full=True, phase="start")
         (module,) = list(setup.start)
         batch = list(setup.valset)[: self.minibatch]
         scored = []
@@ -57,19 +58,19 @@ class ReportSearch(Optimizer):
             ]
             reply = await setup.proposer_lm.complete(ask, max_tokens=64)
             cand = setup.start.with_module(module, setup.start[module].with_instruction(reply.text))
-            trial, _ = await self.score(setup, cand, batch, full=False, proposal=i)
+            trial, _ = await run.score(cand, batch, full=False, proposal=i)
             scored.append((trial.score, -i, cand))
         full = []
         for _score, neg_i, cand in sorted(scored, key=lambda t: t[:2], reverse=True)[: self.top]:
-            trial, _ = await self.score(setup, cand, setup.valset, full=True, phase="validate", proposal=-neg_i)
+            trial, _ = await run.score(cand, setup.valset, full=True, phase="validate", proposal=-neg_i)
             full.append((trial.score, trial.index, cand))
         best = max(full, key=lambda t: (t[0], -t[1]))[2]
         demos = [
             Demo(question=ex.inputs["question"], reasoning="Read it again.", answer=str(ex.labels["answer"]))
             for ex in list(setup.trainset)[:2]
         ]
-        await self.score(setup, best.with_module(module, best[module].with_demos(demos)), setup.valset, full=True)
-        return self._result(setup)
+        await run.score(best.with_module(module, best[module].with_demos(demos)), setup.valset, full=True)
+        return run.result()
 
 
 OPTIMIZERS["report-search"] = ReportSearch

@@ -51,7 +51,7 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path, typer.Option(help="Folder for the plot and summary.")] = Path("prompthone-runs"),
     ) -> None:
         """Linear regression: find (w, b) for noisy points y = w x + b + noise."""
-        from prompthone.optimize.opro.numeric import LinearRegression
+        from prompthone.experiments.opro_numeric import LinearRegression
 
         if box[0] >= box[1]:
             raise _fail(f"--box needs LOW < HIGH, got {box[0]} {box[1]}")
@@ -90,7 +90,7 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path, typer.Option(help="Folder for the plot and summary.")] = Path("prompthone-runs"),
     ) -> None:
         """Travelling salesman: a shortest closed tour through n random cities."""
-        from prompthone.optimize.opro.numeric import TSP
+        from prompthone.experiments.opro_numeric import TSP
 
         try:
             problem = TSP(n, seed=seed, max_exact=max_exact)
@@ -122,7 +122,7 @@ def _fail(message: str) -> typer.Exit:
 def _run(
     problem, model, steps, candidates, temperature, max_history, order, n_initial, seed, max_tokens, threads, out
 ) -> None:
-    from prompthone.optimize.opro.numeric import plot_run, run_numeric
+    from prompthone.experiments.opro_numeric import plot_run, run_numeric
 
     def on_event(kind: str, data: dict) -> None:
         if kind == "step":

@@ -1,6 +1,5 @@
 """The LM layer: one async interface over an embedded llama.cpp model and any OpenAI-compatible server."""
 
-from prompthone.lm.backend import RequestSlots
 from prompthone.lm.cache import ResponseCache, cache_key
 from prompthone.lm.client import LM, make_backend, open_cache, run_sync
 from prompthone.lm.errors import (
@@ -19,6 +18,7 @@ from prompthone.lm.errors import (
     permanent_error_in,
 )
 from prompthone.lm.model_string import DEFAULT_MODEL, ModelSpec, parse_model_string, thread_options
+from prompthone.lm.slots import RequestSlots
 from prompthone.lm.types import Completion, Generation, Message, Request
 from prompthone.lm.usage import Usage
 

@@ -24,6 +24,10 @@ class Backend(ABC):
     kind: str = "backend"
     #: how many requests this backend should have in flight at once
     max_concurrency: int = 1
+    #: True when it answers one request at a time, keeping the KV cache of the last prompt (the embedded
+    #: model, llama_cpp.server): its requests are then sent one at a time, related prompts in a row
+    #: (see `prompthone.lm.slots`)
+    one_at_a_time: bool = False
 
     def __init__(self, model: str) -> None:
         self.model = model
@@ -69,21 +73,3 @@ class PerLoop(Generic[T]):
 
     def values(self) -> list[T]:
         return list(self._by_loop.values())
-
-
-class RequestSlots:
-    """A bound on requests in flight that several `LM` objects can share.
-
-    A run gives each role (task, proposer, teacher, judge) its own `LM` so their calls are counted
-    apart; when two roles send to the same endpoint, their requests must still fit under one bound,
-    or the endpoint sees the sum of the roles' limits.
-    """
-
-    def __init__(self, size: int) -> None:
-        if int(size) < 1:
-            raise ValueError(f"a request bound must be >= 1, got {size!r}")
-        self.size = int(size)
-        self._semaphores: PerLoop[asyncio.Semaphore] = PerLoop(lambda: asyncio.Semaphore(self.size))
-
-    def get(self) -> asyncio.Semaphore:
-        return self._semaphores.get()

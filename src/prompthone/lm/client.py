@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from prompthone.lm import settings
-from prompthone.lm.backend import Backend, PerLoop, RequestSlots
+from prompthone.lm.backend import Backend, PerLoop
 from prompthone.lm.cache import ResponseCache, cache_key
 from prompthone.lm.errors import LMError
 from prompthone.lm.model_string import DEFAULT_MODEL, parse_model_string
+from prompthone.lm.slots import RequestSlots
 from prompthone.lm.types import Completion, Message, Request
 from prompthone.lm.usage import Usage
 
@@ -58,8 +59,10 @@ class LM:
     `cache` is True (the default file, see `prompthone.lm.settings`), False, a path, or a
     `ResponseCache`. PROMPTHONE_NO_CACHE=1 turns caching off globally. `max_concurrency` bounds this
     object's requests in flight; `slots` instead shares one bound with other `LM`s (one endpoint, several
-    roles). `timeout_s` bounds each attempt of a call; `role` (task, proposer, teacher, judge) is put on
-    the errors this LM raises, so that a run's message can say which of its models failed.
+    roles). An endpoint that serves one request at a time (`Backend.one_at_a_time`, or a bound of 1) is
+    sent related prompts in a row, so that it reuses its KV cache (`prompthone.lm.slots`). `timeout_s`
+    bounds each attempt of a call; `role` (task, proposer, teacher, judge) is put on the errors this LM
+    raises, so that a run's message can say which of its models failed.
     """
 
     def __init__(
@@ -97,7 +100,7 @@ class LM:
             size = int(max_concurrency or self.backend.max_concurrency)
             if size < 1:
                 raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency!r}")
-            slots = RequestSlots(size)
+            slots = RequestSlots(size, one_at_a_time=self.backend.one_at_a_time)
         elif max_concurrency is not None:
             raise ValueError("give max_concurrency or shared slots, not both")
         self.slots = slots
@@ -179,7 +182,7 @@ class LM:
             paid = False
         elif inflight is None:  # no cache: nothing to share with concurrent twins either
             paid = True
-            async with self.slots.get():
+            async with self.slots.hold(request):
                 t0 = time.perf_counter()
                 gen = await self._generate_with_retries(request)
                 latency = time.perf_counter() - t0
@@ -188,7 +191,7 @@ class LM:
             future: asyncio.Future = asyncio.get_running_loop().create_future()
             inflight[key] = future
             try:
-                async with self.slots.get():
+                async with self.slots.hold(request):
                     t0 = time.perf_counter()
                     gen = await self._generate_with_retries(request)
                     latency = time.perf_counter() - t0
@@ -209,6 +212,7 @@ class LM:
             cached=not paid,
             model=self.model,
             cache_key=key,
+            reused_prompt_tokens=gen.reused_prompt_tokens if paid else None,
         )
         self._record(c)
         return c

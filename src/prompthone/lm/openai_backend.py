@@ -36,6 +36,7 @@ from typing import Any, Literal, NoReturn
 import httpx2
 import openai
 
+from prompthone.lm import settings
 from prompthone.lm.backend import Backend, PerLoop
 from prompthone.lm.errors import (
     AuthenticationError,
@@ -241,7 +242,11 @@ class OpenAIBackend(Backend):
     `json_schema` format, the `json_object` format with a `schema` field (llama.cpp, vLLM), or not at all.
     `transport` picks the SDK's HTTP client: "aiohttp", "httpx", or "auto" (aiohttp when installed);
     None reads $PROMPTHONE_HTTP_TRANSPORT (default auto). It changes cost, not answers, so it is not part
-    of `identity()` and cached answers are shared across transports.
+    of `identity()` and cached answers are shared across transports. `one_at_a_time` says the server
+    answers one request at a time and reuses the KV cache of its last prompt, as `llama_cpp.server` does:
+    requests are then sent one at a time, related prompts in a row (`prompthone.lm.slots`); None reads
+    $PROMPTHONE_ONE_AT_A_TIME (1 for every server, or a list of base URLs). Like the transport, it changes
+    the order of requests, never an answer.
     """
 
     kind = "openai"
@@ -256,6 +261,7 @@ class OpenAIBackend(Backend):
         max_tokens_param: MaxTokensParam = "max_tokens",
         structured_output: StructuredOutput = "json_schema",
         transport: Transport | None = None,
+        one_at_a_time: bool | None = None,
     ) -> None:
         super().__init__(model)
         if not model or not isinstance(model, str):
@@ -279,6 +285,9 @@ class OpenAIBackend(Backend):
         self.max_tokens_param: MaxTokensParam = max_tokens_param
         self.structured_output: StructuredOutput = structured_output
         self.transport = resolve_transport(transport)
+        self.one_at_a_time = (
+            settings.one_at_a_time_server(self.base_url) if one_at_a_time is None else bool(one_at_a_time)
+        )
         key = os.environ.get(api_key_env, "").strip()
         if not key and self.is_official:
             raise ConfigError(
@@ -491,6 +500,7 @@ class OpenAIBackend(Backend):
             finish_reason=finish,
             prompt_tokens=_count(prompt_tokens),
             completion_tokens=_count(completion_tokens),
+            reused_prompt_tokens=reused_prompt_tokens(completion),
         )
 
     async def aclose(self) -> None:
@@ -504,6 +514,19 @@ class OpenAIBackend(Backend):
             elif loop is not None and not loop.is_closed() and loop.is_running():
                 asyncio.run_coroutine_threadsafe(held.closer.aclose(), loop)
         self._clients = PerLoop(self._new_client)
+
+
+def reused_prompt_tokens(completion: dict[str, Any]) -> int | None:
+    """Prompt tokens the server took from its cache, where its reply says: OpenAI's (and vLLM's)
+    `usage.prompt_tokens_details.cached_tokens`, else llama.cpp's `llama-server` `timings.cache_n`; None
+    when it says neither (llama-cpp-python's `llama_cpp.server` prints it only in its log)."""
+    usage = completion.get("usage")
+    details = usage.get("prompt_tokens_details") if isinstance(usage, dict) else None
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    if cached is None:
+        timings = completion.get("timings")
+        cached = timings.get("cache_n") if isinstance(timings, dict) else None
+    return cached if isinstance(cached, int) and not isinstance(cached, bool) and cached >= 0 else None
 
 
 def _count(value: Any) -> int:

@@ -117,6 +117,9 @@ class Generation:
     finish_reason: FinishReason
     prompt_tokens: int
     completion_tokens: int
+    #: prompt tokens the backend took from its KV cache instead of evaluating them (the prefix it shares
+    #: with the prompt before), when the backend says; None when it does not
+    reused_prompt_tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,8 @@ class Completion:
     cached: bool
     model: str
     cache_key: str = field(default="", repr=False)
+    #: see `Generation.reused_prompt_tokens`; None for an answer from the response cache
+    reused_prompt_tokens: int | None = None
 
     @property
     def total_tokens(self) -> int:

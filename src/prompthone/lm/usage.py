@@ -14,6 +14,9 @@ class Usage:
 
     `prompt_tokens` / `completion_tokens` count tokens a backend actually processed (paid for);
     the `cached_*` fields count tokens replayed from the cache, so a warm re-run shows its savings.
+    `reused_prompt_tokens` counts prompt tokens a backend took from its KV cache (the prefix shared with
+    the prompt before), out of `reuse_reported_prompt_tokens`: the prompt tokens of the paid calls whose
+    backend said how many it reused; their ratio is the reused share.
     """
 
     calls: int = 0
@@ -22,6 +25,8 @@ class Usage:
     completion_tokens: int = 0
     cached_prompt_tokens: int = 0
     cached_completion_tokens: int = 0
+    reused_prompt_tokens: int = 0
+    reuse_reported_prompt_tokens: int = 0
     retries: int = 0
     errors: int = 0
     latency_s: float = 0.0
@@ -38,6 +43,9 @@ class Usage:
                 self.prompt_tokens += c.prompt_tokens
                 self.completion_tokens += c.completion_tokens
                 self.latency_s += c.latency_s
+                if c.reused_prompt_tokens is not None:
+                    self.reused_prompt_tokens += c.reused_prompt_tokens
+                    self.reuse_reported_prompt_tokens += c.prompt_tokens
 
     def record_retry(self) -> None:
         with self._lock:

@@ -1,5 +1,7 @@
-"""What every optimizer shares: its inputs (`OptimizationSetup`), its output (`OptimizationResult`)
-and one entry point (`Optimizer.optimize`).
+"""What every optimizer shares: its inputs (`OptimizationSetup`), its output (`OptimizationResult`),
+the state of one run (`Run`: made per `optimize(setup)` call, so an optimizer object holds only its
+settings and can run several setups at once), its cost estimate (`Estimate`) and one entry point
+(`Optimizer.optimize`).
 
 An optimizer never owns a private evaluation loop, LM client or cache: it scores candidates through
 the setup's `Evaluator`, asks the setup's LMs by role, and reports progress through `events`. The
@@ -20,6 +22,7 @@ from prompthone.data.example import Example
 from prompthone.evaluate import EvalResult, Evaluator
 from prompthone.lm.client import LM
 from prompthone.optimize.budget import Budget, BudgetExhausted
+from prompthone.optimize.settings import MethodSettings
 from prompthone.program import Candidate, Program
 
 EventSink = Callable[[str, dict[str, Any]], None]
@@ -108,71 +111,126 @@ class OptimizationResult:
         return out
 
 
-class Optimizer(ABC):
-    """A prompt optimization method. Subclasses implement `_optimize`; `optimize` adds budget handling."""
+class Estimate:
+    """Expected LM calls and tokens per role, added up by a method's `_estimate` (the one estimate path:
+    `Optimizer.estimate` shapes and rounds what was added; `proposers.cost` prices a program run)."""
 
-    name: str = "optimizer"
+    def __init__(self) -> None:
+        self.roles: dict[str, list[float]] = {}
 
-    async def optimize(self, setup: OptimizationSetup) -> OptimizationResult:
-        self._trials: list[Trial] = []
-        self._best: tuple[float, Candidate] | None = None
-        self._start_score: float | None = None
-        setup.budget.begin()
-        setup.emit("start", optimizer=self.name)
-        try:
-            result = await self._optimize(setup)
-        except BudgetExhausted as exc:
-            setup.emit("budget", limit=exc.limit, message=str(exc))
-            result = self._partial(setup, stopped_by=exc.limit)
-        setup.emit("end", best_score=result.best_score, stopped_by=result.stopped_by)
-        return result
+    def add(self, role: str, calls: float, prompt_tokens: float = 0.0, completion_tokens: float = 0.0) -> None:
+        """`calls` calls of `role` with these token totals (a role added with 0 calls still shows)."""
+        row = self.roles.setdefault(role, [0.0, 0.0, 0.0])
+        row[0] += calls
+        row[1] += prompt_tokens
+        row[2] += completion_tokens
 
-    @abstractmethod
-    async def _optimize(self, setup: OptimizationSetup) -> OptimizationResult: ...
+    def per_call(self, role: str, calls: float, prompt_tokens: float, completion_tokens: float) -> None:
+        """`calls` calls of `role`, each with these token counts."""
+        self.add(role, calls, calls * prompt_tokens, calls * completion_tokens)
 
-    def estimate(self, setup: OptimizationSetup) -> dict[str, dict[str, float]]:
-        """Expected LM calls and tokens per role before anything is spent (for `--dry-run`).
+    def to_dict(self) -> dict[str, dict[str, float]]:
+        return {
+            role: {"calls": float(round(c)), "prompt_tokens": float(round(p)), "completion_tokens": float(round(k))}
+            for role, (c, p, k) in self.roles.items()
+        }
 
-        Returns {role: {"calls": ..., "prompt_tokens": ..., "completion_tokens": ...}}.
-        """
-        raise NotImplementedError(f"{self.name} has no cost estimate yet")
+
+class Run:
+    """The state of one `Optimizer.optimize(setup)` call: what was scored, the best fully-scored candidate,
+    the start's score, and whatever the method keeps while it works (a subclass per method, made by
+    `Optimizer.start_run`). The optimizer object keeps no per-run state, so one object can run several
+    setups at once, and a budget stop returns what the run holds (`result`), with the method's
+    `details()` whatever point it stopped at.
+    """
+
+    def __init__(self, setup: OptimizationSetup) -> None:
+        self.setup = setup
+        self.trials: list[Trial] = []
+        self.best: tuple[float, Candidate] | None = None
+        self.start_score: float | None = None
 
     async def score(
-        self, setup: OptimizationSetup, candidate: Candidate, examples: Sequence[Example], *, full: bool, **info: Any
+        self, candidate: Candidate, examples: Sequence[Example], *, full: bool, **info: Any
     ) -> tuple[Trial, EvalResult]:
         """Score through the shared evaluator, record the trial, and keep the best full-validation one.
 
         The budget is checked before spending; a trial that is not full never becomes the result.
         """
-        setup.budget.check()
-        result = await setup.evaluator.evaluate(candidate, examples)
-        return self._record(setup, candidate, result.mean, result.n, full=full, **info), result
+        self.setup.budget.check()
+        result = await self.setup.evaluator.evaluate(candidate, examples)
+        return self.record(candidate, result.mean, result.n, full=full, **info), result
 
-    def _record(
-        self, setup: OptimizationSetup, candidate: Candidate, score: float, n: int, *, full: bool, **info: Any
-    ) -> Trial:
+    def record(self, candidate: Candidate, score: float, n: int, *, full: bool, **info: Any) -> Trial:
         """Record a scored trial (what `score` does after evaluating). Also for optimizers that resume
         from a stored study: trials scored by an earlier process are re-entered without re-scoring."""
-        trial = Trial(len(self._trials), candidate, score, n, full, dict(info))
-        self._trials.append(trial)
-        if full and (self._best is None or score > self._best[0]):
-            self._best = (score, candidate)
-        if full and candidate == setup.start and self._start_score is None:
-            self._start_score = score
-        setup.emit("trial", index=trial.index, score=trial.score, n=trial.n, full=full,
-                   best=self._best[0] if self._best else None, candidate=candidate.hash, trial=trial,
-                   **info)  # fmt: skip
+        trial = Trial(len(self.trials), candidate, score, n, full, dict(info))
+        self.trials.append(trial)
+        if full and (self.best is None or score > self.best[0]):
+            self.best = (score, candidate)
+        if full and candidate == self.setup.start and self.start_score is None:
+            self.start_score = score
+        self.setup.emit("trial", index=trial.index, score=trial.score, n=trial.n, full=full,
+                        best=self.best[0] if self.best else None, candidate=candidate.hash, trial=trial,
+                        **info)  # fmt: skip
         return trial
 
-    def _partial(self, setup: OptimizationSetup, *, stopped_by: str) -> OptimizationResult:
-        """The best fully-scored candidate so far (or the start, if none was fully scored)."""
-        trials = getattr(self, "_trials", [])
-        best = getattr(self, "_best", None)
-        if best is None:
-            return OptimizationResult(setup.start, float("nan"), None, trials, stopped_by=stopped_by)
-        return OptimizationResult(best[1], best[0], getattr(self, "_start_score", None), trials, stopped_by)
+    def details(self) -> dict[str, Any]:
+        """The method's own account of the run for `OptimizationResult.info` (as far as it got)."""
+        return {}
 
-    def _result(self, setup: OptimizationSetup, *, stopped_by: str = "completed", **info: Any) -> OptimizationResult:
-        r = self._partial(setup, stopped_by=stopped_by)
+    def result(self, *, stopped_by: str = "completed", **info: Any) -> OptimizationResult:
+        """The best fully-scored candidate so far (or the start, if none was fully scored), with
+        `details()` and `info` as its info."""
+        assert self.setup.start is not None
+        if self.best is None:
+            r = OptimizationResult(self.setup.start, float("nan"), None, self.trials, stopped_by=stopped_by)
+        else:
+            r = OptimizationResult(self.best[1], self.best[0], self.start_score, self.trials, stopped_by)
+        r.info.update(self.details())
         r.info.update(info)
         return r
+
+
+class Optimizer(ABC):
+    """A prompt optimization method: its settings, and `_optimize(run)` working on a `Run` that
+    `optimize(setup)` makes for each call. `optimize` adds budget handling."""
+
+    name: str = "optimizer"
+    #: the method's settings dataclass (`optimize.settings`): what `**settings` accepts, checked when made
+    settings_class: type[MethodSettings] = MethodSettings
+
+    def __init__(self, **settings: Any) -> None:
+        self.settings = self.settings_class.build(**settings)
+
+    async def optimize(self, setup: OptimizationSetup) -> OptimizationResult:
+        run = self.start_run(setup)
+        setup.budget.begin()
+        setup.emit("start", optimizer=self.name)
+        try:
+            result = await self._optimize(run)
+        except BudgetExhausted as exc:
+            setup.emit("budget", limit=exc.limit, message=str(exc))
+            result = run.result(stopped_by=exc.limit)
+        setup.emit("end", best_score=result.best_score, stopped_by=result.stopped_by)
+        return result
+
+    def start_run(self, setup: OptimizationSetup) -> Run:
+        """The state of a new run on `setup` (a method with state of its own returns its `Run` subclass)."""
+        return Run(setup)
+
+    @abstractmethod
+    async def _optimize(self, run: Any) -> OptimizationResult: ...
+
+    def estimate(self, setup: OptimizationSetup) -> dict[str, dict[str, float]]:
+        """Expected LM calls and tokens per role before anything is spent (for `--dry-run`).
+
+        Returns {role: {"calls": ..., "prompt_tokens": ..., "completion_tokens": ...}}, rounded, roles in
+        the order the method named them. Methods say what they will call in `_estimate`.
+        """
+        est = Estimate()
+        self._estimate(setup, est)
+        return est.to_dict()
+
+    def _estimate(self, setup: OptimizationSetup, est: Estimate) -> None:
+        raise NotImplementedError(f"{self.name} has no cost estimate yet")

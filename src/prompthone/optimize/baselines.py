@@ -14,31 +14,80 @@ scored first, so the result is never worse than the start on validation.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 from prompthone.evaluate import EvaluationError
-from prompthone.optimize.base import OptimizationResult, OptimizationSetup, Optimizer
+from prompthone.optimize.base import Estimate, OptimizationResult, OptimizationSetup, Optimizer, Run
 from prompthone.optimize.proposers import bootstrap_demos, demo_set_candidates, labeled_demos, with_labeled_fill
-from prompthone.optimize.proposers.cost import cost, run_tokens
+from prompthone.optimize.proposers.cost import run_tokens
+from prompthone.optimize.settings import MethodSettings
 from prompthone.program import Candidate
 
 
-def _check(name: str, value: int, minimum: int = 0) -> int:
-    if int(value) < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
-    return int(value)
+@dataclass(frozen=True)
+class LabeledFewShotSettings(MethodSettings):
+    """`k`: labelled demos per module, at most."""
+
+    method = "labeled-fewshot"
+
+    k: int = 16
+
+    def validate(self) -> None:
+        self.at_least("k", 1)
 
 
-def _task_cost(setup: OptimizationSetup, evaluations: int, n_demos: int) -> dict[str, float]:
+@dataclass(frozen=True)
+class BootstrapFewShotSettings(MethodSettings):
+    """`max_bootstrapped_demos` from passing teacher runs per module, filled up with `max_labeled_demos`
+    labelled ones; the teacher is shown `teacher_labeled` labelled demos; a trace passes at
+    `metric_threshold`."""
+
+    method = "bootstrap-fewshot"
+
+    max_bootstrapped_demos: int = 4
+    max_labeled_demos: int = 16
+    teacher_labeled: int = 4
+    metric_threshold: float = 1.0
+
+    def validate(self) -> None:
+        self.at_least("max_bootstrapped_demos", 1)
+        self.at_least("max_labeled_demos", 0)
+        self.at_least("teacher_labeled", 0)
+        self.normalize("metric_threshold", float(self.metric_threshold))
+
+
+@dataclass(frozen=True)
+class BootstrapRandomSearchSettings(BootstrapFewShotSettings):
+    """`num_candidate_sets` demo sets scored besides the start's; `cover_labels`: sets of a module whose
+    output is a small label set show distinct labels before repeats."""
+
+    method = "bootstrap-random-search"
+
+    num_candidate_sets: int = 8
+    cover_labels: bool = True
+
+    def validate(self) -> None:
+        self.at_least("num_candidate_sets", 1)
+        self.boolean("cover_labels")
+        super().validate()
+
+
+def _estimate(
+    setup: OptimizationSetup, est: Estimate, evaluations: int, n_demos: int, teacher_labeled: int | None
+) -> None:
+    """Task: `evaluations` scorings of the validation set with `n_demos` demos; no proposer; teacher: a
+    run on each training example not shown to it (`teacher_labeled` None: no bootstrapping)."""
     p, c, calls = run_tokens(setup, n_demos)
     runs = evaluations * len(setup.valset)
-    return cost(runs * calls, runs * p, runs * c)
-
-
-def _teacher_cost(setup: OptimizationSetup, teacher_labeled: int) -> dict[str, float]:
+    est.add("task", runs * calls, runs * p, runs * c)
+    est.add("proposer", 0)
+    if teacher_labeled is None:
+        est.add("teacher", 0)
+        return
     p, c, calls = run_tokens(setup, teacher_labeled)
     runs = max(0, len(setup.trainset) - teacher_labeled)
-    return cost(runs * calls, runs * p, runs * c)
+    est.add("teacher", runs * calls, runs * p, runs * c)
 
 
 class LabeledFewShot(Optimizer):
@@ -46,27 +95,29 @@ class LabeledFewShot(Optimizer):
     sample). Modules without labelled fields (a query writer) keep their demos."""
 
     name = "labeled-fewshot"
-
-    def __init__(self, k: int = 16) -> None:
-        self.k = _check("k", k, 1)
+    settings_class = LabeledFewShotSettings
+    settings: LabeledFewShotSettings
 
     def candidate(self, setup: OptimizationSetup) -> Candidate:
         rng = setup.rng("labeled-fewshot")
         cand = setup.start
         for m, demos in labeled_demos(setup.program, setup.trainset).items():
             if demos:
-                cand = cand.with_module(m, cand[m].with_demos(rng.sample(list(demos), min(self.k, len(demos)))))
+                cand = cand.with_module(
+                    m, cand[m].with_demos(rng.sample(list(demos), min(self.settings.k, len(demos))))
+                )
         return cand
 
-    async def _optimize(self, setup: OptimizationSetup) -> OptimizationResult:
-        await self.score(setup, setup.start, setup.valset, full=True, phase="start")
+    async def _optimize(self, run: Run) -> OptimizationResult:
+        setup = run.setup
+        await run.score(setup.start, setup.valset, full=True, phase="start")
         cand = self.candidate(setup)
         if cand != setup.start:
-            await self.score(setup, cand, setup.valset, full=True, phase="labeled")
-        return self._result(setup)
+            await run.score(cand, setup.valset, full=True, phase="labeled")
+        return run.result()
 
-    def estimate(self, setup: OptimizationSetup) -> dict[str, dict[str, float]]:
-        return {"task": _task_cost(setup, 2, self.k), "proposer": cost(0, 0, 0), "teacher": cost(0, 0, 0)}
+    def _estimate(self, setup: OptimizationSetup, est: Estimate) -> None:
+        _estimate(setup, est, 2, self.settings.k, None)
 
 
 class BootstrapFewShot(Optimizer):
@@ -75,48 +126,35 @@ class BootstrapFewShot(Optimizer):
     program that never passes zero-shot still yields traces."""
 
     name = "bootstrap-fewshot"
+    settings_class = BootstrapFewShotSettings
+    settings: BootstrapFewShotSettings
 
-    def __init__(
-        self,
-        max_bootstrapped_demos: int = 4,
-        max_labeled_demos: int = 16,
-        teacher_labeled: int = 4,
-        metric_threshold: float = 1.0,
-    ) -> None:
-        self.max_bootstrapped_demos = _check("max_bootstrapped_demos", max_bootstrapped_demos, 1)
-        self.max_labeled_demos = _check("max_labeled_demos", max_labeled_demos)
-        self.teacher_labeled = _check("teacher_labeled", teacher_labeled)
-        self.metric_threshold = float(metric_threshold)
-
-    async def _optimize(self, setup: OptimizationSetup) -> OptimizationResult:
-        await self.score(setup, setup.start, setup.valset, full=True, phase="start")
+    async def _optimize(self, run: Run) -> OptimizationResult:
+        setup = run.setup
+        await run.score(setup.start, setup.valset, full=True, phase="start")
         boot = await bootstrap_demos(
             setup,
-            max_traces=self.max_bootstrapped_demos,
-            threshold=self.metric_threshold,
-            teacher_labeled=self.teacher_labeled,
+            max_traces=self.settings.max_bootstrapped_demos,
+            threshold=self.settings.metric_threshold,
+            teacher_labeled=self.settings.teacher_labeled,
         )
         labeled = labeled_demos(setup.program, setup.trainset)
         rng = setup.rng("bootstrap-fewshot")
         cand = setup.start
         for m, module in setup.program.named_modules().items():
-            chosen = list(boot.demos.get(m, ()))[: self.max_bootstrapped_demos]
+            chosen = list(boot.demos.get(m, ()))[: self.settings.max_bootstrapped_demos]
             demos = with_labeled_fill(
-                chosen, labeled.get(m, ()), self.max_labeled_demos, module.signature.input_names, rng
+                chosen, labeled.get(m, ()), self.settings.max_labeled_demos, module.signature.input_names, rng
             )
             if demos:
                 cand = cand.with_module(m, cand[m].with_demos(demos))
         if cand != setup.start:
-            await self.score(setup, cand, setup.valset, full=True, phase="bootstrapped")
-        return self._result(setup, bootstrap={"tried": boot.tried, "passed": boot.passed, "errors": boot.errors})
+            await run.score(cand, setup.valset, full=True, phase="bootstrapped")
+        return run.result(bootstrap={"tried": boot.tried, "passed": boot.passed, "errors": boot.errors})
 
-    def estimate(self, setup: OptimizationSetup) -> dict[str, dict[str, float]]:
-        n = self.max_bootstrapped_demos + self.max_labeled_demos
-        return {
-            "task": _task_cost(setup, 2, n),
-            "proposer": cost(0, 0, 0),
-            "teacher": _teacher_cost(setup, self.teacher_labeled),
-        }
+    def _estimate(self, setup: OptimizationSetup, est: Estimate) -> None:
+        n = self.settings.max_bootstrapped_demos + self.settings.max_labeled_demos
+        _estimate(setup, est, 2, n, self.settings.teacher_labeled)
 
 
 class BootstrapRandomSearch(Optimizer):
@@ -126,35 +164,20 @@ class BootstrapRandomSearch(Optimizer):
     a module whose output is a small label set gets sets showing distinct labels before repeats."""
 
     name = "bootstrap-random-search"
-
-    def __init__(
-        self,
-        num_candidate_sets: int = 8,
-        max_bootstrapped_demos: int = 4,
-        max_labeled_demos: int = 16,
-        teacher_labeled: int = 4,
-        metric_threshold: float = 1.0,
-        cover_labels: bool = True,
-    ) -> None:
-        self.num_candidate_sets = _check("num_candidate_sets", num_candidate_sets, 1)
-        if not isinstance(cover_labels, bool):
-            raise ValueError(f"{self.name}: cover_labels must be true or false, got {cover_labels!r}")
-        self.cover_labels = cover_labels
-        self.max_bootstrapped_demos = _check("max_bootstrapped_demos", max_bootstrapped_demos, 1)
-        self.max_labeled_demos = _check("max_labeled_demos", max_labeled_demos)
-        self.teacher_labeled = _check("teacher_labeled", teacher_labeled)
-        self.metric_threshold = float(metric_threshold)
+    settings_class = BootstrapRandomSearchSettings
+    settings: BootstrapRandomSearchSettings
 
     def _n_sets(self) -> int:
-        return self.num_candidate_sets + 1  # set 0 is the start's demos, already scored
+        return self.settings.num_candidate_sets + 1  # set 0 is the start's demos, already scored
 
-    async def _optimize(self, setup: OptimizationSetup) -> OptimizationResult:
-        await self.score(setup, setup.start, setup.valset, full=True, phase="start")
+    async def _optimize(self, run: Run) -> OptimizationResult:
+        setup = run.setup
+        await run.score(setup.start, setup.valset, full=True, phase="start")
         boot = await bootstrap_demos(
             setup,
-            max_traces=self.max_bootstrapped_demos * self.num_candidate_sets,
-            threshold=self.metric_threshold,
-            teacher_labeled=self.teacher_labeled,
+            max_traces=self.settings.max_bootstrapped_demos * self.settings.num_candidate_sets,
+            threshold=self.settings.metric_threshold,
+            teacher_labeled=self.settings.teacher_labeled,
         )
         sets = demo_set_candidates(
             setup.program,
@@ -162,10 +185,10 @@ class BootstrapRandomSearch(Optimizer):
             bootstrapped=boot.demos,
             labeled=labeled_demos(setup.program, setup.trainset),
             n_sets=self._n_sets(),
-            max_bootstrapped=self.max_bootstrapped_demos,
-            max_labeled=self.max_labeled_demos,
+            max_bootstrapped=self.settings.max_bootstrapped_demos,
+            max_labeled=self.settings.max_labeled_demos,
             rng=setup.rng("bootstrap-random-search"),
-            cover_labels=self.cover_labels,
+            cover_labels=self.settings.cover_labels,
         )
         seen = {setup.start}
         failed: list[dict[str, Any]] = []
@@ -178,7 +201,7 @@ class BootstrapRandomSearch(Optimizer):
                 continue
             seen.add(cand)
             try:
-                await self.score(setup, cand, setup.valset, full=True, phase="demo_set", demo_set=i)
+                await run.score(cand, setup.valset, full=True, phase="demo_set", demo_set=i)
             except EvaluationError as exc:  # a set whose scoring errors is skipped, never scored as 0
                 failed.append({"demo_set": i, "error": str(exc)[:500]})
                 setup.emit("trial_failed", demo_set=i, error=str(exc)[:500], candidate=cand.hash)
@@ -186,15 +209,18 @@ class BootstrapRandomSearch(Optimizer):
             "bootstrap": {"tried": boot.tried, "passed": boot.passed, "errors": boot.errors},
             "failed_sets": failed,
         }
-        return self._result(setup, **info)
+        return run.result(**info)
 
-    def estimate(self, setup: OptimizationSetup) -> dict[str, dict[str, float]]:
-        n = self.max_bootstrapped_demos + self.max_labeled_demos
-        return {
-            "task": _task_cost(setup, 1 + self.num_candidate_sets, math.ceil(n / 2)),
-            "proposer": cost(0, 0, 0),
-            "teacher": _teacher_cost(setup, self.teacher_labeled),
-        }
+    def _estimate(self, setup: OptimizationSetup, est: Estimate) -> None:
+        n = self.settings.max_bootstrapped_demos + self.settings.max_labeled_demos
+        _estimate(setup, est, 1 + self.settings.num_candidate_sets, math.ceil(n / 2), self.settings.teacher_labeled)
 
 
-__all__ = ["BootstrapFewShot", "BootstrapRandomSearch", "LabeledFewShot"]
+__all__ = [
+    "BootstrapFewShot",
+    "BootstrapFewShotSettings",
+    "BootstrapRandomSearch",
+    "BootstrapRandomSearchSettings",
+    "LabeledFewShot",
+    "LabeledFewShotSettings",
+]

@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from prompthone.optimize.base import Optimizer
+from prompthone.optimize.settings import SettingError, expected
 
 #: name -> "module:factory" (or the factory itself); it takes the method's settings as keyword arguments
 OPTIMIZERS: dict[str, str | Callable[..., Optimizer]] = {
@@ -45,14 +46,6 @@ def make_optimizer(name: str, **settings: Any) -> Optimizer:
     _check_setting_names(name, factory, settings)
     _check_setting_types(name, factory, settings)
     return factory(**settings)
-
-
-class SettingError(ValueError):
-    """One optimizer setting has a value of the wrong kind; `key` names it, for the config key or flag."""
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(message)
-        self.key = key
 
 
 def setting_types(factory: Callable[..., Optimizer]) -> dict[str, Any]:
@@ -97,14 +90,7 @@ def _check_setting_types(name: str, factory: Callable[..., Optimizer], settings:
         try:
             adapter.validate_python(value)
         except ValidationError as exc:
-            raise SettingError(key, f"{name} setting {key}: {_expected(exc)}, got {value!r}") from None
-
-
-def _expected(exc: ValidationError) -> str:
-    """Pydantic's first reason, as 'expected ...' ("Input should be a valid integer" -> "expected a valid integer")."""
-    msg = exc.errors()[0]["msg"]
-    msg = msg.split(", unable to")[0]
-    return "expected " + msg.removeprefix("Input should be ")
+            raise SettingError(key, f"{name} setting {key}: {expected(exc)}, got {value!r}") from None
 
 
 def _check_setting_names(name: str, factory: Callable[..., Optimizer], settings: dict[str, Any]) -> None:

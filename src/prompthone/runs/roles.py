@@ -56,7 +56,7 @@ def role_lms(
     for role, backend in backends.items():
         endpoint = backend.identity()
         if endpoint not in slots:
-            slots[endpoint] = RequestSlots(min(spec.concurrency, backend.max_concurrency))
+            slots[endpoint] = RequestSlots.for_backend(backend, spec.concurrency)
         lms[role] = LM(backend, cache=cache, slots=slots[endpoint], timeout_s=spec.timeout_s, role=role)
     return lms
 

@@ -133,10 +133,12 @@ def _retried(method: F) -> F:
 
 
 def _event_key(kind: str, data: Any) -> tuple[str, str]:
-    """What makes two events the same one: all but `cached` (a replayed call is served from the cache)."""
+    """What makes two events the same one: all but `cached` (a replayed call is served from the cache) and
+    `cache_key` (which events of runs begun before proposal events carried it lack)."""
     plain = json.loads(data) if isinstance(data, str) else json.loads(_json(data))
     if isinstance(plain, dict):
         plain.pop("cached", None)
+        plain.pop("cache_key", None)
     return kind, json.dumps(plain, sort_keys=True, ensure_ascii=False)
 
 
@@ -158,6 +160,17 @@ class RunStore:
     @_retried
     def _create_tables(self) -> None:
         schema.metadata.create_all(self.engine)
+        with self.engine.begin() as c:
+            for table, name in schema.ADDED_COLUMNS:
+                if name not in self._columns(c, table):
+                    column = table.c[name]
+                    kind = column.type.compile(dialect=self.engine.dialect)
+                    c.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {name} {kind}"))
+
+    @staticmethod
+    def _columns(conn: Any, table: Any) -> set[str]:
+        """The columns `table` has in this database (an older store lacks the ones added since)."""
+        return {col["name"] for col in inspect(conn).get_columns(table.name)}
 
     @property
     def path(self) -> Path | None:
@@ -276,6 +289,7 @@ class RunStore:
                     cached=completion.cached,
                     finish_reason=completion.finish_reason,
                     cache_key=completion.cache_key,
+                    reused_prompt_tokens=completion.reused_prompt_tokens,
                 )
             )
 
@@ -332,8 +346,9 @@ class RunStore:
         """Every LM call in the order it was made, for charts of spend over time (reports)."""
         t = schema.lm_calls
         with self.engine.connect() as c:
-            rows = c.execute(select(t).order_by(t.c.id)).mappings().all()
-        return [dict(r) for r in rows]
+            have = self._columns(c, t)  # a store opened read-only may predate some columns: they read as None
+            rows = c.execute(select(*(col for col in t.c if col.name in have)).order_by(t.c.id)).mappings().all()
+        return [{col.name: r.get(col.name) for col in t.c} for r in rows]
 
     @_retried
     def score_records(self, candidate_hash: str) -> list[dict[str, Any]]:

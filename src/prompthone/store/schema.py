@@ -58,7 +58,13 @@ lm_calls = Table(
     Column("cached", Boolean, nullable=False),
     Column("finish_reason", String(16)),
     Column("cache_key", String(64)),  # the response is in `responses` under this key
+    # prompt tokens the backend took from its KV cache (None: it did not say, or a cache hit); added
+    # after the first runs were stored, so older stores gain it when opened for writing
+    Column("reused_prompt_tokens", Integer),
 )
+
+#: columns added to a table after runs were stored with it: (table, column), added on open if missing
+ADDED_COLUMNS = ((lm_calls, "reused_prompt_tokens"),)
 
 events = Table(
     "ph_events",

@@ -87,6 +87,7 @@ class LocalBackend(Backend):
 
     kind = "local"
     max_concurrency = 1
+    one_at_a_time = True  # one context, one request at a time; llama-cpp-python reuses the prompt prefix
 
     def __init__(self, model: str, *, n_ctx: int = 4096, n_threads: int | None = None) -> None:
         super().__init__(model)
@@ -133,6 +134,7 @@ class LocalBackend(Backend):
         if schema is not None:
             kwargs["response_format"] = {"type": "json_object", "schema": schema}
         with loaded.lock:
+            before = _evaluated_tokens(loaded.llama)
             try:
                 out = self._chat(loaded.llama, kwargs, stop_at_deadline)
             except ValueError as exc:
@@ -144,6 +146,9 @@ class LocalBackend(Backend):
                         model=self.model,
                     ) from exc
                 raise LMError(f"llama.cpp failed on model {self.model}: {msg}", model=self.model) from exc
+            usage = out.get("usage") or {}
+            prompt_tokens = int(usage.get("prompt_tokens", 0))
+            reused = reused_prefix(before, _evaluated_tokens(loaded.llama), prompt_tokens)
         if timed_out:
             raise LMTimeoutError(
                 f"generation on {self.model} passed the {timeout_s:g}s timeout and was stopped; "
@@ -152,13 +157,13 @@ class LocalBackend(Backend):
                 model=self.model,
             )
         choice = out["choices"][0]
-        usage = out.get("usage") or {}
         reason = choice.get("finish_reason") or "other"
         return Generation(
             text=choice["message"].get("content") or "",
             finish_reason=reason if reason in ("stop", "length") else "other",
-            prompt_tokens=int(usage.get("prompt_tokens", 0)),
+            prompt_tokens=prompt_tokens,
             completion_tokens=int(usage.get("completion_tokens", 0)),
+            reused_prompt_tokens=reused,
         )
 
     @staticmethod
@@ -168,6 +173,24 @@ class LocalBackend(Backend):
         if kwargs["messages"][-1]["role"] == "assistant":
             return _continue_assistant(llama, kwargs, LogitsProcessorList([stop_at_deadline]))
         return llama.create_chat_completion(**kwargs, logits_processor=LogitsProcessorList([stop_at_deadline]))
+
+
+def _evaluated_tokens(llama: Any) -> list[int]:
+    """The tokens whose KV entries the context holds now (the last prompt and what was generated)."""
+    return llama.input_ids.tolist()
+
+
+def reused_prefix(before: list[int], after: list[int], prompt_tokens: int) -> int:
+    """Prompt tokens a call took from the KV cache: the prefix its prompt (`after[:prompt_tokens]`) shares
+    with what the context held before the call. llama.cpp evaluates at least the prompt's last token
+    again (its logits are needed to sample), so a fully shared prompt reuses all but one token."""
+    prompt = after[:prompt_tokens]
+    n = 0
+    for a, b in zip(before, prompt, strict=False):
+        if a != b:
+            break
+        n += 1
+    return min(n, max(prompt_tokens - 1, 0))
 
 
 def _continue_assistant(llama: Any, kwargs: dict[str, Any], logits_processor: Any) -> dict[str, Any]:

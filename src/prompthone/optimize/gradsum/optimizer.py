@@ -37,15 +37,19 @@ from typing import Any
 from prompthone.data.example import Example
 from prompthone.evaluate import EvalResult
 from prompthone.metrics.judge import JudgeMetric
-from prompthone.optimize.base import OptimizationResult, OptimizationSetup, Optimizer
+from prompthone.optimize.base import Estimate, OptimizationResult, OptimizationSetup, Optimizer, Run, Trial
 from prompthone.optimize.gradsum import steps
+from prompthone.optimize.gradsum.settings import GradSumNoSummarySettings, GradSumSettings
 from prompthone.optimize.gradsum.steps import Failure, Gradient
-from prompthone.optimize.proposers.calls import emit_proposal
+from prompthone.optimize.proposers.calls import keep
 from prompthone.optimize.proposers.contract import contracts_for
+from prompthone.optimize.proposers.cost import run_tokens
 from prompthone.program import Candidate, ModuleCall, run_program
 
 TOP_SCORE = 1.0
-ATTRIBUTIONS = ("lm", "last")
+#: rough tokens per call, for the estimate: a proposer prompt shows a trace or gradients
+PROPOSER_PROMPT_TOKENS, PROPOSER_REPLY_TOKENS = 600.0, 150.0
+JUDGE_PROMPT_TOKENS, JUDGE_REPLY_TOKENS = 350.0, 60.0
 
 
 @dataclass
@@ -69,116 +73,84 @@ class IterationLog:
     best_val: float = float("nan")
 
 
+class GradSumRun(Run):
+    """One GRAD-SUM run: the beam, the iteration log, the candidates seen, the traces kept for
+    attribution, the task in words, and the seeded draw of failures and gradients."""
+
+    def __init__(self, setup: OptimizationSetup, settings: GradSumSettings) -> None:
+        super().__init__(setup)
+        assert setup.start is not None
+        self.settings = settings
+        self.task = settings.task_description
+        self.traces: dict[tuple[str, str], list[ModuleCall]] = {}
+        self.history: list[IterationLog] = []
+        self.seen: set[Candidate] = {setup.start}
+        self.order = 0
+        self.beam: list[BeamEntry] = []
+        self.pick = setup.rng("gradsum:pick")
+
+    def next_order(self) -> int:
+        self.order += 1
+        return self.order
+
+    async def score_traced(
+        self, candidate: Candidate, examples: Sequence[Example], *, full: bool, **info: Any
+    ) -> tuple[Trial, EvalResult]:
+        """`Run.score`, keeping the traces the evaluator returns for attribution later."""
+        trial, res = await self.score(candidate, examples, full=full, **info)
+        for ex_id, trace in res.traces.items():
+            self.traces[(candidate.hash, ex_id)] = trace
+        return trial, res
+
+    def details(self) -> dict[str, Any]:
+        return {
+            "settings": self.settings.to_dict(),
+            "beam": [
+                {"candidate": e.candidate.hash, "val": e.val_score, "iteration": e.iteration, "parent": e.parent}
+                for e in self.beam
+            ],
+            "history": [vars(h) for h in self.history],
+        }
+
+
 class GradSum(Optimizer):
     """GRAD-SUM: judged generations -> per-example textual gradients -> one summarized direction -> edits,
-    with a beam of the best prompts scored on validation.
-
-    Settings: `beam_width` prompts kept; `edits_per_prompt` new prompts per beam prompt and iteration;
-    `iterations`; `minibatch_size` training examples per iteration; `patience` iterations without a
-    better validation score before stopping (`min_delta` is how much better counts); `max_gradients` per
-    prompt and iteration (failures beyond it are sampled); `edit_temperature` for the edits;
-    `attribution` "lm" (ask the proposer which module went wrong, when no module failed to parse) or
-    "last" (blame the last module called); `max_chars` caps each value shown to the proposer.
-    """
+    with a beam of the best prompts scored on validation. Settings: `GradSumSettings`."""
 
     name = "gradsum"
     summarize = True
-
-    def __init__(
-        self,
-        *,
-        beam_width: int = 3,
-        edits_per_prompt: int = 2,
-        iterations: int = 4,
-        minibatch_size: int = 8,
-        patience: int = 2,
-        min_delta: float = 0.0,
-        max_gradients: int = 8,
-        edit_temperature: float = 1.0,
-        attribution: str = "lm",
-        max_chars: int = 600,
-        task_description: str | None = None,
-    ) -> None:
-        for key, value in (
-            ("beam_width", beam_width),
-            ("edits_per_prompt", edits_per_prompt),
-            ("iterations", iterations),
-            ("minibatch_size", minibatch_size),
-            ("patience", patience),
-            ("max_gradients", max_gradients),
-            ("max_chars", max_chars),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{self.name}: {key} must be an integer >= 1, got {value!r}")
-        if not 0.0 < float(edit_temperature) <= 2.0:
-            raise ValueError(f"{self.name}: edit_temperature must be in (0, 2], got {edit_temperature!r}")
-        if max_chars < 50:
-            raise ValueError(f"{self.name}: max_chars must be >= 50 (values shown to the proposer), got {max_chars!r}")
-        if attribution not in ATTRIBUTIONS:
-            raise ValueError(f"{self.name}: attribution must be one of {ATTRIBUTIONS}, got {attribution!r}")
-        if float(min_delta) < 0:
-            raise ValueError(f"{self.name}: min_delta must be >= 0, got {min_delta!r}")
-        self.beam_width = beam_width
-        self.edits_per_prompt = edits_per_prompt
-        self.iterations = iterations
-        self.minibatch_size = minibatch_size
-        self.patience = patience
-        self.min_delta = float(min_delta)
-        self.max_gradients = max_gradients
-        self.edit_temperature = float(edit_temperature)
-        self.attribution = attribution
-        self.max_chars = max_chars
-        if task_description is not None and not isinstance(task_description, str):
-            raise ValueError(f"{self.name}: task_description must be a string or None")
-        self.task_description = task_description.strip() if task_description else None
-
-    def settings(self) -> dict[str, Any]:
-        return {
-            "beam_width": self.beam_width,
-            "edits_per_prompt": self.edits_per_prompt,
-            "iterations": self.iterations,
-            "minibatch_size": self.minibatch_size,
-            "patience": self.patience,
-            "min_delta": self.min_delta,
-            "max_gradients": self.max_gradients,
-            "edit_temperature": self.edit_temperature,
-            "attribution": self.attribution,
-            "max_chars": self.max_chars,
-            "task_description": self.task_description,
-        }
+    settings_class: type[GradSumSettings] = GradSumSettings
+    settings: GradSumSettings
 
     # -- the loop -------------------------------------------------------------------------------------
-    async def _optimize(self, setup: OptimizationSetup) -> OptimizationResult:
+    def start_run(self, setup: OptimizationSetup) -> GradSumRun:
+        return GradSumRun(setup, self.settings)
+
+    async def _optimize(self, run: GradSumRun) -> OptimizationResult:
+        setup = run.setup
         if not setup.trainset:
             raise ValueError(f"{self.name} needs a non-empty trainset to draw minibatches from")
         if not setup.valset:
             raise ValueError(f"{self.name} needs a non-empty valset to score the beam on")
         metric = setup.evaluator.metric
-        self._task = self.task_description
         if isinstance(metric, JudgeMetric):
             if setup.judge_lm is None:
                 setup.budget.track("judge", metric.lm)  # judge calls count against the budget like any other
-            self._task = self._task or metric.task_description  # GRAD-SUM's input: the user's task in words
-        self._traces: dict[tuple[str, str], list[ModuleCall]] = {}
-        self._history: list[IterationLog] = []
-        self._seen: set[Candidate] = {setup.start}
-        self._order = 0
-        batches = _Minibatches(setup.trainset, self.minibatch_size, setup.rng("gradsum:minibatch"))
-        self._pick = setup.rng("gradsum:pick")
+            run.task = run.task or metric.task_description  # GRAD-SUM's input: the user's task in words
+        batches = _Minibatches(setup.trainset, self.settings.minibatch_size, setup.rng("gradsum:minibatch"))
 
-        _, start_res = await self._score(setup, setup.start, setup.valset, full=True, stage="validation", iteration=0)
-        self._beam = [BeamEntry(setup.start, start_res.mean, self._next_order(), 0)]
+        _, start_res = await run.score_traced(setup.start, setup.valset, full=True, stage="validation", iteration=0)
+        run.beam = [BeamEntry(setup.start, start_res.mean, run.next_order(), 0)]
         best_val, stall = start_res.mean, 0
         stopped_by = "completed"
-        for it in range(1, self.iterations + 1):
+        for it in range(1, self.settings.iterations + 1):
             log = IterationLog(it)
-            self._history.append(log)
+            run.history.append(log)
             minibatch = batches.next()
             children: list[BeamEntry] = []
-            for parent in list(self._beam):
-                for child, info in await self._expand(setup, parent, minibatch, it, log):
-                    _, res = await self._score(
-                        setup,
+            for parent in list(run.beam):
+                for child, info in await self._expand(run, parent, minibatch, it, log):
+                    _, res = await run.score_traced(
                         child,
                         setup.valset,
                         full=True,
@@ -187,102 +159,76 @@ class GradSum(Optimizer):
                         parent=parent.candidate.hash[:12],
                         **info,
                     )
-                    entry = BeamEntry(child, res.mean, self._next_order(), it, parent.candidate.hash)
+                    entry = BeamEntry(child, res.mean, run.next_order(), it, parent.candidate.hash)
                     children.append(entry)
                     log.children.append({"candidate": child.hash[:12], "val": res.mean, **info})
-            pool = self._beam + children
+            pool = run.beam + children
             pool.sort(key=lambda e: (-e.val_score, e.order))
-            self._beam = pool[: self.beam_width]
-            top = self._beam[0].val_score
+            run.beam = pool[: self.settings.beam_width]
+            top = run.beam[0].val_score
             log.best_val = top
             setup.emit(
-                "step", iteration=it, beam=[round(e.val_score, 4) for e in self._beam], children=len(children), best=top
+                "step", iteration=it, beam=[round(e.val_score, 4) for e in run.beam], children=len(children), best=top
             )
-            if top > best_val + self.min_delta:
+            if top > best_val + self.settings.min_delta:
                 best_val, stall = top, 0
             else:
                 stall += 1
-                if stall >= self.patience:
-                    setup.emit("early_stop", iteration=it, best=best_val, patience=self.patience)
+                if stall >= self.settings.patience:
+                    setup.emit("early_stop", iteration=it, best=best_val, patience=self.settings.patience)
                     stopped_by = "early_stop"
                     break
-        return self._result(setup, stopped_by=stopped_by, **self._info())
+        return run.result(stopped_by=stopped_by)
 
-    def _next_order(self) -> int:
-        self._order += 1
-        return self._order
-
-    def _info(self) -> dict[str, Any]:
-        return {
-            "settings": self.settings(),
-            "beam": [
-                {"candidate": e.candidate.hash, "val": e.val_score, "iteration": e.iteration, "parent": e.parent}
-                for e in getattr(self, "_beam", [])
-            ],
-            "history": [vars(h) for h in getattr(self, "_history", [])],
-        }
-
-    def _partial(self, setup: OptimizationSetup, *, stopped_by: str) -> OptimizationResult:
-        r = super()._partial(setup, stopped_by=stopped_by)
-        if not r.info:
-            r.info.update(self._info())
-        return r
-
-    async def _score(
-        self, setup: OptimizationSetup, candidate: Candidate, examples: Sequence[Example], **info: Any
-    ) -> tuple[Any, EvalResult]:
-        """`Optimizer.score`, keeping the traces the evaluator returns for attribution later."""
-        full = info.pop("full")
-        trial, res = await self.score(setup, candidate, examples, full=full, **info)
-        for ex_id, trace in res.traces.items():
-            self._traces[(candidate.hash, ex_id)] = trace
-        return trial, res
-
-    async def _trace(self, setup: OptimizationSetup, candidate: Candidate, example: Example) -> list[ModuleCall]:
+    async def _trace(self, run: GradSumRun, candidate: Candidate, example: Example) -> list[ModuleCall]:
         """The trace of `candidate` on `example`.
 
         A score served from the score cache comes without a trace; the run is then replayed with the
         evaluator's own LM and options, which the response cache answers for free. Nothing is scored.
         """
-        hit = self._traces.get((candidate.hash, example.id))
+        hit = run.traces.get((candidate.hash, example.id))
         if hit is not None:
             return hit
-        ev = setup.evaluator
-        run = await run_program(
+        ev = run.setup.evaluator
+        replayed = await run_program(
             ev.program, example.inputs, lm=ev.lm, candidate=candidate, lm_for=ev.lm_for, **ev.lm_options
         )
-        self._traces[(candidate.hash, example.id)] = run.trace
-        return run.trace
+        run.traces[(candidate.hash, example.id)] = replayed.trace
+        return replayed.trace
 
     async def _expand(
-        self, setup: OptimizationSetup, parent: BeamEntry, minibatch: Sequence[Example], it: int, log: IterationLog
+        self, run: GradSumRun, parent: BeamEntry, minibatch: Sequence[Example], it: int, log: IterationLog
     ) -> list[tuple[Candidate, dict[str, Any]]]:
         """Children of one beam prompt: minibatch -> failures -> gradients -> (summary) -> edits."""
-        cand = parent.candidate
-        _, res = await self._score(
-            setup, cand, minibatch, full=False, stage="minibatch", iteration=it, parent=cand.hash[:12]
+        setup, cand = run.setup, parent.candidate
+        _, res = await run.score_traced(
+            cand, minibatch, full=False, stage="minibatch", iteration=it, parent=cand.hash[:12]
         )
         plog: dict[str, Any] = {"candidate": cand.hash[:12], "minibatch": res.mean, "failures": 0}
         log.parents.append(plog)
         by_id = {ex.id: ex for ex in minibatch}
         below = [r for r in res.records if r.status != "error" and (r.counted_score or 0.0) < TOP_SCORE]
-        if len(below) > self.max_gradients:
-            below = sorted(self._pick.sample(below, self.max_gradients), key=lambda r: r.example_id)
+        if len(below) > self.settings.max_gradients:
+            below = sorted(run.pick.sample(below, self.settings.max_gradients), key=lambda r: r.example_id)
         plog["failures"] = len(below)
         if not below:
             return []
         setup.budget.check()
-        failures = await asyncio.gather(*(self._attribute(setup, cand, by_id[r.example_id], r) for r in below))
+        failures = await asyncio.gather(*(self._attribute(run, cand, by_id[r.example_id], r) for r in below))
+        for f in failures:
+            if f.call is not None:
+                keep(setup, f.call, f.module, note=f.how)
         gradients = await asyncio.gather(
             *(
                 steps.write_gradient(
-                    setup.proposer_lm, f, cand[f.module].instruction, max_chars=self.max_chars, task=self._task
+                    setup, f, cand[f.module].instruction, max_chars=self.settings.max_chars, task=run.task
                 )
                 for f in failures
             )
         )
         by_module: dict[str, list[Gradient]] = {}
-        for g in gradients:
+        for g, call in gradients:
+            keep(setup, call, g.text if g is not None else None, note="" if g is not None else "empty reply")
             if g is not None:
                 by_module.setdefault(g.module, []).append(g)
         plog["attributed"] = {f.example_id: [f.module, f.how] for f in failures}
@@ -290,24 +236,26 @@ class GradSum(Optimizer):
         if not by_module:
             return []
         setup.budget.check()
-        feedback = await self._feedback(setup, cand, by_module, plog)
-        return await self._edits(setup, cand, feedback, it, plog)
+        feedback = await self._feedback(run, cand, by_module, plog)
+        return await self._edits(run, cand, feedback, it, plog)
 
-    async def _attribute(self, setup: OptimizationSetup, cand: Candidate, ex: Example, record) -> Failure:
-        trace = await self._trace(setup, cand, ex)
+    async def _attribute(self, run: GradSumRun, cand: Candidate, ex: Example, record) -> Failure:
+        setup = run.setup
+        trace = await self._trace(run, cand, ex)
         names = list(setup.program.named_modules())
         found = steps.attribute_without_lm(trace, names)
         if found is None:
-            if self.attribution == "last" or not trace:
+            if self.settings.attribution == "last" or not trace:
                 found = (trace[-1].module if trace else names[-1], "last")
             else:
-                found = await steps.attribute_with_lm(
-                    setup.proposer_lm, record, trace, names, max_chars=self.max_chars, task=self._task
+                module, how, call = await steps.attribute_with_lm(
+                    setup, record, trace, names, max_chars=self.settings.max_chars, task=run.task
                 )
+                return Failure(ex.id, record, tuple(trace), module, how, call)
         return Failure(ex.id, record, tuple(trace), found[0], found[1])
 
     async def _feedback(
-        self, setup: OptimizationSetup, cand: Candidate, by_module: dict[str, list[Gradient]], plog: dict[str, Any]
+        self, run: GradSumRun, cand: Candidate, by_module: dict[str, list[Gradient]], plog: dict[str, Any]
     ) -> dict[str, list[str]]:
         """What each edit of each module is told: the same summarized direction for every edit.
 
@@ -315,102 +263,85 @@ class GradSum(Optimizer):
         """
         modules = list(by_module)
         summaries = await asyncio.gather(
-            *(
-                steps.summarize(setup.proposer_lm, m, cand[m].instruction, by_module[m], task=self._task)
-                for m in modules
-            )
+            *(steps.summarize(run.setup, m, cand[m].instruction, by_module[m], task=run.task) for m in modules)
         )
         out: dict[str, list[str]] = {}
         plog["summaries"] = {}
-        for m, summary in zip(modules, summaries, strict=True):
+        for m, (summary, call) in zip(modules, summaries, strict=True):
+            keep(run.setup, call, summary, note="" if summary is not None else "empty reply; the gradients are used")
             text = summary if summary is not None else steps.gradient_list(by_module[m])
             plog["summaries"][m] = text
-            out[m] = [text] * self.edits_per_prompt
+            out[m] = [text] * self.settings.edits_per_prompt
         return out
 
     async def _edits(
-        self, setup: OptimizationSetup, cand: Candidate, feedback: dict[str, list[str]], it: int, plog: dict[str, Any]
+        self, run: GradSumRun, cand: Candidate, feedback: dict[str, list[str]], it: int, plog: dict[str, Any]
     ) -> list[tuple[Candidate, dict[str, Any]]]:
+        setup = run.setup
         modules = setup.program.named_modules()
         assert setup.start is not None
         contracts = contracts_for(modules, {m: setup.start[m].instruction for m in modules})
         jobs = []
-        for k in range(self.edits_per_prompt):
-            index = (it - 1) * self.edits_per_prompt + k  # distinct per iteration and edit, replayable
+        for k in range(self.settings.edits_per_prompt):
+            index = (it - 1) * self.settings.edits_per_prompt + k  # distinct per iteration and edit, replayable
             for m, texts in feedback.items():
                 jobs.append(
                     (
                         k,
                         m,
                         steps.edit_instruction(
-                            setup.proposer_lm,
+                            setup,
                             m,
                             modules[m],
                             cand[m].instruction,
                             texts[k],
-                            temperature=self.edit_temperature,
+                            temperature=self.settings.edit_temperature,
                             sample_index=index,
-                            task=self._task,
+                            task=run.task,
                             contract=contracts[m],
                         ),
                     )
                 )
         done = await asyncio.gather(*(job for _, _, job in jobs))
-        for (_, m, _), edit in zip(jobs, done, strict=True):
+        for edit in done:
             for a in edit.attempts:
-                emit_proposal(
-                    setup, purpose="gradsum_edit", module=m, sample_index=a.sample_index,
-                    temperature=self.edit_temperature, kept=a.kept, cached=a.cached, reply=a.reply, note=a.reason,
-                    contract=a.contract, contract_reason=a.reason if a.contract in ("repaired", "rejected") else "",
-                )  # fmt: skip
+                keep(setup, a.call, a.kept, note=a.reason, contract=a.contract,
+                     contract_reason=a.reason if a.contract in ("repaired", "rejected") else "")  # fmt: skip
         new = [edit.text for edit in done]
         children: list[tuple[Candidate, dict[str, Any]]] = []
         plog["edits"] = []
-        for k in range(self.edits_per_prompt):
+        for k in range(self.settings.edits_per_prompt):
             child, edited = cand, []
             for (kk, m, _), instruction in zip(jobs, new, strict=True):
                 if kk == k and instruction is not None:
                     child = child.with_module(m, cand[m].with_instruction(instruction))
                     edited.append(m)
             plog["edits"].append({"edit": k, "modules": edited, "candidate": child.hash[:12]})
-            if not edited or child in self._seen:
+            if not edited or child in run.seen:
                 continue
-            self._seen.add(child)
+            run.seen.add(child)
             children.append((child, {"edit": k, "modules": edited}))
         return children
 
     # -- cost -----------------------------------------------------------------------------------------
-    def estimate(self, setup: OptimizationSetup) -> dict[str, dict[str, float]]:
+    def _estimate(self, setup: OptimizationSetup, est: Estimate) -> None:
         """Upper-bound-ish counts: every iteration runs, the beam is full from the second iteration on,
-        half of each minibatch fails, and every edit is new. Token counts are rough per-call averages."""
+        half of each minibatch fails, and every edit is new. Proposer tokens are rough per-call averages."""
+        s = self.settings
         n_mod = max(1, len(setup.program.named_modules()))
-        n_val, mb = len(setup.valset), min(self.minibatch_size, len(setup.trainset))
-        parents = 1 + (self.iterations - 1) * self.beam_width
-        val_evals = 1 + parents * self.edits_per_prompt
+        n_val, mb = len(setup.valset), min(s.minibatch_size, len(setup.trainset))
+        parents = 1 + (s.iterations - 1) * s.beam_width
+        val_evals = 1 + parents * s.edits_per_prompt
         examples = n_val * val_evals + mb * parents
-        fails = min(self.max_gradients, max(1, mb // 2))
-        per_parent = fails + self.edits_per_prompt * n_mod + (n_mod if self.summarize else 0)
-        if n_mod > 1 and self.attribution == "lm":
+        fails = min(s.max_gradients, max(1, mb // 2))
+        per_parent = fails + s.edits_per_prompt * n_mod + (n_mod if self.summarize else 0)
+        if n_mod > 1 and s.attribution == "lm":
             per_parent += fails
-        out = {
-            "task": {
-                "calls": examples * n_mod,
-                "prompt_tokens": examples * n_mod * 300.0,
-                "completion_tokens": examples * n_mod * 80.0,
-            },
-            "proposer": {
-                "calls": parents * per_parent,
-                "prompt_tokens": parents * per_parent * 600.0,
-                "completion_tokens": parents * per_parent * 150.0,
-            },
-        }
+        p, c, calls = run_tokens(setup, 0)
+        est.add("task", examples * calls, examples * p, examples * c)
+        est.per_call("proposer", parents * per_parent, PROPOSER_PROMPT_TOKENS, PROPOSER_REPLY_TOKENS)
         if isinstance(setup.evaluator.metric, JudgeMetric):
-            out["judge"] = {
-                "calls": float(examples),
-                "prompt_tokens": examples * 350.0,
-                "completion_tokens": examples * 60.0,
-            }
-        return out
+            est.per_call("judge", examples, JUDGE_PROMPT_TOKENS, JUDGE_REPLY_TOKENS)
 
 
 class GradSumNoSummary(GradSum):
@@ -422,25 +353,18 @@ class GradSumNoSummary(GradSum):
 
     name = "gradsum-nosum"
     summarize = False
-
-    def __init__(self, *, failures_per_edit: int = 2, **settings: Any) -> None:
-        super().__init__(**settings)
-        if isinstance(failures_per_edit, bool) or not isinstance(failures_per_edit, int) or failures_per_edit < 1:
-            raise ValueError(f"{self.name}: failures_per_edit must be an integer >= 1, got {failures_per_edit!r}")
-        self.failures_per_edit = failures_per_edit
-
-    def settings(self) -> dict[str, Any]:
-        return {**super().settings(), "failures_per_edit": self.failures_per_edit}
+    settings_class = GradSumNoSummarySettings
+    settings: GradSumNoSummarySettings
 
     async def _feedback(
-        self, setup: OptimizationSetup, cand: Candidate, by_module: dict[str, list[Gradient]], plog: dict[str, Any]
+        self, run: GradSumRun, cand: Candidate, by_module: dict[str, list[Gradient]], plog: dict[str, Any]
     ) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
         plog["picked"] = {}
         for m, gradients in by_module.items():
             texts, picked = [], []
-            for _ in range(self.edits_per_prompt):
-                few = self._pick.sample(gradients, min(self.failures_per_edit, len(gradients)))
+            for _ in range(self.settings.edits_per_prompt):
+                few = run.pick.sample(gradients, min(self.settings.failures_per_edit, len(gradients)))
                 few.sort(key=lambda g: g.example_id)
                 texts.append(steps.gradient_list(few))
                 picked.append([g.example_id for g in few])

@@ -9,8 +9,11 @@
   talks about the instruction or is cut off is re-sampled, one that drops the start's allowed labels or
   answer form gets the start's contract sentences appended.
 
-Each step is an `async` function of the proposer `LM` so that every call is cached, counted and budgeted
-like any other. Templates live in `prompthone/templates/gradsum_*.txt`.
+Each step asks the proposer through the shared call path (`proposers.calls.propose`), so every call is
+cached, counted and recorded like any other, and returns the call's `ProposalRecord`: the optimizer
+emits the records in a fixed order once a batch of concurrent calls is done (`keep`), so a run's events
+do not depend on which call finished first. The caller checks the budget once before each batch.
+Templates live in `prompthone/templates/gradsum_*.txt`.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from prompthone.evaluate import ExampleRecord
-from prompthone.lm.client import LM
+from prompthone.optimize.base import OptimizationSetup
+from prompthone.optimize.proposers.calls import ProposalRecord, propose
 from prompthone.optimize.proposers.contract import REJECTED, Contract, guard, runs_to_cutoff
 from prompthone.program import Module, ModuleCall
 from prompthone.program.values import format_value, label_key, label_of
@@ -36,6 +40,8 @@ ATTRIBUTION_TOKENS = 60
 EDIT_ATTEMPTS = 2
 #: re-sample `a` of an edit uses sample index `index + a * RESAMPLE_STRIDE`, clear of every first sample
 RESAMPLE_STRIDE = 100_000
+#: GRAD-SUM's proposer calls have always been made with seed 0; the response caches are keyed on it
+SEED = 0
 #: how the edit prompt states the start's contract (nothing when the start has none)
 CONTRACT_LINE = "\nKeep this requirement of the step's first instruction, word for word: {statement}"
 
@@ -54,6 +60,7 @@ class Failure:
     trace: tuple[ModuleCall, ...]
     module: str
     how: str
+    call: ProposalRecord | None = None  # the proposer call that named the module ("lm"), if one did
 
 
 @dataclass(frozen=True)
@@ -155,15 +162,16 @@ def read_module_name(text: str, names: Sequence[str]) -> str | None:
 
 
 async def attribute_with_lm(
-    lm: LM,
+    setup: OptimizationSetup,
     record: ExampleRecord,
     trace: Sequence[ModuleCall],
     names: Sequence[str],
     *,
     max_chars: int,
     task: str | None = None,
-) -> tuple[str, str]:
-    """Ask the proposer which step went wrong, given the whole trace; the last step if it names none."""
+) -> tuple[str, str, ProposalRecord]:
+    """Ask the proposer which step went wrong, given the whole trace; the last step if it names none.
+    Returns (module, how, the call's record)."""
     called = [n for n in dict.fromkeys(c.module for c in trace) if n in names] or list(names)
     prompt = render_template(
         "gradsum_attribution",
@@ -174,18 +182,19 @@ async def attribute_with_lm(
         feedback=_feedback(record, max_chars),
         names=", ".join(called),
     )
-    c = await lm.complete([{"role": "user", "content": prompt}], temperature=0.0, max_tokens=ATTRIBUTION_TOKENS)
-    name = read_module_name(c.text, called)
+    reply, call = await propose(setup, prompt, purpose="gradsum_attribution", temperature=0.0,
+                                max_tokens=ATTRIBUTION_TOKENS, seed=SEED, check_budget=False)  # fmt: skip
+    name = read_module_name(reply, called)
     if name is None:
-        return called[-1], "fallback"
-    return name, "lm"
+        return called[-1], "fallback", call
+    return name, "lm", call
 
 
 # -- gradient, summary, edit ------------------------------------------------------------------------
 async def write_gradient(
-    lm: LM, failure: Failure, instruction: str, *, max_chars: int, task: str | None = None
-) -> Gradient | None:
-    """One textual gradient for `failure.module`, or None if the proposer wrote nothing."""
+    setup: OptimizationSetup, failure: Failure, instruction: str, *, max_chars: int, task: str | None = None
+) -> tuple[Gradient | None, ProposalRecord]:
+    """One textual gradient for `failure.module` (None if the proposer wrote nothing), and the call's record."""
     prompt = render_template(
         "gradsum_gradient",
         task=task_line(task),
@@ -196,9 +205,10 @@ async def write_gradient(
         score=_score_text(failure.record),
         feedback=_feedback(failure.record, max_chars),
     )
-    c = await lm.complete([{"role": "user", "content": prompt}], temperature=0.0, max_tokens=GRADIENT_TOKENS)
-    text = c.text.strip()
-    return Gradient(failure.module, failure.example_id, text) if text else None
+    reply, call = await propose(setup, prompt, purpose="gradsum_gradient", module=failure.module, temperature=0.0,
+                                max_tokens=GRADIENT_TOKENS, seed=SEED, check_budget=False)  # fmt: skip
+    text = reply.strip()
+    return (Gradient(failure.module, failure.example_id, text) if text else None), call
 
 
 def gradient_list(gradients: Sequence[Gradient]) -> str:
@@ -206,9 +216,10 @@ def gradient_list(gradients: Sequence[Gradient]) -> str:
 
 
 async def summarize(
-    lm: LM, module: str, instruction: str, gradients: Sequence[Gradient], *, task: str | None = None
-) -> str | None:
-    """Fold the gradients of one module into one general direction (None if the reply is empty)."""
+    setup: OptimizationSetup, module: str, instruction: str, gradients: Sequence[Gradient], *, task: str | None = None
+) -> tuple[str | None, ProposalRecord]:
+    """Fold the gradients of one module into one general direction (None if the reply is empty), and the
+    call's record."""
     prompt = render_template(
         "gradsum_summary",
         task=task_line(task),
@@ -216,8 +227,9 @@ async def summarize(
         instruction=instruction,
         gradients=gradient_list(gradients),
     )
-    c = await lm.complete([{"role": "user", "content": prompt}], temperature=0.0, max_tokens=SUMMARY_TOKENS)
-    return c.text.strip() or None
+    reply, call = await propose(setup, prompt, purpose="gradsum_summary", module=module, temperature=0.0,
+                                max_tokens=SUMMARY_TOKENS, seed=SEED, check_budget=False)  # fmt: skip
+    return reply.strip() or None, call
 
 
 def _fields(fields: Sequence[Any]) -> str:
@@ -226,11 +238,9 @@ def _fields(fields: Sequence[Any]) -> str:
 
 @dataclass(frozen=True)
 class EditAttempt:
-    """One edit call: its sample index, the reply, and what the contract check made of it."""
+    """One edit call: its record, and what the contract check made of it."""
 
-    sample_index: int
-    reply: str
-    cached: bool
+    call: ProposalRecord
     kept: str | None
     contract: str = ""  # "kept", "repaired", "rejected"; "" when the reply held no usable instruction
     reason: str = ""
@@ -245,7 +255,7 @@ class Edit:
 
 
 async def edit_instruction(
-    lm: LM,
+    setup: OptimizationSetup,
     module_name: str,
     module: Module,
     instruction: str,
@@ -276,24 +286,20 @@ async def edit_instruction(
     tried: list[EditAttempt] = []
     for a in range(max(1, attempts)):
         index = sample_index + a * RESAMPLE_STRIDE
-        c = await lm.complete(
-            [{"role": "user", "content": prompt}],
-            temperature=temperature,
-            max_tokens=EDIT_TOKENS,
-            sample_index=index,
-        )
-        new = read_instruction(c.text)
+        reply, call = await propose(
+            setup, prompt, purpose="gradsum_edit", module=module_name, temperature=temperature,
+            max_tokens=EDIT_TOKENS, sample_index=index, seed=SEED, check_budget=False,
+        )  # fmt: skip
+        new = read_instruction(reply)
         if new is None or len(new) > max_chars:
-            tried.append(EditAttempt(index, c.text, c.cached, None, "", "no usable instruction in the reply"))
+            tried.append(EditAttempt(call, None, "", "no usable instruction in the reply"))
             break
-        verdict = guard(new, contract, cut_off=runs_to_cutoff(c.text, new, c.finish_reason))
+        verdict = guard(new, contract, cut_off=runs_to_cutoff(reply, new, call.finish_reason))
         text = verdict.text
         if text is not None and text == instruction.strip():
-            tried.append(
-                EditAttempt(index, c.text, c.cached, None, verdict.status, "the current instruction unchanged")
-            )
+            tried.append(EditAttempt(call, None, verdict.status, "the current instruction unchanged"))
             break
-        tried.append(EditAttempt(index, c.text, c.cached, text, verdict.status, verdict.reason))
+        tried.append(EditAttempt(call, text, verdict.status, verdict.reason))
         if verdict.status != REJECTED:
             return Edit(text, tuple(tried))
     return Edit(None, tuple(tried))

@@ -8,10 +8,10 @@ from prompthone.optimize.mipro.optimizer import (
     MIPRO0Shot,
     MIPROFamily,
     MIPROPlusPlus,
-    Pool,
 )
 from prompthone.optimize.mipro.search import MinibatchSchedule, derived_seed
 from prompthone.optimize.mipro.settings import PRESETS, MIPROSettings
+from prompthone.optimize.mipro.study import MIPRORun, Pool
 
 __all__ = [
     "MIPRO",
@@ -21,6 +21,7 @@ __all__ = [
     "MIPRO0Shot",
     "MIPROFamily",
     "MIPROPlusPlus",
+    "MIPRORun",
     "MIPROSettings",
     "MinibatchSchedule",
     "Pool",

@@ -3,26 +3,40 @@
 Calls are upper bounds for a cold cache: every trial is counted as paid, although a repeated
 configuration on the same minibatch (and the start's first trial) is served by the score cache.
 Tokens are approximations (see `proposers.cost`).
+
+The optimizer is read through the `MIPROShape` protocol (its settings, plan and what it searches), so
+this module does not import `mipro.optimizer`, which calls it.
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Protocol
 
-from prompthone.optimize.base import OptimizationSetup
+from prompthone.optimize.base import Estimate, OptimizationSetup
+from prompthone.optimize.mipro.settings import MIPROSettings
 from prompthone.optimize.proposers.cost import approx_tokens, run_tokens
 from prompthone.optimize.proposers.grounding import format_example, program_source
-
-if TYPE_CHECKING:
-    from prompthone.optimize.mipro.optimizer import MIPROFamily
 
 PROPOSAL_REPLY_SHARE = 0.5  # proposer replies use about half their max_tokens
 
 
-def estimate_mipro(opt: MIPROFamily, setup: OptimizationSetup) -> dict[str, dict[str, float]]:
-    """Calls and tokens per role: task (scoring), proposer (grounding and instructions), teacher
-    (bootstrapping)."""
+class MIPROShape(Protocol):
+    """What the estimate reads of a MIPRO-family optimizer."""
+
+    settings: MIPROSettings
+    searches_instructions: bool
+    searches_demos: bool
+    proposes_in_trials: bool
+
+    def plan(self, setup: OptimizationSetup) -> dict[str, int]: ...
+
+    def _needs_bootstrap(self) -> bool: ...
+
+
+def estimate_mipro(opt: MIPROShape, setup: OptimizationSetup, est: Estimate) -> None:
+    """Calls and tokens per role: task (scoring), teacher (bootstrapping), proposer (grounding and
+    instructions)."""
     s = opt.settings
     plan = opt.plan(setup)
     n_mod, val, trials, minibatch = plan["modules"], plan["val"], plan["trials"], plan["minibatch"]
@@ -33,27 +47,19 @@ def estimate_mipro(opt: MIPROFamily, setup: OptimizationSetup) -> dict[str, dict
         runs = val * (1 + trials)
     n_demos = (s.max_bootstrapped_demos + s.max_labeled_demos) if opt.searches_demos else 0
     p, c, calls_per_run = run_tokens(setup, n_demos)
-    out: dict[str, dict[str, float]] = {
-        "task": {"calls": runs * calls_per_run, "prompt_tokens": runs * p, "completion_tokens": runs * c}
-    }
+    est.add("task", runs * calls_per_run, runs * p, runs * c)
 
     teacher_runs = 0
     if opt._needs_bootstrap():
         teacher_runs = max(0, len(setup.trainset) - s.teacher_labeled)
     tp, tc, _ = run_tokens(setup, min(s.teacher_labeled, s.max_labeled_demos) if s.teacher_labeled else 0)
-    out["teacher"] = {
-        "calls": teacher_runs * calls_per_run,
-        "prompt_tokens": teacher_runs * tp,
-        "completion_tokens": teacher_runs * tc,
-    }
+    est.add("teacher", teacher_runs * calls_per_run, teacher_runs * tp, teacher_runs * tc)
 
     reply = s.proposer_max_tokens * PROPOSAL_REPLY_SHARE
-    proposer: dict[str, float] = {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0}
+    est.add("proposer", 0)
 
     def add(calls: float, prompt_tokens: float) -> None:
-        proposer["calls"] += calls
-        proposer["prompt_tokens"] += calls * prompt_tokens
-        proposer["completion_tokens"] += calls * reply
+        est.per_call("proposer", calls, prompt_tokens, reply)
 
     grounded = opt.searches_instructions or opt.proposes_in_trials
     if grounded and s.ground_dataset and setup.trainset:
@@ -70,10 +76,3 @@ def estimate_mipro(opt: MIPROFamily, setup: OptimizationSetup) -> dict[str, dict
         add(n_mod * (s.n_instructions - 1), instruction_prompt)
     if opt.proposes_in_trials:
         add(n_mod * trials, instruction_prompt + 40 * s.history_size)
-    out["proposer"] = proposer
-    return {role: {k: float(round(v)) for k, v in d.items()} for role, d in out.items()}
-
-
-def summarize_plan(opt: MIPROFamily, setup: OptimizationSetup) -> dict[str, Any]:
-    """The plan and the estimate together, for reports."""
-    return {"plan": opt.plan(setup), "estimate": estimate_mipro(opt, setup)}

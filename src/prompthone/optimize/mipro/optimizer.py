@@ -24,11 +24,7 @@ Where this goes beyond the reference implementation:
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
-import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any
 
 import optuna
@@ -37,27 +33,25 @@ from optuna.trial import TrialState
 
 from prompthone.data.example import Example
 from prompthone.evaluate import EvalResult, EvaluationError
-from prompthone.optimize.base import OptimizationResult, OptimizationSetup, Optimizer
+from prompthone.optimize.base import Estimate, OptimizationResult, OptimizationSetup, Optimizer
 from prompthone.optimize.budget import BudgetExhausted
 from prompthone.optimize.mipro.estimate import estimate_mipro
 from prompthone.optimize.mipro.search import (
     ConfigStats,
-    MinibatchSchedule,
     asked_count,
     finished_count,
     make_sampler,
-    open_study,
     pick_for_full_eval,
     quiet_optuna,
 )
 from prompthone.optimize.mipro.settings import MIPROSettings
+from prompthone.optimize.mipro.study import MIPRORun, Pool, open_run_study
 from prompthone.optimize.proposers import (
     TIPS,
     BootstrapResult,
     DemoSet,
     Grounding,
     InstructionProposer,
-    ProposalLog,
     ProposalOptions,
     bootstrap_demos,
     demo_set_candidates,
@@ -70,98 +64,6 @@ from prompthone.sqlurl import safe_url
 
 #: temperatures MIPRO++ may choose for a proposal
 PLUS_TEMPERATURES = (0.5, 0.8, 1.0, 1.2)
-
-
-@dataclass
-class Pool:
-    """Everything proposed before the search: it is what trial parameters index into, so a resumed
-    study must see exactly the same pool (it is stored in the study)."""
-
-    instructions: dict[str, list[str]]
-    demo_sets: dict[str, list[DemoSet]]
-    proposer_demos: dict[str, list[DemoSet]]
-    grounding: Grounding
-    bootstrap: dict[str, int] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        def sets(d: Mapping[str, Sequence[DemoSet]]) -> dict[str, list[list[dict[str, str]]]]:
-            return {m: [[x.to_dict() for x in s] for s in v] for m, v in d.items()}
-
-        return {
-            "instructions": self.instructions,
-            "demo_sets": sets(self.demo_sets),
-            "proposer_demos": sets(self.proposer_demos),
-            "grounding": {
-                "dataset_summary": self.grounding.dataset_summary,
-                "program_description": self.grounding.program_description,
-                "module_roles": dict(self.grounding.module_roles),
-            },
-            "bootstrap": self.bootstrap,
-        }
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> Pool:
-        def sets(v: Mapping[str, Any]) -> dict[str, list[DemoSet]]:
-            return {m: [tuple(Demo(x) for x in s) for s in lst] for m, lst in v.items()}
-
-        g = d["grounding"]
-        return cls(
-            instructions={m: list(v) for m, v in d["instructions"].items()},
-            demo_sets=sets(d["demo_sets"]),
-            proposer_demos=sets(d["proposer_demos"]),
-            grounding=Grounding(g["dataset_summary"], g["program_description"], dict(g["module_roles"])),
-            bootstrap=dict(d.get("bootstrap", {})),
-        )
-
-
-class _Run:
-    """The state of one `optimize` call; what must survive a kill is mirrored in the study."""
-
-    def __init__(
-        self,
-        setup: OptimizationSetup,
-        settings: MIPROSettings,
-        val: list[Example],
-        study: optuna.Study,
-        n_trials: int,
-        n_startup: int,
-        parallel: int,
-    ) -> None:
-        self.setup = setup
-        self.s = settings
-        self.val = val
-        self.study = study
-        self.n_trials = n_trials
-        self.n_startup = n_startup
-        self.parallel = parallel
-        self.minibatching = settings.minibatch_size < len(val)
-        self.schedule = MinibatchSchedule(val, settings.minibatch_size, setup.rng("mipro:minibatches"))
-        self.stats: dict[str, ConfigStats] = {}
-        self.baseline: dict[str, float] = {}
-        self.start_full = math.nan
-        self.full_log: list[dict[str, Any]] = []
-        self.processed = 0
-        self.final_done = False
-        self.failures: list[dict[str, Any]] = []
-        self.log: ProposalLog = []
-        self.pool: Pool | None = None
-        self.live: dict[int, optuna.Trial] = {}
-        self.resumed = False
-        self.known = {k for k in study.user_attrs if k.startswith("cand:")}
-
-    def baseline_mean(self, examples: Sequence[Example]) -> float:
-        vals = [self.baseline[e.id] for e in examples if e.id in self.baseline]
-        return sum(vals) / len(vals) if vals else self.start_full
-
-    def persist(self, key: str, value: Any) -> None:
-        self.study.set_user_attr(key, value)
-
-    def remember(self, candidate: Candidate) -> None:
-        """Store a candidate in the study once, so trials can name it by hash."""
-        key = f"cand:{candidate.hash}"
-        if key not in self.known:
-            self.study.set_user_attr(key, candidate.to_dict())
-            self.known.add(key)
 
 
 class MIPROFamily(Optimizer):
@@ -202,13 +104,10 @@ class MIPROFamily(Optimizer):
             "full_eval_every": s.full_eval_every,
         }
 
-    def estimate(self, setup: OptimizationSetup) -> dict[str, dict[str, float]]:
-        """Expected LM calls and tokens per role (task, proposer, teacher) before anything is spent.
-
-        Calls are upper bounds for a cold cache (no repeated configuration served from the score
-        cache); tokens are approximations from the rendered prompts (about 4 characters a token).
-        """
-        return estimate_mipro(self, setup)
+    def _estimate(self, setup: OptimizationSetup, est: Estimate) -> None:
+        """Calls are upper bounds for a cold cache (no repeated configuration served from the score
+        cache); tokens are approximations from the rendered prompts (about 4 characters a token)."""
+        estimate_mipro(self, setup, est)
 
     def _validation(self, setup: OptimizationSetup) -> list[Example]:
         val = list(setup.valset)
@@ -217,56 +116,27 @@ class MIPROFamily(Optimizer):
             val = [e for e in val if e.id in keep]
         return val
 
-    def _fingerprint(self, setup: OptimizationSetup, val: Sequence[Example], plan: dict[str, int]) -> str:
-        s = self.settings
-        payload = {
-            "optimizer": self.name,
-            "settings": {k: v for k, v in vars(s).items() if k not in ("storage", "study_name")},
-            "plan": plan,
-            "program": f"{type(setup.program).__module__}.{type(setup.program).__qualname__}",
-            "start": setup.start.hash,
-            "train": [e.id for e in setup.trainset],
-            "val": [e.id for e in val],
-            "seed": setup.seed,
-            "task_lm": setup.task_lm.model,
-            "proposer_lm": setup.proposer_lm.model if setup.proposer_lm else None,
-            "teacher_lm": setup.teacher_lm.model if setup.teacher_lm else None,
-            "metric": setup.evaluator.metric.name,
-        }
-        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
-
     # ----------------------------------------------------------------------------- the run
-    async def _optimize(self, setup: OptimizationSetup) -> OptimizationResult:
-        s = self.settings
-        self._info: dict[str, Any] = {}
+    def start_run(self, setup: OptimizationSetup) -> MIPRORun:
+        return MIPRORun(setup, self.settings)
+
+    async def _optimize(self, run: MIPRORun) -> OptimizationResult:
+        setup, s = run.setup, self.settings
         val = self._validation(setup)
         plan = self._plan_checked(setup, val)
-        fingerprint = self._fingerprint(setup, val, plan)
-        storage = s.storage or getattr(setup, "storage_url", None)
+        storage = s.storage or setup.storage_url
         with quiet_optuna():
-            study = open_study(storage, s.study_name or f"{self.name}-{fingerprint[:16]}", setup.seed)
-            stored = study.user_attrs.get("fingerprint")
-            if stored is not None and stored != fingerprint:
-                raise ValueError(
-                    f"study {study.study_name!r} in {safe_url(storage)} belongs to a different run (other data, "
-                    "settings, models or seed); give another study_name or storage file to start afresh"
-                )
-            run = _Run(setup, s, val, study, plan["trials"], plan["startup_trials"], plan["parallel_trials"])
-            if stored is None:
-                run.persist("fingerprint", fingerprint)
+            study = open_run_study(storage, self.name, s, setup, val, plan)
+            run.open(val, study, plan)
             setup.emit(
                 "step", stage="plan", **plan, storage=safe_url(storage) if storage else None, study=study.study_name,
                 resumed=bool(study.user_attrs.get("full")),
             )  # fmt: skip
-            try:
-                await self._start(run)
-                await self._pool(run)
-                self._restore_trials(run)
-                await self._search(run)
-            except BudgetExhausted:
-                self._info = self._summary(run)
-                raise
-            return self._result(setup, **self._summary(run))
+            await self._start(run)
+            await self._pool(run)
+            run.restore_trials()
+            await self._search(run)
+            return run.result()
 
     def _plan_checked(self, setup: OptimizationSetup, val: list[Example]) -> dict[str, int]:
         if not val:
@@ -275,68 +145,28 @@ class MIPROFamily(Optimizer):
         plan["val"] = len(val)
         return plan
 
-    def _summary(self, run: _Run) -> dict[str, Any]:
-        pool = run.pool
-        return {
-            "plan": {"trials": run.n_trials, "startup_trials": run.n_startup, "parallel_trials": run.parallel,
-                     "minibatch": min(run.s.minibatch_size, len(run.val)), "minibatches": len(run.schedule),
-                     "val": len(run.val)},
-            "study": run.study.study_name,
-            "resumed": run.resumed,
-            "failed_trials": list(run.failures),
-            "full_evals": list(run.full_log),
-            "pool_sizes": {
-                m: {"instructions": len(pool.instructions.get(m, ())), "demo_sets": len(pool.demo_sets.get(m, ()))}
-                for m in setup_modules(run)
-            } if pool else {},
-            "bootstrap": pool.bootstrap if pool else {},
-            "proposals": [r.to_dict() for r in run.log],
-        }  # fmt: skip
-
-    def _partial(self, setup: OptimizationSetup, *, stopped_by: str) -> OptimizationResult:
-        r = super()._partial(setup, stopped_by=stopped_by)
-        r.info.update(getattr(self, "_info", {}))
-        return r
-
     # ----------------------------------------------------------------------------- start
-    async def _start(self, run: _Run) -> None:
+    async def _start(self, run: MIPRORun) -> None:
         """Score the start on the whole validation set first (or restore that score), so the result is
         never worse than the start, and keep its per-example scores as the baseline for pairing."""
-        setup, attrs = run.setup, run.study.user_attrs
-        if attrs.get("full"):
-            run.resumed = True
-            run.full_log = list(attrs["full"])
-            run.baseline = dict(attrs["baseline"])
-            run.processed = int(attrs.get("processed", 0))
-            run.final_done = bool(attrs.get("final_done", False))
-            start = run.full_log[0]
-            run.start_full = float(start["score"])
+        if run.restore_start():
             return
-        trial, result = await self.score(setup, setup.start, run.val, full=True, phase="start")
-        run.start_full = trial.score
-        run.baseline = {r.example_id: s for r in result.records if (s := r.counted_score) is not None}
-        run.full_log = [
-            {"hash": setup.start.hash, "score": trial.score, "n": trial.n, "after": 0, "at": 0, "kind": "start"}
-        ]
-        run.remember(setup.start)
-        run.persist("baseline", run.baseline)
-        run.persist("full", run.full_log)
+        trial, result = await run.score(run.setup.start, run.val, full=True, phase="start")
+        run.save_start(trial, result)
 
     # ----------------------------------------------------------------------------- pool
-    async def _pool(self, run: _Run) -> None:
-        stored = run.study.user_attrs.get("pool")
-        if stored is not None:
-            run.pool = Pool.from_json(stored)
-            return
-        run.pool = await self._build_pool(run)
-        run.persist("pool", run.pool.to_json())
+    async def _pool(self, run: MIPRORun) -> None:
+        run.pool = run.stored_pool()
+        if run.pool is None:
+            run.pool = await self._build_pool(run)
+            run.save_pool(run.pool)
 
     def _needs_bootstrap(self) -> bool:
         s = self.settings
         proposes = self.searches_instructions or self.proposes_in_trials
         return (self.searches_demos and s.max_bootstrapped_demos > 0) or (proposes and s.ground_demos)
 
-    async def _build_pool(self, run: _Run) -> Pool:
+    async def _build_pool(self, run: MIPRORun) -> Pool:
         setup, s = run.setup, run.s
         program, start = setup.program, setup.start
         modules = list(program.named_modules())
@@ -382,7 +212,7 @@ class MIPROFamily(Optimizer):
         bootstrap = {"tried": boot.tried, "passed": boot.passed, "errors": boot.errors}
         return Pool(instructions, demo_sets, proposer_demos, grounding, bootstrap)
 
-    async def _grounding(self, run: _Run) -> Grounding:
+    async def _grounding(self, run: MIPRORun) -> Grounding:
         s, setup = run.s, run.setup
         summary, desc = "", None
         if s.ground_dataset:
@@ -393,7 +223,7 @@ class MIPROFamily(Optimizer):
             desc = await describe_program(setup, log=run.log)
         return Grounding(summary, desc.program if desc else "", dict(desc.modules) if desc else {})
 
-    def _proposer(self, run: _Run, grounding: Grounding) -> InstructionProposer:
+    def _proposer(self, run: MIPRORun, grounding: Grounding) -> InstructionProposer:
         s = run.s
         return InstructionProposer(
             run.setup, grounding, max_tokens=s.proposer_max_tokens, max_attempts=s.max_attempts, log=run.log,
@@ -413,7 +243,7 @@ class MIPROFamily(Optimizer):
         return ProposalOptions(**base)
 
     # ----------------------------------------------------------------------------- search space
-    def _distributions(self, run: _Run) -> dict[str, BaseDistribution]:
+    def _distributions(self, run: MIPRORun) -> dict[str, BaseDistribution]:
         assert run.pool is not None
         out: dict[str, BaseDistribution] = {}
         for m in run.setup.program.named_modules():
@@ -423,12 +253,12 @@ class MIPROFamily(Optimizer):
                 out[f"{m}::demos"] = CategoricalDistribution(list(range(len(run.pool.demo_sets[m]))))
         return out
 
-    def _start_params(self, run: _Run) -> dict[str, Any] | None:
+    def _start_params(self, run: MIPRORun) -> dict[str, Any] | None:
         """Parameters of the start configuration (index 0 everywhere), tried first: its minibatch
         scores come from the start's full evaluation, so it anchors TPE for free."""
         return {name: 0 for name in self._distributions(run)}
 
-    async def _decode(self, run: _Run, params: Mapping[str, Any], number: int) -> Candidate:
+    async def _decode(self, run: MIPRORun, params: Mapping[str, Any], number: int) -> Candidate:
         assert run.pool is not None
         cand = run.setup.start
         for m in run.setup.program.named_modules():
@@ -438,60 +268,8 @@ class MIPROFamily(Optimizer):
             cand = cand.with_module(m, p)
         return cand
 
-    # ----------------------------------------------------------------------------- restore
-    def _restore_trials(self, run: _Run) -> None:
-        """Re-enter what an earlier process already scored (nothing when the study is new)."""
-        setup = run.setup
-        attrs = run.study.user_attrs
-        start = setup.start
-        entries = list(run.full_log)
-        # the start's full score first, as in a live run
-        first = entries.pop(0)
-        if run.resumed:
-            self._record(setup, start, float(first["score"]), int(first["n"]), full=True, phase="start")
-        run.stats.setdefault(start.hash, ConfigStats(start, -1))
-        run.stats[start.hash].full = run.start_full
-
-        def candidate(h: str) -> Candidate:
-            return Candidate.from_json(attrs[f"cand:{h}"])
-
-        done = sorted(
-            run.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)),
-            key=lambda t: t.number,
-        )
-        for finished, t in enumerate(done, 1):
-            if t.state == TrialState.COMPLETE:
-                h = t.user_attrs["candidate"]
-                st = run.stats.setdefault(h, ConfigStats(candidate(h), t.number))
-                st.minibatch.append((int(t.user_attrs["batch"]), float(t.user_attrs["score"]), float(t.value)))
-                self._record(
-                    setup, st.candidate, float(t.user_attrs["score"]), int(t.user_attrs["n"]),
-                    full=not run.minibatching, phase="trial", optuna_trial=t.number, batch=t.user_attrs["batch"],
-                    advantage=t.value, restored=True,
-                )  # fmt: skip
-                if not run.minibatching:
-                    st.full = float(t.user_attrs["score"])
-            else:
-                run.failures.append({"trial": t.number, "error": t.user_attrs.get("error", "")})
-            entries = self._restore_full(run, entries, finished, candidate)
-        self._restore_full(run, entries, math.inf, candidate)
-
-    def _restore_full(self, run: _Run, entries: list[dict[str, Any]], upto: float, candidate: Any) -> list:
-        rest = []
-        for e in entries:  # `at`: how many trials had finished when it was scored
-            if e["at"] > upto:
-                rest.append(e)
-                continue
-            st = run.stats.setdefault(e["hash"], ConfigStats(candidate(e["hash"]), 10**9))
-            if e.get("failed"):
-                st.full_failed = True
-                continue
-            st.full = float(e["score"])
-            self._record(run.setup, st.candidate, st.full, int(e["n"]), full=True, phase=e["kind"], restored=True)
-        return rest
-
     # ----------------------------------------------------------------------------- search loop
-    async def _search(self, run: _Run) -> None:
+    async def _search(self, run: MIPRORun) -> None:
         study = run.study
         if not study.get_trials(deepcopy=False):
             params = self._start_params(run)
@@ -531,11 +309,11 @@ class MIPROFamily(Optimizer):
             run.final_done = True
             run.persist("final_done", True)
 
-    def _mark(self, run: _Run, number: int, cand: Candidate) -> None:
+    def _mark(self, run: MIPRORun, number: int, cand: Candidate) -> None:
         run.remember(cand)
         run.live[number].set_user_attr("candidate", cand.hash)
 
-    async def _trial(self, run: _Run, number: int, cand: Candidate) -> tuple[EvalResult, int, float]:
+    async def _trial(self, run: MIPRORun, number: int, cand: Candidate) -> tuple[EvalResult, int, float]:
         """Score one trial through the shared evaluator. It is recorded by `_run_batch`, in trial
         order, so that trials in flight at once leave the same record whatever finished first."""
         if run.minibatching:
@@ -546,7 +324,7 @@ class MIPROFamily(Optimizer):
         result = await run.setup.evaluator.evaluate(cand, examples)
         return result, b, result.mean - run.baseline_mean(examples)
 
-    async def _run_batch(self, run: _Run, items: list[tuple[int, Candidate]]) -> None:
+    async def _run_batch(self, run: MIPRORun, items: list[tuple[int, Candidate]]) -> None:
         """Score trials concurrently, then tell Optuna in trial order (determinism), then run the full
         evaluations whose turn came."""
         results = await asyncio.gather(*(self._trial(run, n, c) for n, c in items), return_exceptions=True)
@@ -568,8 +346,8 @@ class MIPROFamily(Optimizer):
                 crash = crash or res
                 continue
             result, b, adv = res
-            trial = self._record(
-                run.setup, cand, result.mean, result.n, full=not run.minibatching, phase="trial",
+            trial = run.record(
+                cand, result.mean, result.n, full=not run.minibatching, phase="trial",
                 optuna_trial=number, batch=b, advantage=adv,
             )  # fmt: skip
             live.set_user_attr("score", trial.score)
@@ -591,7 +369,7 @@ class MIPROFamily(Optimizer):
         if stop is not None:
             raise stop
 
-    async def _full_eval(self, run: _Run, *, after: int, at: int, kind: str) -> None:
+    async def _full_eval(self, run: MIPRORun, *, after: int, at: int, kind: str) -> None:
         """Score on the whole validation set the best configuration by mean minibatch advantage that
         has not been fully scored. The final one is only spent if that configuration could beat the
         best fully-scored one (its advantage is above the best's)."""
@@ -605,7 +383,7 @@ class MIPROFamily(Optimizer):
             if pick.advantage <= best_adv:
                 return
         try:
-            trial, _ = await self.score(run.setup, pick.candidate, run.val, full=True, phase=kind)
+            trial, _ = await run.score(pick.candidate, run.val, full=True, phase=kind)
         except EvaluationError as exc:
             pick.full_failed = True
             run.full_log.append({"hash": pick.candidate.hash, "after": after, "at": at, "kind": kind, "failed": True})
@@ -616,10 +394,6 @@ class MIPROFamily(Optimizer):
         run.full_log.append({"hash": pick.candidate.hash, "score": trial.score, "n": trial.n, "after": after,
                              "at": at, "kind": kind})  # fmt: skip
         run.persist("full", run.full_log)
-
-
-def setup_modules(run: _Run) -> list[str]:
-    return list(run.setup.program.named_modules())
 
 
 def _rotations(demos: list[Demo], size: int, count: int) -> list[DemoSet]:
@@ -654,7 +428,7 @@ class MIPRO0Shot(MIPROFamily):
     name = "mipro-0shot"
     searches_demos = False
 
-    async def _decode(self, run: _Run, params: Mapping[str, Any], number: int) -> Candidate:
+    async def _decode(self, run: MIPRORun, params: Mapping[str, Any], number: int) -> Candidate:
         cand = await super()._decode(run, params, number)
         for m in run.setup.program.named_modules():
             if cand[m].demos != run.setup.start[m].demos:
@@ -692,7 +466,7 @@ class MIPROPlusPlus(MIPROFamily):
     def _variables_per_module(self) -> int:
         return 2
 
-    def _distributions(self, run: _Run) -> dict[str, BaseDistribution]:
+    def _distributions(self, run: MIPRORun) -> dict[str, BaseDistribution]:
         assert run.pool is not None
         g = run.pool.grounding
         out: dict[str, BaseDistribution] = {}
@@ -709,10 +483,10 @@ class MIPROPlusPlus(MIPROFamily):
                 out[f"{m}::demos"] = CategoricalDistribution(list(range(len(run.pool.demo_sets[m]))))
         return out
 
-    def _start_params(self, run: _Run) -> dict[str, Any] | None:
+    def _start_params(self, run: MIPRORun) -> dict[str, Any] | None:
         return None  # the start's instruction is not a proposal; it is scored in full anyway
 
-    def _history(self, run: _Run, module: str) -> list[tuple[str, float]]:
+    def _history(self, run: MIPRORun, module: str) -> list[tuple[str, float]]:
         """(instruction, estimated score) for this module: the start's full score, and for each
         configuration tried, the start's score plus its mean paired advantage."""
         out = [(run.setup.start[module].instruction, run.start_full)]
@@ -722,7 +496,7 @@ class MIPROPlusPlus(MIPROFamily):
                 out.append((st.candidate[module].instruction, est))
         return out
 
-    async def _decode(self, run: _Run, params: Mapping[str, Any], number: int) -> Candidate:
+    async def _decode(self, run: MIPRORun, params: Mapping[str, Any], number: int) -> Candidate:
         assert run.pool is not None
         proposer = self._proposer(run, run.pool.grounding)
         s = self.settings

@@ -14,10 +14,11 @@ Trials default to max(2·V·log2(n), 1.5·n), rounded up, with V the number of s
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, fields
 from typing import Any
+
+from prompthone.optimize.settings import MethodSettings
 
 PRESETS: dict[str, dict[str, Any]] = {
     "light": {"num_candidates": 6, "val_size": 100},
@@ -27,7 +28,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 @dataclass(frozen=True)
-class MIPROSettings:
+class MIPROSettings(MethodSettings):
     """Every knob of the MIPRO family; `preset` (light, medium, heavy: DSPy's `auto`) picks
     the values that explicit settings override.
 
@@ -43,7 +44,12 @@ class MIPROSettings:
     Proposals: `proposal_temperature`, `proposer_max_tokens`, `max_attempts` per proposal, which
     grounding is shown (`ground_dataset` with `summary_batches` batches read, `ground_program`,
     `ground_demos`), `tips` on or off, and (MIPRO++) `history_size` earlier instructions shown.
+
+    Values are kept exactly as given (no int-to-float normalizing): they are part of the study's
+    fingerprint, which a resumed run must match.
     """
+
+    method = "mipro"
 
     preset: str | None = "light"
     num_candidates: int = 6
@@ -73,7 +79,7 @@ class MIPROSettings:
     history_size: int = 5  # MIPRO++: earlier instructions shown with their scores
 
     @classmethod
-    def build(cls, preset: str | None = "light", **overrides: Any) -> MIPROSettings:
+    def build(cls, preset: str | None = "light", **overrides: Any) -> MIPROSettings:  # type: ignore[override]
         """A preset's values, then `overrides`; unknown names raise, listing the known ones."""
         known = {f.name for f in fields(cls)} - {"preset"}
         unknown = sorted(set(overrides) - known)
@@ -86,36 +92,18 @@ class MIPROSettings:
             raise ValueError(f"unknown preset {preset!r}; expected one of {', '.join(PRESETS)} or None")
         values = dict(PRESETS[preset]) if preset else {}
         values.update({k: v for k, v in overrides.items() if v is not None or k in ("storage", "study_name")})
-        s = cls(preset=preset, **values)
-        s.validate()
-        return s
+        return cls(preset=preset, **values)
 
     def validate(self) -> None:
-        positive = (
-            "num_candidates",
-            "val_size",
-            "minibatch_size",
-            "full_eval_every",
-            "max_attempts",
-            "summary_batches",
-        )
-        for name in positive:
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"MIPRO setting {name} must be >= 1, got {getattr(self, name)!r}")
+        for name in ("num_candidates", "val_size", "minibatch_size", "full_eval_every", "max_attempts",
+                     "summary_batches"):  # fmt: skip
+            self.at_least(name, 1)
         for name in ("num_trials", "n_startup_trials", "parallel_trials", "num_instructions", "num_demo_sets"):
-            v = getattr(self, name)
-            if v is not None and int(v) < 1:
-                raise ValueError(f"MIPRO setting {name} must be >= 1 or None, got {v!r}")
+            self.at_least(name, 1, optional=True)
         for name in ("max_bootstrapped_demos", "max_labeled_demos", "teacher_labeled", "history_size"):
-            if int(getattr(self, name)) < 0:
-                raise ValueError(f"MIPRO setting {name} must be >= 0, got {getattr(self, name)!r}")
-        if not isinstance(self.cover_labels, bool):
-            raise ValueError(f"MIPRO setting cover_labels must be true or false, got {self.cover_labels!r}")
-        if not 0.0 < self.proposal_temperature <= 2.0:
-            raise ValueError(f"proposal_temperature must be in (0, 2], got {self.proposal_temperature!r}")
-
-    def replace(self, **changes: Any) -> MIPROSettings:
-        return dataclasses.replace(self, **changes)
+            self.at_least(name, 0)
+        self.boolean("cover_labels")
+        self.in_range("proposal_temperature", 0.0, 2.0, low_open=True, normalize=False)
 
     @property
     def n_instructions(self) -> int:

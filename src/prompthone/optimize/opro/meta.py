@@ -1,24 +1,20 @@
-"""What every OPRO problem shares: a history of scored solutions shown in a meta-prompt, and sampling
-several distinct proposals from the optimizer LM.
+"""What every OPRO problem shares: a history of scored solutions shown in a meta-prompt, its order and
+score formatting, and the reading of instructions from the optimizer's replies.
 
-The prompt optimizer (instructions scored by the task LM) and the numeric problems (linear regression,
-travelling salesman; scored by a Python objective) differ only in what a solution is, how it is scored
-and which template words the meta-prompt; the history, its order, its score formatting and the
-sampling live here once, so an ablation switch means the same thing for all of them.
+The prompt optimizer (instructions scored by the task LM) and the numeric experiments
+(`prompthone.experiments.opro_numeric`: linear regression, travelling salesman; scored by a Python
+objective) differ only in what a solution is, how it is scored and which template words the
+meta-prompt; the history, its order and its score formatting live here once, so an ablation switch
+means the same thing for all of them. Sampling goes through `proposers.calls` for both.
 """
 
 from __future__ import annotations
 
-import asyncio
 import random
 import re
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
-
-from prompthone.lm.client import LM
-from prompthone.lm.errors import LMError
-from prompthone.lm.types import Completion
 
 #: How the shown history is arranged. "ascending" (the paper's default and best) lists the worst shown
 #: solution first and the best last, right before the request for a new one.
@@ -108,38 +104,6 @@ def order_word(order: str, *, minimize: bool) -> str:
         return "random"
     best_last = order == "ascending"
     return ("descending" if best_last else "ascending") if minimize else order
-
-
-async def sample_replies(
-    lm: LM,
-    prompt: str,
-    *,
-    n: int,
-    temperature: float,
-    first_index: int,
-    max_tokens: int,
-) -> list[Completion | Exception]:
-    """`n` samples of one meta-prompt, each with its own `sample_index` (distinct at temperature > 0,
-    cached and replayed on a re-run). A failed sample is returned as its exception, so one timeout does
-    not throw away the others; if every sample failed, the first error is raised, and a permanent one
-    (a refused key: every later call would fail alike) is raised whatever the others did."""
-    messages = [{"role": "user", "content": prompt}]
-    replies = await asyncio.gather(
-        *(
-            lm.complete(messages, temperature=temperature, max_tokens=max_tokens, sample_index=first_index + k)
-            for k in range(n)
-        ),
-        return_exceptions=True,
-    )
-    for r in replies:
-        if isinstance(r, BaseException) and not isinstance(r, Exception):
-            raise r  # cancellation and the like are not a failed sample
-    for r in replies:
-        if isinstance(r, LMError) and r.permanent:
-            raise r
-    if replies and all(isinstance(r, Exception) for r in replies):
-        raise replies[0]
-    return list(replies)
 
 
 _TAGGED = re.compile(r"<INS>(.*?)</INS>", re.S | re.I)

@@ -1,10 +1,17 @@
 """OPRO on the paper's small numeric problems: linear regression and the travelling salesman.
 
-The LM proposes solutions from a meta-prompt of scored earlier ones, exactly as for instructions (the
-same `History`, order and sampling from `meta.py`); only the objective is plain Python. Each run is
-compared with the true optimum (least squares; an exact Held-Karp solver for small TSP) and with a
-plain baseline that gets no LM (random search with as many evaluations; nearest neighbour), so that
-"the LLM optimized" has numbers next to it.
+The LM proposes solutions from a meta-prompt of scored earlier ones, as for instructions (the same
+`History`, order words and sampling rules: `optimize.opro.meta`, `proposers.calls.gather_samples`);
+only the objective is plain Python. Each run is compared with the true optimum (least squares; an exact
+Held-Karp solver for small TSP) and with a plain baseline that gets no LM (random search with as many
+evaluations; nearest neighbour), so that "the LLM optimized" has numbers next to it.
+
+Why an experiment of its own rather than a second user of OPRO's prompt step: the step that optimizes
+instructions scores through the run's evaluator, draws exemplars, checks the task contract and records
+each proposal in the run store; a numeric problem has none of these (no program, no run, no store), so
+sharing the step would mean abstracting every one of them for this one caller. What is the same for
+both (the scored history, its order and bucketing, the sampling of several replies) is shared as it
+is; the loop below is the few lines that remain, and the prompt optimizer has the only OPRO step.
 """
 
 from __future__ import annotations
@@ -21,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from prompthone.lm.client import LM
-from prompthone.optimize.opro.meta import ORDERS, History, order_word, sample_replies
+from prompthone.optimize.opro.meta import ORDERS, History, order_word
+from prompthone.optimize.proposers.calls import gather_samples
 from prompthone.templates import render_template
 
 EventSink = Callable[[str, dict[str, Any]], None]
@@ -421,13 +429,11 @@ async def run_numeric(
             **problem.template_values(),
         )
         prompts.append(prompt)
-        replies = await sample_replies(
-            lm,
-            prompt,
-            n=candidates_per_step,
-            temperature=temperature,
-            first_index=(step - 1) * candidates_per_step,
-            max_tokens=max_tokens,
+        messages = [{"role": "user", "content": prompt}]
+        first = (step - 1) * candidates_per_step
+        replies = await gather_samples(
+            lm.complete(messages, temperature=temperature, max_tokens=max_tokens, sample_index=first + k)
+            for k in range(candidates_per_step)
         )
         for reply in replies:
             counts["proposed"] += 1
