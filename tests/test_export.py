@@ -13,16 +13,16 @@ import yaml
 from typer.testing import CliRunner
 
 from prompthone.cli.report_cmd import register
-from prompthone.exporting import (
+from prompthone.lm import LM
+from prompthone.lm.scripted import ScriptedBackend
+from prompthone.program import Candidate, ChainOfThought, Predict, Program, PromptParams, run_program
+from prompthone.runs.export import (
     ExportError,
     export_program,
     fill_placeholders,
     load_exported,
     read_document,
 )
-from prompthone.lm import LM
-from prompthone.lm.scripted import ScriptedBackend
-from prompthone.program import Candidate, ChainOfThought, Predict, Program, PromptParams, run_program
 from prompthone.store import RunStore
 from prompthone.tasks import get_task
 from prompthone.testing.fake_openai_server import FakeOpenAIServer

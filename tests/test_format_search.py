@@ -336,10 +336,11 @@ def tags_math_responder(body: dict) -> str:
 
 
 def test_summary_prompts_report_and_exports_say_which_format_won(tmp_path, monkeypatch):
-    from prompthone.exporting import messages_document
     from prompthone.lm import run_sync
-    from prompthone.optimize.runner import RunSpec, run_optimization
     from prompthone.report.html import write_report
+    from prompthone.runs.export import messages_document
+    from prompthone.runs.runner import run_optimization
+    from prompthone.runs.spec import RunSpec
     from prompthone.testing.fake_openai_server import FakeOpenAIServer
     from runlib import write_fake_gsm8k
 

@@ -61,7 +61,7 @@ from prompthone.optimize.proposers import (
     summarize_dataset,
 )
 from prompthone.program import Candidate, Demo
-from prompthone.store.server import safe_url
+from prompthone.sqlurl import safe_url
 
 #: temperatures MIPRO++ may choose for a proposal
 PLUS_TEMPERATURES = (0.5, 0.8, 1.0, 1.2)

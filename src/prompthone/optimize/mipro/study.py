@@ -30,7 +30,7 @@ from prompthone.optimize.mipro.search import ConfigStats, MinibatchSchedule, ope
 from prompthone.optimize.mipro.settings import MIPROSettings
 from prompthone.optimize.proposers import DemoSet, Grounding, ProposalLog
 from prompthone.program import Candidate, Demo
-from prompthone.store.server import safe_url
+from prompthone.sqlurl import safe_url
 
 
 @dataclass

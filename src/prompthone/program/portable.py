@@ -1,7 +1,8 @@
 """Portable prompts: the exact messages each module sends, usable without prompthone.
 
 Built with the same `render_messages` that module calls use, so an exported prompt is byte for byte
-what the optimized program sends.
+what the optimized program sends. The files a person exports (json, yaml, messages) are written by
+`prompthone.runs.export`, on top of this.
 """
 
 from __future__ import annotations
