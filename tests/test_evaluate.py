@@ -184,3 +184,18 @@ def test_a_twin_stopped_midway_leaves_the_example_to_the_one_waiting():
     result = asyncio.run(run())
     assert result.records[0].status == "scored" and result.records[0].score == 1.0
     assert len(backend.requests) == 2
+
+
+def test_trace_replays_a_cached_score_through_the_response_cache():
+    """A score from the score cache keeps no trace; `trace` gives the module calls behind it again, answered
+    by the response cache, so a method reading them (GRAD-SUM) pays nothing twice."""
+    backend = ScriptedBackend(oracle)
+    lm = LM(backend, cache=True)
+    evaluator = Evaluator(QA(), ExactMatch(), lm)
+    evaluator.evaluate_sync(None, examples(3))
+    again = evaluator.evaluate_sync(None, examples(3))
+    assert all(r.cached for r in again.records) and again.traces == {}
+    trace = asyncio.run(evaluator.trace(None, examples(3)[2]))
+    assert len(backend.requests) == 3
+    assert [c.module for c in trace] == ["answer"] and trace[0].cached
+    assert trace[0].outputs["answer"] == "2"

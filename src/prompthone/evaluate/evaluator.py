@@ -32,6 +32,7 @@ from prompthone.metrics.judge import JudgeError
 from prompthone.program.candidate import Candidate
 from prompthone.program.program import Program, as_program
 from prompthone.program.run import run_program
+from prompthone.program.trace import ModuleCall
 
 #: the encoder `score_key` uses (`json.dumps(..., sort_keys=True, default=str, separators=(",", ":"))`)
 _SCORE_KEY_JSON = json.JSONEncoder(sort_keys=True, default=str, separators=(",", ":"))
@@ -163,6 +164,16 @@ class Evaluator:
                 result,
             )
         return result
+
+    async def trace(self, candidate: Candidate | None, example: Example) -> list[ModuleCall]:
+        """The module calls behind `candidate`'s score on `example`, for a method that reads them (GRAD-SUM's
+        gradients) when the score came from the score cache, which keeps no trace: the program runs again
+        with this evaluator's LMs and options, so the response cache answers it and nothing is scored."""
+        candidate = candidate or Candidate.default(self.program)
+        run = await run_program(
+            self.program, example.inputs, lm=self.lm, candidate=candidate, lm_for=self.lm_for, **self.lm_options
+        )
+        return run.trace
 
     def evaluate_sync(self, candidate: Candidate | None, examples: Sequence[Example], **kw: Any) -> EvalResult:
         return run_sync(self.evaluate(candidate, examples, **kw))
