@@ -21,6 +21,7 @@ from prompthone.program import (
     run_program,
 )
 from prompthone.program.params import DEFAULT_FORMAT, PROMPT_FORMATS
+from prompthone.testing.replies import write_reply
 
 LABELS = "one of: abbreviation, description, entity, human, location, number"
 TREC = Signature({"question": ""}, {"label": LABELS}, "Classify the question by the type of answer it expects.")
@@ -60,6 +61,26 @@ def test_labels_is_the_layout_there_was_before_formats():
     plain = render_messages(TREC, PromptParams(TREC.instruction), {"question": "x"})
     assert plain == [msgs[0], {"role": "user", "content": "Question: x"}]
     assert Predict(TREC).format == DEFAULT_FORMAT
+
+
+def test_a_predict_starts_in_json_a_chain_of_thought_in_labels_and_an_explicit_format_wins():
+    assert Predict(TREC).format == "json" and Predict(TREC).params.format == "json"
+    assert ChainOfThought(TREC).format == "labels"
+    assert Predict(TREC, format="labels").format == "labels" and ChainOfThought(TREC, format="json").format == "json"
+    assert Candidate.default(as_program(Predict(TREC)))["predict"].format == "json"
+    # the default module asks for JSON and reads a JSON reply as JSON, not through the fallback
+    seen = []
+
+    def respond(request):
+        seen.append(request.messages)
+        return write_reply(request.messages[0][1], {"label": "human"})
+
+    run = asyncio.run(run_program(Predict(TREC), {"question": "Who?"}, lm=LM(ScriptedBackend(respond), cache=False)))
+    assert (
+        seen[0][-1][1]
+        == f'Question: Who?\n\nReply with one JSON object with the keys "label", where "label" is {LABELS}.'
+    )
+    assert run.outputs == {"label": "human"} and run.trace[0].parsed_how == {"label": "json"}
 
 
 @pytest.mark.parametrize("fmt", ["recap", "tags", "json"])
@@ -172,12 +193,12 @@ def test_a_module_chooses_its_format_and_a_call_renders_and_parses_in_it():
 def test_a_candidate_overrides_the_modules_format():
     module = Predict(TREC)
     seen = []
-    lm = LM(ScriptedBackend(lambda r: seen.append(r.messages) or '{"label": "number"}'), cache=False)
     (name,) = Candidate.default(as_program(module))
-    candidate = Candidate({name: module.params.with_format("json")})
+    candidate = Candidate({name: module.params.with_format("tags")})
+    lm = LM(ScriptedBackend(lambda r: seen.append(r.messages) or "<label>number</label>"), cache=False)
     run = asyncio.run(run_program(module, {"question": "How many?"}, lm=lm, candidate=candidate))
-    assert run.outputs == {"label": "number"}
-    assert "JSON" in seen[0][-1][1]
+    assert module.format == "json" and run.outputs == {"label": "number"}
+    assert seen[0][-1][1].startswith("<question>How many?</question>") and "JSON" not in seen[0][0][1]
 
 
 def test_exports_carry_the_format():
