@@ -143,7 +143,18 @@ def test_a_tags_failure_keeps_the_models_own_text():
 
 
 @pytest.mark.parametrize(
-    "reply", ['{"label": "human"}', '```json\n{"label": "human"}\n```', 'Here: {"Label": "human"} done', "Label: human"]
+    "reply",
+    [
+        '{"label": "human"}',
+        '```json\n{"label": "human"}\n```',
+        'Here: {"Label": "human"} done',
+        "Label: human",
+        '{"label": "human"}\nIt asks for a {person}.',  # braces in the chatter after the object
+        '{"label": "human"}\n\nQuestion: Where?\n{"label": "location"}',  # a made-up next turn: the first wins
+        'Sure! {"label": "human"} (note: {"x": 1})',
+        '{"note": {"a": 1}}\n{"label": "human"}',  # an object that is not the reply, then the reply
+        '```json\n{"label": "human"}\n```\n```json\n{"label": "entity"}\n```',
+    ],
 )
 def test_json_replies(reply):
     parsed = parse_reply(TREC, reply, format="json")

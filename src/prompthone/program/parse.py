@@ -33,7 +33,8 @@ Each prompt format (`PromptParams.format`) has its reader here, chosen by `parse
   so a reply with no markers at all, a missing closing marker or a made-up next turn
   (`<question>...`) is read as it would be in "labels".
 - "json" (and any format with `structured=True`) is read as a JSON object first (code fences and
-  chatter around the braces are tolerated); a reply that is not JSON falls back to the rules above.
+  chatter around the object are tolerated; of several objects, the first with an output key is the
+  reply); a reply that is not JSON falls back to the rules above.
 """
 
 from __future__ import annotations
@@ -278,24 +279,35 @@ def _failure(
     return ParseFailure(reason=reason, raw=raw, missing=missing, partial=dict(values))
 
 
-def _json_object(text: str) -> dict[str, Any] | None:
+_DECODER = json.JSONDecoder()
+
+
+def _json_object(text: str, keys: Collection[str]) -> dict[str, Any] | None:
+    """The reply's JSON object: the first one holding one of `keys` (label keys), else the first one.
+
+    Each `{` is tried as the start of an object, so chatter with braces after the object, or a second
+    object (a made-up next turn, as rule 2 cuts in label replies), does not make the reply unreadable.
+    """
     t = text.strip()
     fence = re.search(r"```(?:json)?\s*(.*?)```", t, re.S | re.I)
     if fence:
         t = fence.group(1).strip()
-    start, end = t.find("{"), t.rfind("}")
-    if start < 0 or end <= start:
-        return None
-    try:
-        obj = json.loads(t[start : end + 1])
-    except json.JSONDecodeError:
-        return None
-    return obj if isinstance(obj, dict) else None
+    first: dict[str, Any] | None = None
+    for brace in re.finditer(r"\{", t):
+        try:
+            obj, _end = _DECODER.raw_decode(t, brace.start())
+        except json.JSONDecodeError:
+            continue
+        if isinstance(obj, dict):
+            if any(label_key(str(k)) in keys for k in obj):
+                return obj
+            first = first or obj
+    return first
 
 
 def parse_json(signature: Signature, text: str, *, optional: Collection[str] = (), truncated: bool = False) -> Parsed:
     """Read a JSON object reply; keys match field names blind to case; non-JSON falls back to labels."""
-    obj = _json_object(text)
+    obj = _json_object(text, {label_key(f.name) for f in signature.outputs})
     if obj is None:
         return parse_text(signature, text, optional=optional, truncated=truncated)
     by_key = {label_key(str(k)): v for k, v in obj.items()}
