@@ -154,11 +154,28 @@ def test_a_tags_failure_keeps_the_models_own_text():
         'Sure! {"label": "human"} (note: {"x": 1})',
         '{"note": {"a": 1}}\n{"label": "human"}',  # an object that is not the reply, then the reply
         '```json\n{"label": "human"}\n```\n```json\n{"label": "entity"}\n```',
+        # not decodable: cut off at max_tokens (the 0.5B model pretty-prints), or malformed
+        '{\n  "label": "human"\n',
+        '```json\n{\n  "label": "human"',
+        '{"label": "human", "why": "it asks for a per',
+        '{"label": "human",}',
+        "{'label': 'human'}",  # a Python dict
     ],
 )
 def test_json_replies(reply):
     parsed = parse_reply(TREC, reply, format="json")
     assert parsed.ok and parsed.values == {"label": "human"}
+
+
+def test_a_json_reply_that_does_not_decode_is_read_by_its_pairs():
+    sig = Signature.parse("question -> reasoning, answer")
+    cut = parse_reply(sig, '{"reasoning": "6 * 7 = \\"42\\"\nso", "answer": 42', format="json", truncated=True)
+    assert cut.ok and cut.values == {"reasoning": '6 * 7 = "42"\nso', "answer": "42"}
+    assert cut.how == {"reasoning": "json-pairs", "answer": "json-pairs"}
+    half = parse_reply(sig, '{"reasoning": "thinking about it', format="json", truncated=True)
+    assert not half.ok and half.failure.missing == ("answer",) and half.values == {"reasoning": "thinking about it"}
+    assert "cut off at max_tokens" in half.failure.reason
+    assert parse_reply(TREC, '{"answer": "human"', format="json").failure.missing == ("label",)
 
 
 def test_an_unknown_format_is_refused_everywhere_with_the_choices():

@@ -34,7 +34,9 @@ Each prompt format (`PromptParams.format`) has its reader here, chosen by `parse
   (`<question>...`) is read as it would be in "labels".
 - "json" (and any format with `structured=True`) is read as a JSON object first (code fences and
   chatter around the object are tolerated; of several objects, the first with an output key is the
-  reply); a reply that is not JSON falls back to the rules above.
+  reply). An object that does not decode (cut off at max_tokens: the 0.5B model pretty-prints, so
+  the closing brace is the first thing a tight limit drops; a trailing comma; Python quotes) is read
+  by its `"key": value` pairs (`json-pairs`); a reply with no such pair falls back to the rules above.
 """
 
 from __future__ import annotations
@@ -305,11 +307,45 @@ def _json_object(text: str, keys: Collection[str]) -> dict[str, Any] | None:
     return first
 
 
+_PAIR = re.compile(
+    r"""(?P<q>["'])(?P<key>(?:(?!(?P=q))[^\\\n]|\\.){1,48})(?P=q)\s*:\s*"""
+    r"""(?:(?P<vq>["'])(?P<str>(?:(?!(?P=vq))[^\\]|\\.)*)(?:(?P=vq)|\\?\Z)"""
+    r"""|(?P<lit>-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?|true|false|null)\b)"""
+)
+
+
+def _json_pairs(text: str) -> dict[str, Any]:
+    """The `"key": value` pairs of an object that does not decode, by label key, the first of each.
+
+    The 0.5B model pretty-prints its JSON, so a tight max_tokens cuts the closing brace off; others
+    write a trailing comma or Python quotes. A string cut off inside keeps what was written, as a
+    `Label:` line cut off does.
+    """
+    pairs: dict[str, Any] = {}
+    for m in _PAIR.finditer(text):
+        key = label_key(m.group("key"))
+        if key in pairs:
+            continue
+        if m.group("lit") is not None:
+            pairs[key] = m.group("lit")
+            continue
+        raw = m.group("str")
+        try:
+            pairs[key] = json.loads(f'"{raw}"', strict=False) if m.group("vq") == '"' else raw
+        except json.JSONDecodeError:
+            pairs[key] = raw
+    return pairs
+
+
 def parse_json(signature: Signature, text: str, *, optional: Collection[str] = (), truncated: bool = False) -> Parsed:
-    """Read a JSON object reply; keys match field names blind to case; non-JSON falls back to labels."""
+    """Read a JSON object reply; keys match field names blind to case. An object that does not decode is
+    read by its `"key": value` pairs; a reply with none falls back to the label rules."""
     obj = _json_object(text, {label_key(f.name) for f in signature.outputs})
+    how_found = "json"
     if obj is None:
-        return parse_text(signature, text, optional=optional, truncated=truncated)
+        obj, how_found = _json_pairs(text), "json-pairs"
+        if not obj:
+            return parse_text(signature, text, optional=optional, truncated=truncated)
     by_key = {label_key(str(k)): v for k, v in obj.items()}
     values: dict[str, str] = {}
     how: dict[str, str] = {}
@@ -317,7 +353,7 @@ def parse_json(signature: Signature, text: str, *, optional: Collection[str] = (
         v = by_key.get(label_key(f.name))
         if v is not None:
             values[f.name] = v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)
-            how[f.name] = "json"
+            how[f.name] = how_found
         elif f.name in optional:
             values[f.name], how[f.name] = "", "absent"
     missing = [f.name for f in signature.outputs if f.name not in values]
