@@ -5,7 +5,7 @@
     .venv/bin/python benchmarks/acceptance.py --task hotpotqa --optimizer gradsum --judge hotpotqa \\
         --proposer-model local/qwen2.5-coder-1.5b --set beam_width=2
 
-Every row is a `prompthone optimize` run (`prompthone.optimize.runner.run_optimization`): seeded
+Every row is a `prompthone optimize` run (`prompthone.runs.runner.run_optimization`): seeded
 train/val/test split of the built-in task, the start scored on test, the optimizer given train and val
 only, the result scored on the same test split; the run folder (run.sqlite, summary, best prompts) is
 kept under `--runs`. What this script adds:
@@ -41,8 +41,9 @@ from prompthone.data import split
 from prompthone.evaluate import EvalResult, Evaluator
 from prompthone.lm import LM, ResponseCache
 from prompthone.optimize import Budget
-from prompthone.optimize.runner import RunOutcome, RunSpec, run_optimization
 from prompthone.program import render_prompts
+from prompthone.runs.runner import run_optimization
+from prompthone.runs.spec import RunOutcome, RunSpec
 from prompthone.tasks import get_task
 
 

@@ -12,7 +12,7 @@ Starts `llama_cpp.server` with the embedded model (one llama.cpp thread) on 127.
 runs, one after another against that one server, on the same seeded train / validation / test split:
 
 * prompthone `zero-shot`: the task's start program scored on the test split (no optimization);
-* prompthone `mipro`, `opro`, `gradsum`: `prompthone.optimize.runner.run_optimization` with the task
+* prompthone `mipro`, `opro`, `gradsum`: `prompthone.runs.runner.run_optimization` with the task
   model `openai/<alias>@<url>` (the proposer is the same model), `Budget(max_lm_calls=cap)`;
   `mipro-proposer` is `mipro` with `--proposer-model` (default the embedded 1.5B, in-process, one
   thread) proposing instructions;
@@ -78,7 +78,8 @@ from prompthone.lm.local.assemble import resolve_gguf
 from prompthone.optimize import Budget
 from prompthone.optimize.mipro.settings import MIPROSettings
 from prompthone.program.params import LEGACY_FORMAT
-from prompthone.optimize.runner import RunOutcome, RunSpec, run_optimization
+from prompthone.runs.runner import run_optimization
+from prompthone.runs.spec import RunOutcome, RunSpec
 from prompthone.tasks import get_task
 from prompthone.tasks.splits import task_splits
 from sample_efficiency import best_score, calls_to_reach, prompthone_trajectory, trajectory_from_marks

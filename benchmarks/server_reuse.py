@@ -50,7 +50,8 @@ from rich.table import Table
 
 from machine import cpu_model
 from prompthone.lm.settings import ONE_AT_A_TIME_ENV, REQUEST_ORDER_ENV
-from prompthone.optimize.runner import RunOutcome, RunSpec, run_optimization
+from prompthone.runs.runner import run_optimization
+from prompthone.runs.spec import RunOutcome, RunSpec
 from prompthone.store import RunStore
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -49,7 +49,8 @@ from rich.console import Console
 from rich.table import Table
 
 from machine import cpu_model
-from prompthone.optimize.runner import RunOutcome, RunSpec, run_optimization
+from prompthone.runs.runner import run_optimization
+from prompthone.runs.spec import RunOutcome, RunSpec
 from prompthone.testing import FakeOpenAIServerProcess
 
 RATIO_TARGET = 0.05

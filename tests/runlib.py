@@ -100,7 +100,7 @@ def mipro_math_responder(body: dict) -> str:
 
 def fake_gsm8k_spec(url: str, root, **kw):
     """A small instruction-search run on the fake GSM8K data (`write_fake_gsm8k`) against a fake server."""
-    from prompthone.optimize.runner import RunSpec
+    from prompthone.runs.spec import RunSpec
 
     return RunSpec(
         task="gsm8k",

@@ -77,3 +77,26 @@ def test_python_dash_m_runs_the_command(module):
     done = subprocess.run([sys.executable, "-m", module, "models"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "qwen2.5-coder-0.5b" in done.stdout
+
+
+def test_eval_scores_the_start_prompt_and_leaves_its_files(tmp_path):
+    from prompthone.tasks import get_task
+    from prompthone.testing.task_responder import TaskResponder
+
+    responder = TaskResponder(get_task("trec-mini").load(None))
+    with FakeOpenAIServer(responder=responder) as url:
+        res = runner.invoke(
+            app, ["eval", "--task", "trec-mini", "--model", f"openai/m@{url}", "--n", "6", "--out", str(tmp_path)]
+        )
+    assert res.exit_code == 0, res.output
+    assert "trec-mini" in res.output and "6 examples (seed 0)" in res.output
+    (folder,) = tmp_path.glob("eval-trec-mini-*")
+    summary = json.loads((folder / "summary.json").read_text())
+    rows = [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
+    assert summary["task"] == "trec-mini" and summary["n"] == 6 and len(rows) == 6
+    assert summary["score"] == sum(r["score"] or 0 for r in rows) / 6
+    assert (
+        f"{summary['score']:.1%}" in res.output
+        and f"6: {summary['n'] - summary['parse_failures']} scored" in res.output
+    )
+    assert (folder / "prompts.txt").read_text().startswith("=== module:")

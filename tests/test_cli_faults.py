@@ -312,7 +312,8 @@ def test_lm_timeout_flag_bounds_a_hung_server_and_the_last_message_does_not_prom
 
 
 def test_optimize_timeout_reaches_every_role_and_is_stored(data):
-    from prompthone.optimize.runner import RunSpec, role_lms
+    from prompthone.runs.roles import role_lms
+    from prompthone.runs.spec import RunSpec
 
     tmp = data
     server = FakeOpenAIServer(responder=careful_math_responder)
@@ -332,7 +333,7 @@ def test_optimize_timeout_reaches_every_role_and_is_stored(data):
 
 
 def test_config_timeout_key_is_read_and_checked(data):
-    from prompthone.config import ConfigFileError, load_config
+    from prompthone.runs.config import ConfigFileError, load_config
 
     tmp = data
     spec = load_config(write_config(tmp / "ok.yaml", task="gsm8k", optimizer="mipro", timeout_s=300))

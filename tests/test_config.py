@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from prompthone.config import ConfigFileError, load_config
 from prompthone.optimize.registry import OPTIMIZERS
+from prompthone.runs.config import ConfigFileError, load_config
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.yaml"))
 

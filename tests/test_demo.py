@@ -139,7 +139,7 @@ def test_demo_runs_end_to_end_on_the_embedded_model(tmp_path):
 
 
 def test_the_demo_config_in_examples_is_the_demo():
-    from prompthone.config import load_config
+    from prompthone.runs.config import load_config
 
     spec = load_config(Path(__file__).resolve().parents[1] / "examples" / "trec-mini-mipro.yaml")
     assert spec.to_config() == demo_spec().to_config()

@@ -166,7 +166,8 @@ def test_prompthone_trajectory_of_a_real_run_matches_its_usage(tmp_path: Path, m
     """On a run store written by `run_optimization` (scripted server, no model): the first full trial is the
     start program on validation (every example paid), the last one comes after every optimization call."""
     from prompthone.lm import run_sync
-    from prompthone.optimize.runner import RunSpec, run_optimization
+    from prompthone.runs.runner import run_optimization
+    from prompthone.runs.spec import RunSpec
     from prompthone.testing.fake_openai_server import FakeOpenAIServer
     from runlib import careful_math_responder, write_fake_gsm8k
 

@@ -145,3 +145,57 @@ def test_a_per_example_bad_request_is_still_an_example_error():
     lm = LM(ScriptedBackend(long_ones), cache=False)
     result = Evaluator(QA(), ExactMatch(), lm, max_errors=1).evaluate_sync(None, examples(6))
     assert result.n_errors == 1 and result.by_id()["q3"].status == "error"
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_twin_evaluations_in_flight_at_once_score_each_example_once(cache):
+    """Two trials scoring the same candidate at the same moment (MIPRO keeps several in flight) make the
+    calls of one: the second waits for the score being computed, as it would read the score cache a
+    moment later, so a run's call count does not depend on how its trials happen to overlap."""
+    backend = ScriptedBackend(oracle, delay_s=0.02)
+    lm = LM(backend, cache=cache)
+    evaluator = Evaluator(QA(), ExactMatch(), lm, concurrency=4)
+
+    async def both():
+        return await asyncio.gather(evaluator.evaluate(None, examples(8)), evaluator.evaluate(None, examples(8)))
+
+    first, second = asyncio.run(both())
+    assert len(backend.requests) == 8
+    assert lm.usage.as_dict()["cache_hits"] == 0
+    assert [r.score for r in first.records] == [r.score for r in second.records]
+    assert sum(r.cached for r in first.records + second.records) == 8
+
+
+def test_a_twin_stopped_midway_leaves_the_example_to_the_one_waiting():
+    """If the evaluation computing a score is cancelled, the one waiting for it scores the example itself
+    rather than failing or returning nothing."""
+    backend = ScriptedBackend(oracle, delay_s=0.05)
+    lm = LM(backend, cache=False)
+    evaluator = Evaluator(QA(), ExactMatch(), lm, concurrency=1)
+
+    async def run():
+        owner = asyncio.create_task(evaluator.evaluate(None, examples(1)))
+        await asyncio.sleep(0.01)  # the owner's call is in flight
+        waiter = asyncio.create_task(evaluator.evaluate(None, examples(1)))
+        await asyncio.sleep(0.01)
+        owner.cancel()
+        return await waiter
+
+    result = asyncio.run(run())
+    assert result.records[0].status == "scored" and result.records[0].score == 1.0
+    assert len(backend.requests) == 2
+
+
+def test_trace_replays_a_cached_score_through_the_response_cache():
+    """A score from the score cache keeps no trace; `trace` gives the module calls behind it again, answered
+    by the response cache, so a method reading them (GRAD-SUM) pays nothing twice."""
+    backend = ScriptedBackend(oracle)
+    lm = LM(backend, cache=True)
+    evaluator = Evaluator(QA(), ExactMatch(), lm)
+    evaluator.evaluate_sync(None, examples(3))
+    again = evaluator.evaluate_sync(None, examples(3))
+    assert all(r.cached for r in again.records) and again.traces == {}
+    trace = asyncio.run(evaluator.trace(None, examples(3)[2]))
+    assert len(backend.requests) == 3
+    assert [c.module for c in trace] == ["answer"] and trace[0].cached
+    assert trace[0].outputs["answer"] == "2"

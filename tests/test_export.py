@@ -13,7 +13,10 @@ import yaml
 from typer.testing import CliRunner
 
 from prompthone.cli.report_cmd import register
-from prompthone.exporting import (
+from prompthone.lm import LM
+from prompthone.lm.scripted import ScriptedBackend
+from prompthone.program import Candidate, ChainOfThought, Predict, Program, PromptParams, run_program
+from prompthone.runs.export import (
     ExportError,
     export_program,
     fill_placeholders,
@@ -22,9 +25,6 @@ from prompthone.exporting import (
     messages_readme,
     read_document,
 )
-from prompthone.lm import LM
-from prompthone.lm.scripted import ScriptedBackend
-from prompthone.program import Candidate, ChainOfThought, Predict, Program, PromptParams, run_program
 from prompthone.store import RunStore
 from prompthone.tasks import get_task
 from prompthone.testing.fake_openai_server import FakeOpenAIServer

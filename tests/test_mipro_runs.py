@@ -17,7 +17,8 @@ import optuna
 import pytest
 
 from prompthone.lm import run_sync
-from prompthone.optimize.runner import RunSpec, run_optimization
+from prompthone.runs.runner import run_optimization
+from prompthone.runs.spec import RunSpec
 from prompthone.store import RunStore
 from prompthone.testing.fake_openai_server import FakeOpenAIServer
 from runlib import mipro_math_responder, write_fake_gsm8k
@@ -133,7 +134,7 @@ def test_a_mipro_run_killed_with_sigkill_resumes_to_the_same_result_without_payi
     fresh = {"PROMPTHONE_CACHE_DIR": str(tmp / "cache2"), "PROMPTHONE_RESPONSE_CACHE": str(tmp / "cache2" / "r.sqlite")}
     script = (
         "import runlib; from pathlib import Path; from prompthone.lm import run_sync;"
-        "from prompthone.optimize.runner import RunSpec, run_optimization;"
+        "from prompthone.runs.runner import run_optimization; from prompthone.runs.spec import RunSpec;"
         f"s = RunSpec(**{spec_kwargs(url, tmp / 'data', concurrency=concurrency)!r});"
         f"run_sync(run_optimization(s, out_dir=Path({str(tmp / 'killed')!r})))"
     )

@@ -6,7 +6,8 @@ import pytest
 
 from prompthone.lm import LM
 from prompthone.optimize import Budget
-from prompthone.optimize.runner import RunSpec, run_optimization
+from prompthone.runs.runner import run_optimization
+from prompthone.runs.spec import RunSpec
 
 pytestmark = pytest.mark.model
 

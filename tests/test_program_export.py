@@ -96,7 +96,7 @@ def test_as_json_and_as_text():
     assert data["modules"]["answer"]["messages"] == prompts["answer"]
     assert "response_format" not in data["modules"]["answer"]
     text = prompts.as_text()
-    assert text.startswith("=== module: answer ===\n--- system ---\nTuned.")
+    assert text.startswith("=== module: answer (prompt format: labels) ===\n--- system ---\nTuned.")
     assert "--- assistant ---\nReasoning: add\nAnswer: 4\n" in text
     assert text.rstrip().endswith("--- user ---\nQuestion: {question}")
     structured = render_prompts(program, structured=True)

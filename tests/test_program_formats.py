@@ -5,7 +5,6 @@ import json
 
 import pytest
 
-from prompthone.exporting import load_exported, messages_document, program_document
 from prompthone.lm import LM
 from prompthone.lm.scripted import ScriptedBackend
 from prompthone.program import (
@@ -21,6 +20,7 @@ from prompthone.program import (
     run_program,
 )
 from prompthone.program.params import DEFAULT_FORMAT, PROMPT_FORMATS
+from prompthone.runs.export import load_exported, messages_document, program_document
 from prompthone.testing.replies import write_reply
 
 LABELS = "one of: abbreviation, description, entity, human, location, number"

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 from rich.console import Console
 
 from prompthone.optimize import Budget
-from prompthone.optimize.progress import LiveProgress
+from prompthone.runs.progress import LiveProgress
 
 
 def test_the_line_names_the_stage_until_the_next_trial():

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from prompthone.optimize.registry import OPTIMIZERS
-from prompthone.optimize.runner import RunSpec, run_optimization
+from prompthone.runs.runner import run_optimization
+from prompthone.runs.spec import RunSpec
 from prompthone.store import RunStore
 from prompthone.tasks import get_task
 from prompthone.testing import FakeOpenAIServer

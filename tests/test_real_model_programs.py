@@ -14,7 +14,7 @@ from prompthone.evaluate import Evaluator
 from prompthone.lm import LM
 from prompthone.lm.local.backend import LocalBackend
 from prompthone.program import Candidate, run_program
-from prompthone.program.export import render_prompts
+from prompthone.program.portable import render_prompts
 from prompthone.tasks import get_task
 
 pytestmark = pytest.mark.model

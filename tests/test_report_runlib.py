@@ -16,8 +16,9 @@ from pathlib import Path
 from prompthone.lm import run_sync
 from prompthone.optimize import Budget, OptimizationResult, Optimizer, Run
 from prompthone.optimize.registry import OPTIMIZERS
-from prompthone.optimize.runner import RunOutcome, RunSpec, run_optimization
 from prompthone.program import Demo
+from prompthone.runs.runner import run_optimization
+from prompthone.runs.spec import RunOutcome, RunSpec
 from runlib import write_fake_gsm8k
 
 INJECTION = '<script>document.title="pwned"</script>'

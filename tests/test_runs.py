@@ -22,8 +22,10 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 from pg_server import create_database, postgres_server
 from prompthone.lm import run_sync
 from prompthone.optimize import Budget
-from prompthone.optimize.runner import RunSpec, role_lms, run_optimization
 from prompthone.program import Candidate
+from prompthone.runs.roles import role_lms
+from prompthone.runs.runner import run_optimization
+from prompthone.runs.spec import RunSpec
 from prompthone.store import RunStore, database_url
 from prompthone.tasks import get_task
 from prompthone.testing.fake_openai_server import FakeOpenAIServer
@@ -100,7 +102,7 @@ def test_resume_after_sigkill_gives_the_uninterrupted_result_without_paying_twic
     env_vars = {**os.environ, **fresh, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
     script = (
         "import sys, runlib; from pathlib import Path; from prompthone.lm import run_sync;"
-        "from prompthone.optimize.runner import RunSpec, run_optimization;"
+        "from prompthone.runs.runner import run_optimization; from prompthone.runs.spec import RunSpec;"
         f"s = RunSpec(task='gsm8k', optimizer='instruction-search', model='openai/fake@{url}', n_train=4, n_val=10,"
         f" n_test=10, data_root={str(tmp / 'data')!r}, concurrency=1, max_tokens=32);"
         f"run_sync(run_optimization(s, out_dir=Path({str(tmp / 'killed')!r}), store_url={store_url!r}))"
@@ -184,7 +186,7 @@ def test_progress_shows_trials_best_score_and_spend_against_budget(env):
     from rich.console import Console
 
     from prompthone.optimize import Budget
-    from prompthone.optimize.progress import LiveProgress
+    from prompthone.runs.progress import LiveProgress
 
     tmp, url, _ = env
     buf = io.StringIO()

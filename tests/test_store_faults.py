@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from prompthone.cli.main import app
 from prompthone.lm import run_sync
-from prompthone.optimize.runner import run_optimization
+from prompthone.runs.runner import run_optimization
 from prompthone.store import RunStore
 from prompthone.store.lock import RunLock, RunLockedError
 from prompthone.testing.fake_openai_server import FakeOpenAIServer
@@ -131,8 +131,8 @@ def same_number(example, prediction):
 def test_show_report_export_and_runs_read_the_store_without_importing_the_program(tmp_path, monkeypatch, fate):
     import json
 
-    from prompthone.config import load_config
-    from prompthone.exporting import messages_document, program_document
+    from prompthone.runs.config import load_config
+    from prompthone.runs.export import messages_document, program_document
 
     monkeypatch.setenv("PROMPTHONE_CACHE_DIR", str(tmp_path / "cache"))
     folder = tmp_path / "project"

@@ -15,13 +15,14 @@ from sqlalchemy import create_engine, make_url, text
 from typer.testing import CliRunner
 
 from pg_server import create_database, postgres_instance
+from prompthone import sqlurl
 from prompthone.cli.main import app
 from prompthone.lm import run_sync
-from prompthone.optimize.runner import RunSpec, run_optimization
 from prompthone.report import write_report
+from prompthone.runs.runner import run_optimization
+from prompthone.runs.spec import RunSpec
+from prompthone.sqlurl import StoreUnavailableError, safe_url
 from prompthone.store import RunStore, point_to_store
-from prompthone.store import server as store_server
-from prompthone.store.server import StoreUnavailableError, safe_url
 from prompthone.testing.fake_openai_server import FakeOpenAIServer
 from runlib import careful_math_responder, mipro_math_responder, write_fake_gsm8k
 
@@ -211,7 +212,7 @@ def test_a_server_away_for_seconds_pauses_the_run_which_then_completes(data, pg,
 
 def test_a_server_away_too_long_stops_the_run_with_one_line_and_resume_finishes_it(data, pg, monkeypatch):
     url = create_database(pg.url_template, "longoutage")
-    monkeypatch.setattr(store_server, "RETRY_SECONDS", 1.0)
+    monkeypatch.setattr(sqlurl, "RETRY_SECONDS", 1.0)
     seen: dict[str, float] = {}
     stays_down = Requests(mipro_math_responder, at=60, hook=lambda: outage(pg, None, seen).start())
     with FakeOpenAIServer(latency_ms=5, responder=stays_down) as model:
@@ -267,7 +268,7 @@ def test_runs_lists_the_runs_it_can_reach_and_marks_the_one_it_cannot(data, pg):
 
 
 def test_show_of_a_run_whose_server_is_unreachable_is_one_line(data, pg, monkeypatch):
-    monkeypatch.setattr(store_server, "RETRY_SECONDS", 0.5)
+    monkeypatch.setattr(sqlurl, "RETRY_SECONDS", 0.5)
     gone = data / "runs" / "gone"
     point_to_store(gone, pg.url_template.format(db="dropped_too"))
     res = CliRunner().invoke(app, ["show", str(gone)])

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from prompthone.config import ConfigFileError, load_config
 from prompthone.lm import run_sync
-from prompthone.optimize.runner import run_optimization
 from prompthone.report import write_report
+from prompthone.runs.config import ConfigFileError, load_config
+from prompthone.runs.runner import run_optimization
 from prompthone.testing.fake_openai_server import FakeOpenAIServer
 from runlib import careful_math_responder
 

@@ -13,9 +13,10 @@ import pytest
 
 from prompthone.data.example import Example
 from prompthone.optimize.proposers.instructions import clean_instruction
-from prompthone.optimize.runner import RunOutcome, RunSpec, run_optimization
 from prompthone.program import Predict, PromptParams, parse_reply, render_messages
 from prompthone.program.params import PROMPT_FORMATS
+from prompthone.runs.runner import run_optimization
+from prompthone.runs.spec import RunOutcome, RunSpec
 from prompthone.tasks import get_task
 from prompthone.testing import FakeOpenAIServer
 from prompthone.testing.task_responder import TaskResponder

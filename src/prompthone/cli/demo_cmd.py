@@ -26,7 +26,8 @@ from rich.text import Text
 from prompthone.cli.checks import positive
 from prompthone.lm import DEFAULT_MODEL
 from prompthone.optimize.budget import Budget
-from prompthone.optimize.runner import RunOutcome, RunSpec, run_optimization
+from prompthone.runs.runner import run_optimization
+from prompthone.runs.spec import RunOutcome, RunSpec
 
 DEMO_TASK = "trec-mini"
 DEMO_OPTIMIZER = "mipro"
@@ -81,8 +82,8 @@ class DemoFiles:
 
 async def run_demo(spec: RunSpec, *, out_dir: Path, console: Console) -> tuple[RunOutcome, DemoFiles]:
     """Optimize `spec`, then write the report and the exported messages; print where everything is."""
-    from prompthone.exporting import export_run
     from prompthone.report import write_report
+    from prompthone.runs.export import export_run
 
     console.print(
         "[bold]prompthone demo[/]: MIPRO searches instructions and few-shot demos for a TREC question "

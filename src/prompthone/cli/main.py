@@ -172,12 +172,13 @@ def optimize_command(
 ) -> None:
     """Optimize a built-in task's prompts and report start and final scores on a held-out test split."""
     from prompthone.optimize import Budget
-    from prompthone.optimize.runner import RunSpec, run_optimization
+    from prompthone.runs.runner import run_optimization
+    from prompthone.runs.spec import RunSpec
     from prompthone.store import is_run_folder
 
     spec = None
     if config is not None:
-        from prompthone.config import ConfigFileError, load_config
+        from prompthone.runs.config import ConfigFileError, load_config
 
         try:
             spec = load_config(config)
@@ -208,9 +209,9 @@ def optimize_command(
     elif not is_run_folder(resume):
         raise fail(f"{resume} is not a run folder (no run.sqlite or store.json in it); `prompthone runs` lists them")
     from prompthone.evaluate import EvaluationError
+    from prompthone.sqlurl import StoreUnavailableError
     from prompthone.store.broken import BrokenRunError
     from prompthone.store.lock import RunLockedError
-    from prompthone.store.server import StoreUnavailableError
 
     try:
         outcome = run_sync(
@@ -233,7 +234,7 @@ def optimize_command(
 def _print_model_status(spec) -> None:
     """Which models the run needs and whether each can be used here (nothing is loaded or contacted)."""
     from prompthone.lm.availability import model_status
-    from prompthone.optimize.runner import role_models
+    from prompthone.runs.roles import role_models
 
     roles: dict[str, list[str]] = {}
     for role, model in role_models(spec).items():
@@ -272,9 +273,9 @@ def runs_command(
 ) -> None:
     """List the runs in a folder with their status and scores; a run whose store cannot be read is
     listed as broken (or unreachable), with the reason, and the others are listed as usual."""
+    from prompthone.sqlurl import StoreUnavailableError, retrying_for
     from prompthone.store import is_run_folder
     from prompthone.store.broken import BrokenRunError, open_run
-    from prompthone.store.server import StoreUnavailableError, retrying_for
     from prompthone.tasks.user import task_label
 
     table = Table(title=f"Runs in {out}")
@@ -314,12 +315,13 @@ def _score(result: dict, key: str) -> str:
 
 
 def _eval(task, model, n, seed, data_root, out, concurrency, max_tokens, timeout) -> None:
-    from prompthone.cli.eval_cmd import run_eval
+    from prompthone.cli.eval_cmd import print_summary
     from prompthone.data import DataError
     from prompthone.evaluate import EvaluationError
+    from prompthone.runs.evaluation import run_eval
 
     try:
-        run_eval(
+        outcome = run_eval(
             task_name=task,
             model=model,
             n=n,
@@ -333,6 +335,7 @@ def _eval(task, model, n, seed, data_root, out, concurrency, max_tokens, timeout
         )
     except (LMError, DataError, EvaluationError, KeyError) as exc:
         raise fail(run_error_message(exc)) from None
+    print_summary(console, outcome)
 
 
 report_cmd.register(app)

@@ -80,7 +80,7 @@ def register(app: typer.Typer) -> None:
         data_root: DataRoot = None,
     ) -> None:
         """Export a run's best program: JSON or YAML (loadable with `load_exported`) or plain chat messages."""
-        from prompthone.exporting import ExportError, export_run
+        from prompthone.runs.export import ExportError, export_run
 
         try:
             paths = export_run(run, fmt.value, out, runs_dir=runs_dir, data_root=data_root)

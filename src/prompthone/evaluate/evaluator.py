@@ -24,6 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from prompthone.data.example import Example
 from prompthone.evaluate.results import EvalResult, ExampleRecord
 from prompthone.evaluate.score_cache import ScoreCache, score_key
+from prompthone.lm.backend import PerLoop
 from prompthone.lm.client import LM, run_sync
 from prompthone.lm.errors import permanent_error_in
 from prompthone.metrics.base import Metric, MissingFieldError, as_metric
@@ -31,6 +32,7 @@ from prompthone.metrics.judge import JudgeError
 from prompthone.program.candidate import Candidate
 from prompthone.program.program import Program, as_program
 from prompthone.program.run import run_program
+from prompthone.program.trace import ModuleCall
 
 #: the encoder `score_key` uses (`json.dumps(..., sort_keys=True, default=str, separators=(",", ":"))`)
 _SCORE_KEY_JSON = json.JSONEncoder(sort_keys=True, default=str, separators=(",", ":"))
@@ -80,6 +82,10 @@ class Evaluator:
         self.keep_traces = keep_traces
         self.lm_options = lm_options
         self._program_id = f"{type(self.program).__module__}.{type(self.program).__qualname__}"
+        #: scores being computed right now, by score key: a twin (another trial scoring the same candidate
+        #: on the same example at the same moment) waits for it, as it would read the score cache a moment
+        #: later, so how many calls a run makes does not depend on how its trials happen to overlap
+        self._inflight: PerLoop[dict[str, asyncio.Future]] = PerLoop(dict)
         self._lm_id = "|".join([lm.identity, *(f"{k}={v.identity}" for k, v in sorted(self.lm_for.items()))])
 
     def _key(self, candidate: Candidate, example: Example) -> str:
@@ -159,6 +165,16 @@ class Evaluator:
             )
         return result
 
+    async def trace(self, candidate: Candidate | None, example: Example) -> list[ModuleCall]:
+        """The module calls behind `candidate`'s score on `example`, for a method that reads them (GRAD-SUM's
+        gradients) when the score came from the score cache, which keeps no trace: the program runs again
+        with this evaluator's LMs and options, so the response cache answers it and nothing is scored."""
+        candidate = candidate or Candidate.default(self.program)
+        run = await run_program(
+            self.program, example.inputs, lm=self.lm, candidate=candidate, lm_for=self.lm_for, **self.lm_options
+        )
+        return run.trace
+
     def evaluate_sync(self, candidate: Candidate | None, examples: Sequence[Example], **kw: Any) -> EvalResult:
         return run_sync(self.evaluate(candidate, examples, **kw))
 
@@ -166,6 +182,27 @@ class Evaluator:
         hit = self.score_cache.get(key)
         if hit is not None:
             return ExampleRecord(**{**hit.to_dict(), "cached": True})
+        inflight = self._inflight.get()
+        twin = inflight.get(key)
+        if twin is not None:
+            rec = await asyncio.shield(twin)
+            if rec is not None:
+                return ExampleRecord(**{**rec.to_dict(), "cached": True})
+            return await self._one(candidate, ex, traces, key)  # the twin was stopped: score it here
+        future: asyncio.Future = asyncio.get_running_loop().create_future()
+        inflight[key] = future
+        try:
+            rec = await self._score(candidate, ex, traces, key)
+        except BaseException:
+            future.set_result(None)
+            raise
+        else:
+            future.set_result(rec)
+            return rec
+        finally:
+            inflight.pop(key, None)
+
+    async def _score(self, candidate: Candidate, ex: Example, traces: dict[str, list], key: str) -> ExampleRecord:
         run = await run_program(
             self.program, ex.inputs, lm=self.lm, candidate=candidate, lm_for=self.lm_for, **self.lm_options
         )

@@ -30,7 +30,7 @@ from typing import Any
 from prompthone.lm.client import LM
 from prompthone.optimize.opro.meta import ORDERS, History, order_word
 from prompthone.optimize.proposers.calls import gather_samples
-from prompthone.optimize.templates import render_template
+from prompthone.templates import render_template
 
 EventSink = Callable[[str, dict[str, Any]], None]
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"

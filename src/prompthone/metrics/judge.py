@@ -36,6 +36,7 @@ from prompthone.lm.errors import LMError
 from prompthone.lm.types import Message
 from prompthone.metrics.base import Metric, MetricResult, get_field
 from prompthone.program.values import format_value, label_of
+from prompthone.templates import render_template
 
 
 class JudgeError(RuntimeError):
@@ -184,9 +185,6 @@ def _first_reasoning(text: str, max_chars: int = 300) -> str:
 
 
 def _render(name: str, **values: object) -> str:
-    # Imported here: `prompthone.optimize` imports the evaluator, which imports the metrics package.
-    from prompthone.optimize.templates import render_template
-
     return render_template(name, **values).strip()
 
 

@@ -14,11 +14,13 @@ scored first, so the result is never worse than the start on validation.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from prompthone.evaluate import EvaluationError
 from prompthone.optimize.base import Estimate, OptimizationResult, OptimizationSetup, Optimizer, Run
+from prompthone.optimize.format_search import check_search_formats, format_choices
 from prompthone.optimize.proposers import bootstrap_demos, demo_set_candidates, labeled_demos, with_labeled_fill
 from prompthone.optimize.proposers.cost import run_tokens
 from prompthone.optimize.settings import MethodSettings
@@ -60,16 +62,21 @@ class BootstrapFewShotSettings(MethodSettings):
 @dataclass(frozen=True)
 class BootstrapRandomSearchSettings(BootstrapFewShotSettings):
     """`num_candidate_sets` demo sets scored besides the start's; `cover_labels`: sets of a module whose
-    output is a small label set show distinct labels before repeats."""
+    output is a small label set show distinct labels before repeats; `search_formats` (False: keep each
+    module's start format; True: any prompt format; a list: those): each candidate draws a format per
+    module."""
 
     method = "bootstrap-random-search"
 
     num_candidate_sets: int = 8
     cover_labels: bool = True
+    #: bool or a list of format names; typed Any so that `validate` gives the one message for both kinds
+    search_formats: Any = False
 
     def validate(self) -> None:
         self.at_least("num_candidate_sets", 1)
         self.boolean("cover_labels")
+        check_search_formats(self)
         super().validate()
 
 
@@ -161,7 +168,12 @@ class BootstrapRandomSearch(Optimizer):
     """`num_candidate_sets` demo configurations (set i of every module: the start's demos, none,
     labelled only, bootstrapped, then shuffled bootstraps of random size), each scored on the whole
     validation set in order; the best fully-scored one is the result. With `cover_labels` (default),
-    a module whose output is a small label set gets sets showing distinct labels before repeats."""
+    a module whose output is a small label set gets sets showing distinct labels before repeats.
+
+    With `search_formats`, each demo configuration also draws a prompt format per module (seeded,
+    uniform over the allowed formats, the start's included) rather than being paired with every
+    format: random search stays random search, at the same number of full evaluations (the same
+    cost and `--dry-run` estimate), and the draws do not move the demo sets."""
 
     name = "bootstrap-random-search"
     settings_class = BootstrapRandomSearchSettings
@@ -192,11 +204,13 @@ class BootstrapRandomSearch(Optimizer):
         )
         seen = {setup.start}
         failed: list[dict[str, Any]] = []
+        formats = self._format_draws(setup)
         for i in range(1, max(len(v) for v in sets.values())):
             cand = setup.start
             for m, options in sets.items():
                 if i < len(options):
                     cand = cand.with_module(m, cand[m].with_demos(options[i]))
+            cand = formats(cand)
             if cand in seen:
                 continue
             seen.add(cand)
@@ -210,6 +224,26 @@ class BootstrapRandomSearch(Optimizer):
             "failed_sets": failed,
         }
         return run.result(**info)
+
+    def _format_draws(self, setup: OptimizationSetup) -> Callable[[Candidate], Candidate]:
+        """What puts a candidate's modules in their drawn formats: one seeded draw per module for each
+        demo set, in order, from a stream of its own (the demo sets' stream is not shifted), so the
+        same number of sets is scored with or without `search_formats`; without it, nothing changes."""
+        assert setup.start is not None
+        start = setup.start
+        choices = {m: format_choices(start[m].format, self.settings.search_formats) for m in start}
+        if all(len(c) == 1 for c in choices.values()):
+            return lambda cand: cand
+        rng = setup.rng("bootstrap-random-search:formats")
+
+        def draw(cand: Candidate) -> Candidate:
+            for m, options in choices.items():
+                chosen = rng.choice(options)
+                if chosen != cand[m].format:
+                    cand = cand.with_module(m, cand[m].with_format(chosen))
+            return cand
+
+        return draw
 
     def _estimate(self, setup: OptimizationSetup, est: Estimate) -> None:
         n = self.settings.max_bootstrapped_demos + self.settings.max_labeled_demos

@@ -326,6 +326,8 @@ def module_views(data: RunData) -> list[dict[str, Any]]:
                 "diff": diff_html(before.instruction, params.instruction) if before is not None else None,
                 "position": params.position,
                 "start_position": before.position if before is not None else None,
+                "format": params.format,
+                "start_format": before.format if before is not None else None,
                 "demos": [{"fields": _demo_fields(d, order), "new": d not in old_demos} for d in params.demos],
                 "removed_demos": [
                     {"fields": _demo_fields(d, order)}

@@ -16,9 +16,9 @@ from typing import Any
 
 from prompthone.program import Candidate, CandidateError, Program
 from prompthone.program.stored import program_from_spec
+from prompthone.sqlurl import StoreUnavailableError, safe_url
 from prompthone.store import RUN_DB, STORE_POINTER, RunStore, database_url, is_run_folder
 from prompthone.store.broken import STORE_ERRORS, BrokenRunError, explain, open_run
-from prompthone.store.server import StoreUnavailableError, safe_url
 
 RUNS_DIR = Path("prompthone-runs")
 

@@ -24,8 +24,9 @@ from prompthone.metrics import Metric, as_metric
 from prompthone.optimize.base import OptimizationResult
 from prompthone.optimize.budget import Budget
 from prompthone.optimize.registry import OPTIMIZERS, make_optimizer
-from prompthone.optimize.runner import RunOutcome, RunSpec, run_optimization
 from prompthone.program import Candidate, Module, Program, as_program
+from prompthone.runs.runner import run_optimization
+from prompthone.runs.spec import RunOutcome, RunSpec
 from prompthone.tasks import Task
 from prompthone.tasks.user import PYTHON_SOURCE
 
@@ -163,8 +164,8 @@ def _task_name(program: Program) -> str:
 def _write_files(run_dir: Path) -> None:
     """The files a CLI run leaves beside `run.sqlite`: the report and the best prompts as chat messages
     (both read the store, which records the program's modules, so nothing is imported again)."""
-    from prompthone.exporting import export_run
     from prompthone.report import write_report
+    from prompthone.runs.export import export_run
 
     write_report(run_dir)
     export_run(run_dir, "messages")

@@ -12,8 +12,8 @@ from typing import Any
 
 from sqlalchemy.exc import DatabaseError, InterfaceError, OperationalError, ProgrammingError
 
+from prompthone.sqlurl import safe_url
 from prompthone.store.run_store import RunStore, database_url, sqlite_path
-from prompthone.store.server import safe_url
 
 #: what SQLAlchemy raises for a store it cannot read
 STORE_ERRORS = (DatabaseError, InterfaceError, OperationalError, ProgrammingError)

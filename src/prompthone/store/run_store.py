@@ -22,8 +22,9 @@ from sqlalchemy.engine import Engine
 
 from prompthone.lm.types import Completion
 from prompthone.program import Candidate
+from prompthone.sqlurl import call_with_retry, is_server_url, safe_url
 from prompthone.store import schema
-from prompthone.store.server import call_with_retry, is_server_url, safe_url, server_engine
+from prompthone.store.server import server_engine
 
 RUN_DB = "run.sqlite"
 
@@ -119,7 +120,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _retried(method: F) -> F:
-    """Retry a store call while its database server is unreachable (see `prompthone.store.server`);
+    """Retry a store call while its database server is unreachable (see `prompthone.sqlurl`);
     a SQLite file is called once, as before."""
 
     @functools.wraps(method)

@@ -7,10 +7,7 @@ shipped in the package), how to build its zero-shot starting program, and which 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
 
 from prompthone.data import (
     BBH_MULTIPLE_CHOICE,
@@ -26,25 +23,10 @@ from prompthone.data import (
     load_trec,
     load_trec_mini,
 )
-from prompthone.metrics import ChoiceMatch, ExactMatch, Metric, NumericMatch
+from prompthone.metrics import ChoiceMatch, ExactMatch, NumericMatch
 from prompthone.program import Program, Signature
 from prompthone.tasks.programs import Classify, MultiHopQA, Reason
-
-Root = str | Path | None
-
-
-@dataclass(frozen=True)
-class Task:
-    name: str
-    description: str
-    load: Callable[[Root], list[Example]]
-    make_program: Callable[[Root], Program]
-    metric: Callable[[], Metric]
-    multi_stage: bool = False
-    #: splits the task fixes itself (a user's own train / val / test files): split name -> its examples.
-    #: The splits it does not name are cut from `load`'s examples by the seeded split.
-    fixed_splits: Callable[[Root], Mapping[str, list[Example]]] | None = None
-
+from prompthone.tasks.task import Root, Task
 
 MATH_INSTRUCTION = "Solve the math word problem."
 MATH_ANSWER = "the final numeric answer, a number only"
@@ -162,21 +144,3 @@ TASKS: dict[str, Task] = {t.name: t for t in _TASK_LIST}
 
 def task_names() -> list[str]:
     return list(TASKS)
-
-
-def get_task(name: str | Mapping[str, Any]) -> Task:
-    """The built-in task called `name`, a user task described by a mapping (`prompthone.tasks.user`), or
-    an error listing the names there are."""
-    if isinstance(name, Mapping):
-        from prompthone.tasks.user import user_task
-
-        return user_task(name)
-    if name in TASKS:
-        return TASKS[name]
-    if f"bbh/{name}" in TASKS:
-        return TASKS[f"bbh/{name}"]
-    plain = [n for n in TASKS if not n.startswith("bbh/")]
-    raise KeyError(
-        f"unknown task {name!r}; built-in tasks: {', '.join(plain)}, and bbh/<task> for the 27 "
-        f"BIG-Bench Hard tasks ({', '.join(BBH_TASKS[:3])}, ...)"
-    )

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import ClassVar
 
 from prompthone.data import DataError, Example, Split, split
-from prompthone.tasks.builtin import Root, Task
+from prompthone.tasks.task import Root, Task
 
 SPLIT_NAMES = ("train", "val", "test")
 

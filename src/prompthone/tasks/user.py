@@ -18,6 +18,7 @@ from typing import Any
 from prompthone.data import Example, load_examples
 from prompthone.metrics import ChoiceMatch, ExactMatch, Metric, NumericMatch, TokenF1, as_metric
 from prompthone.program import Program
+from prompthone.tasks.task import Task
 
 #: built-in metric names for user tasks: each compares one label field with the same-named output field
 METRICS: dict[str, Callable[..., Metric]] = {
@@ -100,10 +101,8 @@ def task_label(task: str | Mapping[str, Any]) -> str:
     return str(task)
 
 
-def user_task(spec: Mapping[str, Any]) -> Any:
-    """A `Task` (see `prompthone.tasks.builtin`) built from a user-task mapping (see the module docstring)."""
-    from prompthone.tasks.builtin import Task
-
+def user_task(spec: Mapping[str, Any]) -> Task:
+    """A `Task` built from a user-task mapping (see the module docstring)."""
     if spec.get("source") == PYTHON_SOURCE:
         raise UserTaskError(
             f"the run's program, data and metric ({spec.get('program')}) were given in Python, not in a config; "

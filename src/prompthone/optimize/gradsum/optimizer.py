@@ -44,7 +44,7 @@ from prompthone.optimize.gradsum.steps import Failure, Gradient
 from prompthone.optimize.proposers.calls import keep
 from prompthone.optimize.proposers.contract import contracts_for
 from prompthone.optimize.proposers.cost import run_tokens
-from prompthone.program import Candidate, ModuleCall, run_program
+from prompthone.program import Candidate, ModuleCall
 
 TOP_SCORE = 1.0
 #: rough tokens per call, for the estimate: a proposer prompt shows a trace or gradients
@@ -183,18 +183,15 @@ class GradSum(Optimizer):
     async def _trace(self, run: GradSumRun, candidate: Candidate, example: Example) -> list[ModuleCall]:
         """The trace of `candidate` on `example`.
 
-        A score served from the score cache comes without a trace; the run is then replayed with the
-        evaluator's own LM and options, which the response cache answers for free. Nothing is scored.
+        A score served from the score cache comes without a trace; the evaluator then replays it
+        (`Evaluator.trace`), which the response cache answers for free. Nothing is scored.
         """
         hit = run.traces.get((candidate.hash, example.id))
         if hit is not None:
             return hit
-        ev = run.setup.evaluator
-        replayed = await run_program(
-            ev.program, example.inputs, lm=ev.lm, candidate=candidate, lm_for=ev.lm_for, **ev.lm_options
-        )
-        run.traces[(candidate.hash, example.id)] = replayed.trace
-        return replayed.trace
+        trace = await run.setup.evaluator.trace(candidate, example)
+        run.traces[(candidate.hash, example.id)] = trace
+        return trace
 
     async def _expand(
         self, run: GradSumRun, parent: BeamEntry, minibatch: Sequence[Example], it: int, log: IterationLog

@@ -27,9 +27,9 @@ from prompthone.evaluate import ExampleRecord
 from prompthone.optimize.base import OptimizationSetup
 from prompthone.optimize.proposers.calls import ProposalRecord, propose
 from prompthone.optimize.proposers.contract import REJECTED, Contract, guard, runs_to_cutoff
-from prompthone.optimize.templates import render_template
 from prompthone.program import Module, ModuleCall
 from prompthone.program.values import format_value, label_key, label_of
+from prompthone.templates import render_template
 
 #: default caps on proposer replies (tokens): short answers keep a small local proposer fast
 GRADIENT_TOKENS = 120

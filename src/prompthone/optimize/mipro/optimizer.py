@@ -2,9 +2,10 @@
 
 One run: score the start candidate on the validation set; build the candidate pool (bootstrapped
 and labelled demo sets per module, grounded instruction proposals per module); then search with
-Optuna's TPE over categorical (instruction, demo set) choices per module, scoring each trial on a
-minibatch of validation examples and, every `full_eval_every` trials, the best configuration by
-mean minibatch score that has no full score yet on the whole validation set. The result is the
+Optuna's TPE over categorical (instruction, demo set) choices per module (and, with `search_formats`,
+its prompt format), scoring each trial on a minibatch of validation examples and, every
+`full_eval_every` trials, the best configuration by mean minibatch score that has no full score yet
+on the whole validation set. The result is the
 best fully-scored configuration, which is never worse on validation than the start (scored first).
 
 Where this goes beyond the reference implementation:
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution
@@ -60,7 +61,7 @@ from prompthone.optimize.proposers import (
     summarize_dataset,
 )
 from prompthone.program import Candidate, Demo
-from prompthone.store.server import safe_url
+from prompthone.sqlurl import safe_url
 
 #: temperatures MIPRO++ may choose for a proposal
 PLUS_TEMPERATURES = (0.5, 0.8, 1.0, 1.2)
@@ -251,12 +252,29 @@ class MIPROFamily(Optimizer):
                 out[f"{m}::instruction"] = CategoricalDistribution(list(range(len(run.pool.instructions[m]))))
             if self.searches_demos and len(run.pool.demo_sets[m]) > 1:
                 out[f"{m}::demos"] = CategoricalDistribution(list(range(len(run.pool.demo_sets[m]))))
+            self._add_format(run, m, out)
         return out
 
+    def _add_format(self, run: MIPRORun, module: str, out: dict[str, BaseDistribution]) -> None:
+        """`{module}::format` over the module's allowed formats (the start's first), when searched:
+        with `search_formats` off the search space, and so every trial, is what it was without it."""
+        choices = run.format_choices(module)
+        if len(choices) > 1:
+            out[f"{module}::format"] = CategoricalDistribution(choices)
+
+    def _with_format(self, run: MIPRORun, cand: Candidate, params: Mapping[str, Any]) -> Candidate:
+        """`cand` with each module in the format the trial chose (its start's when none was chosen)."""
+        for m in run.setup.program.named_modules():
+            chosen = params.get(f"{m}::format")
+            if chosen is not None and chosen != cand[m].format:
+                cand = cand.with_module(m, cand[m].with_format(str(chosen)))
+        return cand
+
     def _start_params(self, run: MIPRORun) -> dict[str, Any] | None:
-        """Parameters of the start configuration (index 0 everywhere), tried first: its minibatch
-        scores come from the start's full evaluation, so it anchors TPE for free."""
-        return {name: 0 for name in self._distributions(run)}
+        """Parameters of the start configuration (the first choice everywhere: index 0, the start's
+        format), tried first: its minibatch scores come from the start's full evaluation, so it anchors
+        TPE for free."""
+        return {name: cast(CategoricalDistribution, d).choices[0] for name, d in self._distributions(run).items()}
 
     async def _decode(self, run: MIPRORun, params: Mapping[str, Any], number: int) -> Candidate:
         assert run.pool is not None
@@ -266,7 +284,7 @@ class MIPROFamily(Optimizer):
             d = int(params.get(f"{m}::demos", 0))
             p = cand[m].with_instruction(run.pool.instructions[m][i]).with_demos(run.pool.demo_sets[m][d])
             cand = cand.with_module(m, p)
-        return cand
+        return self._with_format(run, cand, params)
 
     # ----------------------------------------------------------------------------- search loop
     async def _search(self, run: MIPRORun) -> None:
@@ -287,6 +305,9 @@ class MIPROFamily(Optimizer):
                     self._mark(run, t.number, cand)
                 items.append((t.number, cand))
             await self._run_batch(run, items)
+        elif finished_count(study) > run.processed:
+            # killed during a full evaluation: run it now, before new trials add to what it picks from
+            await self._catch_up(run)
         dists = self._distributions(run)
         if not dists:  # every module has one choice (all proposals rejected, no demos): nothing to search
             run.setup.emit("step", stage="search skipped", reason="the pool offers no alternative to the start")
@@ -326,12 +347,16 @@ class MIPROFamily(Optimizer):
 
     async def _run_batch(self, run: MIPRORun, items: list[tuple[int, Candidate]]) -> None:
         """Score trials concurrently, then tell Optuna in trial order (determinism), then run the full
-        evaluations whose turn came."""
+        evaluations whose turn came. A crash (anything but a budget stop or an evaluation error) leaves
+        its trial and every later one of the batch RUNNING, as a kill at that moment would: a resumed run
+        scores them in trial order (from its response cache), so it records what an uninterrupted run does."""
         results = await asyncio.gather(*(self._trial(run, n, c) for n, c in items), return_exceptions=True)
         stop: BudgetExhausted | None = None
         crash: BaseException | None = None
         for (number, cand), res in zip(items, results, strict=True):
             live = run.live.pop(number)
+            if crash is not None:
+                continue
             if isinstance(res, BudgetExhausted):
                 stop = stop or res  # left RUNNING: a resumed run scores it
                 continue
@@ -360,14 +385,19 @@ class MIPROFamily(Optimizer):
                 st.full = trial.score
         if crash is not None:
             raise crash
+        await self._catch_up(run)
+        if stop is not None:
+            raise stop
+
+    async def _catch_up(self, run: MIPRORun) -> None:
+        """Run the full evaluations whose turn came with the trials finished so far (every
+        `full_eval_every` of them), and note how far that got."""
         finished = finished_count(run.study)
         for c in range(run.processed + 1, finished + 1):
             if run.minibatching and c % run.s.full_eval_every == 0:
                 await self._full_eval(run, after=c, at=finished, kind="full")
         run.processed = max(run.processed, finished)
         run.persist("processed", run.processed)
-        if stop is not None:
-            raise stop
 
     async def _full_eval(self, run: MIPRORun, *, after: int, at: int, kind: str) -> None:
         """Score on the whole validation set the best configuration by mean minibatch advantage that
@@ -481,6 +511,7 @@ class MIPROPlusPlus(MIPROFamily):
             out[f"{m}::temperature"] = CategoricalDistribution(list(PLUS_TEMPERATURES))
             if len(run.pool.demo_sets[m]) > 1:
                 out[f"{m}::demos"] = CategoricalDistribution(list(range(len(run.pool.demo_sets[m]))))
+            self._add_format(run, m, out)
         return out
 
     def _start_params(self, run: MIPRORun) -> dict[str, Any] | None:
@@ -524,7 +555,7 @@ class MIPROPlusPlus(MIPROFamily):
         for m, text in zip(modules, texts, strict=True):
             d = int(params.get(f"{m}::demos", 0))
             cand = cand.with_module(m, cand[m].with_instruction(text).with_demos(run.pool.demo_sets[m][d]))
-        return cand
+        return self._with_format(run, cand, params)
 
 
 __all__ = ["MIPRO", "PLUS_TEMPERATURES", "BayesianBootstrap", "MIPRO0Shot", "MIPROFamily", "MIPROPlusPlus", "Pool"]

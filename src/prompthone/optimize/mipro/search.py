@@ -26,7 +26,7 @@ from optuna.trial import TrialState
 
 from prompthone.data.example import Example
 from prompthone.program import Candidate
-from prompthone.store.server import call_with_retry, connect_args, is_connection_error, is_server_url
+from prompthone.sqlurl import call_with_retry, connect_args, is_connection_error, is_server_url
 
 
 def derived_seed(*parts: object) -> int:

@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any
 
+from prompthone.optimize.format_search import check_search_formats
 from prompthone.optimize.settings import MethodSettings
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -44,6 +45,9 @@ class MIPROSettings(MethodSettings):
     Proposals: `proposal_temperature`, `proposer_max_tokens`, `max_attempts` per proposal, which
     grounding is shown (`ground_dataset` with `summary_batches` batches read, `ground_program`,
     `ground_demos`), `tips` on or off, and (MIPRO++) `history_size` earlier instructions shown.
+    Formats: `search_formats` (False, the default: every module keeps its start's prompt format; True:
+    any of `PROMPT_FORMATS`; a list: those) adds one categorical `{module}::format` per module, the
+    start's format first; it shares the trials (the default trial count does not grow with it).
 
     Values are kept exactly as given (no int-to-float normalizing): they are part of the study's
     fingerprint, which a resumed run must match.
@@ -77,6 +81,8 @@ class MIPROSettings(MethodSettings):
     ground_demos: bool = True
     tips: bool = True
     history_size: int = 5  # MIPRO++: earlier instructions shown with their scores
+    #: bool or a list of format names; typed Any so that `validate` gives the one message for both kinds
+    search_formats: Any = False
 
     @classmethod
     def build(cls, preset: str | None = "light", **overrides: Any) -> MIPROSettings:  # type: ignore[override]
@@ -103,6 +109,7 @@ class MIPROSettings(MethodSettings):
         for name in ("max_bootstrapped_demos", "max_labeled_demos", "teacher_labeled", "history_size"):
             self.at_least(name, 0)
         self.boolean("cover_labels")
+        check_search_formats(self)
         self.in_range("proposal_temperature", 0.0, 2.0, low_open=True, normalize=False)
 
     @property

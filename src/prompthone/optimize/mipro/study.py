@@ -25,11 +25,12 @@ from optuna.trial import TrialState
 from prompthone.data.example import Example
 from prompthone.evaluate import EvalResult
 from prompthone.optimize.base import OptimizationSetup, Run, Trial
+from prompthone.optimize.format_search import fingerprint_settings, format_choices, searches_formats
 from prompthone.optimize.mipro.search import ConfigStats, MinibatchSchedule, open_study
 from prompthone.optimize.mipro.settings import MIPROSettings
 from prompthone.optimize.proposers import DemoSet, Grounding, ProposalLog
 from prompthone.program import Candidate, Demo
-from prompthone.store.server import safe_url
+from prompthone.sqlurl import safe_url
 
 
 @dataclass
@@ -79,9 +80,10 @@ def fingerprint(
 ) -> str:
     """What makes a run this run: a study with another fingerprint belongs to another run."""
     assert setup.start is not None
+    kept = {k: v for k, v in vars(settings).items() if k not in ("storage", "study_name")}
     payload = {
         "optimizer": optimizer,
-        "settings": {k: v for k, v in vars(settings).items() if k not in ("storage", "study_name")},
+        "settings": fingerprint_settings(kept),
         "plan": plan,
         "program": f"{type(setup.program).__module__}.{type(setup.program).__qualname__}",
         "start": setup.start.hash,
@@ -155,6 +157,11 @@ class MIPRORun(Run):
         self.schedule = MinibatchSchedule(val, self.s.minibatch_size, self.setup.rng("mipro:minibatches"))
         self.known = {k for k in study.user_attrs if k.startswith("cand:")}
         self.opened = True
+
+    def format_choices(self, module: str) -> list[str]:
+        """The prompt formats `module` may take in this run (its start's first; one: not searched)."""
+        assert self.setup.start is not None
+        return format_choices(self.setup.start[module].format, self.s.search_formats)
 
     def baseline_mean(self, examples: Sequence[Example]) -> float:
         vals = [self.baseline[e.id] for e in examples if e.id in self.baseline]
@@ -270,6 +277,7 @@ class MIPRORun(Run):
             "full_evals": list(self.full_log),
             "pool_sizes": {
                 m: {"instructions": len(pool.instructions.get(m, ())), "demo_sets": len(pool.demo_sets.get(m, ()))}
+                | ({"formats": self.format_choices(m)} if searches_formats(self.s.search_formats) else {})
                 for m in self.setup.program.named_modules()
             } if pool else {},
             "bootstrap": pool.bootstrap if pool else {},

@@ -37,10 +37,10 @@ from prompthone.optimize.opro.settings import OPROSettings
 from prompthone.optimize.proposers.calls import keep, propose_samples
 from prompthone.optimize.proposers.contract import KEPT, REJECTED, REPAIRED, Contract, guard, runs_to_cutoff
 from prompthone.optimize.proposers.cost import approx_tokens, run_tokens
-from prompthone.optimize.templates import render_template
 from prompthone.program import Candidate
 from prompthone.program.module import Module
 from prompthone.program.values import format_value, label_of
+from prompthone.templates import render_template
 
 TEMPLATE = "opro_instruction"
 PLACEHOLDER = "<INS>"

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from prompthone.data.example import Example
 from prompthone.optimize.base import OptimizationSetup
 from prompthone.optimize.proposers.calls import ProposalLog, keep, propose
-from prompthone.optimize.templates import render_template
 from prompthone.program import Program
 from prompthone.program.values import format_value, label_of
+from prompthone.templates import render_template
 
 #: characters of one field value shown to a proposer; longer values (passages) are cut
 VALUE_CHARS = 240

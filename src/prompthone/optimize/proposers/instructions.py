@@ -26,10 +26,10 @@ from prompthone.optimize.base import OptimizationSetup
 from prompthone.optimize.proposers.calls import ProposalLog, keep, propose
 from prompthone.optimize.proposers.contract import REJECTED, Contract, contracts_for, guard, runs_to_cutoff
 from prompthone.optimize.proposers.grounding import shorten
-from prompthone.optimize.templates import load_template, render_template
 from prompthone.program import Demo, Module
 from prompthone.program.signature import Field
 from prompthone.program.values import label_key, label_of
+from prompthone.templates import load_template, render_template
 
 #: Tips a proposal may carry, drawn at random per proposal (the paper's set; our wording).
 TIPS: dict[str, str] = {

@@ -1,7 +1,8 @@
 """Portable prompts: the exact messages each module sends, usable without prompthone.
 
 Built with the same `render_messages` that module calls use, so an exported prompt is byte for byte
-what the optimized program sends.
+what the optimized program sends. The files a person exports (json, yaml, messages) are written by
+`prompthone.runs.export`, on top of this.
 """
 
 from __future__ import annotations
@@ -20,12 +21,19 @@ from prompthone.program.render import Placeholder, output_schema, render_message
 class PortablePrompts(dict[str, list[Message]]):
     """Module name -> chat messages; inputs not filled in appear as `{field}` placeholders.
 
-    `response_formats` holds the JSON schema of each module that asks for structured replies.
+    `response_formats` holds the JSON schema of each module that asks for structured replies;
+    `prompt_formats` the prompt format each module's messages are laid out in (how to read its reply).
     """
 
-    def __init__(self, prompts: Mapping[str, list[Message]], response_formats: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        prompts: Mapping[str, list[Message]],
+        response_formats: Mapping[str, Any],
+        prompt_formats: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(prompts)
         self.response_formats = dict(response_formats)
+        self.prompt_formats = dict(prompt_formats or {})
 
     def as_json(self, *, indent: int = 2) -> str:
         modules: dict[str, Any] = {}
@@ -39,7 +47,8 @@ class PortablePrompts(dict[str, list[Message]]):
     def as_text(self) -> str:
         blocks: list[str] = []
         for name, messages in self.items():
-            lines = [f"=== module: {name} ==="]
+            fmt = self.prompt_formats.get(name)
+            lines = [f"=== module: {name}" + (f" (prompt format: {fmt})" if fmt else "") + " ==="]
             for m in messages:
                 lines.append(f"--- {m['role']} ---")
                 lines.append(m["content"])
@@ -71,11 +80,13 @@ def render_prompts(
     example = dict(example_inputs or {})
     prompts: dict[str, list[Message]] = {}
     formats: dict[str, Any] = {}
+    layouts: dict[str, str] = {}
     for name, module in modules.items():
         params = candidate[name] if candidate is not None else module.params
+        layouts[name] = params.format
         use_json = module.structured if module.structured is not None else bool(structured)
         inputs = {n: example.get(n, Placeholder(n)) for n in module.signature.input_names}
         prompts[name] = render_messages(module.signature, params, inputs, structured=use_json)
         if use_json:
             formats[name] = output_schema(module.signature)
-    return PortablePrompts(prompts, formats)
+    return PortablePrompts(prompts, formats, layouts)

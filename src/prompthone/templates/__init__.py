@@ -1,7 +1,9 @@
-"""Prompt templates of the optimizers, kept as readable text files in `prompthone/templates/`.
+"""Prompt templates (the optimizers' and the LLM judge's), kept as readable text files in this folder.
 
-Templates use `{name}` placeholders (str.format); literal braces are written `{{` and `}}`. Rendering
-checks that every placeholder is filled and no argument is unused, so a renamed field fails loudly.
+The loader lives beside the files, on the lowest floor, so that every floor that writes a prompt from a
+template (`metrics/judge.py`, the methods in `optimize/`) imports down to it. Templates use `{name}`
+placeholders (str.format); literal braces are written `{{` and `}}`. Rendering checks that every
+placeholder is filled and no argument is unused, so a renamed field fails loudly.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from importlib import resources
 def load_template(name: str) -> str:
     """The text of `templates/<name>.txt` shipped with the package."""
     try:
-        return resources.files("prompthone").joinpath("templates", f"{name}.txt").read_text(encoding="utf-8")
+        return resources.files(__package__).joinpath(f"{name}.txt").read_text(encoding="utf-8")
     except FileNotFoundError:
         raise FileNotFoundError(f"no prompt template named {name!r} in prompthone/templates/") from None
 

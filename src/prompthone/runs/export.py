@@ -1,4 +1,8 @@
-"""Exporting an optimized program, and loading it back.
+"""Exporting an optimized program (`prompthone export`), and loading it back.
+
+The one "export" module: the message rendering it builds on was `program/export.py` and is now
+`program/portable.py` (`render_prompts`, `PortablePrompts`), renamed rather than merged here because
+the runner and `show` render prompts too, from a floor below the application.
 
 Three formats, for two kinds of reader:
 

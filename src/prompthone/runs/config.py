@@ -17,7 +17,8 @@ from prompthone.lm.errors import ConfigError
 from prompthone.lm.model_string import parse_model_string
 from prompthone.optimize.budget import Budget
 from prompthone.optimize.registry import OPTIMIZERS, SettingError, make_optimizer
-from prompthone.optimize.runner import RunSpec, check_inputs, splits_for
+from prompthone.runs.spec import RunSpec
+from prompthone.runs.splits import check_inputs, splits_for
 from prompthone.tasks import get_task
 
 

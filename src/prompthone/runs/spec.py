@@ -1,0 +1,99 @@
+"""What a run is: the spec that goes into its stored config, and the outcome it comes back with.
+
+A spec is plain data so that a stored config rebuilds the run (resume, report, export); the outcome holds
+what the run measured, from which `files.write_outcome` writes `summary.json`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from prompthone.evaluate import EvalResult
+from prompthone.optimize.base import OptimizationResult
+from prompthone.optimize.budget import Budget
+from prompthone.sqlurl import safe_url
+from prompthone.tasks.user import task_label
+
+
+@dataclass
+class RunSpec:
+    """What to run: everything that goes into the run's stored config."""
+
+    #: a built-in task's name, or a user task: {program, data, metric, path} (see `prompthone.tasks.user`)
+    task: str | dict[str, Any]
+    optimizer: str
+    model: str = "local/qwen2.5-coder-0.5b"
+    proposer_model: str | None = None
+    #: runs the program when bootstrapping demos; the task model when None (counted apart either way)
+    teacher_model: str | None = None
+    #: score with an LLM judge instead of the task's metric: `JudgeMetric` settings in words
+    #: (task_description, criteria, reference_field, scale, output_fields, input_fields, max_tokens)
+    judge: dict[str, Any] | None = None
+    #: the judge's model; the proposer model when None
+    judge_model: str | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+    #: split sizes; None for a split the task fixes (its own file) means the whole file
+    n_train: int | None = 50
+    n_val: int | None = 50
+    n_test: int | None = 100
+    seed: int = 0
+    data_root: str | None = None
+    concurrency: int = 8
+    max_tokens: int = 384
+    #: errors (e.g. judge failures) tolerated per evaluation before it fails loudly; never scored as wrong
+    max_errors: int = 0
+    #: llama.cpp threads for embedded models (None: the backend's default); answers do not depend on it
+    threads: int | None = None
+    #: seconds each attempt of an LM call may take, for every role (a slow CPU model needs more)
+    timeout_s: float = 120.0
+    budget: Budget = field(default_factory=Budget)
+
+    @property
+    def task_name(self) -> str:
+        return task_label(self.task)
+
+    def to_config(self) -> dict[str, Any]:
+        d = asdict(replace(self, budget=Budget()))  # a used budget holds its run's LMs: not plain data
+        d["settings"] = public_settings(self.settings)
+        b = self.budget
+        d["budget"] = {
+            "max_lm_calls": b.max_lm_calls,
+            "max_tokens": b.max_tokens,
+            "max_cost_usd": b.max_cost_usd,
+            "max_wall_s": b.max_wall_s,
+            "prices": dict(b.prices),
+        }
+        return d
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> RunSpec:
+        c = dict(config)
+        budget = c.pop("budget", None) or {}
+        budget["prices"] = {k: tuple(v) for k, v in (budget.get("prices") or {}).items()}
+        return cls(**c, budget=Budget(**budget))
+
+
+def public_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """Optimizer settings as they are recorded (stored config, summary): a URL (e.g. MIPRO's `storage`)
+    without its password, which the driver reads from the environment instead (PGPASSWORD, ~/.pgpass)."""
+    return {k: safe_url(v) if isinstance(v, str) and "://" in v else v for k, v in settings.items()}
+
+
+@dataclass
+class RunOutcome:
+    spec: RunSpec
+    result: OptimizationResult
+    start_test: EvalResult
+    final_test: EvalResult
+    #: role -> usage counters of the optimization alone (scoring the start and the result on test excluded)
+    usage: dict[str, dict]
+    wall_s: float
+    run_dir: Path
+    #: task-model usage of the two test evaluations (start and result)
+    test_usage: dict[str, float | int] = field(default_factory=dict)
+    optimize_wall_s: float = 0.0
+    #: the task-contract check's counts over the run's proposals, and what the search chose
+    #: (`proposers.contract.contract_report`)
+    proposals: dict[str, Any] = field(default_factory=dict)
