@@ -21,6 +21,7 @@ from prompthone.data import load_trec_mini
 from prompthone.lm import run_sync
 from prompthone.store import RunStore
 from prompthone.testing.fake_openai_server import FakeOpenAIServer
+from prompthone.testing.replies import without_reminder, write_reply
 
 GOLD = {ex.inputs["question"]: ex.labels["answer"] for ex in load_trec_mini()}
 
@@ -31,11 +32,12 @@ def few_shot_learner(body: dict) -> str:
     Any request that is not a classification (the proposer's) gets a plain instruction back.
     """
     messages = body["messages"]
-    m = re.fullmatch(r"Question: (.*)", messages[-1]["content"].strip(), re.S)
+    m = re.fullmatch(r"Question: (.*)", without_reminder(messages[-1]["content"]).strip(), re.S)
     if m is None or m.group(1) not in GOLD:
         return "Name the kind of answer the question asks for, as one word."
     has_demos = any(msg["role"] == "assistant" for msg in messages)
-    return f"Answer: {GOLD[m.group(1)]}" if has_demos else "Answer: George Washington"
+    answer = GOLD[m.group(1)] if has_demos else "George Washington"
+    return write_reply(messages[0]["content"], {"answer": answer})  # in the reply format the prompt asks for
 
 
 @pytest.fixture

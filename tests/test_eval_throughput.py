@@ -27,10 +27,16 @@ from prompthone.program.context import _ForwardThreads, in_worker_thread
 from prompthone.program.run import _check_forward_inputs
 from prompthone.program.values import label_key
 from prompthone.testing import FakeOpenAIServer, Fault
+from prompthone.testing.replies import without_reminder, write_reply
+
+
+def question_of(request) -> str:
+    return without_reminder(request.messages[-1][1])
 
 
 def answer_with_number(request) -> str:
-    return "Answer: " + request.messages[-1][1].split()[-1].rstrip("?")
+    """The number the question ends with, in the reply format the prompt asks for."""
+    return write_reply(request.messages[0][1], {"answer": question_of(request).split()[-1].rstrip("?")})
 
 
 def examples(n: int) -> list[Example]:
@@ -179,7 +185,7 @@ async def test_evaluation_order_counts_and_score_cache_with_sync_forward() -> No
 
 async def test_errors_in_sync_forwards_are_returned_per_example() -> None:
     def flaky(request):
-        return ServerError("down") if request.messages[-1][1].endswith("3?") else answer_with_number(request)
+        return ServerError("down") if question_of(request).endswith("3?") else answer_with_number(request)
 
     lm = LM(ScriptedBackend(flaky), cache=False, max_retries=0)
     result = await Evaluator(SyncQA(), ExactMatch(), lm, max_errors=1).evaluate(None, examples(6))

@@ -21,6 +21,8 @@ from prompthone.runs.export import (
     export_program,
     fill_placeholders,
     load_exported,
+    messages_document,
+    messages_readme,
     read_document,
 )
 from prompthone.store import RunStore
@@ -118,6 +120,19 @@ def test_messages_work_filled_in_by_hand_without_prompthone(run_dir):
     assert "best_messages.json" in text and "{question}" in text and "`Answer:`" in text
     with pytest.raises(ExportError, match="--format json"):
         load_exported(path)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "says"),
+    [("labels", "`Search Query:`, `Answer:`"), ("recap", "`Search Query:`, `Answer:`"),
+     ("tags", "`<search_query>`, `<answer>`"), ("json", 'a JSON object with the keys `"search_query"`, `"answer"`')],
+)  # fmt: skip
+def test_the_messages_readme_names_the_outputs_as_each_format_writes_them(fmt, says):
+    module = Predict("question -> search_query, answer", format=fmt)
+    readme = messages_readme(messages_document(module), "m.json")
+    assert f"prompt format `{fmt}`: the reply gives {says}\n" in readme
+    structured = messages_readme(messages_document(Predict("q -> a", format="labels"), structured=True), "m.json")
+    assert 'the reply gives a JSON object with the keys `"a"`' in structured  # a response_format asks for JSON
 
 
 class QA(Program):

@@ -24,7 +24,8 @@ from prompthone.optimize.settings import SettingError
 from prompthone.program import Predict
 from prompthone.program.params import PROMPT_FORMATS
 from prompthone.tasks import get_task
-from test_mipro_world import Parity, make_setup, task_answer
+from prompthone.testing.replies import write_reply
+from test_mipro_world import make_setup, task_answer
 
 MIPRO_VARIANTS = ["mipro", "mipro-0shot", "bayesian-bootstrap", "mipro++"]
 SMALL = {
@@ -314,7 +315,7 @@ def test_gradsum_keeps_the_start_format(fmt):
 
 def test_parity_program_starts_in_the_legacy_format():
     """The golden footprints above assume the world's start renders as it did before formats."""
-    assert Parity().classify.format == "labels"
+    assert make_setup()[0].program.classify.format == "labels"
 
 
 # --------------------------------------------------------------------------- what a run leaves
@@ -365,17 +366,18 @@ def test_summary_prompts_report_and_exports_say_which_format_won(tmp_path, monke
 
 
 def two_stage_format_lm(req: Request) -> str:
-    """TwoStage (test_proposers.py) whose answer step is right only in the `json` format (from a good
-    query); the query step writes the same query in every format."""
+    """TwoStage (test_proposers.py) whose answer step is right only in the `tags` format, not the one it
+    starts in (from a good query); the query step writes the same query in every format. Each step replies
+    in the format its prompt asks for."""
     from format_world import number_of
 
     system = req.messages[0][1]
     n = number_of(req)
     if "search" in system.lower() and "context" not in system.lower():
-        return f"Search Query: {'bad' if n % 3 == 0 else 'good'} {n}"
+        return write_reply(system, {"search_query": f"{'bad' if n % 3 == 0 else 'good'} {n}"})
     right = "even" if n % 2 == 0 else "odd"
-    ok = request_format(req) == "json" and "good" in req.messages[-1][1]
-    return f'{{"answer": "{right if ok else "maybe"}"}}'
+    ok = request_format(req) == "tags" and "good" in req.messages[-1][1]
+    return write_reply(system, {"answer": right if ok else "maybe"})
 
 
 def test_each_module_of_a_pipeline_has_its_own_format_variable(tmp_path):
@@ -387,4 +389,5 @@ def test_each_module_of_a_pipeline_has_its_own_format_variable(tmp_path):
     study = optuna.load_study(study_name=r.info["study"], storage=f"sqlite:///{storage}")
     assert {"query::format", "answer::format"} <= set(study.trials[0].params)
     assert len({t.params["query::format"] for t in study.trials}) > 1
-    assert r.best["answer"].format == "json" and r.best_score > r.start_score
+    assert setup.program.answer.format != "tags"
+    assert r.best["answer"].format == "tags" and r.best_score > r.start_score

@@ -43,3 +43,32 @@ def test_every_format_parses_the_embedded_models_replies(qwen, tmp_path, fmt):
     for r in result.records:
         assert r.status == "scored", f"{fmt}: {r.raw!r} did not parse ({r.feedback})"
         assert r.outputs["sentiment"].strip().lower() in ("positive", "negative"), f"{fmt}: {r.raw!r}"
+
+
+TREC_LABELS = "abbreviation, description, entity, human, location, number"
+#: the README's Python example: this classifier, at max_tokens=8
+TREC = Signature(
+    {"question": ""},
+    {"label": f"one of: {TREC_LABELS}"},
+    f"Classify the question by the type of answer it expects: {TREC_LABELS}.",
+)
+QUESTIONS = [
+    Example(id=str(i), inputs={"question": q}, labels={"label": gold})
+    for i, (q, gold) in enumerate(
+        [("How many legs does a spider have ?", "number"), ("Where is the Eiffel Tower ?", "location")]
+    )
+]
+
+
+def test_the_default_format_reads_replies_cut_off_at_a_tight_max_tokens(qwen, tmp_path):
+    """The model pretty-prints its JSON for the README's classifier, so max_tokens=8 cuts the closing brace
+    off; the label must still come out without JSON's quotes."""
+    lm = LM(qwen, cache=tmp_path / "c.sqlite")
+    module = Predict(TREC)
+    assert module.format == "json"
+    metric = ExactMatch(label_field="label")
+    result = Evaluator(module, metric, lm, concurrency=1, max_tokens=8).evaluate_sync(None, QUESTIONS)
+    assert result.n_errors == 0
+    for r in result.records:
+        assert r.status == "scored", f"{r.raw!r} did not parse ({r.feedback})"
+        assert r.outputs["label"] in TREC_LABELS.split(", "), r.raw

@@ -13,6 +13,7 @@ from prompthone.lm.scripted import ScriptedBackend
 from prompthone.metrics import JudgeError, JudgeMetric, JudgeScale, MissingFieldError, parse_verdict
 from prompthone.metrics.judge import LENIENT_MIN_OUTPUTS, VerdictParseError, lenient_judge_warning
 from prompthone.program import Predict, Program
+from prompthone.testing.replies import without_reminder, write_reply
 
 EX = Example(id="e1", inputs={"question": "Who wrote Hamlet?"}, labels={"answer": "William Shakespeare"})
 CRITERIA = "1 if the answer names the same person as the reference answer, else 0."
@@ -209,7 +210,11 @@ class QA(Program):
 
 def test_the_evaluator_records_a_judge_failure_as_an_error_apart_from_scores():
     examples = [Example(id=f"q{i}", inputs={"question": f"q{i}"}, labels={"answer": "a"}) for i in range(4)]
-    task_lm = LM(ScriptedBackend(lambda req: f"Answer: {req.messages[-1][1].split()[-1]}"), cache=False)
+
+    def task(req):  # answers with the question, in the reply format the prompt asks for
+        return write_reply(req.messages[0][1], {"answer": without_reminder(req.messages[-1][1]).split()[-1]})
+
+    task_lm = LM(ScriptedBackend(task), cache=False)
 
     def judge(req):
         user = req.chat[1]["content"]

@@ -128,7 +128,11 @@ def make_setup(
     default), a recording evaluator with its own score cache, and an event list if given. With
     `separate_teacher`, the teacher is its own LM object (same script), so its usage is apart.
     `task_max_concurrency` bounds the task LM's requests in flight; `concurrency` is the evaluator's."""
-    program = program or Parity()
+    if program is None:
+        program = Parity()
+        # the world's golden footprints (test_format_search.py) and `with_params` candidates are in `labels`;
+        # set here rather than in Parity, whose source the proposer reads (a changed source changes requests)
+        program.classify.format = "labels"
     data = parity_examples(n_train + n_val)
     train = train if train is not None else data[:n_train]
     val = val if val is not None else data[n_train:]

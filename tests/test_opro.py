@@ -18,6 +18,7 @@ from prompthone.optimize.opro.meta import order_word
 from prompthone.optimize.registry import make_optimizer
 from prompthone.program import Candidate, Predict, Program, PromptParams, Signature, render_messages
 from prompthone.program.program import SingleModule
+from prompthone.testing.replies import instruction_of, write_reply
 
 START = "Answer the question."
 LEVEL = re.compile(r"level (\d+)")
@@ -40,7 +41,7 @@ def leveled_task_lm(log: list | None = None) -> LM:
         user = [c for r, c in req.messages if r == "user"][-1]
         q = re.search(r"(\w+)-q(\d+)", user)
         prefix, i = q.group(1), int(q.group(2))
-        return f"Answer: {prefix}-a{i}" if i < level else "Answer: wrong"
+        return write_reply(req.messages[0][1], {"answer": f"{prefix}-a{i}" if i < level else "wrong"})
 
     return LM(ScriptedBackend(respond, name="task"), cache=False)
 
@@ -191,9 +192,10 @@ async def test_duplicates_are_never_scored_twice():
     assert [t.info["instruction"] for t in train_trials] == [START, "level 4"]
     rows = result.info["steps"]
     assert [(r["new"], r["duplicates"]) for r in rows] == [(1, 3), (0, 4)]
-    per_instruction = {}
+    per_instruction: dict[str, int] = {}
     for r in tlog:
-        per_instruction[r.messages[0][1].split("\n")[0]] = per_instruction.get(r.messages[0][1].split("\n")[0], 0) + 1
+        instruction = instruction_of(r.messages[0][1])
+        per_instruction[instruction] = per_instruction.get(instruction, 0) + 1
     assert per_instruction["level 4"] == 10 + 10  # 10 train examples once, then 10 validation examples once
 
 
@@ -225,7 +227,7 @@ async def test_result_is_chosen_on_validation_not_training():
         user = [c for r, c in req.messages if r == "user"][-1]
         prefix, i = re.search(r"(\w+)-q(\d+)", user).groups()
         good = ("memorize" in text and prefix == "t") or ("generalize" in text and (prefix == "v" or int(i) < 5))
-        return f"Answer: {prefix}-a{i}" if good else "Answer: no"
+        return write_reply(req.messages[0][1], {"answer": f"{prefix}-a{i}" if good else "no"})
 
     task = LM(ScriptedBackend(respond, name="task"), cache=False)
     prop = proposer(["<INS>memorize</INS>", "<INS>generalize</INS>"])
@@ -324,7 +326,11 @@ def test_position_is_part_of_the_candidate_and_old_hashes_do_not_move():
     "position, where",
     [
         ("question_begin", lambda msgs: msgs[-1]["content"].startswith("level 10\n\n")),
-        ("question_end", lambda msgs: msgs[-1]["content"].endswith("\n\nlevel 10")),
+        # right after the question: before the reminder of the outputs that formats other than "labels" end with
+        (
+            "question_end",
+            lambda msgs: re.match(r"Question: [tv]-q\d+\n\nlevel 10(\n\nReply with |$)", msgs[-1]["content"]),
+        ),
         ("answer_start", lambda msgs: msgs[-1] == {"role": "assistant", "content": "level 10"}),
     ],
 )
@@ -362,12 +368,13 @@ def two_step_task_lm() -> LM:
 
     def task(req):
         system, user = req.messages[0][1], req.messages[-1][1]
-        if "Note" not in user:  # the rewrite step: passes the question on only when told to
+        told = instruction_of(system)
+        if "Note:" not in user:  # the rewrite step: passes the question on only when told to
             q = re.search(r"t-q\d+|v-q\d+", user).group(0)
-            return f"Note: {q}" if system.startswith("keep") else "Note: lost"
+            return write_reply(system, {"note": q if told.startswith("keep") else "lost"})
         m = re.search(r"(\w)-q(\d+)", user)  # lost notes are never answered; kept ones: half, or all when told
-        ok = m and (system.startswith("copy") or int(m.group(2)) < 5)
-        return f"Answer: {m.group(1)}-a{m.group(2)}" if ok else "Answer: no"
+        ok = m and (told.startswith("copy") or int(m.group(2)) < 5)
+        return write_reply(system, {"answer": f"{m.group(1)}-a{m.group(2)}" if ok else "no"})
 
     return LM(ScriptedBackend(task, name="task"), cache=False)
 

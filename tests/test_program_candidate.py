@@ -41,8 +41,8 @@ def test_named_prompts_walks_nested_programs_and_lists_in_order():
     prog = TwoStage()
     prompts = prog.named_prompts()
     assert list(prompts) == ["retrieve.query", "stages.0", "stages.1", "answer"]
-    assert prompts["retrieve.query"] == PromptParams("Write a search query.")
-    assert prompts["answer"].instruction == "Answer from the context."
+    assert prompts["retrieve.query"] == PromptParams("Write a search query.", format="json")  # a Predict's start
+    assert prompts["answer"] == PromptParams("Answer from the context.", format="labels")  # a ChainOfThought's
     assert prog.named_modules()["stages.1"] is prog.stages[1]
 
 

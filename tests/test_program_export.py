@@ -79,7 +79,11 @@ async def test_structured_prompts_match_and_carry_the_schema():
 def test_placeholders_when_no_example_is_given():
     prompts = render_prompts(RAG())
     assert list(prompts) == ["query", "answer"]
-    assert prompts["query"][-1] == {"role": "user", "content": "Question: {question}"}
+    # the query module (a Predict) asks for JSON: its last turn ends with a reminder of the keys
+    assert prompts["query"][-1] == {
+        "role": "user",
+        "content": 'Question: {question}\n\nReply with one JSON object with the keys "query".',
+    }
     assert prompts["answer"][-1]["content"] == "Question: {question}\nContext: {context}"
     partly = render_prompts(RAG(), None, {"question": "q?"})
     assert partly["answer"][-1]["content"] == "Question: q?\nContext: {context}"
@@ -106,4 +110,4 @@ def test_as_json_and_as_text():
 def test_a_bare_module_exports_as_a_one_module_program():
     prompts = render_prompts(Predict("question -> answer", instruction="Be brief."))
     assert list(prompts) == ["predict"]
-    assert prompts["predict"][0]["content"].startswith("Be brief.")
+    assert prompts["predict"][0]["content"].endswith("\n\nYour task:\nBe brief.")  # JSON: the instruction last

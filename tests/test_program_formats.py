@@ -21,6 +21,7 @@ from prompthone.program import (
 )
 from prompthone.program.params import DEFAULT_FORMAT, PROMPT_FORMATS
 from prompthone.runs.export import load_exported, messages_document, program_document
+from prompthone.testing.replies import write_reply
 
 LABELS = "one of: abbreviation, description, entity, human, location, number"
 TREC = Signature({"question": ""}, {"label": LABELS}, "Classify the question by the type of answer it expects.")
@@ -60,6 +61,26 @@ def test_labels_is_the_layout_there_was_before_formats():
     plain = render_messages(TREC, PromptParams(TREC.instruction), {"question": "x"})
     assert plain == [msgs[0], {"role": "user", "content": "Question: x"}]
     assert Predict(TREC).format == DEFAULT_FORMAT
+
+
+def test_a_predict_starts_in_json_a_chain_of_thought_in_labels_and_an_explicit_format_wins():
+    assert Predict(TREC).format == "json" and Predict(TREC).params.format == "json"
+    assert ChainOfThought(TREC).format == "labels"
+    assert Predict(TREC, format="labels").format == "labels" and ChainOfThought(TREC, format="json").format == "json"
+    assert Candidate.default(as_program(Predict(TREC)))["predict"].format == "json"
+    # the default module asks for JSON and reads a JSON reply as JSON, not through the fallback
+    seen = []
+
+    def respond(request):
+        seen.append(request.messages)
+        return write_reply(request.messages[0][1], {"label": "human"})
+
+    run = asyncio.run(run_program(Predict(TREC), {"question": "Who?"}, lm=LM(ScriptedBackend(respond), cache=False)))
+    assert (
+        seen[0][-1][1]
+        == f'Question: Who?\n\nReply with one JSON object with the keys "label", where "label" is {LABELS}.'
+    )
+    assert run.outputs == {"label": "human"} and run.trace[0].parsed_how == {"label": "json"}
 
 
 @pytest.mark.parametrize("fmt", ["recap", "tags", "json"])
@@ -122,11 +143,39 @@ def test_a_tags_failure_keeps_the_models_own_text():
 
 
 @pytest.mark.parametrize(
-    "reply", ['{"label": "human"}', '```json\n{"label": "human"}\n```', 'Here: {"Label": "human"} done', "Label: human"]
+    "reply",
+    [
+        '{"label": "human"}',
+        '```json\n{"label": "human"}\n```',
+        'Here: {"Label": "human"} done',
+        "Label: human",
+        '{"label": "human"}\nIt asks for a {person}.',  # braces in the chatter after the object
+        '{"label": "human"}\n\nQuestion: Where?\n{"label": "location"}',  # a made-up next turn: the first wins
+        'Sure! {"label": "human"} (note: {"x": 1})',
+        '{"note": {"a": 1}}\n{"label": "human"}',  # an object that is not the reply, then the reply
+        '```json\n{"label": "human"}\n```\n```json\n{"label": "entity"}\n```',
+        # not decodable: cut off at max_tokens (the 0.5B model pretty-prints), or malformed
+        '{\n  "label": "human"\n',
+        '```json\n{\n  "label": "human"',
+        '{"label": "human", "why": "it asks for a per',
+        '{"label": "human",}',
+        "{'label': 'human'}",  # a Python dict
+    ],
 )
 def test_json_replies(reply):
     parsed = parse_reply(TREC, reply, format="json")
     assert parsed.ok and parsed.values == {"label": "human"}
+
+
+def test_a_json_reply_that_does_not_decode_is_read_by_its_pairs():
+    sig = Signature.parse("question -> reasoning, answer")
+    cut = parse_reply(sig, '{"reasoning": "6 * 7 = \\"42\\"\nso", "answer": 42', format="json", truncated=True)
+    assert cut.ok and cut.values == {"reasoning": '6 * 7 = "42"\nso', "answer": "42"}
+    assert cut.how == {"reasoning": "json-pairs", "answer": "json-pairs"}
+    half = parse_reply(sig, '{"reasoning": "thinking about it', format="json", truncated=True)
+    assert not half.ok and half.failure.missing == ("answer",) and half.values == {"reasoning": "thinking about it"}
+    assert "cut off at max_tokens" in half.failure.reason
+    assert parse_reply(TREC, '{"answer": "human"', format="json").failure.missing == ("label",)
 
 
 def test_an_unknown_format_is_refused_everywhere_with_the_choices():
@@ -172,12 +221,12 @@ def test_a_module_chooses_its_format_and_a_call_renders_and_parses_in_it():
 def test_a_candidate_overrides_the_modules_format():
     module = Predict(TREC)
     seen = []
-    lm = LM(ScriptedBackend(lambda r: seen.append(r.messages) or '{"label": "number"}'), cache=False)
     (name,) = Candidate.default(as_program(module))
-    candidate = Candidate({name: module.params.with_format("json")})
+    candidate = Candidate({name: module.params.with_format("tags")})
+    lm = LM(ScriptedBackend(lambda r: seen.append(r.messages) or "<label>number</label>"), cache=False)
     run = asyncio.run(run_program(module, {"question": "How many?"}, lm=lm, candidate=candidate))
-    assert run.outputs == {"label": "number"}
-    assert "JSON" in seen[0][-1][1]
+    assert module.format == "json" and run.outputs == {"label": "number"}
+    assert seen[0][-1][1].startswith("<question>How many?</question>") and "JSON" not in seen[0][0][1]
 
 
 def test_exports_carry_the_format():

@@ -20,10 +20,7 @@ from prompthone.program import (
     using,
 )
 from prompthone.program.trace import trace_to_all_demos
-
-
-def instruction_of(request) -> str:
-    return request.messages[0][1].split("\n\n")[0]
+from prompthone.testing.replies import instruction_of, without_reminder, write_reply
 
 
 def last_user(request) -> str:
@@ -35,11 +32,13 @@ def output_labels(request) -> str:
 
 
 def echo(request) -> str:
-    """Reply with the instruction received, so every output shows which prompt produced it."""
-    instr, user = instruction_of(request), last_user(request)
+    """Reply with the instruction received, so every output shows which prompt produced it; in the
+    reply format the prompt asks for (the query module's JSON, the answer module's lines)."""
+    system = request.messages[0][1]
+    instr, lines = instruction_of(system), without_reminder(last_user(request)).splitlines()
     if "- Query" in output_labels(request):
-        return f"Query: {instr} | {user.splitlines()[0]}"
-    return f"Reasoning: thinking\nAnswer: {instr} | {user.splitlines()[-1]}"
+        return write_reply(system, {"query": f"{instr} | {lines[0]}"})
+    return write_reply(system, {"reasoning": "thinking", "answer": f"{instr} | {lines[-1]}"})
 
 
 def scripted(respond=echo, **kw) -> tuple[LM, ScriptedBackend]:
@@ -132,8 +131,9 @@ async def test_default_run_uses_module_params_and_records_the_trace():
     q, a = result.trace
     assert (q.module, a.module) == ("query", "answer")
     assert q.seq < a.seq
-    assert q.raw == "Query: Q-default | Question: why?"
-    assert q.status == "ok" and q.parsed_how == {"query": "label"}
+    # a Predict starts in JSON, a ChainOfThought in labels: each call was read in its own format
+    assert q.raw == '{"query": "Q-default | Question: why?"}' and a.raw.startswith("Reasoning: thinking\nAnswer: ")
+    assert q.status == "ok" and q.parsed_how == {"query": "json"} and a.parsed_how["answer"] == "label"
     assert q.messages == backend.requests[0].chat
     assert q.completion_tokens == len(q.raw.split()) and q.cached is False and q.model == "scripted/scripted"
     assert result.completion_tokens == q.completion_tokens + a.completion_tokens
@@ -312,13 +312,13 @@ async def test_trace_to_demos_bootstraps_one_demo_per_module():
     )
     # the demos render back as turns when a candidate uses them
     program = SyncRAG()
-    cand = Candidate.default(program).with_module("query", PromptParams("Q-default", (demos["query"],)))
+    cand = Candidate.default(program).with_module("query", program.query.params.with_demos([demos["query"]]))
     lm2, backend2 = scripted()
     await run_program(program, {"question": "next"}, lm=lm2, candidate=cand)
     sent = backend2.requests[0].chat
     assert [m["role"] for m in sent] == ["system", "user", "assistant", "user"]
     assert sent[1]["content"] == "Question: why?"
-    assert sent[2]["content"] == "Query: Q-default | Question: why?"
+    assert sent[2]["content"] == '{"query": "Q-default | Question: why?"}'  # as the module's JSON reply
 
 
 async def test_trace_to_demos_skips_failed_calls_and_takes_the_first_of_repeated_calls():

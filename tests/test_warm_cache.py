@@ -13,7 +13,8 @@ import pytest
 
 from prompthone.data.example import Example
 from prompthone.optimize.proposers.instructions import clean_instruction
-from prompthone.program import Predict, render_messages
+from prompthone.program import Predict, PromptParams, parse_reply, render_messages
+from prompthone.program.params import PROMPT_FORMATS
 from prompthone.runs.runner import run_optimization
 from prompthone.runs.spec import RunOutcome, RunSpec
 from prompthone.tasks import get_task
@@ -79,20 +80,27 @@ def _examples() -> list[Example]:
     ]
 
 
-def test_task_responder_is_deterministic_prompt_dependent_and_well_formed() -> None:
+@pytest.mark.parametrize("fmt", PROMPT_FORMATS)
+def test_task_responder_is_deterministic_prompt_dependent_and_well_formed(fmt: str) -> None:
     examples = _examples()
     responder = TaskResponder(examples)
-    predict = Predict("sentence -> answer", instruction="Is the sentiment positive or negative?")
-    other = Predict("sentence -> answer", instruction="Label the review's tone.")
+    sig = Predict("sentence -> answer").signature
+    predict = PromptParams("Is the sentiment positive or negative?", format=fmt)
+    other = PromptParams("Label the review's tone.", format=fmt)
 
-    def replies(p: Predict) -> list[str]:
-        return [responder({"messages": render_messages(p.signature, p.params, ex.inputs)}) for ex in examples]
+    def replies(p: PromptParams) -> list[str]:
+        return [responder({"messages": render_messages(sig, p, ex.inputs)}) for ex in examples]
+
+    def answers(rs: list[str]) -> list[str]:
+        parsed = [parse_reply(sig, r, format=fmt) for r in rs]
+        assert all(p.how == {"answer": "json" if fmt == "json" else "label"} for p in parsed), rs[0]
+        return [p.values["answer"] for p in parsed]  # written as the format asks, so read without a fallback
 
     first = replies(predict)
     assert first == replies(predict)  # a pure function of the request
-    assert all(r.startswith("Answer: ") and r.split(": ", 1)[1] in ("positive", "negative") for r in first)
+    assert set(answers(first)) == {"positive", "negative"}
     accuracy = [
-        sum(r == f"Answer: {ex.labels['answer']}" for r, ex in zip(rs, examples, strict=True)) / len(examples)
+        sum(a == ex.labels["answer"] for a, ex in zip(answers(rs), examples, strict=True)) / len(examples)
         for rs in (first, replies(other))
     ]
     assert all(0 < a < 1 for a in accuracy)  # right on some, wrong on others
@@ -122,4 +130,4 @@ def test_fake_server_process_answers_a_task_and_counts_requests() -> None:
         lm = LM(f"openai/fake@{base_url}", cache=False, max_retries=0)
         text = lm.complete_sync(messages, max_tokens=16).text
         assert server.stats()["requests_received"] == 1  # reading the counter is not counted
-    assert text in ("Answer: positive", "Answer: negative")
+    assert program.classify.format == "json" and text in ('{"answer": "positive"}', '{"answer": "negative"}')

@@ -8,8 +8,10 @@ ends with start vs final test score and the paths of those files.
 
 The sizes are chosen to finish in a few minutes on two CPU cores: 20 train / 20 val / 40 test
 questions, 3 instruction candidates and 3 demo sets, 6 trials (each one a full validation pass, since
-the minibatch is the whole validation set), answers capped at 10 tokens. The zero-shot start answers
-the question instead of classifying it; demos (labelled and bootstrapped) teach the 0.5B model the task.
+the minibatch is the whole validation set), answers capped at 10 tokens. The classifier is a `Predict`,
+so it starts in the `json` format. In the `labels` layout it started in before, the zero-shot start
+answered the question instead of classifying it; demos (labelled and bootstrapped) taught the 0.5B model
+the task.
 """
 
 from __future__ import annotations

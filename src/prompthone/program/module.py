@@ -7,7 +7,7 @@ from dataclasses import replace
 from typing import Any
 
 from prompthone.program.context import RunContext, current_run, default_lm, wait_on_run_loop
-from prompthone.program.params import DEFAULT_FORMAT, PROMPT_FORMATS, Demo, PromptParams
+from prompthone.program.params import DEFAULT_FORMAT, PROMPT_FORMATS, REASONING_FORMAT, Demo, PromptParams
 from prompthone.program.parse import parse_reply
 from prompthone.program.prediction import Prediction
 from prompthone.program.render import check_inputs, output_schema, render_messages
@@ -32,7 +32,7 @@ class Module:
 
     It owns its default `params` (instruction and demos), as a torch module owns its weights; a run
     under a `Candidate` reads the candidate's params instead and never touches these.
-    `format` is the prompt layout, one of `PROMPT_FORMATS` (None: `DEFAULT_FORMAT`); it is part of the
+    `format` is the prompt layout, one of `PROMPT_FORMATS` (None: the class's `default_format`); it is part of the
     params, so a candidate (and an optimizer) may choose another one for this module.
     `structured` asks for JSON replies constrained by a schema (None: follow the run's setting).
     LM options given here (`max_tokens=...`) are defaults that a run's own options override.
@@ -40,6 +40,8 @@ class Module:
 
     #: output fields that may be missing from a reply without it being a parse failure
     optional_outputs: tuple[str, ...] = ()
+    #: the format this kind of module starts in when given none
+    default_format: str = DEFAULT_FORMAT
 
     def __init__(
         self,
@@ -57,7 +59,7 @@ class Module:
         self.params = PromptParams(
             self.signature.instruction if instruction is None else instruction,
             tuple(d if isinstance(d, Demo) else Demo(d) for d in demos),
-            format=DEFAULT_FORMAT if format is None else format,
+            format=self.default_format if format is None else format,
         )
         self.structured = structured
         self.lm_options = check_lm_options(lm_options, type(self).__name__)
@@ -173,6 +175,7 @@ class ChainOfThought(Module):
     """
 
     optional_outputs = ("reasoning",)
+    default_format = REASONING_FORMAT
 
     def _extend(self, signature: Signature) -> Signature:
         return signature.prepend_output("reasoning", REASONING_DESCRIPTION)

@@ -33,7 +33,10 @@ Each prompt format (`PromptParams.format`) has its reader here, chosen by `parse
   so a reply with no markers at all, a missing closing marker or a made-up next turn
   (`<question>...`) is read as it would be in "labels".
 - "json" (and any format with `structured=True`) is read as a JSON object first (code fences and
-  chatter around the braces are tolerated); a reply that is not JSON falls back to the rules above.
+  chatter around the object are tolerated; of several objects, the first with an output key is the
+  reply). An object that does not decode (cut off at max_tokens: the 0.5B model pretty-prints, so
+  the closing brace is the first thing a tight limit drops; a trailing comma; Python quotes) is read
+  by its `"key": value` pairs (`json-pairs`); a reply with no such pair falls back to the rules above.
 """
 
 from __future__ import annotations
@@ -278,26 +281,71 @@ def _failure(
     return ParseFailure(reason=reason, raw=raw, missing=missing, partial=dict(values))
 
 
-def _json_object(text: str) -> dict[str, Any] | None:
+_DECODER = json.JSONDecoder()
+
+
+def _json_object(text: str, keys: Collection[str]) -> dict[str, Any] | None:
+    """The reply's JSON object: the first one holding one of `keys` (label keys), else the first one.
+
+    Each `{` is tried as the start of an object, so chatter with braces after the object, or a second
+    object (a made-up next turn, as rule 2 cuts in label replies), does not make the reply unreadable.
+    """
     t = text.strip()
     fence = re.search(r"```(?:json)?\s*(.*?)```", t, re.S | re.I)
     if fence:
         t = fence.group(1).strip()
-    start, end = t.find("{"), t.rfind("}")
-    if start < 0 or end <= start:
-        return None
-    try:
-        obj = json.loads(t[start : end + 1])
-    except json.JSONDecodeError:
-        return None
-    return obj if isinstance(obj, dict) else None
+    first: dict[str, Any] | None = None
+    for brace in re.finditer(r"\{", t):
+        try:
+            obj, _end = _DECODER.raw_decode(t, brace.start())
+        except json.JSONDecodeError:
+            continue
+        if isinstance(obj, dict):
+            if any(label_key(str(k)) in keys for k in obj):
+                return obj
+            first = first or obj
+    return first
+
+
+_PAIR = re.compile(
+    r"""(?P<q>["'])(?P<key>(?:(?!(?P=q))[^\\\n]|\\.){1,48})(?P=q)\s*:\s*"""
+    r"""(?:(?P<vq>["'])(?P<str>(?:(?!(?P=vq))[^\\]|\\.)*)(?:(?P=vq)|\\?\Z)"""
+    r"""|(?P<lit>-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?|true|false|null)\b)"""
+)
+
+
+def _json_pairs(text: str) -> dict[str, Any]:
+    """The `"key": value` pairs of an object that does not decode, by label key, the first of each.
+
+    The 0.5B model pretty-prints its JSON, so a tight max_tokens cuts the closing brace off; others
+    write a trailing comma or Python quotes. A string cut off inside keeps what was written, as a
+    `Label:` line cut off does.
+    """
+    pairs: dict[str, Any] = {}
+    for m in _PAIR.finditer(text):
+        key = label_key(m.group("key"))
+        if key in pairs:
+            continue
+        if m.group("lit") is not None:
+            pairs[key] = m.group("lit")
+            continue
+        raw = m.group("str")
+        try:
+            pairs[key] = json.loads(f'"{raw}"', strict=False) if m.group("vq") == '"' else raw
+        except json.JSONDecodeError:
+            pairs[key] = raw
+    return pairs
 
 
 def parse_json(signature: Signature, text: str, *, optional: Collection[str] = (), truncated: bool = False) -> Parsed:
-    """Read a JSON object reply; keys match field names blind to case; non-JSON falls back to labels."""
-    obj = _json_object(text)
+    """Read a JSON object reply; keys match field names blind to case. An object that does not decode is
+    read by its `"key": value` pairs; a reply with none falls back to the label rules."""
+    obj = _json_object(text, {label_key(f.name) for f in signature.outputs})
+    how_found = "json"
     if obj is None:
-        return parse_text(signature, text, optional=optional, truncated=truncated)
+        obj, how_found = _json_pairs(text), "json-pairs"
+        if not obj:
+            return parse_text(signature, text, optional=optional, truncated=truncated)
     by_key = {label_key(str(k)): v for k, v in obj.items()}
     values: dict[str, str] = {}
     how: dict[str, str] = {}
@@ -305,7 +353,7 @@ def parse_json(signature: Signature, text: str, *, optional: Collection[str] = (
         v = by_key.get(label_key(f.name))
         if v is not None:
             values[f.name] = v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)
-            how[f.name] = "json"
+            how[f.name] = how_found
         elif f.name in optional:
             values[f.name], how[f.name] = "", "absent"
     missing = [f.name for f in signature.outputs if f.name not in values]

@@ -144,6 +144,15 @@ def messages_document(
     return out
 
 
+def _reply_outputs(entry: Mapping[str, Any], fmt: str) -> str:
+    """The outputs as the module's reply writes them, so the README names what to look for in a reply."""
+    if fmt == "json" or "response_format" in entry:
+        return "a JSON object with the keys " + ", ".join(f'`"{n}"`' for n in entry["outputs"])
+    if fmt == "tags":
+        return ", ".join(f"`<{n}>`" for n in entry["outputs"])
+    return ", ".join(f"`{label}:`" for label in entry["outputs"].values())
+
+
 def messages_readme(doc: Mapping[str, Any], file_name: str) -> str:
     """A short text that tells a person without prompthone how to use a `messages` export."""
     lines = [
@@ -197,9 +206,9 @@ def messages_readme(doc: Mapping[str, Any], file_name: str) -> str:
     lines += ["```", "", "## Modules", ""]
     for name, entry in doc["modules"].items():
         ins = ", ".join(f"`{p}`" for p in entry["inputs"].values()) or "(none)"
-        outs = ", ".join(f"`{label}:`" for label in entry["outputs"].values())
+        fmt = entry.get("prompt_format", "labels")
         lines.append(f"- `{name}`: {len(entry['messages'])} messages; fill {ins} in message {entry['fill_message']};")
-        lines.append(f"  prompt format `{entry.get('prompt_format', 'labels')}`: the reply gives {outs}")
+        lines.append(f"  prompt format `{fmt}`: the reply gives {_reply_outputs(entry, fmt)}")
     return "\n".join(lines) + "\n"
 
 

@@ -10,7 +10,8 @@ function of the request body (messages, seed, temperature), so a re-run with the
 the same answers (what a response cache relies on) and two runs of the server agree:
 
 * a task call (its last user turn holds the input of a known example) is answered in the reply format
-  its system prompt asks for; the label field is right with probability `skill(prompt)`, where the
+  its system prompt asks for (a JSON object, `<field>` markers or `Label: value` lines; see
+  `prompthone.testing.replies`); the label field is right with probability `skill(prompt)`, where the
   prompt is every message but the last (instruction and demos: the candidate), and wrong otherwise
   (another label seen in the data);
 * any other call (a proposer's) gets a short plausible text: an instruction when asked for one, a list
@@ -24,14 +25,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Sequence
 from typing import Any
 
 from prompthone.data.example import Example
 from prompthone.program.values import label_key
+from prompthone.testing.replies import reply_layout, without_reminder, write_reply
 
-_REPLY_FORMAT = re.compile(r"^([A-Z][\w ]{0,40}):\s*\.\.\.\s*$", re.M)
 _OPENERS = ("", "You are a careful annotator. ", "Think about the whole input before answering. ", "Be precise. ")
 _CORES = (
     "Read the input and give the single best label for it",
@@ -109,7 +109,7 @@ class TaskResponder:
         return min(0.97, max(0.03, p))
 
     def _find(self, user: str) -> dict[str, str] | None:
-        text = _norm(user)
+        text = _norm(without_reminder(user))
         _head, sep, rest = text.partition(": ")
         if sep and rest in self.by_input:
             return self.by_input[rest]
@@ -129,19 +129,18 @@ class TaskResponder:
     def _task_answer(self, messages: list[dict[str, Any]], user: str, system: str, labels: dict[str, str]) -> str:
         prompt = json.dumps(messages[:-1], sort_keys=True)
         right = _fraction("right", prompt, user) < self.skill(messages)
-        fields = _REPLY_FORMAT.findall(system) or ["Answer"]
-        lines = []
-        for name in fields:
+        values = {}
+        for name in reply_layout(system)[1] or ["Answer"]:
             key = label_key(name)
             if key in labels:
                 value = labels[key]
                 if not right:
                     others = [v for v in self.values.get(key, []) if v != value] or [value + "?"]
                     value = others[int(_fraction("wrong", prompt, user) * len(others))]
-                lines.append(f"{name}: {value}")
             else:  # a field the data has no label for (reasoning, a query): a plausible filler
-                lines.append(f"{name}: The input points one way; checking the key words settles it.")
-        return "\n".join(lines)
+                value = "The input points one way; checking the key words settles it."
+            values[name] = value
+        return write_reply(system, values)
 
     def _proposer_answer(self, prompt: str, seed: str) -> str:
         def pick(options: Sequence[str], salt: str) -> str:

@@ -12,7 +12,7 @@ import math
 
 from prompthone.data.example import Example
 from prompthone.optimize.base import OptimizationSetup
-from prompthone.program import Demo, Module, PromptParams, render_messages
+from prompthone.program import Demo, Module, render_messages
 from prompthone.program.values import format_value
 
 CHARS_PER_TOKEN = 4
@@ -40,7 +40,7 @@ def module_call_tokens(module: Module, examples: list[Example], n_demos: int, ma
     for i, ex in enumerate(sample):
         demo_src = sample[(i + 1) % len(sample)]
         demo = Demo({n: _value(demo_src, n) for n in (*sig.input_names, *sig.output_names)})
-        params = PromptParams(module.params.instruction, (demo,) * n_demos)
+        params = module.params.with_demos((demo,) * n_demos)  # as the module sends it: its format and position
         msgs = render_messages(sig, params, {n: _value(ex, n) for n in sig.input_names})
         prompt += sum(approx_tokens(m["content"]) + 4 for m in msgs)
         out = 0
