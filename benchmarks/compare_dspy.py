@@ -119,9 +119,10 @@ def mipro_like(args: argparse.Namespace) -> dict[str, Any]:
 
 def prompthone_settings(method: str, args: argparse.Namespace) -> dict[str, Any]:
     if method in ("mipro", "mipro-proposer"):
+        searched = {"search_formats": args.search_formats.split(",")} if args.search_formats else {}
         if args.preset:  # the preset as it stands: prompthone's own defaults, nothing overridden
-            return {"preset": args.preset, "proposer_max_tokens": proposer_max_tokens(args)}
-        s = {**mipro_like(args), "summary_batches": 1, "proposer_max_tokens": proposer_max_tokens(args)}
+            return {"preset": args.preset, "proposer_max_tokens": proposer_max_tokens(args), **searched}
+        s = {**mipro_like(args), "summary_batches": 1, "proposer_max_tokens": proposer_max_tokens(args), **searched}
         if args.lean_proposer:
             s |= {"ground_dataset": False, "ground_program": False}
         return s
@@ -451,6 +452,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--minibatch-size", type=int, default=10)
     p.add_argument("--full-eval-every", type=int, default=3)
     p.add_argument("--max-demos", type=int, default=2, help="MIPRO: bootstrapped and labelled demos, each")
+    p.add_argument(
+        "--search-formats",
+        default=None,
+        help="prompthone mipro rows: let the search also choose each module's prompt format among these "
+        "(comma-separated, e.g. labels,json; the start's format is always a choice): setting search_formats",
+    )
     p.add_argument(
         "--lean-proposer",
         action="store_true",
