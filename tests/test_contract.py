@@ -136,6 +136,8 @@ def test_talk_about_an_instruction_is_rejected():
         "The current instruction is too vague; it should name the labels.",
         "I have revised the prompt to be clearer.",
         "Rewrite the instruction so that it lists the labels.",
+        "Add more context, such as the language in question and the specific requirements for labeling "
+        "entities. This would make the instruction more challenging, potentially costing time and resources.",
     ):
         assert talks_about_instruction(text), text
     # labels kept do not save it: it is still not an instruction
@@ -166,6 +168,8 @@ def test_a_truncated_proposal_is_rejected(text):
         "Think about it carefully and reply now please.",
         "Classify it",
         "Give the answer as a number, e.g. 42.",
+        "Make the answer one word: the label.",
+        "Make sure the label is one of the six listed.",
     ],
 )
 def test_complete_instructions_are_not_called_truncated_or_meta(text):

@@ -207,6 +207,9 @@ _META_TALK = [
         r"removed)\b"
     ),
     re.compile(r"\b(?:re)?writ(?:e|ing)\s+(?:a|an|the)\s+(?:new\s+|better\s+)?(?:instruction|prompt)\b", re.I),
+    # advice on editing it: "This would make the instruction more challenging" (chosen by a MIPRO search
+    # on trec-label, seed 0, JSON start)
+    re.compile(r"\b(?:make|makes|making|made)\s+(?:the|this|that)\s+(?:instruction|prompt)\b", re.I),
 ]
 _DANGLING_WORDS = re.compile(
     r"\b(?:a|an|the|and|or|but|nor|of|your|their|its|than|whether|because|such|each|every|both|e\.g\.|i\.e\.)$",
