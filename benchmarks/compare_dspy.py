@@ -55,6 +55,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -186,8 +187,14 @@ def row_key(method: str, args: argparse.Namespace) -> dict[str, Any]:
 def start_formats(args: argparse.Namespace) -> dict[str, str]:
     """The prompt format each module of the task's start program is in (prompthone's default for its
     kind of module, unless the task names one): a row measured in other formats is another row."""
-    program = get_task(args.task).make_program(args.data_root)
-    return {name: module.format for name, module in program.named_modules().items()}
+    return dict(_start_formats(args.task, args.data_root))
+
+
+@functools.cache
+def _start_formats(task: str, data_root: str | None) -> tuple[tuple[str, str], ...]:
+    # once per task: row keys are asked for several times a row, and a program may load a corpus (HotPotQA)
+    program = get_task(task).make_program(data_root)
+    return tuple((name, module.format) for name, module in program.named_modules().items())
 
 
 def key_hash(key: dict[str, Any]) -> str:

@@ -31,7 +31,7 @@ from prompthone.metrics.base import Metric, MissingFieldError, as_metric
 from prompthone.metrics.judge import JudgeError
 from prompthone.program.candidate import Candidate
 from prompthone.program.program import Program, as_program
-from prompthone.program.run import run_program
+from prompthone.program.run import RunResult, run_program
 from prompthone.program.trace import ModuleCall
 
 #: the encoder `score_key` uses (`json.dumps(..., sort_keys=True, default=str, separators=(",", ":"))`)
@@ -169,11 +169,14 @@ class Evaluator:
         """The module calls behind `candidate`'s score on `example`, for a method that reads them (GRAD-SUM's
         gradients) when the score came from the score cache, which keeps no trace: the program runs again
         with this evaluator's LMs and options, so the response cache answers it and nothing is scored."""
-        candidate = candidate or Candidate.default(self.program)
-        run = await run_program(
+        run = await self._run(candidate or Candidate.default(self.program), example)
+        return run.trace
+
+    async def _run(self, candidate: Candidate, example: Example) -> RunResult:
+        """One run of the program on `example` under `candidate`, with this evaluator's LMs and options."""
+        return await run_program(
             self.program, example.inputs, lm=self.lm, candidate=candidate, lm_for=self.lm_for, **self.lm_options
         )
-        return run.trace
 
     def evaluate_sync(self, candidate: Candidate | None, examples: Sequence[Example], **kw: Any) -> EvalResult:
         return run_sync(self.evaluate(candidate, examples, **kw))
@@ -203,9 +206,7 @@ class Evaluator:
             inflight.pop(key, None)
 
     async def _score(self, candidate: Candidate, ex: Example, traces: dict[str, list], key: str) -> ExampleRecord:
-        run = await run_program(
-            self.program, ex.inputs, lm=self.lm, candidate=candidate, lm_for=self.lm_for, **self.lm_options
-        )
+        run = await self._run(candidate, ex)
         if self.keep_traces:
             traces[ex.id] = run.trace
         common = dict(
