@@ -111,6 +111,17 @@ async def test_the_evaluator_re_raises_a_refused_call_whatever_max_errors(progra
     assert lm.usage.paid_calls == 3 and ev.score_cache.get("x") is None
 
 
+async def test_calls_in_flight_when_the_budget_refuses_one_are_answered_not_cancelled():
+    """They were reserved and sent: cancelling them would throw away answers already paid for."""
+    backend = ScriptedBackend(echo, delay_s=0.02)
+    lm = LM(backend, cache=False)
+    lm.gate = Gate(6)
+    ev = Evaluator(Parity(), ExactMatch(), lm, concurrency=4, score_cache=ScoreCache())
+    with pytest.raises(BudgetExhausted):
+        await ev.evaluate(None, parity_examples(20))
+    assert lm.usage.paid_calls == len(backend.requests) == 6
+
+
 async def test_a_judge_refused_by_the_budget_stops_the_evaluation_it_is_no_judge_error():
     task = LM(ScriptedBackend(echo), cache=False)
     judge = LM(ScriptedBackend(lambda req: "Score: 5"), cache=False)
@@ -139,6 +150,8 @@ def any_proposer(req: Request) -> str:
     return f"<INS>{GOOD}</INS> <instruction>{GOOD} (v{req.sample_index})</instruction> Be careful."
 
 
+#: the registered methods (a test module may register its own, as an object: those are left out)
+METHODS = [name for name, entry in OPTIMIZERS.items() if isinstance(entry, str)]
 SETTINGS = {
     "mipro": {"minibatch_size": 8, "num_trials": 6, "num_candidates": 3, "parallel_trials": 2},
     "mipro-0shot": {"minibatch_size": 8, "num_trials": 6, "num_candidates": 3},
@@ -163,19 +176,31 @@ def gated_run(name: str, n: int | None, monkeypatch, tmp_path):
 
     monkeypatch.setattr(Evaluator, "evaluate", evaluate)
     events: list = []
-    setup, _, _ = make_setup(n_train=12, n_val=16, proposer=any_proposer, events=events, separate_teacher=True)
+    setup, _, _ = make_setup(n_train=12, n_val=16, proposer=any_proposer, events=events, separate_teacher=True,
+                             delay_s=0.001, concurrency=6, task_max_concurrency=4)  # fmt: skip
     gate = Gate(10**9 if n is None else n)
-    for lm in {id(lm): lm for lm in (setup.task_lm, setup.proposer_lm, setup.teacher_lm)}.values():
+    lms = {id(lm): lm for lm in (setup.task_lm, setup.proposer_lm, setup.teacher_lm)}.values()
+    for lm in lms:
         lm.gate = gate
     settings = dict(SETTINGS.get(name, {}))
     if "mipro" in name or "bayes" in name:
         settings["storage"] = str(tmp_path / f"{name}-{n}.sqlite")
-    result = asyncio.run(make_optimizer(name, **settings).optimize(setup))
+
+    async def search_then_more():
+        result = await make_optimizer(name, **settings).optimize(setup)
+        # every call the gate let through was answered and counted by the time the method returned
+        assert sum(lm.usage.paid_calls for lm in lms) == gate.calls
+        gate.n = 10**9  # the search is over: calls are no longer refused (as a shared budget's end())
+        await asyncio.sleep(0.05)
+        assert gate.calls == sum(lm.usage.paid_calls for lm in lms)  # and nothing of the search goes on calling
+        return result
+
+    result = asyncio.run(search_then_more())
     monkeypatch.setattr(Evaluator, "evaluate", real)
     return result, events, records, gate
 
 
-@pytest.mark.parametrize("name", list(OPTIMIZERS))
+@pytest.mark.parametrize("name", METHODS)
 def test_every_method_stops_on_a_refused_call_with_stopped_by_set_and_no_example_error(name, monkeypatch, tmp_path):
     full, _, _, ungated = gated_run(name, None, monkeypatch, tmp_path)
     assert full.stopped_by in ("completed", "early_stop")

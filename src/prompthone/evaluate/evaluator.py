@@ -27,7 +27,7 @@ from prompthone.evaluate.results import EvalResult, ExampleRecord
 from prompthone.evaluate.score_cache import ScoreCache, score_key
 from prompthone.lm.backend import PerLoop
 from prompthone.lm.client import LM, run_sync
-from prompthone.lm.errors import budget_stop_in, permanent_error_in
+from prompthone.lm.errors import BudgetExhausted, budget_stop_in, permanent_error_in
 from prompthone.metrics.base import Metric, MissingFieldError, as_metric
 from prompthone.metrics.judge import JudgeError
 from prompthone.program.candidate import Candidate
@@ -129,12 +129,15 @@ class Evaluator:
         records: list[Any] = [None] * len(examples)
         pending = iter(enumerate(examples))
         t0 = time.perf_counter()
+        stopped = False
         with self._progress_bar(description, len(examples)) as advance:
             # `concurrency` workers take the examples in order, rather than one task per example
             # queued on a semaphore: with a thousand examples the semaphore's bookkeeping cost more
             # CPU than the evaluator's own work.
             async def worker() -> None:
                 for i, ex in pending:
+                    if stopped:
+                        return
                     # each example still runs in a task of its own, in a copy of this context, as
                     # before: an async forward that sets a context variable cannot leak it into the next
                     records[i] = await asyncio.create_task(self._one(candidate, ex, traces, key_of(ex)))
@@ -143,6 +146,12 @@ class Evaluator:
             workers = [asyncio.create_task(worker()) for _ in range(min(self.concurrency, len(examples)))]
             try:
                 await asyncio.gather(*workers)
+            except BudgetExhausted:
+                # the budget refused a call: the calls in flight were paid for, so the examples being
+                # scored finish (their answers cached) and no other example is started
+                stopped = True
+                await asyncio.gather(*workers, return_exceptions=True)
+                raise
             except BaseException:
                 # a setup error (or cancellation) ends the evaluation: stop the other examples rather
                 # than leave them calling the model for a result nobody reads
