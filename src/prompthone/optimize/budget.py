@@ -22,7 +22,7 @@ from prompthone.lm.client import LM
 from prompthone.lm.errors import BudgetExhausted
 from prompthone.lm.usage import Usage
 
-__all__ = ["Budget", "BudgetExhausted"]
+__all__ = ["Budget", "BudgetExhausted", "limit_reached"]
 
 
 @dataclass
@@ -87,13 +87,28 @@ class Budget:
 
     def check(self) -> None:
         """Raise `BudgetExhausted` if any limit is reached."""
-        s = self.spent()
-        limits = [
-            ("lm_calls", self.max_lm_calls, s["lm_calls"], "paid LM calls"),
-            ("tokens", self.max_tokens, s["tokens"], "paid tokens"),
-            ("cost", self.max_cost_usd, s["cost_usd"], "USD"),
-            ("wall_time", self.max_wall_s, s["wall_s"], "seconds"),
-        ]
-        for name, limit, used, unit in limits:
-            if limit is not None and used >= limit:
-                raise BudgetExhausted(name, f"budget reached: {used:,.4g} of {limit:,.4g} {unit}")
+        stop = limit_reached(self.spent(), self.max_lm_calls, self.max_tokens, self.max_cost_usd, self.max_wall_s)
+        if stop is not None:
+            raise stop
+
+
+def limit_reached(
+    spent: Mapping[str, float],
+    max_lm_calls: float | None,
+    max_tokens: float | None,
+    max_cost_usd: float | None,
+    max_wall_s: float | None,
+    *,
+    note: str = "",
+) -> BudgetExhausted | None:
+    """The first limit `spent` (as `Budget.spent` gives it) has reached, as the error that says so."""
+    limits = [
+        ("lm_calls", max_lm_calls, spent["lm_calls"], "paid LM calls"),
+        ("tokens", max_tokens, spent["tokens"], "paid tokens"),
+        ("cost", max_cost_usd, spent["cost_usd"], "USD"),
+        ("wall_time", max_wall_s, spent["wall_s"], "seconds"),
+    ]
+    for name, limit, used, unit in limits:
+        if limit is not None and used >= limit:
+            return BudgetExhausted(name, f"budget reached: {used:,.4g} of {limit:,.4g} {unit}{note}")
+    return None
