@@ -268,3 +268,25 @@ def test_a_resumed_run_on_a_server_store_spends_only_what_its_budget_has_left(tm
     assert first.result.stopped_by == again.result.stopped_by == "lm_calls"
     assert again.result.best == first.result.best
     assert SharedBudget.join(RunStore(url), Budget()).spent()["lm_calls"] == 25
+
+
+def test_reservations_wait_for_a_server_away_for_a_moment_and_the_count_stays_exact(pg, url):
+    """The server stops for two seconds while a process spends: its reservations are retried (as the
+    store's writes are) and the run's count neither loses nor invents calls beyond a dropped commit."""
+    budget = leader(url, max_lm_calls=30)
+
+    def outage() -> None:
+        time.sleep(0.1)
+        pg.stop("fast")
+        time.sleep(2.0)
+        pg.start()
+
+    away = threading.Thread(target=outage)
+    t0 = time.monotonic()
+    away.start()
+    share = spend(url, 40, concurrency=1, delay_s=0.02)  # 0.8 s of calls, if the server stayed
+    away.join()
+    assert time.monotonic() - t0 > 2.0  # it waited for the server
+    assert share["limits"] == ["lm_calls"]
+    assert budget.spent()["lm_calls"] == 30
+    assert 29 <= share["answered"] == share["sent"] <= 30  # a reservation whose commit's answer was lost counts
