@@ -38,9 +38,10 @@ from prompthone.runs.caches import open_run_caches
 from prompthone.runs.files import make_run_dir, new_run_dir, write_outcome
 from prompthone.runs.progress import LiveProgress
 from prompthone.runs.roles import call_cost, planned_lms, role_backends, role_lms, usage_since
+from prompthone.runs.shared_budget import SharedBudget
 from prompthone.runs.spec import RunOutcome, RunSpec
 from prompthone.runs.splits import check_inputs, splits_for
-from prompthone.sqlurl import StoreUnavailableError, retrying_for
+from prompthone.sqlurl import StoreUnavailableError, is_server_url, retrying_for
 from prompthone.store import RunStore, build_manifest, point_to_store
 from prompthone.store.broken import open_run
 from prompthone.store.lock import RunLock
@@ -112,6 +113,8 @@ async def run_optimization(
     lock = RunLock(store, where=f"run {run_dir}")
     lock.acquire()  # before anything is replayed or paid for: a second process on the run is refused here
     try:
+        if is_server_url(store.url):  # other processes may work on the run: its budget is held by the database
+            budget = SharedBudget.open(store, budget)
         return await _run_locked(
             spec, store, run_dir, resume, task, parts, program, budget, make_setup, console, backends
         )
@@ -136,6 +139,8 @@ async def _run_locked(
     shared = open_cache() if lm_settings.cache_enabled() else None
     run_cache, score_cache = open_run_caches(store, run_dir, shared)
     lms = role_lms(spec, run_cache, backends)
+    if isinstance(budget, SharedBudget):
+        budget.attach(lms)
     for role, lm in lms.items():
         lm.listeners.append(lambda c, r=role, m=lm: store.record_lm_call(r, c, call_cost(budget, m, c)))
     task_lm, proposer_lm = lms["task"], lms["proposer"]
