@@ -13,6 +13,7 @@ what the killed run had not yet bought.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import time
 from collections.abc import Callable, Sequence
@@ -34,6 +35,7 @@ from prompthone.optimize.proposers.contract import contract_report
 from prompthone.optimize.registry import make_optimizer
 from prompthone.program import Candidate, Program
 from prompthone.program.stored import program_spec
+from prompthone.runs.dispatch import leader_dispatch
 from prompthone.runs.files import make_run_dir, new_run_dir, write_outcome
 from prompthone.runs.progress import LiveProgress
 from prompthone.runs.roles import call_cost, planned_lms, role_backends, role_lms, usage_since
@@ -56,6 +58,8 @@ async def run_optimization(
     resume: Path | None = None,
     store_url: str | None = None,
     task: Task | None = None,
+    lock: RunLock | None = None,
+    on_running: Callable[[Path], None] | None = None,
 ) -> RunOutcome | dict:
     """Run `spec` in a new run folder under `out_dir`, or `resume` an interrupted run folder.
 
@@ -65,6 +69,8 @@ async def run_optimization(
     folder then says where (`store.json`) and keeps the LM response and score caches locally
     (`cache.sqlite`). `task` is a task built in Python (`prompthone.optimize`) instead of the one
     `spec.task` names; resuming such a run needs the same task again, and its start prompts must match.
+    `lock`: the run's lock, already held (a worker that becomes the run's leader took it); `on_running(run
+    folder)` is called once the run is recorded and under way (to start workers that join it).
     """
     console = console or Console(quiet=True)
     store: RunStore | None = None
@@ -108,11 +114,12 @@ async def run_optimization(
             store = RunStore(store_url)
         else:
             store = RunStore(run_dir)
-    lock = RunLock(store, where=f"run {run_dir}")
-    lock.acquire()  # before anything is replayed or paid for: a second process on the run is refused here
+    if lock is None:
+        lock = RunLock(store, where=f"run {run_dir}")
+        lock.acquire()  # before anything is replayed or paid for: a second process on the run is refused here
     try:
         return await _run_locked(
-            spec, store, run_dir, resume, task, parts, program, budget, make_setup, console, backends
+            spec, store, run_dir, resume, task, parts, program, budget, make_setup, console, backends, on_running
         )
     finally:
         lock.release()
@@ -130,6 +137,7 @@ async def _run_locked(
     make_setup: Callable[..., OptimizationSetup],
     console: Console,
     backends: dict[str, Backend],
+    on_running: Callable[[Path], None] | None = None,
 ) -> RunOutcome:
     """The run itself, while this process holds its lock (see `prompthone.store.lock`)."""
     db = store.path or run_dir / CACHE_DB
@@ -149,6 +157,8 @@ async def _run_locked(
         max_tokens=spec.max_tokens,
         max_errors=spec.max_errors,
     )
+    # on a server store, the examples go through the run's work queue, where workers may join in
+    evaluator.dispatch = dispatch = leader_dispatch(store, evaluator, [*parts.train, *parts.val, *parts.test])
 
     if resume is None:
         manifest = build_manifest(
@@ -166,6 +176,8 @@ async def _run_locked(
         store.create_run(run_dir.name, spec.to_config(), manifest)
     else:
         store.restart()
+    if on_running is not None:
+        on_running(run_dir)
 
     progress = LiveProgress(console, budget)
 
@@ -180,6 +192,7 @@ async def _run_locked(
                 full=t.full,
                 best=data.get("best"),
                 info=t.info,
+                worker=dispatch.worker_of(t.candidate.hash) if dispatch is not None else None,
             )
         else:
             store.record_event(kind, data)
@@ -207,13 +220,21 @@ async def _run_locked(
                 store.record_event("warning", {"about": "judge", "message": warning})
         before = {role: lm.usage.as_dict() for role, lm in lms.items()}
         t_opt = time.perf_counter()
+        if dispatch is not None:  # the budget bounds the search only, as it does locally
+            dispatch.budget_check = budget.check
         with progress:
             result = await optimizer.optimize(setup)
+        if dispatch is not None:
+            dispatch.budget_check = None
         optimize_wall = time.perf_counter() - t_opt
         usage = usage_since(lms, before)
         after_task = task_lm.usage.as_dict()
         final_test = await _score_test(on_test, result.best, parts.test, "result", console)
+        if dispatch is not None:
+            await dispatch.close()
     except BaseException as exc:
+        if dispatch is not None:
+            await asyncio.shield(dispatch.close())
         try:
             with retrying_for(3.0):  # the server may still be away: the message below says what to do
                 store.set_status("failed", {"error": f"{type(exc).__name__}: {exc}"})

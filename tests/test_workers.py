@@ -1,0 +1,292 @@
+"""Workers on one run (issue 17): real processes (`prompthone optimize` as the leader, `prompthone worker`),
+a real PostgreSQL server and the latency-simulating model server in its own process, answering trec-mini
+with some skill. Processes are killed with SIGKILL and the database is stopped mid-run; each time the run
+must complete with every trial recorded once and no answer bought twice (beyond the requests a killed
+process had in flight)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from typer.testing import CliRunner
+
+import prompthone
+from pg_server import create_database, postgres_instance
+from prompthone.cli.main import app
+from prompthone.store import RunStore
+from prompthone.testing.fake_openai_server import FakeOpenAIServerProcess
+
+#: MIPRO, small: a few trials on minibatches, several in flight, every phase (bootstrap, proposals, full evals)
+MIPRO = {"num_candidates": 4, "num_trials": 10, "minibatch_size": 5, "full_eval_every": 4, "summary_batches": 1,
+         "max_bootstrapped_demos": 2, "max_labeled_demos": 2, "teacher_labeled": 1, "parallel_trials": 4}  # fmt: skip
+#: requests one process may have in flight to the model server (the run's --concurrency)
+CONCURRENCY = 4
+SRC = str(Path(prompthone.__file__).resolve().parents[1])
+
+
+@pytest.fixture(scope="module")
+def pg():
+    with postgres_instance() as server:
+        yield server
+
+
+@pytest.fixture
+def model():
+    server = FakeOpenAIServerProcess(latency_ms=60, task="trec-mini")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def wide_terminal(monkeypatch):
+    from prompthone.cli import main
+
+    for console in (main.console, main.err):
+        monkeypatch.setattr(console, "width", 1000)
+
+
+def env(tmp: Path) -> dict[str, str]:
+    """The subprocesses' environment: this checkout's package, this test's caches."""
+    return dict(os.environ, PYTHONPATH=SRC, PROMPTHONE_CACHE_DIR=str(tmp / "cache"),
+                PROMPTHONE_RESPONSE_CACHE=str(tmp / "cache" / "shared.sqlite"), COLUMNS="200")  # fmt: skip
+
+
+def optimize_args(model_url: str, tmp: Path, store: str, *extra: str) -> list[str]:
+    args = [sys.executable, "-m", "prompthone", "optimize", "--task", "trec-mini", "--optimizer", "mipro",
+            "--model", f"openai/fake@{model_url}", "--n-train", "12", "--n-val", "10", "--n-test", "10",
+            "--max-tokens", "32", "--concurrency", str(CONCURRENCY), "--out", str(tmp / "runs"), "--store", store]  # fmt: skip
+    for k, v in MIPRO.items():
+        args += ["--set", f"{k}={v}"]
+    return [*args, *extra]
+
+
+class Procs:
+    """The test's processes, each writing to its own log; all stopped at the end, whatever happened."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp, self.procs = tmp, {}
+        (tmp / "logs").mkdir(parents=True, exist_ok=True)
+
+    def start(self, name: str, args: list[str]) -> subprocess.Popen:
+        with (self.tmp / "logs" / f"{name}.log").open("w") as log:
+            p = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env(self.tmp))
+        self.procs[name] = p
+        return p
+
+    def worker(self, name: str, run: Path | str) -> subprocess.Popen:
+        return self.start(name, [sys.executable, "-m", "prompthone", "worker", str(run)])
+
+    def log(self, name: str) -> str:
+        return (self.tmp / "logs" / f"{name}.log").read_text()
+
+    def wait(self, name: str, timeout: float = 90) -> int:
+        try:
+            return self.procs[name].wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"{name} still runs after {timeout} s; its log:\n{self.log(name)[-3000:]}") from None
+
+    def stop_all(self) -> None:
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+@pytest.fixture
+def procs(tmp_path):
+    p = Procs(tmp_path)
+    yield p
+    p.stop_all()
+
+
+def wait_for(what: str, check, timeout: float = 60, every: float = 0.01):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def query(url: str, sql: str, **params) -> list[tuple]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as c:
+            return [tuple(r) for r in c.execute(text(sql), params).all()]
+    except Exception:
+        return []  # not there yet (tables are made by the leader), or the server is away
+    finally:
+        engine.dispose()
+
+
+def run_folder(tmp: Path) -> Path:
+    return wait_for("the run folder", lambda: next((tmp / "runs").glob("*/store.json"), None), timeout=30).parent
+
+
+def running(url: str) -> bool:
+    return bool(query(url, "SELECT 1 FROM ph_run WHERE status = 'running'"))
+
+
+def trials(url: str) -> list[tuple]:
+    return query(url, 'SELECT idx, candidate, score, n, "full", worker FROM ph_trials ORDER BY idx')
+
+
+def check_one_result(url: str) -> list[tuple]:
+    """The finished run's record: completed, trials numbered 0..n-1 with no gap, every chunk done."""
+    assert query(url, "SELECT status FROM ph_run") == [("completed",)]
+    rows = trials(url)
+    assert [r[0] for r in rows] == list(range(len(rows))) and len(rows) >= 8
+    chunks = query(url, "SELECT status, done_by FROM ph_chunks")
+    assert chunks and all(status == "done" and by for status, by in chunks), chunks
+    return rows
+
+
+def paid_twice(model: FakeOpenAIServerProcess) -> int:
+    stats = model.stats()
+    return stats["requests_received"] - stats["distinct_requests"]
+
+
+def me(pid: int) -> str:
+    return f"{socket.gethostname()}:{pid}"
+
+
+# -- 1. three workers, one killed mid-chunk ------------------------------------------------------------------
+def test_three_workers_and_one_killed_mid_chunk_leave_one_complete_run(pg, model, procs, tmp_path):
+    url = create_database(pg.url_template, "three")
+    leader = procs.start("leader", optimize_args(model.base_url, tmp_path, url))
+    run = run_folder(tmp_path)
+    workers = {f"w{k}": procs.worker(f"w{k}", run) for k in range(3)}
+    pids = {me(p.pid): name for name, p in workers.items()}
+
+    def a_worker_mid_chunk():
+        rows = query(url, "SELECT id, claimed_by FROM ph_chunks WHERE status = 'claimed'")
+        return next(((cid, by) for cid, by in rows if by in pids), None)
+
+    chunk, victim = wait_for("a worker computing a chunk", a_worker_mid_chunk)
+    workers[pids[victim]].send_signal(signal.SIGKILL)
+    workers[pids[victim]].wait()
+
+    assert procs.wait("leader") == 0, procs.log("leader")
+    for name in workers:
+        if name != pids[victim]:
+            assert procs.wait(name) == 0, procs.log(name)
+            assert "leaves: the run is completed" in procs.log(name)
+    rows = check_one_result(url)
+    # the killed worker's chunk was done by another process, once
+    [(attempts, done_by)] = query(url, "SELECT attempts, done_by FROM ph_chunks WHERE id = :c", c=chunk)
+    assert attempts >= 2 and done_by != victim
+    # every request the model server saw was distinct, but for the ones the killed worker had in flight
+    assert 0 <= paid_twice(model) <= CONCURRENCY
+    # trials and calls name the processes that computed them: this run spread over several
+    by = {r[5] for r in rows}
+    assert me(leader.pid) in by and len(by) >= 2 and by <= {me(leader.pid), *pids}
+    callers = {w for (w,) in query(url, "SELECT DISTINCT worker FROM ph_lm_calls")}
+    assert me(leader.pid) in callers and len(callers & set(pids)) >= 2
+
+    # the report renders, with a lane per process that computed trials
+    result = CliRunner().invoke(app, ["report", str(run), "--out", str(tmp_path / "report.html")])
+    assert result.exit_code == 0, result.output
+    html = (tmp_path / "report.html").read_text()
+    assert 'id="workers-chart"' in html
+    for worker in by:
+        assert worker in html
+    shown = CliRunner().invoke(app, ["show", str(run)])
+    assert shown.exit_code == 0 and "completed" in shown.output, shown.output
+
+
+# -- 2. the leader killed --------------------------------------------------------------------------------------
+def test_the_leader_killed_a_worker_takes_the_run_over_and_pays_nothing_twice(pg, model, procs, tmp_path):
+    url = create_database(pg.url_template, "leaderless")
+    leader = procs.start("leader", optimize_args(model.base_url, tmp_path, url))
+    run = run_folder(tmp_path)
+    for k in range(2):
+        procs.worker(f"w{k}", run)
+    wait_for("the search to be under way", lambda: len(trials(url)) >= 3)
+    leader.send_signal(signal.SIGKILL)
+    leader.wait()
+
+    assert procs.wait("w0") == 0 and procs.wait("w1") == 0, procs.log("w0") + procs.log("w1")
+    logs = procs.log("w0") + procs.log("w1")
+    assert logs.count("resumes the run") == 1, logs
+    check_one_result(url)
+    assert json.loads((run / "summary.json").read_text())["stopped_by"] == "completed"
+    assert 0 <= paid_twice(model) <= CONCURRENCY
+
+
+# -- 3. one worker or three: the same run ------------------------------------------------------------------------
+def test_one_worker_and_three_workers_on_a_warm_cache_give_the_same_trials(pg, model, procs, tmp_path):
+    one, three = create_database(pg.url_template, "one"), create_database(pg.url_template, "three_warm")
+    first = procs.start("one", optimize_args(model.base_url, tmp_path / "a", one, "--workers", "1"))
+    assert procs.wait("one") == 0, procs.log("one")
+    bought = model.stats()["requests_received"]
+    procs.start("three", optimize_args(model.base_url, tmp_path / "b", three, "--workers", "3"))
+    assert procs.wait("three") == 0, procs.log("three")
+    assert model.stats()["requests_received"] == bought  # warm: every answer came from the shared cache
+
+    a, b = check_one_result(one), check_one_result(three)
+    assert [r[1:5] for r in a] == [r[1:5] for r in b]  # same candidates, scores, sizes, in the same order
+    logs = sorted((tmp_path / "b" / "runs").glob("*/workers/worker-*.log"))
+    assert len(logs) == 3 and all("leaves: the run is completed" in p.read_text() for p in logs)
+    assert first.returncode == 0
+
+
+# -- 4. the database away for a few seconds ----------------------------------------------------------------------
+def test_postgres_stopped_for_seconds_mid_run_and_the_run_completes(pg, model, procs, tmp_path):
+    url = create_database(pg.url_template, "outage")
+    procs.start("leader", optimize_args(model.base_url, tmp_path, url))
+    run = run_folder(tmp_path)
+    procs.worker("w0", run)
+    wait_for("the search to be under way", lambda: len(trials(url)) >= 2)
+    pg.stop()
+    time.sleep(3)
+    pg.start()
+    assert procs.wait("leader") == 0, procs.log("leader")
+    assert procs.wait("w0") == 0, procs.log("w0")
+    check_one_result(url)
+
+
+# -- 5. what cannot be joined ------------------------------------------------------------------------------------
+def one_error_line(output: str) -> str:
+    assert "Traceback" not in output, output
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), output
+    return lines[0]
+
+
+def test_a_worker_on_a_sqlite_run_exits_2_with_one_line(tmp_path):
+    folder = tmp_path / "runs" / "local-run"
+    RunStore(folder).create_run("local-run", {"task": "trec-mini", "optimizer": "mipro"}, {})
+    for target in (str(folder), f"sqlite:///{folder / 'run.sqlite'}"):
+        result = CliRunner().invoke(app, ["worker", target])
+        assert result.exit_code == 2
+        line = one_error_line(result.output)
+        assert "SQLite run" in line and "single-process" in line and "--store postgresql+psycopg://" in line
+
+
+def test_workers_with_a_sqlite_store_are_refused_before_any_run_folder(tmp_path):
+    out = tmp_path / "runs"
+    result = CliRunner().invoke(app, ["optimize", "--task", "trec-mini", "--workers", "2", "--out", str(out)])
+    assert result.exit_code == 1
+    line = one_error_line(result.output)
+    assert "--workers" in line and "--store postgresql+psycopg://" in line
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_a_run_of_a_task_given_in_python_cannot_be_joined(pg):
+    url = create_database(pg.url_template, "python_task")
+    task = {"name": "my-program", "program": "mod:Prog", "metric": "m", "source": "python"}
+    RunStore(url).create_run("py", {"task": task, "optimizer": "mipro"}, {})
+    result = CliRunner().invoke(app, ["worker", url])
+    assert result.exit_code == 2
+    assert "task given in Python" in one_error_line(result.output)
