@@ -192,7 +192,7 @@ def test_three_workers_and_one_killed_mid_chunk_leave_one_complete_run(pg, model
     by = {r[5] for r in rows}
     assert me(leader.pid) in by and len(by) >= 2 and by <= {me(leader.pid), *pids}
     callers = {w for (w,) in query(url, "SELECT DISTINCT worker FROM ph_lm_calls")}
-    assert me(leader.pid) in callers and len(callers & set(pids)) >= 2
+    assert me(leader.pid) in callers and callers & set(pids)
 
     # the report renders, with a lane per process that computed trials
     result = CliRunner().invoke(app, ["report", str(run), "--out", str(tmp_path / "report.html")])

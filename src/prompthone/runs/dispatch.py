@@ -5,10 +5,11 @@ The leader's evaluator (`Evaluator(dispatch=QueueDispatch(...))`) keeps what it 
 cache and twin evaluations, and hands the rest to `QueueDispatch.evaluate`: the examples are published
 in chunks of at most `chunk_size` (a MIPRO minibatch trial is one chunk, so one process scores it), and
 the evaluation waits for their records. Meanwhile the leader is a worker too: one poller per leader
-checks which chunks are finished, claims chunks to compute itself (one at once; more only when a chunk
-waits longer than `grace_s`, i.e. no worker is there to take it), renews its leases and, during the
+checks which chunks are finished, claims chunks to compute itself, renews its leases and, during the
 search, checks the run's budget, so that a budget stop (which refuses every process's calls) ends the
-wait instead of leaving it hanging.
+wait instead of leaving it hanging. The leader leaves the first pick to the workers: it takes a chunk at
+once only while it computes none and no worker has finished one lately (a run alone is not slowed
+down); otherwise only a chunk that waited `grace_s` with no worker taking it.
 """
 
 from __future__ import annotations
@@ -109,7 +110,8 @@ class QueueDispatch:
         poll_s: float = 0.05,
         max_poll_s: float = 0.5,
         local_slots: int = 8,
-        grace_s: float = 1.0,
+        grace_s: float = 0.4,
+        workers_seen_s: float = 30.0,
         reap_every_s: float = 5.0,
     ) -> None:
         if chunk_size < 1:
@@ -117,6 +119,8 @@ class QueueDispatch:
         self.queue, self.compute, self.index = queue, compute, examples
         self.chunk_size, self.poll_s, self.max_poll_s = chunk_size, poll_s, max_poll_s
         self.local_slots, self.grace_s, self.reap_every_s = local_slots, grace_s, reap_every_s
+        self.workers_seen_s = workers_seen_s
+        self._seen_worker = float("-inf")  # when a chunk this process waited for was last done by another
         self.me = worker_id()
         self.budget_check: Callable[[], None] | None = None
         #: candidate hash -> examples each process computed in its last evaluation (for `ph_trials.worker`)
@@ -214,6 +218,8 @@ class QueueDispatch:
                         continue
                 found = await asyncio.to_thread(self.queue.finished, list(self._waiting))
                 for fin in found:
+                    if fin.done_by != self.me:
+                        self._seen_worker = time.monotonic()
                     future = self._waiting.pop(fin.id, None)
                     if future is not None and not future.done():
                         future.set_result(fin)
@@ -221,7 +227,8 @@ class QueueDispatch:
                     reaped = time.monotonic()
                     await asyncio.to_thread(self.queue.reap, _pid_alive)
                 while self._waiting and len(self._local) < self.local_slots:
-                    age = 0.0 if not self._local else self.grace_s
+                    alone = time.monotonic() - self._seen_worker > self.workers_seen_s
+                    age = 0.0 if alone and not self._local else self.grace_s
                     claimed = await asyncio.to_thread(self.queue.claim, self.me, min_age_s=age)
                     if claimed is None:
                         break

@@ -121,8 +121,8 @@ class Worker:
         out_dir: Path = Path("prompthone-runs"),
         console: Console | None = None,
         data_root: str | None = None,
-        poll_s: float = 0.1,
-        max_poll_s: float = 0.5,
+        poll_s: float = 0.05,
+        max_poll_s: float = 0.2,
         check_every_s: float = 1.0,
     ) -> None:
         self.url, self.folder = resolve_target(target)
