@@ -6,8 +6,10 @@ process had in flight)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -22,6 +24,12 @@ from typer.testing import CliRunner
 import prompthone
 from pg_server import create_database, postgres_instance
 from prompthone.cli.main import app
+from prompthone.data.example import Example
+from prompthone.evaluate import Evaluator, ScoreCache
+from prompthone.lm import LM
+from prompthone.lm.scripted import ScriptedBackend
+from prompthone.metrics import ExactMatch
+from prompthone.program import Candidate, Predict, Program
 from prompthone.store import RunStore
 from prompthone.testing.fake_openai_server import FakeOpenAIServerProcess
 
@@ -64,7 +72,8 @@ def env(tmp: Path) -> dict[str, str]:
 def optimize_args(model_url: str, tmp: Path, store: str, *extra: str) -> list[str]:
     args = [sys.executable, "-m", "prompthone", "optimize", "--task", "trec-mini", "--optimizer", "mipro",
             "--model", f"openai/fake@{model_url}", "--n-train", "12", "--n-val", "10", "--n-test", "10",
-            "--max-tokens", "32", "--concurrency", str(CONCURRENCY), "--out", str(tmp / "runs"), "--store", store]  # fmt: skip
+            "--max-tokens", "32", "--concurrency", str(CONCURRENCY), "--out", str(tmp / "runs"),
+            "--store", store]  # fmt: skip
     for k, v in MIPRO.items():
         args += ["--set", f"{k}={v}"]
     return [*args, *extra]
@@ -256,7 +265,62 @@ def test_postgres_stopped_for_seconds_mid_run_and_the_run_completes(pg, model, p
     check_one_result(url)
 
 
-# -- 5. what cannot be joined ------------------------------------------------------------------------------------
+# -- 5. the evaluator's dispatch hook ------------------------------------------------------------------------------
+class QA(Program):
+    def __init__(self) -> None:
+        self.answer = Predict("question -> answer", instruction="Answer the question.")
+
+    def forward(self, question: str) -> dict:
+        return {"answer": self.answer(question=question).answer}
+
+
+def numbered(lo: int, hi: int) -> list[Example]:
+    return [Example(id=f"q{i}", inputs={"question": f"what is {i}?"}, labels={"answer": str(i)}) for i in range(lo, hi)]
+
+
+def half_right(req) -> str:
+    n = int(re.findall(r"what is (\d+)\?", req.messages[-1][1])[-1])
+    return f"Answer: {n if n % 2 == 0 else n + 1}"
+
+
+class Recorder:
+    """A dispatch that scores what it is handed with a local evaluator, noting every example id it got."""
+
+    def __init__(self, local: Evaluator) -> None:
+        self.local, self.sent = local, []
+
+    async def evaluate(self, evaluator, candidate, examples, keys, advance):
+        assert keys == evaluator.score_keys(candidate, examples)
+        self.sent += [ex.id for ex in examples]
+        await asyncio.sleep(0.05)  # long enough for a twin evaluation to start meanwhile
+        records = (await self.local.evaluate(candidate, examples)).records
+        for _ in records:
+            advance()
+        return records
+
+
+def test_a_dispatching_evaluator_hands_over_only_what_its_cache_and_its_twins_do_not_hold():
+    lm = LM(ScriptedBackend(half_right), cache=False)
+    plain = Evaluator(QA(), ExactMatch(), lm, score_cache=ScoreCache())
+    local = Evaluator(QA(), ExactMatch(), lm, score_cache=ScoreCache())
+    dispatch = Recorder(local)
+    remote = Evaluator(QA(), ExactMatch(), lm, score_cache=ScoreCache(), dispatch=dispatch)
+    cand = Candidate.default(QA())
+
+    async def go():
+        await remote.evaluate(cand, numbered(0, 4))
+        return await asyncio.gather(remote.evaluate(cand, numbered(0, 10)), remote.evaluate(cand, numbered(6, 12)))
+
+    first, second = asyncio.run(go())
+    assert sorted(dispatch.sent, key=lambda i: int(i[1:])) == [f"q{i}" for i in range(12)]  # each example once
+    expected = plain.evaluate_sync(cand, numbered(0, 12))
+    assert [r.score for r in first.records + second.records] == [
+        r.score for r in expected.records[0:10] + expected.records[6:12]
+    ]
+    assert first.mean == plain.evaluate_sync(cand, numbered(0, 10)).mean
+
+
+# -- 6. what cannot be joined ------------------------------------------------------------------------------------
 def one_error_line(output: str) -> str:
     assert "Traceback" not in output, output
     lines = [line for line in output.splitlines() if line.strip()]

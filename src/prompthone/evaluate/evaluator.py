@@ -158,6 +158,7 @@ class Evaluator:
             if self.dispatch is not None:  # the examples are scored elsewhere (a run's work queue)
                 await self._dispatched(candidate, list(enumerate(examples)), key_of, records, advance)
                 pending = iter(())  # every record is in: nothing is left for the workers below
+
             # `concurrency` workers take the examples in order, rather than one task per example
             # queued on a semaphore: with a thousand examples the semaphore's bookkeeping cost more
             # CPU than the evaluator's own work.
@@ -225,11 +226,12 @@ class Evaluator:
                 got = await self.dispatch.evaluate(  # type: ignore[union-attr]
                     self, candidate, [ex for _, ex, _, _ in mine], [k for _, _, k, _ in mine], advance
                 )
-                for (i, _, _, future), rec in zip(mine, got, strict=True):
+                for (i, _, key, future), rec in zip(mine, got, strict=True):
+                    self.score_cache.put(key, candidate.hash, self.metric.name, rec)  # (errors are not kept)
                     records[i] = rec
                     future.set_result(rec)
         finally:
-            for i, _, key, future in mine:
+            for _, _, key, future in mine:
                 if not future.done():
                     future.set_result(None)
                 inflight.pop(key, None)

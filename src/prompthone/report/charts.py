@@ -272,7 +272,8 @@ def lane_chart(lanes: Sequence[Lane], *, title: str, x_label: str, width: int = 
         out.append(f'<text x="{x:.1f}" y="{axis_y + 16}" text-anchor="middle" class="tick">{fmt_tick(t)}</text>')
     out.append(f'<line x1="{left}" x2="{left + pw}" y1="{axis_y}" y2="{axis_y}" stroke="{AXIS}"/>')
     out.append(
-        f'<text x="{left + pw / 2:.1f}" y="{height - 8}" text-anchor="middle" class="axis-label">{escape(x_label)}</text>'
+        f'<text x="{left + pw / 2:.1f}" y="{height - 8}" text-anchor="middle" class="axis-label">'
+        f"{escape(x_label)}</text>"
     )
     for i, lane in enumerate(lanes):
         y = top + row_h * i + row_h / 2

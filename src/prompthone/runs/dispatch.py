@@ -51,7 +51,9 @@ class ExampleIndex:
         for ex in examples:
             self._by_id.setdefault(ex.id, []).append(ex)
 
-    def resolve(self, evaluator: Evaluator, candidate: Candidate, ids: Sequence[str], keys: Sequence[str]) -> list[Example]:
+    def resolve(
+        self, evaluator: Evaluator, candidate: Candidate, ids: Sequence[str], keys: Sequence[str]
+    ) -> list[Example]:
         """The examples `ids`, checked against the publisher's score `keys`."""
         out = []
         for ex_id, key in zip(ids, keys, strict=True):
@@ -148,7 +150,9 @@ class QueueDispatch:
         specs: list[ChunkSpec] = []
         for at in range(0, len(examples), self.chunk_size):
             part, ks = examples[at : at + self.chunk_size], list(keys[at : at + self.chunk_size])
-            specs.append(ChunkSpec(chunk_id(candidate.hash, ks), candidate.to_json(), [e.id for e in part], ks, options))
+            specs.append(
+                ChunkSpec(chunk_id(candidate.hash, ks), candidate.to_json(), [e.id for e in part], ks, options)
+            )
         for k, ex in zip(keys, examples, strict=True):
             self._examples[k] = ex
         loop = asyncio.get_running_loop()
@@ -238,10 +242,8 @@ class QueueDispatch:
                     await asyncio.to_thread(self.queue.heartbeat, list(self._local), self.me)
                 delay = self.poll_s if found else min(delay * 1.5, self.max_poll_s)
                 if not self._wake.is_set():
-                    try:
+                    with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), delay)
-                    except TimeoutError:
-                        pass
         except BaseException as exc:  # the store is away for good, or the run is cancelled: every wait ends
             self._settle_all(exc)
             if not isinstance(exc, Exception):
