@@ -31,7 +31,13 @@ from prompthone.lm.scripted import ScriptedBackend
 from prompthone.metrics import ExactMatch
 from prompthone.program import Candidate, Predict, Program
 from prompthone.store import RunStore
-from prompthone.testing.fake_openai_server import FakeOpenAIServerProcess
+from prompthone.runs.spec import RunSpec
+from prompthone.runs.splits import splits_for
+from prompthone.runs.worker import Worker
+from prompthone.store.chunks import ChunkQueue, ChunkSpec, chunk_id
+from prompthone.store.lock import RunLock
+from prompthone.tasks import get_task
+from prompthone.testing.fake_openai_server import FakeOpenAIServer, FakeOpenAIServerProcess, Fault
 
 #: MIPRO, small: a few trials on minibatches, several in flight, every phase (bootstrap, proposals, full evals)
 MIPRO = {"num_candidates": 4, "num_trials": 10, "minibatch_size": 5, "full_eval_every": 4, "summary_batches": 1,
@@ -320,7 +326,39 @@ def test_a_dispatching_evaluator_hands_over_only_what_its_cache_and_its_twins_do
     assert first.mean == plain.evaluate_sync(cand, numbered(0, 10)).mean
 
 
-# -- 6. what cannot be joined ------------------------------------------------------------------------------------
+# -- 6. a worker that cannot reach the model server ---------------------------------------------------------------
+def test_a_worker_that_cannot_reach_the_model_server_gives_its_chunk_back_says_so_and_leaves(pg, tmp_path, monkeypatch):
+    monkeypatch.setenv("PROMPTHONE_CACHE_DIR", str(tmp_path / "cache"))
+    url = create_database(pg.url_template, "unreachable")
+    server = FakeOpenAIServer(latency_ms=1)
+    with server as model_url:
+        spec = RunSpec(task="trec-mini", optimizer="mipro", model=f"openai/fake@{model_url}", n_train=12, n_val=10,
+                       n_test=10, max_tokens=32)  # fmt: skip
+        store = RunStore(url)
+        store.create_run("r", spec.to_config(), {})
+        lock = RunLock(store)
+        lock.acquire()  # the leader is alive (this process): the worker must not take the run over
+        try:
+            worker = Worker(url, out_dir=tmp_path / "runs")
+            for lm in worker.lms.values():  # give up quickly
+                lm.backoff_base_s = lm.backoff_max_s = 0.01
+            examples = splits_for(spec, get_task("trec-mini")).val[:3]
+            cand = Candidate.default(worker.compute.program)
+            keys = worker.compute.score_keys(cand, examples)
+            queue = ChunkQueue(store.engine, url)
+            spec_chunk = ChunkSpec(chunk_id(cand.hash, keys), cand.to_json(), [e.id for e in examples], keys, {})
+            queue.publish([spec_chunk])
+            server.inject(Fault.disconnect(), times=None)
+            report = asyncio.run(worker.run())
+        finally:
+            lock.release()
+    assert report.code == 1 and "cannot reach the model server" in report.why and report.chunks == 0
+    assert query(url, "SELECT status, attempts, claimed_by FROM ph_chunks") == [("pending", 1, None)]
+    [event] = [e["data"] for e in store.events() if e["kind"] == "worker"]
+    assert event["worker"] == worker.me and "cannot reach the model server" in event["left"]
+
+
+# -- 7. what cannot be joined ------------------------------------------------------------------------------------
 def one_error_line(output: str) -> str:
     assert "Traceback" not in output, output
     lines = [line for line in output.splitlines() if line.strip()]
