@@ -30,10 +30,10 @@ from prompthone.lm import LM
 from prompthone.lm.scripted import ScriptedBackend
 from prompthone.metrics import ExactMatch
 from prompthone.program import Candidate, Predict, Program
-from prompthone.store import RunStore
 from prompthone.runs.spec import RunSpec
 from prompthone.runs.splits import splits_for
 from prompthone.runs.worker import Worker
+from prompthone.store import RunStore
 from prompthone.store.chunks import ChunkQueue, ChunkSpec, chunk_id
 from prompthone.store.lock import RunLock
 from prompthone.tasks import get_task
