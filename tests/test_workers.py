@@ -167,6 +167,14 @@ def check_one_result(url: str) -> list[tuple]:
     return rows
 
 
+def check_every_call_counted(run: Path, url: str) -> dict:
+    """The summary counts every LM call the run's processes made, whoever made it, once."""
+    summary = json.loads((run / "summary.json").read_text())
+    counted = sum(u["calls"] for u in summary["usage_by_role"].values()) + summary["usage_test_scoring"]["calls"]
+    assert counted == query(url, "SELECT count(*) FROM ph_lm_calls")[0][0]
+    return summary
+
+
 def paid_twice(model: FakeOpenAIServerProcess) -> int:
     stats = model.stats()
     return stats["requests_received"] - stats["distinct_requests"]
@@ -198,6 +206,7 @@ def test_three_workers_and_one_killed_mid_chunk_leave_one_complete_run(pg, model
             assert procs.wait(name) == 0, procs.log(name)
             assert "leaves: the run is completed" in procs.log(name)
     rows = check_one_result(url)
+    check_every_call_counted(run, url)
     # the killed worker's chunk was done by another process, once
     [(attempts, done_by)] = query(url, "SELECT attempts, done_by FROM ph_chunks WHERE id = :c", c=chunk)
     assert attempts >= 2 and done_by != victim
@@ -251,6 +260,12 @@ def test_one_worker_and_three_workers_on_a_warm_cache_give_the_same_trials(pg, m
 
     a, b = check_one_result(one), check_one_result(three)
     assert [r[1:5] for r in a] == [r[1:5] for r in b]  # same candidates, scores, sizes, in the same order
+    [run_a], [run_b] = (list((tmp_path / x / "runs").glob("*/store.json")) for x in ("a", "b"))
+    usage_a, usage_b = (
+        check_every_call_counted(r.parent, u)["usage_by_role"] for r, u in ((run_a, one), (run_b, three))
+    )
+    assert {r: u["calls"] for r, u in usage_a.items()} == {r: u["calls"] for r, u in usage_b.items()}
+    assert sum(u["paid_calls"] for u in usage_b.values()) == 0
     logs = sorted((tmp_path / "b" / "runs").glob("*/workers/worker-*.log"))
     assert len(logs) == 3 and all("leaves: the run is completed" in p.read_text() for p in logs)
     assert first.returncode == 0

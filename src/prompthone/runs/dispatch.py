@@ -214,12 +214,6 @@ class QueueDispatch:
         try:
             while self._waiting or self._local:
                 self._wake.clear()
-                if self.budget_check is not None and self._waiting:
-                    try:
-                        self.budget_check()
-                    except BudgetExhausted as exc:
-                        self._settle_all(exc)
-                        continue
                 found = await asyncio.to_thread(self.queue.finished, list(self._waiting))
                 for fin in found:
                     if fin.done_by != self.me:
@@ -227,6 +221,12 @@ class QueueDispatch:
                     future = self._waiting.pop(fin.id, None)
                     if future is not None and not future.done():
                         future.set_result(fin)
+                if self.budget_check is not None and self._waiting:  # what is finished is used first
+                    try:
+                        self.budget_check()
+                    except BudgetExhausted as exc:
+                        self._settle_all(exc)
+                        continue
                 if time.monotonic() - reaped > self.reap_every_s:
                     reaped = time.monotonic()
                     await asyncio.to_thread(self.queue.reap, _pid_alive)

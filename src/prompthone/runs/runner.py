@@ -41,6 +41,7 @@ from prompthone.runs.progress import LiveProgress
 from prompthone.runs.roles import call_cost, planned_lms, role_backends, role_lms, usage_since
 from prompthone.runs.spec import RunOutcome, RunSpec
 from prompthone.runs.splits import check_inputs, splits_for
+from prompthone.runs.worker_usage import others_usage, plus
 from prompthone.sqlurl import StoreUnavailableError, retrying_for
 from prompthone.store import CACHE_DB, RunStore, build_manifest, point_to_store
 from prompthone.store.broken import open_run
@@ -206,7 +207,7 @@ async def _run_locked(
         + (" (resumed)" if resume else "")
     )
     console.print(f"  run folder: {run_dir}")
-    t0 = time.perf_counter()
+    t0, t_run = time.perf_counter(), time.time()
     try:
         # Test scoring gets a progress bar of its own (the optimizer's evaluations are drawn by LiveProgress).
         on_test = copy.copy(evaluator)
@@ -219,7 +220,7 @@ async def _run_locked(
                 console.print(f"  [yellow]warning:[/] {warning}")
                 store.record_event("warning", {"about": "judge", "message": warning})
         before = {role: lm.usage.as_dict() for role, lm in lms.items()}
-        t_opt = time.perf_counter()
+        t_opt, t_search = time.perf_counter(), time.time()
         if dispatch is not None:  # the budget bounds the search only, as it does locally
             dispatch.budget_check = budget.check
         with progress:
@@ -228,6 +229,7 @@ async def _run_locked(
             dispatch.budget_check = None
         optimize_wall = time.perf_counter() - t_opt
         usage = usage_since(lms, before)
+        t_searched = time.time()
         after_task = task_lm.usage.as_dict()
         final_test = await _score_test(on_test, result.best, parts.test, "result", console)
         if dispatch is not None:
@@ -249,6 +251,13 @@ async def _run_locked(
     wall = time.perf_counter() - t0
     end_task = task_lm.usage.as_dict()
     test_usage = {k: end_task[k] - after_task[k] + before["task"][k] for k in end_task}
+    if dispatch is not None:  # the calls of the run's workers count too (the store says who made each)
+        calls = store.lm_calls()
+        search = others_usage(calls, dispatch.me, [(t_search, t_searched)])
+        usage = {role: plus(u, search.get(role)) for role, u in usage.items()}
+        test_usage = plus(
+            test_usage, others_usage(calls, dispatch.me, [(t_run, t_search), (t_searched, time.time())]).get("task")
+        )
     if parts.test:
         console.print(f"  final: test {final_test.summary()}  (stopped by: {result.stopped_by})")
     else:
