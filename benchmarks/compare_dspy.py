@@ -77,6 +77,7 @@ from prompthone.lm import LM
 from prompthone.lm.availability import model_status
 from prompthone.lm.local.assemble import resolve_gguf
 from prompthone.optimize import Budget
+from prompthone.optimize.format_search import format_choices
 from prompthone.optimize.mipro.settings import MIPROSettings
 from prompthone.program.params import LEGACY_FORMAT
 from prompthone.runs.runner import run_optimization
@@ -120,7 +121,7 @@ def mipro_like(args: argparse.Namespace) -> dict[str, Any]:
 
 def prompthone_settings(method: str, args: argparse.Namespace) -> dict[str, Any]:
     if method in ("mipro", "mipro-proposer"):
-        searched = {"search_formats": args.search_formats.split(",")} if args.search_formats else {}
+        searched = {} if args.search_formats is None else {"search_formats": searched_formats(args)}
         if args.preset:  # the preset as it stands: prompthone's own defaults, nothing overridden
             return {"preset": args.preset, "proposer_max_tokens": proposer_max_tokens(args), **searched}
         s = {**mipro_like(args), "summary_batches": 1, "proposer_max_tokens": proposer_max_tokens(args), **searched}
@@ -133,6 +134,28 @@ def prompthone_settings(method: str, args: argparse.Namespace) -> dict[str, Any]
         return {"beam_width": args.gradsum_beam, "edits_per_prompt": 1, "minibatch_size": args.minibatch_size,
                 "max_gradients": args.gradsum_max_gradients}  # fmt: skip
     return {}
+
+
+def searched_formats(args: argparse.Namespace) -> list[str] | bool:
+    """`--search-formats`: `off` (no module searches its format) or the formats allowed."""
+    if args.search_formats is None:
+        return list(MIPROSettings().search_formats)
+    return False if args.search_formats == "off" else args.search_formats.split(",")
+
+
+def key_settings(method: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The settings as a row key reads them: `search_formats` as it acts on this task's start (the
+    default resolved, named only when some module searches its format), so a row keeps its key when a
+    default changes what it means, and a row whose start has nothing to search keeps the key it had
+    before formats could be searched."""
+    settings = dict(method_settings(method, args))
+    if method not in ("mipro", "mipro-proposer"):
+        return settings
+    value = searched_formats(args)
+    settings.pop("search_formats", None)
+    if any(len(format_choices(f, value)) > 1 for f in start_formats(args).values()):
+        settings["search_formats"] = list(value) if not isinstance(value, bool) else value
+    return settings
 
 
 def dspy_settings(method: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -167,7 +190,7 @@ def row_key(method: str, args: argparse.Namespace) -> dict[str, Any]:
     key = {
         "task": args.task, "seed": args.seed, "method": method, "model": args.model,
         "splits": {"train": args.n_train, "val": args.n_val, "test": args.n_test},
-        "max_tokens": args.max_tokens, "cap": args.cap, "settings": method_settings(method, args),
+        "max_tokens": args.max_tokens, "cap": args.cap, "settings": key_settings(method, args),
     }  # fmt: skip
     if args.base_url:  # someone else's server: which one is part of what the row measured
         key["server"] = args.base_url
@@ -463,7 +486,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--search-formats",
         default=None,
         help="prompthone mipro rows: let the search also choose each module's prompt format among these "
-        "(comma-separated, e.g. labels,json; the start's format is always a choice): setting search_formats",
+        "(comma-separated, e.g. labels,json; the start's format is always a choice; `off`: none): setting "
+        "search_formats; default: prompthone's own default",
     )
     p.add_argument(
         "--lean-proposer",

@@ -263,3 +263,22 @@ def test_rows_in_the_results_file_are_found_by_key(tmp_path: Path) -> None:
     key = cd.key_hash(cd.row_key("dspy-zero-shot", args))
     results.write_text(json.dumps({"method": "dspy-zero-shot"}) + "\n" + json.dumps({"row_key": key, "x": 1}) + "\n")
     assert cd.cached_rows(results) == {key: {"row_key": key, "x": 1}}  # a row from before keys existed: none
+
+
+def test_a_mipro_row_key_reads_search_formats_as_it_acts_on_the_start() -> None:
+    import compare_dspy
+
+    base = ["--task", "trec-label", "--preset", "light", "--seed", "0"]
+
+    def key(*extra: str) -> dict:
+        return compare_dspy.row_key("mipro", compare_dspy.parse_args([*base, *extra]))["settings"]
+
+    # trec-label's Predict starts in json: the default searches labels, the same row as asking for it
+    assert key() == key("--search-formats", "labels") == {"preset": "light", "proposer_max_tokens": 200,
+                                                         "search_formats": ["labels"]}  # fmt: skip
+    # off searches nothing: the key of the rows measured before the setting existed (no search_formats)
+    assert key("--search-formats", "off") == {"preset": "light", "proposer_max_tokens": 200}
+    # what is run is what was asked: off is passed on as false, the default is left to prompthone
+    args = compare_dspy.parse_args([*base, "--search-formats", "off"])
+    assert compare_dspy.prompthone_settings("mipro", args)["search_formats"] is False
+    assert "search_formats" not in compare_dspy.prompthone_settings("mipro", compare_dspy.parse_args(base))

@@ -1,7 +1,8 @@
 """Issue 15, part 2: the prompt format can be searched. MIPRO's variants and bootstrap random search take
-`search_formats`; off (the default) every trial, request and stored study is what it was before the
-setting existed; on, trials explore formats and the format that scores best wins. OPRO and GRAD-SUM keep
-the start's format. Scripted models only (test_format_search_model.py has the real one)."""
+`search_formats`; off, or with MIPRO's default (`["labels"]`) on a module that starts in `labels`, every
+trial, request and stored study is what it was before the setting existed; on, trials explore formats
+and the format that scores best wins. OPRO and GRAD-SUM keep the start's format. Scripted models only
+(test_format_search_model.py has the real one)."""
 
 from __future__ import annotations
 
@@ -97,7 +98,7 @@ def trail(r) -> list[tuple[str, float, bool]]:
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))
-def test_off_by_default_every_trial_request_and_study_is_what_it_was_before(name, tmp_path):
+def test_by_default_or_off_a_labels_start_is_searched_as_before(name, tmp_path):
     _, default, _ = small_run(name, tmp_path)
     assert default == BEFORE[name]
     _, off, _ = small_run(name, tmp_path, search_formats=False)
@@ -108,10 +109,21 @@ def test_off_by_default_every_trial_request_and_study_is_what_it_was_before(name
 @pytest.mark.parametrize("name", sorted(SMALL))
 def test_allowing_only_the_start_format_searches_nothing_new(name, tmp_path):
     _, only_start, _ = small_run(name, tmp_path, search_formats=["labels"])
-    # the setting is part of the study's fingerprint (its name and attributes); nothing else differs
-    fingerprinted = ("study", "study_attrs")
-    expected = {k: v for k, v in BEFORE[name].items() if k not in fingerprinted}
-    assert {k: v for k, v in only_start.items() if k not in fingerprinted} == expected
+    # nothing differs, not even the study's fingerprint (its name and attributes): a setting that
+    # searches no module's format is no setting, so runs stored before it existed resume under it
+    assert only_start == BEFORE[name]
+
+
+@pytest.mark.parametrize("name", MIPRO_VARIANTS)
+def test_by_default_a_json_start_may_go_back_to_labels(name, tmp_path):
+    setup, _, _ = make_setup(seed=3, n_train=12, n_val=20)
+    assert setup.start is not None
+    module = next(iter(setup.program.named_modules()))
+    setup.start = setup.start.with_module(module, setup.start[module].with_format("json"))
+    r = asyncio.run(make_optimizer(name, **SMALL[name], storage=str(tmp_path / "s.sqlite")).optimize(setup))
+    assert r.info["pool_sizes"][module]["formats"] == ["json", "labels"]
+    tried = {t.candidate[module].format for t in r.trials}
+    assert tried == {"json", "labels"}
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))
@@ -276,7 +288,7 @@ def test_a_bad_search_formats_names_the_key_and_the_formats(name, value, words):
 def test_search_formats_reads_as_given_from_a_config_or_the_command_line():
     assert MIPROSettings.build(search_formats=["tags", "json"]).search_formats == ("tags", "json")
     assert MIPROSettings.build(search_formats=True).search_formats is True
-    assert MIPROSettings.build().search_formats is False
+    assert MIPROSettings.build().search_formats == ("labels",)
     assert check_settings("mipro", {"search_formats": ["recap", "json"]}) is None
     line = check_settings("mipro", {"search_formats": "xml"})
     assert line == (

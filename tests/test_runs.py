@@ -111,7 +111,7 @@ def test_resume_after_sigkill_gives_the_uninterrupted_result_without_paying_twic
     deadline = time.monotonic() + 240  # generous: the machine may be busy
     run_dir = None
     while time.monotonic() < deadline:
-        marker = "run.sqlite" if store_url is None else "cache.sqlite"
+        marker = "run.sqlite" if store_url is None else "store.json"
         dirs = list((tmp / "killed").glob(f"*/{marker}")) if (tmp / "killed").exists() else []
         if dirs:
             run_dir = dirs[0].parent
@@ -144,8 +144,8 @@ def test_resume_after_sigkill_gives_the_uninterrupted_result_without_paying_twic
     assert paid_before < reference_paid
     assert RunStore(run_dir).run_row()["status"] == "completed"
     assert json.loads((run_dir / "summary.json").read_text())["best_candidate"] == reference.result.best.hash
-    if store_url is not None:  # the folder names the server and keeps only the local caches
-        assert not (run_dir / "run.sqlite").exists() and (run_dir / "cache.sqlite").is_file()
+    if store_url is not None:  # the folder names the server, which holds the run's caches too
+        assert not (run_dir / "run.sqlite").exists() and not (run_dir / "cache.sqlite").exists()
         pointer = (run_dir / "store.json").read_text()
         assert "s3cr3t" not in pointer
         assert make_url(json.loads(pointer)["url"]) == make_url(store_url)._replace(password=None)
@@ -304,7 +304,7 @@ def test_cli_optimize_with_store_then_runs_and_resume_find_it(env, postgres):
     paid = srv.requests_received
     again = CliRunner().invoke(app, ["optimize", "--resume", str(run_dir)])
     assert again.exit_code == 0, again.output
-    assert srv.requests_received == paid  # the resumed run replays from the folder's cache.sqlite
+    assert srv.requests_received == paid  # the resumed run replays from the caches in the server's database
 
 
 def test_the_same_spec_runs_twice_and_each_run_counts_only_its_own_calls(env):

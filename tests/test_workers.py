@@ -271,6 +271,18 @@ def test_one_worker_and_three_workers_on_a_warm_cache_give_the_same_trials(pg, m
     assert first.returncode == 0
 
 
+# -- 3b. the budget holds for the run, not per process -----------------------------------------------------------
+def test_a_call_budget_holds_over_the_leader_and_its_workers_and_stops_the_search(pg, model, procs, tmp_path):
+    url = create_database(pg.url_template, "budget")
+    leader = procs.start("leader", optimize_args(model.base_url, tmp_path, url, "--max-calls", "40", "--workers", "2"))
+    assert procs.wait("leader") == 0, procs.log("leader")
+    run = run_folder(tmp_path)
+    summary = check_every_call_counted(run, url)
+    assert summary["stopped_by"] == "lm_calls"
+    assert sum(u["paid_calls"] for u in summary["usage_by_role"].values()) == 40  # all processes together
+    assert leader.returncode == 0 and query(url, "SELECT status FROM ph_run") == [("completed",)]
+
+
 # -- 4. the database away for a few seconds ----------------------------------------------------------------------
 def test_postgres_stopped_for_seconds_mid_run_and_the_run_completes(pg, model, procs, tmp_path):
     url = create_database(pg.url_template, "outage")

@@ -1,8 +1,9 @@
 """Database URLs of a run's server (PostgreSQL): safe to show, parsed with one message, and retried.
 
-A run on a database server keeps two things there: the run store (`prompthone.store`) and MIPRO's
-Optuna study (`prompthone.optimize.mipro.search`). Both need the same URL handling, so it sits on the
-lowest floor and depends on SQLAlchemy alone. A server can be unreachable for reasons that have
+A run on a database server keeps three things there: the run store (`prompthone.store`), MIPRO's
+Optuna study (`prompthone.optimize.mipro.search`) and the run's response and score caches
+(`prompthone.lm.cache_server`). All need the same URL handling, so it sits on a floor of its own below
+every package and depends on SQLAlchemy alone. A server can be unreachable for reasons that have
 nothing to do with the run (a restart, a network blip), so every store write and every Optuna storage
 call is retried with backoff for a bounded time before the run stops with one line saying so; the run
 then resumes with `--resume`. A server URL may carry a password: it is needed to connect, and is never
@@ -18,12 +19,14 @@ from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from typing import Any, TypeVar
 
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy import create_engine
+from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import (
     ArgumentError,
     DBAPIError,
     DisconnectionError,
     InterfaceError,
+    NoSuchModuleError,
     OperationalError,
 )
 
@@ -97,6 +100,18 @@ def connect_args(url: str | URL) -> dict[str, Any]:
     if u.get_backend_name() == "postgresql" and "connect_timeout" not in u.query:
         return {"connect_timeout": CONNECT_TIMEOUT_S}
     return {}
+
+
+def server_engine(url: str, **kw: Any) -> Engine:
+    """An engine for a server store: dead pooled connections are replaced, connecting does not hang."""
+    u = parse_url(url)
+    try:
+        return create_engine(u, pool_pre_ping=True, connect_args=connect_args(url), **kw)
+    except (NoSuchModuleError, ImportError) as exc:
+        raise StoreURLError(
+            f"the store URL's driver {u.drivername!r} is not installed ({exc}); for PostgreSQL: "
+            "pip install 'prompthone[postgres]' and a URL such as postgresql+psycopg://user@host/dbname"
+        ) from None
 
 
 def _cause(exc: BaseException) -> Iterator[BaseException]:

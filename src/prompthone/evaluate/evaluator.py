@@ -8,6 +8,7 @@ fails loudly with `EvaluationError`). An LLM judge that gives no verdict (`Judge
 too: the program's answer was never judged, so it is neither right nor wrong. A permanent LM error (a
 refused key, a missing model: `LMError.permanent`) is no example's error at all: every other example
 would fail the same way, so it ends the evaluation at once, raised as itself, whatever `max_errors` is.
+So does `BudgetExhausted` (a run's budget refused a paid call): a stop, never an example's error.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from prompthone.evaluate.results import EvalResult, ExampleRecord
 from prompthone.evaluate.score_cache import ScoreCache, score_key
 from prompthone.lm.backend import PerLoop
 from prompthone.lm.client import LM, run_sync
-from prompthone.lm.errors import permanent_error_in
+from prompthone.lm.errors import BudgetExhausted, budget_stop_in, permanent_error_in
 from prompthone.metrics.base import Metric, MissingFieldError, as_metric
 from prompthone.metrics.judge import JudgeError
 from prompthone.program.candidate import Candidate
@@ -154,6 +155,7 @@ class Evaluator:
         records: list[Any] = [None] * len(examples)
         pending = iter(enumerate(examples))
         t0 = time.perf_counter()
+        stopped = False
         with self._progress_bar(description, len(examples)) as advance:
             if self.dispatch is not None:  # the examples are scored elsewhere (a run's work queue)
                 await self._dispatched(candidate, list(enumerate(examples)), key_of, records, advance)
@@ -164,6 +166,8 @@ class Evaluator:
             # CPU than the evaluator's own work.
             async def worker() -> None:
                 for i, ex in pending:
+                    if stopped:
+                        return
                     # each example still runs in a task of its own, in a copy of this context, as
                     # before: an async forward that sets a context variable cannot leak it into the next
                     records[i] = await asyncio.create_task(self._one(candidate, ex, traces, key_of(ex)))
@@ -172,6 +176,12 @@ class Evaluator:
             workers = [asyncio.create_task(worker()) for _ in range(min(self.concurrency, len(examples)))]
             try:
                 await asyncio.gather(*workers)
+            except BudgetExhausted:
+                # the budget refused a call: the calls in flight were paid for, so the examples being
+                # scored finish (their answers cached) and no other example is started
+                stopped = True
+                await asyncio.gather(*workers, return_exceptions=True)
+                raise
             except BaseException:
                 # a setup error (or cancellation) ends the evaluation: stop the other examples rather
                 # than leave them calling the model for a result nobody reads
@@ -302,8 +312,8 @@ class Evaluator:
             cached=bool(run.trace) and all(c.cached for c in run.trace),
         )
         if run.error is not None:
-            if (permanent := permanent_error_in(run.error)) is not None:
-                raise permanent
+            if (stop := budget_stop_in(run.error) or permanent_error_in(run.error)) is not None:
+                raise stop
             return ExampleRecord(status="error", score=None, error=_describe(run.error), **common)
         try:
             result = await self.metric.ascore(ex, run.outputs)
@@ -312,8 +322,8 @@ class Evaluator:
                 raise  # a setup mistake, not a property of this candidate
             rec = ExampleRecord(status="parse_failure", score=0.0, feedback=str(exc), **common)
         except JudgeError as exc:  # the judge gave no verdict: an error, never a wrong answer
-            if (permanent := permanent_error_in(exc)) is not None:
-                raise permanent from None
+            if (stop := budget_stop_in(exc) or permanent_error_in(exc)) is not None:
+                raise stop from None
             return ExampleRecord(status="error", score=None, error=_describe(exc), **common)
         else:
             rec = ExampleRecord(status="scored", score=result.score, feedback=result.feedback, **common)

@@ -5,6 +5,7 @@ from prompthone.lm.client import LM, make_backend, open_cache, run_sync
 from prompthone.lm.errors import (
     AuthenticationError,
     BadRequestError,
+    BudgetExhausted,
     ChecksumMismatch,
     ConfigError,
     ConnectionFailed,
@@ -15,6 +16,7 @@ from prompthone.lm.errors import (
     ModelNotInstalled,
     RateLimitError,
     ServerError,
+    budget_stop_in,
     permanent_error_in,
 )
 from prompthone.lm.model_string import DEFAULT_MODEL, ModelSpec, parse_model_string, thread_options
@@ -27,6 +29,7 @@ __all__ = [
     "LM",
     "AuthenticationError",
     "BadRequestError",
+    "BudgetExhausted",
     "ChecksumMismatch",
     "Completion",
     "ConfigError",
@@ -45,6 +48,7 @@ __all__ = [
     "ResponseCache",
     "ServerError",
     "Usage",
+    "budget_stop_in",
     "cache_key",
     "make_backend",
     "open_cache",

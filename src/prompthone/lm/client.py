@@ -63,6 +63,11 @@ class LM:
     sent related prompts in a row, so that it reuses its KV cache (`prompthone.lm.slots`). `timeout_s`
     bounds each attempt of a call; `role` (task, proposer, teacher, judge) is put on the errors this LM
     raises, so that a run's message can say which of its models failed.
+
+    `gate` (None by default: nothing is checked) is called once before each paid request is sent, once
+    it holds its slot, never for an answer from the cache or shared with a twin in flight: a run's budget
+    shared by several processes reserves the call there, and refuses it by raising `BudgetExhausted`
+    (nothing is sent, nothing is counted). What the call cost reaches `listeners` with its Completion.
     """
 
     def __init__(
@@ -107,6 +112,8 @@ class LM:
         self.usage = Usage()
         #: called with every Completion (paid or cached), e.g. by a run store that logs LM calls
         self.listeners: list[Callable[[Completion], None]] = []
+        #: run before each paid request is sent; may raise `BudgetExhausted` (see the class docstring)
+        self.gate: Callable[[], None] | None = None
         self._inflight: PerLoop[dict[str, asyncio.Future]] = PerLoop(dict)
         self._identity = self.backend.identity()
 
@@ -183,6 +190,8 @@ class LM:
         elif inflight is None:  # no cache: nothing to share with concurrent twins either
             paid = True
             async with self.slots.hold(request):
+                if self.gate is not None:
+                    self.gate()
                 t0 = time.perf_counter()
                 gen = await self._generate_with_retries(request)
                 latency = time.perf_counter() - t0
@@ -192,6 +201,8 @@ class LM:
             inflight[key] = future
             try:
                 async with self.slots.hold(request):
+                    if self.gate is not None:
+                        self.gate()
                     t0 = time.perf_counter()
                     gen = await self._generate_with_retries(request)
                     latency = time.perf_counter() - t0

@@ -5,6 +5,11 @@ split to keep errors apart from wrong answers: an `LMError` is never scored as a
 (a refused key, a wrong model name or file, a request the server rejects whatever the example) fail
 every call alike, so code that tolerates per-example failures (bootstrapping, proposers, a judge)
 must stop at once on them instead of counting them: `permanent_error_in` finds one behind a wrapper.
+
+`BudgetExhausted` is not an LM failure but a refusal to spend: a run's limit was reached (checked
+between units of work, or by an `LM.gate` before a paid request is sent). It lives on this floor so
+that every layer above (the program run, the evaluator, the proposers) can let it through as the
+stop it is, never as an example's error: `budget_stop_in` finds one behind a wrapper.
 """
 
 from __future__ import annotations
@@ -95,6 +100,25 @@ class LMTimeoutError(LMError):
     retryable = True
 
 
+class BudgetExhausted(Exception):
+    """A limit of the run was reached; `limit` says which ("lm_calls", "tokens", "cost", "wall_time")."""
+
+    def __init__(self, limit: str, message: str) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+
+def budget_stop_in(exc: BaseException | None) -> BudgetExhausted | None:
+    """The `BudgetExhausted` that is `exc` or caused it (a user program may wrap it), else None."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, BudgetExhausted):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def permanent_error_in(exc: BaseException | None) -> LMError | None:
     """The permanent `LMError` that is `exc` or caused it (a judge or a user program may wrap one), else None."""
     seen: set[int] = set()
@@ -109,6 +133,7 @@ def permanent_error_in(exc: BaseException | None) -> LMError | None:
 __all__ = [
     "AuthenticationError",
     "BadRequestError",
+    "BudgetExhausted",
     "ChecksumMismatch",
     "ConfigError",
     "ConnectionFailed",
@@ -119,5 +144,6 @@ __all__ = [
     "ModelNotInstalled",
     "RateLimitError",
     "ServerError",
+    "budget_stop_in",
     "permanent_error_in",
 ]

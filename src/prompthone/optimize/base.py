@@ -212,6 +212,8 @@ class Optimizer(ABC):
         except BudgetExhausted as exc:
             setup.emit("budget", limit=exc.limit, message=str(exc))
             result = run.result(stopped_by=exc.limit)
+        finally:
+            setup.budget.end()  # the budget bounds the search, not what the caller does with its result
         setup.emit("end", best_score=result.best_score, stopped_by=result.stopped_by)
         return result
 

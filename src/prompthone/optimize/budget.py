@@ -2,7 +2,14 @@
 
 Optimizers check the budget between units of work (a trial, a step, an edit) through
 `Budget.check()`, which raises `BudgetExhausted` naming the limit; the optimizer catches it, stops
-cleanly and returns the best candidate so far with `stopped_by` set to that limit.
+cleanly and returns the best candidate so far with `stopped_by` set to that limit. The budget bounds
+the search alone: `Optimizer.optimize` calls `begin()` before it and `end()` after it.
+
+This budget counts one process's own `LM` objects, between units of work, so a unit may overshoot a
+limit. A run whose store is on a database server uses `prompthone.runs.shared_budget.SharedBudget`
+instead: one row in the run's database, every paid call of every process reserved there before it is
+sent (`LM.gate`). `BudgetExhausted` itself lives on the LM floor (`prompthone.lm.errors`) so that the
+layers between the LM and the optimizer let it through as a stop; it is exported here as before.
 """
 
 from __future__ import annotations
@@ -12,15 +19,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from prompthone.lm.client import LM
+from prompthone.lm.errors import BudgetExhausted
 from prompthone.lm.usage import Usage
 
-
-class BudgetExhausted(Exception):
-    """A limit of the run was reached; `limit` says which ("lm_calls", "tokens", "cost", "wall_time")."""
-
-    def __init__(self, limit: str, message: str) -> None:
-        super().__init__(message)
-        self.limit = limit
+__all__ = ["Budget", "BudgetExhausted", "limit_reached"]
 
 
 @dataclass
@@ -52,6 +54,10 @@ class Budget:
             id(lm): (lm.usage.paid_calls, lm.usage.prompt_tokens, lm.usage.completion_tokens) for lm in self._distinct()
         }
 
+    def end(self) -> None:
+        """The search is over: what comes after (scoring the result on the test split) is not bounded.
+        Nothing to do here (this budget is only checked by the search); a shared one stops gating calls."""
+
     def track(self, role: str, lm: LM) -> LM:
         """Count `lm`'s paid usage against this budget under `role` (task, proposer, judge, teacher)."""
         self._lms[role] = lm
@@ -81,13 +87,28 @@ class Budget:
 
     def check(self) -> None:
         """Raise `BudgetExhausted` if any limit is reached."""
-        s = self.spent()
-        limits = [
-            ("lm_calls", self.max_lm_calls, s["lm_calls"], "paid LM calls"),
-            ("tokens", self.max_tokens, s["tokens"], "paid tokens"),
-            ("cost", self.max_cost_usd, s["cost_usd"], "USD"),
-            ("wall_time", self.max_wall_s, s["wall_s"], "seconds"),
-        ]
-        for name, limit, used, unit in limits:
-            if limit is not None and used >= limit:
-                raise BudgetExhausted(name, f"budget reached: {used:,.4g} of {limit:,.4g} {unit}")
+        stop = limit_reached(self.spent(), self.max_lm_calls, self.max_tokens, self.max_cost_usd, self.max_wall_s)
+        if stop is not None:
+            raise stop
+
+
+def limit_reached(
+    spent: Mapping[str, float],
+    max_lm_calls: float | None,
+    max_tokens: float | None,
+    max_cost_usd: float | None,
+    max_wall_s: float | None,
+    *,
+    note: str = "",
+) -> BudgetExhausted | None:
+    """The first limit `spent` (as `Budget.spent` gives it) has reached, as the error that says so."""
+    limits = [
+        ("lm_calls", max_lm_calls, spent["lm_calls"], "paid LM calls"),
+        ("tokens", max_tokens, spent["tokens"], "paid tokens"),
+        ("cost", max_cost_usd, spent["cost_usd"], "USD"),
+        ("wall_time", max_wall_s, spent["wall_s"], "seconds"),
+    ]
+    for name, limit, used, unit in limits:
+        if limit is not None and used >= limit:
+            return BudgetExhausted(name, f"budget reached: {used:,.4g} of {limit:,.4g} {unit}{note}")
+    return None

@@ -1,9 +1,11 @@
 """The prompt format as a searched variable: which formats a module may take during a search.
 
-MIPRO (every variant) and `bootstrap-random-search` take a `search_formats` setting: False (the
-default) or an empty list keeps every module in its start's format, so requests, candidate hashes
-and stored studies stay exactly what they were before formats could be searched; True allows every
-format in `PROMPT_FORMATS`; a list allows those. A module's start format is always a choice, and the
+MIPRO (every variant) and `bootstrap-random-search` take a `search_formats` setting: False or an
+empty list keeps every module in its start's format, so requests, candidate hashes and stored
+studies stay exactly what they were before formats could be searched; True allows every format in
+`PROMPT_FORMATS`; a list allows those. Defaults, from the measurements in docs/benchmarks.md: MIPRO
+`["labels"]` (a JSON start may go back to labelled lines), bootstrap-random-search False (not
+measured). A module's start format is always a choice, and the
 first one, so the start configuration stays in the search space (MIPRO tries it first, and the
 result is never worse than the start).
 """

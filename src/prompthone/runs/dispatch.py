@@ -81,15 +81,23 @@ def give_back(queue: ChunkQueue, chunk: str, worker: str) -> None:
         queue.release(chunk, worker)
 
 
+def beat_every(queue: ChunkQueue) -> float:
+    """Seconds between heartbeats: often enough that a withdrawn chunk stops being computed at once."""
+    return min(1.0, queue.lease_s / 3)
+
+
 def error_info(exc: BaseException, worker: str) -> dict[str, Any]:
     """A chunk's error as stored, so the leader can raise it again as what it was."""
     return {"type": type(exc).__name__, "message": str(exc), "status": getattr(exc, "status", None),
-            "role": getattr(exc, "role", None), "model": getattr(exc, "model", None), "worker": worker}  # fmt: skip
+            "role": getattr(exc, "role", None), "model": getattr(exc, "model", None),
+            "limit": getattr(exc, "limit", None), "worker": worker}  # fmt: skip
 
 
 def rebuilt_error(info: dict[str, Any]) -> Exception:
     """The exception a chunk failed with in another process: an LM error of the same type (a refused key
     fails the run as it would locally), or `RemoteChunkError`."""
+    if info.get("type") == BudgetExhausted.__name__:  # the run's budget refused the worker's call: a stop
+        return BudgetExhausted(str(info.get("limit")), str(info.get("message")))
     cls = getattr(lm_errors, str(info.get("type")), None)
     if isinstance(cls, type) and issubclass(cls, lm_errors.LMError):
         exc = cls(str(info.get("message")), model=info.get("model"), status=info.get("status"))
@@ -122,7 +130,8 @@ class QueueDispatch:
         self.chunk_size, self.poll_s, self.max_poll_s = chunk_size, poll_s, max_poll_s
         self.local_slots, self.grace_s, self.reap_every_s = local_slots, grace_s, reap_every_s
         self.workers_seen_s = workers_seen_s
-        self._seen_worker = float("-inf")  # when a chunk this process waited for was last done by another
+        self._seen_worker = float("-inf")
+        self._withdrew_at = float("-inf")  # when a chunk this process waited for was last done by another
         self.me = worker_id()
         self.budget_check: Callable[[], None] | None = None
         #: candidate hash -> examples each process computed in its last evaluation (for `ph_trials.worker`)
@@ -147,6 +156,7 @@ class QueueDispatch:
         advance: Callable[[], None],
     ) -> list[ExampleRecord]:
         options = {"metric": evaluator.metric.name, "lm_options": evaluator.lm_options}
+        done: dict[str, Finished] = {}
         specs: list[ChunkSpec] = []
         for at in range(0, len(examples), self.chunk_size):
             part, ks = examples[at : at + self.chunk_size], list(keys[at : at + self.chunk_size])
@@ -161,7 +171,6 @@ class QueueDispatch:
         try:
             await asyncio.to_thread(self.queue.publish, specs, again=[s.id for s in specs if s.id in self._used])
             self._start_poller()
-            done: dict[str, Finished] = {}
             for next_done in asyncio.as_completed(list(futures.values())):
                 fin: Finished = await next_done
                 done[fin.id] = fin
@@ -172,7 +181,7 @@ class QueueDispatch:
                 for _ in fin.records or []:
                     advance()
         except BaseException:
-            await asyncio.shield(asyncio.to_thread(self._withdraw, [i for i, f in futures.items() if not f.done()]))
+            await asyncio.shield(asyncio.to_thread(self._withdraw, [s.id for s in specs if s.id not in done]))
             raise
         finally:
             for s in specs:
@@ -188,9 +197,22 @@ class QueueDispatch:
         self.workers_of[candidate.hash] = tally
         return records
 
+    async def settle(self, timeout_s: float = 10.0) -> None:
+        """Wait (up to `timeout_s`) until no process computes a chunk of the run and a withdrawn chunk has
+        had time to be stopped, so that every call made for the run is recorded when it is counted."""
+        deadline = time.monotonic() + timeout_s
+        quiet_at = self._withdrew_at + 2 * beat_every(self.queue)
+        while time.monotonic() < deadline:
+            if time.monotonic() >= quiet_at and not await asyncio.to_thread(self.queue.claimed):
+                return
+            await asyncio.sleep(0.1)
+
     def _withdraw(self, ids: list[str]) -> None:
-        """Take back what nobody claimed of a stopped evaluation; not worth waiting for a server that is away
-        (a chunk left behind is computed by someone and only costs its calls)."""
+        """Take back the unfinished chunks of a stopped evaluation; not worth waiting for a server that is
+        away (a chunk left behind is computed by someone and only costs its calls)."""
+        if not ids:
+            return
+        self._withdrew_at = time.monotonic()
         with retrying_for(2.0), contextlib.suppress(Exception, StoreUnavailableError):
             self.queue.withdraw(ids)
 
@@ -225,8 +247,11 @@ class QueueDispatch:
                     try:
                         self.budget_check()
                     except BudgetExhausted as exc:
-                        self._settle_all(exc)
-                        continue
+                        # a chunk being computed ends by itself (its next call is refused; the calls in
+                        # flight finish and are recorded): only work nobody computes is stopped here
+                        if not await asyncio.to_thread(self.queue.claimed, list(self._waiting)):
+                            self._settle_all(exc)
+                            continue
                 if time.monotonic() - reaped > self.reap_every_s:
                     reaped = time.monotonic()
                     await asyncio.to_thread(self.queue.reap, _pid_alive)
@@ -237,9 +262,12 @@ class QueueDispatch:
                     if claimed is None:
                         break
                     self._local[claimed.id] = asyncio.create_task(self._compute(claimed))
-                if self._local and time.monotonic() - beat > self.queue.lease_s / 3:
+                if self._local and time.monotonic() - beat > beat_every(self.queue):
                     beat = time.monotonic()
-                    await asyncio.to_thread(self.queue.heartbeat, list(self._local), self.me)
+                    held = await asyncio.to_thread(self.queue.heartbeat, list(self._local), self.me)
+                    for chunk, task in list(self._local.items()):
+                        if chunk not in held:  # withdrawn (its evaluation stopped) or done by another
+                            task.cancel()
                 delay = self.poll_s if found else min(delay * 1.5, self.max_poll_s)
                 if not self._wake.is_set():
                     with contextlib.suppress(TimeoutError):
@@ -277,11 +305,13 @@ class QueueDispatch:
                 self._wake.set()
 
     async def close(self) -> None:
-        """Stop computing: chunks this process claimed and did not finish go back to the queue."""
-        tasks = list(self._local.values())
+        """Stop computing: the chunks this process was computing are withdrawn (the run's evaluations are
+        over; a resumed run publishes again what it needs)."""
+        ids, tasks = list(self._local), list(self._local.values())
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.to_thread(self._withdraw, ids)
         if self._poller is not None:
             self._poller.cancel()
             await asyncio.gather(self._poller, return_exceptions=True)

@@ -2,12 +2,12 @@
 
 Used by `prompthone optimize`, `prompthone.optimize(...)` and the benchmarks, so every method is run,
 measured and recorded the same way. Each run lives in its own folder: `run.sqlite` (the store: config,
-manifest, candidates, trials, LM calls, events, plus the run's own response and score caches) and
-readable files written at the end (`runs.files`). The test split is scored twice (start and result) and
-never shown to the optimizer.
+manifest, candidates, trials, LM calls, events, plus the run's own response and score caches: on a
+database server instead, with `store.json` in the folder naming it) and readable files written at the
+end (`runs.files`). The test split is scored twice (start and result) and never shown to the optimizer.
 
 Resuming is replaying: optimizers are deterministic given their seed and the LM answers, and every
-answer the run paid for is in its own file, so `resume` runs the same config again and pays only for
+answer the run paid for is in its own store, so `resume` runs the same config again and pays only for
 what the killed run had not yet bought.
 """
 
@@ -24,8 +24,8 @@ from rich.console import Console
 
 from prompthone.data import Split
 from prompthone.data.example import Example
-from prompthone.evaluate import EvalResult, Evaluator, ScoreCache
-from prompthone.lm import LM, ResponseCache, open_cache
+from prompthone.evaluate import EvalResult, Evaluator
+from prompthone.lm import LM, open_cache
 from prompthone.lm import settings as lm_settings
 from prompthone.lm.backend import Backend
 from prompthone.metrics.judge import JudgeMetric, lenient_judge_warning
@@ -35,15 +35,17 @@ from prompthone.optimize.proposers.contract import contract_report
 from prompthone.optimize.registry import make_optimizer
 from prompthone.program import Candidate, Program
 from prompthone.program.stored import program_spec
+from prompthone.runs.caches import open_run_caches
 from prompthone.runs.dispatch import leader_dispatch
 from prompthone.runs.files import make_run_dir, new_run_dir, write_outcome
 from prompthone.runs.progress import LiveProgress
 from prompthone.runs.roles import call_cost, planned_lms, role_backends, role_lms, usage_since
+from prompthone.runs.shared_budget import SharedBudget
 from prompthone.runs.spec import RunOutcome, RunSpec
 from prompthone.runs.splits import check_inputs, splits_for
 from prompthone.runs.worker_usage import others_usage, plus
-from prompthone.sqlurl import StoreUnavailableError, retrying_for
-from prompthone.store import CACHE_DB, RunStore, build_manifest, point_to_store
+from prompthone.sqlurl import StoreUnavailableError, is_server_url, retrying_for
+from prompthone.store import RunStore, build_manifest, point_to_store
 from prompthone.store.broken import open_run
 from prompthone.store.lock import RunLock
 from prompthone.store.server import check_new_store
@@ -66,10 +68,10 @@ async def run_optimization(
 
     With `dry_run`, return the optimizer's cost estimate and spend nothing (no folder is made).
     `store_url` (a SQLAlchemy URL, e.g. `postgresql+psycopg://host/db`: one database per run) puts the
-    store, and MIPRO's Optuna study, on a database server instead of the folder's `run.sqlite`; the
-    folder then says where (`store.json`) and keeps the LM response and score caches locally
-    (`cache.sqlite`). `task` is a task built in Python (`prompthone.optimize`) instead of the one
-    `spec.task` names; resuming such a run needs the same task again, and its start prompts must match.
+    store, and MIPRO's Optuna study and the run's LM response and score caches, on a database server
+    instead of the folder's `run.sqlite`; the folder then says where (`store.json`). `task` is a task
+    built in Python (`prompthone.optimize`) instead of the one `spec.task` names; resuming such a run
+    needs the same task again, and its start prompts must match.
     `lock`: the run's lock, already held (a worker that becomes the run's leader took it); `on_running(run
     folder)` is called once the run is recorded and under way (to start workers that join it).
     """
@@ -119,6 +121,8 @@ async def run_optimization(
         lock = RunLock(store, where=f"run {run_dir}")
         lock.acquire()  # before anything is replayed or paid for: a second process on the run is refused here
     try:
+        if is_server_url(store.url):  # other processes may work on the run: its budget is held by the database
+            budget = SharedBudget.open(store, budget)
         return await _run_locked(
             spec, store, run_dir, resume, task, parts, program, budget, make_setup, console, backends, on_running
         )
@@ -141,10 +145,11 @@ async def _run_locked(
     on_running: Callable[[Path], None] | None = None,
 ) -> RunOutcome:
     """The run itself, while this process holds its lock (see `prompthone.store.lock`)."""
-    db = store.path or run_dir / CACHE_DB
     shared = open_cache() if lm_settings.cache_enabled() else None
-    run_cache = ResponseCache(db, fallback=shared, owns_file=False)  # never moved aside: it holds the run
+    run_cache, score_cache = open_run_caches(store, run_dir, shared)
     lms = role_lms(spec, run_cache, backends)
+    if isinstance(budget, SharedBudget):
+        budget.attach(lms)
     for role, lm in lms.items():
         lm.listeners.append(lambda c, r=role, m=lm: store.record_lm_call(r, c, call_cost(budget, m, c)))
     task_lm, proposer_lm = lms["task"], lms["proposer"]
@@ -154,7 +159,7 @@ async def _run_locked(
         metric,
         task_lm,
         concurrency=spec.concurrency,
-        score_cache=ScoreCache(db),
+        score_cache=score_cache,
         max_tokens=spec.max_tokens,
         max_errors=spec.max_errors,
     )
@@ -252,6 +257,7 @@ async def _run_locked(
     end_task = task_lm.usage.as_dict()
     test_usage = {k: end_task[k] - after_task[k] + before["task"][k] for k in end_task}
     if dispatch is not None:  # the calls of the run's workers count too (the store says who made each)
+        await dispatch.settle()
         calls = store.lm_calls()
         search = others_usage(calls, dispatch.me, [(t_search, t_searched)])
         usage = {role: plus(u, search.get(role)) for role, u in usage.items()}

@@ -32,16 +32,18 @@ from prompthone.program import Candidate
 from prompthone.runs.dispatch import (
     ChunkMismatchError,
     ExampleIndex,
+    beat_every,
     chunk_evaluator,
     compute_chunk,
     error_info,
     give_back,
 )
 from prompthone.runs.roles import call_cost, role_backends, role_lms
+from prompthone.runs.shared_budget import SharedBudget
 from prompthone.runs.spec import RunSpec
 from prompthone.runs.splits import splits_for
 from prompthone.sqlurl import call_with_retry, describe, is_server_url
-from prompthone.store import CACHE_DB, RunStore, database_url, is_run_folder, point_to_store
+from prompthone.store import RunStore, database_url, is_run_folder, point_to_store
 from prompthone.store.chunks import ChunkQueue, Claimed, worker_id
 from prompthone.store.lock import RunLock, _pid_alive
 from prompthone.tasks import get_task
@@ -161,7 +163,8 @@ class Worker:
         backends = role_backends(spec)  # a model this host cannot use is said before any chunk is taken
         cache, scores = self._caches()
         self.lms: dict[str, LM] = role_lms(spec, cache, backends)
-        budget = spec.budget
+        budget = SharedBudget.join(self.store, spec.budget.limits())
+        budget.attach(self.lms)  # every paid call reserves itself in the run's budget, with everyone else's
         for role, lm in self.lms.items():
             lm.listeners.append(lambda c, r=role, m=lm: self.store.record_lm_call(r, c, call_cost(budget, m, c)))
         metric = _metric(spec, task, self.lms.get("judge"))
@@ -171,13 +174,12 @@ class Worker:
         self.index = ExampleIndex([*parts.train, *parts.val, *parts.test])
         self.queue = ChunkQueue(self.store.engine, self.url)
 
-    def _caches(self) -> tuple[ResponseCache | bool, ScoreCache]:
-        """The run's response and score caches as this process reaches them."""
-        db = self.store.path or (self.folder / CACHE_DB if self.folder is not None else None)
+    def _caches(self) -> tuple[ResponseCache, ScoreCache]:
+        """The run's response and score caches, in its database: shared with the leader and the other
+        workers, so an answer or a score one of them bought is never bought again (reading through to the
+        user's own response cache, as the leader does)."""
         shared = open_cache() if lm_settings.cache_enabled() else None
-        if db is None:
-            return (shared or False), ScoreCache()
-        return ResponseCache(db, fallback=shared, owns_file=False), ScoreCache(db)
+        return ResponseCache(self.url, fallback=shared, owns_file=False), ScoreCache(self.url)
 
     # -- the loop ---------------------------------------------------------------------------------------------------
     async def run(self) -> WorkerReport:
@@ -245,14 +247,19 @@ class Worker:
         """Compute one claimed chunk; False when this worker must leave."""
         t0 = time.perf_counter()
         paid0 = sum(lm.usage.paid_calls for lm in self.lms.values())
-        beat = asyncio.create_task(self._heartbeat(claimed.id))
+        candidate = Candidate.from_json(claimed.candidate)
+        work = asyncio.create_task(self._compute(claimed, candidate))
+        beat = asyncio.create_task(self._heartbeat(claimed.id, work))
         try:
-            candidate = Candidate.from_json(claimed.candidate)
-            examples = self.index.resolve(self.compute, candidate, claimed.example_ids, claimed.keys)
-            records = await compute_chunk(self.compute, candidate, examples)
-        except BudgetExhausted:  # the run's budget refuses calls: the leader stops the search; wait for it
-            await asyncio.to_thread(give_back, self.queue, claimed.id, self.me)
-            await asyncio.sleep(self.max_poll_s)
+            records = await work
+        except asyncio.CancelledError:
+            if beat.done() and not beat.cancelled():  # the heartbeat stopped it: the chunk was withdrawn
+                self.console.print(f"chunk {claimed.id[:8]} withdrawn by the leader: stopped", highlight=False)
+                return True
+            await asyncio.shield(asyncio.to_thread(give_back, self.queue, claimed.id, self.me))
+            raise  # this worker is stopped, not its chunk
+        except BudgetExhausted as exc:  # the run's budget refused a call: a stop, which the leader reads here
+            await asyncio.to_thread(self.queue.fail, claimed.id, self.me, error_info(exc, self.me))
             return True
         except Exception as exc:
             if (permanent := permanent_error_in(exc)) is not None:  # every process would fail alike: the run fails
@@ -289,10 +296,18 @@ class Worker:
             self.store.record_event("worker", {"worker": self.me, "left": why, "chunks": self.report.chunks})
         return False
 
-    async def _heartbeat(self, chunk: str) -> None:
+    async def _compute(self, claimed: Claimed, candidate: Candidate) -> list[ExampleRecord]:
+        examples = self.index.resolve(self.compute, candidate, claimed.example_ids, claimed.keys)
+        return await compute_chunk(self.compute, candidate, examples)
+
+    async def _heartbeat(self, chunk: str, work: asyncio.Task) -> None:
+        """Renew the lease while `work` computes `chunk`; stop `work` once the chunk is no longer this
+        worker's (the leader withdrew it: its evaluation stopped) and return."""
         while True:
-            await asyncio.sleep(self.queue.lease_s / 3)
-            await asyncio.to_thread(self.queue.heartbeat, [chunk], self.me)
+            await asyncio.sleep(beat_every(self.queue))
+            if chunk not in await asyncio.to_thread(self.queue.heartbeat, [chunk], self.me):
+                work.cancel()
+                return
 
 
 def _unreachable(records: list[ExampleRecord]) -> str | None:

@@ -168,13 +168,19 @@ class ChunkQueue:
             return None
         return Claimed(row[0], row[1], json.loads(row[2]), json.loads(row[3]), row[4])
 
-    def heartbeat(self, ids: Sequence[str], worker: str) -> None:
-        """Renew `worker`'s leases on `ids` (the ones still its own)."""
+    def heartbeat(self, ids: Sequence[str], worker: str) -> set[str]:
+        """Renew `worker`'s leases on `ids`; returns the ones still its own (a chunk withdrawn by the leader,
+        or finished by another process, is not: its computing can stop)."""
         if not ids:
-            return
+            return set()
         sql = text(f"""UPDATE ph_chunks SET lease_until = {_NOW} + :lease
-                       WHERE id = ANY(:ids) AND status = 'claimed' AND claimed_by = :worker""")
-        self._write(sql, {"ids": list(ids), "worker": worker, "lease": self.lease_s})
+                       WHERE id = ANY(:ids) AND status = 'claimed' AND claimed_by = :worker RETURNING id""")
+
+        def run() -> set[str]:
+            with self.engine.begin() as c:
+                return set(c.execute(sql, {"ids": list(ids), "worker": worker, "lease": self.lease_s}).scalars())
+
+        return self._call(run)
 
     def complete(self, chunk: str, worker: str, records: list[dict[str, Any]]) -> bool:
         """Store a chunk's records; True if this was its first completion (the one that counts)."""
@@ -197,9 +203,11 @@ class ChunkQueue:
         self._write(sql, {"id": chunk, "worker": worker})
 
     def withdraw(self, ids: Sequence[str]) -> None:
-        """Take back chunks nobody has claimed yet (the evaluation that wanted them stopped)."""
+        """Take back the unfinished chunks among `ids` (the evaluation that wanted them stopped): whoever
+        computes one stops at its next heartbeat, so no call is paid for a result nobody reads."""
         if ids:
-            self._write(text("DELETE FROM ph_chunks WHERE id = ANY(:ids) AND status = 'pending'"), {"ids": list(ids)})
+            sql = text("DELETE FROM ph_chunks WHERE id = ANY(:ids) AND status IN ('pending', 'claimed')")
+            self._write(sql, {"ids": list(ids)})
 
     def finished(self, ids: Sequence[str]) -> list[Finished]:
         """The chunks among `ids` that are done or failed."""
@@ -216,6 +224,20 @@ class ChunkQueue:
             Finished(r[0], r[1], json.loads(r[2]) if r[2] else None, json.loads(r[3]) if r[3] else None, r[4])
             for r in self._call(run)
         ]
+
+    def claimed(self, ids: Sequence[str] | None = None) -> int:
+        """How many chunks (among `ids`, or all) some process is computing now."""
+        where = "status = 'claimed'" + (" AND id = ANY(:ids)" if ids is not None else "")
+
+        def run() -> int:
+            with self.engine.connect() as c:
+                return int(
+                    c.execute(
+                        text(f"SELECT count(*) FROM ph_chunks WHERE {where}"), {"ids": list(ids or [])}
+                    ).scalar_one()
+                )
+
+        return self._call(run)
 
     def reap(self, alive: Callable[[int], bool]) -> int:
         """Give back the chunks claimed by processes of this host that are gone (`alive(pid)` is False),

@@ -36,7 +36,8 @@ def _json(value: Any) -> str:
 
 #: in a run folder whose store is a database server (not `run.sqlite`): where that store is
 STORE_POINTER = "store.json"
-#: in such a run folder: the run's own response and score caches (local, never on the server)
+#: in such a run folder made before the run's response and score caches moved to its server: those caches
+#: (copied to the server, and the file renamed, by the first resume: `prompthone.runs.caches`)
 CACHE_DB = "cache.sqlite"
 
 

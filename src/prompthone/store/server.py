@@ -1,33 +1,20 @@
-"""A run store on a database server (PostgreSQL): its engine, and the check before a new run starts.
+"""A run store on a database server (PostgreSQL): the check before a new run starts.
 
-The URL handling and retries it shares with MIPRO's Optuna study live in `prompthone.sqlurl`.
+The URL handling, engine and retries it shares with MIPRO's Optuna study and the run's response cache
+live in `prompthone.sqlurl`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from sqlalchemy import inspect
 
-from sqlalchemy import create_engine, inspect
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import NoSuchModuleError
+from prompthone.sqlurl import cannot_connect, describe, is_connection_failure, server_engine
 
-from prompthone.sqlurl import StoreURLError, cannot_connect, connect_args, describe, is_connection_failure, parse_url
+__all__ = ["StoreNotEmptyError", "check_new_store", "server_engine"]
 
 
 class StoreNotEmptyError(ValueError):
     """A new run was pointed at a database that already holds tables (another run, or other data)."""
-
-
-def server_engine(url: str, **kw: Any) -> Engine:
-    """An engine for a server store: dead pooled connections are replaced, connecting does not hang."""
-    u = parse_url(url)
-    try:
-        return create_engine(u, pool_pre_ping=True, connect_args=connect_args(url), **kw)
-    except (NoSuchModuleError, ImportError) as exc:
-        raise StoreURLError(
-            f"the store URL's driver {u.drivername!r} is not installed ({exc}); for PostgreSQL: "
-            "pip install 'prompthone[postgres]' and a URL such as postgresql+psycopg://user@host/dbname"
-        ) from None
 
 
 def check_new_store(url: str) -> None:

@@ -25,7 +25,7 @@ from optuna.trial import TrialState
 from prompthone.data.example import Example
 from prompthone.evaluate import EvalResult
 from prompthone.optimize.base import OptimizationSetup, Run, Trial
-from prompthone.optimize.format_search import fingerprint_settings, format_choices, searches_formats
+from prompthone.optimize.format_search import fingerprint_settings, format_choices
 from prompthone.optimize.mipro.search import ConfigStats, MinibatchSchedule, open_study
 from prompthone.optimize.mipro.settings import MIPROSettings
 from prompthone.optimize.proposers import DemoSet, Grounding, ProposalLog
@@ -81,6 +81,9 @@ def fingerprint(
     """What makes a run this run: a study with another fingerprint belongs to another run."""
     assert setup.start is not None
     kept = {k: v for k, v in vars(settings).items() if k not in ("storage", "study_name")}
+    modules = setup.program.named_modules()
+    if all(len(format_choices(setup.start[m].format, settings.search_formats)) == 1 for m in modules):
+        kept.pop("search_formats", None)  # searches no format: the fingerprint a run had before formats were
     payload = {
         "optimizer": optimizer,
         "settings": fingerprint_settings(kept),
@@ -277,7 +280,7 @@ class MIPRORun(Run):
             "full_evals": list(self.full_log),
             "pool_sizes": {
                 m: {"instructions": len(pool.instructions.get(m, ())), "demo_sets": len(pool.demo_sets.get(m, ()))}
-                | ({"formats": self.format_choices(m)} if searches_formats(self.s.search_formats) else {})
+                | ({"formats": self.format_choices(m)} if len(self.format_choices(m)) > 1 else {})
                 for m in self.setup.program.named_modules()
             } if pool else {},
             "bootstrap": pool.bootstrap if pool else {},

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from prompthone.lm.client import LM
-from prompthone.lm.errors import LMError
+from prompthone.lm.errors import BudgetExhausted, LMError
 from prompthone.lm.types import Completion
 from prompthone.optimize.base import OptimizationSetup
 
@@ -97,7 +97,7 @@ async def propose_samples(
 
     A failed sample comes back as its exception, so one timeout does not throw away the others; if every
     sample failed, the first error is raised, and a permanent one (a refused key: every later call
-    would fail alike) is raised whatever the others did."""
+    would fail alike) or a budget refusal (`BudgetExhausted`) is raised whatever the others did."""
     setup.budget.check()
     replies = await gather_samples(_ask(setup, prompt, None, temperature, max_tokens, seed, first_index + k)
                                    for k in range(n))  # fmt: skip
@@ -115,8 +115,8 @@ async def gather_samples(calls: Iterable[Awaitable[Completion]]) -> list[Complet
         if isinstance(r, BaseException) and not isinstance(r, Exception):
             raise r  # cancellation and the like are not a failed sample
     for r in replies:
-        if isinstance(r, LMError) and r.permanent:
-            raise r
+        if isinstance(r, BudgetExhausted) or (isinstance(r, LMError) and r.permanent):
+            raise r  # the run's budget refused a sample, or every later call would fail alike: a stop
     if replies and all(isinstance(r, Exception) for r in replies):
         raise replies[0]
     return list(replies)
