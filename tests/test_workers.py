@@ -227,6 +227,10 @@ def test_three_workers_and_one_killed_mid_chunk_leave_one_complete_run(pg, model
         assert worker in html
     shown = CliRunner().invoke(app, ["show", str(run)])
     assert shown.exit_code == 0 and "completed" in shown.output, shown.output
+    exported = CliRunner().invoke(app, ["export", str(run), "--format", "json", "--out", str(tmp_path / "best.json")])
+    assert exported.exit_code == 0 and json.loads((tmp_path / "best.json").read_text()), exported.output
+    compared = CliRunner().invoke(app, ["compare", str(run), str(run)])
+    assert compared.exit_code == 0, compared.output
 
 
 # -- 2. the leader killed --------------------------------------------------------------------------------------
