@@ -70,7 +70,8 @@ class Evaluator:
     `concurrency` bounds examples in flight (the LM bounds its own requests too); `max_errors` is how
     many examples may fail with an error before the whole evaluation raises; `score_cache` (shared by
     every optimizer of a run) serves repeated (candidate, example, metric) scores; `lm_options` go to
-    every LM call (e.g. temperature=0, max_tokens=256).
+    every LM call (e.g. temperature=0, max_tokens=256). `dispatch` (a `Dispatch`) scores the examples
+    elsewhere instead (a run's work queue, where workers compute them); None scores them here.
     """
 
     def __init__(
