@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from prompthone.cli import demo_cmd, opro_cmd, report_cmd
+from prompthone.cli import demo_cmd, opro_cmd, report_cmd, worker_cmd
 from prompthone.cli.checks import (
     SPLIT_FLAGS,
     check_settings,
@@ -169,6 +169,7 @@ def optimize_command(
             "database per run; password from PGPASSWORD or ~/.pgpass). Default: run.sqlite in the run folder.",
         ),
     ] = None,
+    workers: Annotated[int, typer.Option("--workers", help=worker_cmd.WORKERS_HELP, min=0)] = 0,
 ) -> None:
     """Optimize a built-in task's prompts and report start and final scores on a held-out test split."""
     from prompthone.optimize import Budget
@@ -208,6 +209,17 @@ def optimize_command(
             raise fail(problem)
     elif not is_run_folder(resume):
         raise fail(f"{resume} is not a run folder (no run.sqlite or store.json in it); `prompthone runs` lists them")
+    local_workers = None
+    if workers and not dry_run:
+        from prompthone.sqlurl import is_server_url
+        from prompthone.store import database_url
+
+        if not is_server_url(store or (database_url(resume) if resume is not None else "")):
+            raise fail(
+                "--workers needs a run whose store is on a database server (a SQLite run is single-process): "
+                "add --store postgresql+psycopg://HOST/DB"
+            )
+        local_workers = worker_cmd.LocalWorkers(workers)
     from prompthone.evaluate import EvaluationError
     from prompthone.sqlurl import StoreUnavailableError
     from prompthone.store.broken import BrokenRunError
@@ -215,12 +227,16 @@ def optimize_command(
 
     try:
         outcome = run_sync(
-            run_optimization(spec, out_dir=out, console=console, dry_run=dry_run, resume=resume, store_url=store)
-        )
+            run_optimization(spec, out_dir=out, console=console, dry_run=dry_run, resume=resume, store_url=store,
+                             on_running=local_workers.start if local_workers is not None else None)
+        )  # fmt: skip
     except (StoreUnavailableError, BrokenRunError, RunLockedError) as exc:
         raise fail(str(exc)) from None
     except (LMError, EvaluationError, KeyError, ValueError, NotImplementedError) as exc:
         raise fail(run_error_message(exc, keys=SPLIT_FLAGS if config is None else None)) from None
+    finally:
+        if local_workers is not None:
+            local_workers.wait()
     if dry_run:
         table = Table(title=f"Estimate for {optimizer} on {task} (nothing was spent)")
         for col in ("role", "LM calls", "prompt tokens", "completion tokens"):
@@ -340,6 +356,7 @@ def _eval(task, model, n, seed, data_root, out, concurrency, max_tokens, timeout
 
 report_cmd.register(app)
 opro_cmd.register(app)
+worker_cmd.register(app, console, fail)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -18,7 +18,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -39,6 +39,23 @@ from prompthone.program.trace import ModuleCall
 _SCORE_KEY_JSON = json.JSONEncoder(sort_keys=True, default=str, separators=(",", ":"))
 
 
+class Dispatch(Protocol):
+    """Where an evaluator sends the examples it must score, instead of scoring them itself: a run's
+    leader hands them to the run's work queue (`prompthone.runs.dispatch`), where any worker may compute
+    them. The evaluator keeps what it shares with a local evaluation: the score cache and twins."""
+
+    async def evaluate(
+        self,
+        evaluator: Evaluator,
+        candidate: Candidate,
+        examples: Sequence[Example],
+        keys: Sequence[str],
+        advance: Callable[[], None],
+    ) -> list[ExampleRecord]:
+        """One record per example, in order (`keys`: their score keys); `advance()` once per record."""
+        ...
+
+
 class EvaluationError(RuntimeError):
     """More examples errored than the policy allows; the partial result is attached."""
 
@@ -53,7 +70,8 @@ class Evaluator:
     `concurrency` bounds examples in flight (the LM bounds its own requests too); `max_errors` is how
     many examples may fail with an error before the whole evaluation raises; `score_cache` (shared by
     every optimizer of a run) serves repeated (candidate, example, metric) scores; `lm_options` go to
-    every LM call (e.g. temperature=0, max_tokens=256).
+    every LM call (e.g. temperature=0, max_tokens=256). `dispatch` (a `Dispatch`) scores the examples
+    elsewhere instead (a run's work queue, where workers compute them); None scores them here.
     """
 
     def __init__(
@@ -68,6 +86,7 @@ class Evaluator:
         progress: bool = False,
         lm_for: Mapping[str, LM] | None = None,
         keep_traces: bool = True,
+        dispatch: Dispatch | None = None,
         **lm_options: Any,
     ) -> None:
         self.program = as_program(program)
@@ -81,6 +100,8 @@ class Evaluator:
         self.progress = progress
         self.lm_for = dict(lm_for or {})
         self.keep_traces = keep_traces
+        #: where the examples to score go (None: scored here, by this evaluator; see `Dispatch`)
+        self.dispatch = dispatch
         self.lm_options = lm_options
         self._program_id = f"{type(self.program).__module__}.{type(self.program).__qualname__}"
         #: scores being computed right now, by score key: a twin (another trial scoring the same candidate
@@ -98,6 +119,12 @@ class Evaluator:
             metric=self.metric.name,
             options=self.lm_options,
         )
+
+    def score_keys(self, candidate: Candidate, examples: Sequence[Example]) -> list[str]:
+        """The score cache's key of `candidate` on each example: equal keys, equal scores (another
+        process checks with them that it scores what the run's leader asked for)."""
+        key = self._keyer(candidate)
+        return [key(ex) for ex in examples]
 
     def _keyer(self, candidate: Candidate) -> Callable[[Example], str]:
         """`lambda ex: self._key(candidate, ex)`, with the parts that do not change per example encoded once.
@@ -131,6 +158,10 @@ class Evaluator:
         t0 = time.perf_counter()
         stopped = False
         with self._progress_bar(description, len(examples)) as advance:
+            if self.dispatch is not None:  # the examples are scored elsewhere (a run's work queue)
+                await self._dispatched(candidate, list(enumerate(examples)), key_of, records, advance)
+                pending = iter(())  # every record is in: nothing is left for the workers below
+
             # `concurrency` workers take the examples in order, rather than one task per example
             # queued on a semaphore: with a thousand examples the semaphore's bookkeeping cost more
             # CPU than the evaluator's own work.
@@ -174,6 +205,57 @@ class Evaluator:
                 result,
             )
         return result
+
+    async def _dispatched(
+        self,
+        candidate: Candidate,
+        items: list[tuple[int, Example]],
+        key_of: Callable[[Example], str],
+        records: list[Any],
+        advance: Callable[[], None],
+    ) -> None:
+        """Fill `records` for `items` through `self.dispatch`: what the score cache holds is taken from
+        it, an example a twin evaluation is scoring right now is waited for (as `_one` does), and the
+        rest is handed to the dispatch in one go."""
+        inflight = self._inflight.get()
+        mine: list[tuple[int, Example, str, asyncio.Future]] = []
+        twins: list[tuple[int, Example, asyncio.Future]] = []
+        for i, ex in items:
+            key = key_of(ex)
+            hit = self.score_cache.get(key)
+            if hit is not None:
+                records[i] = ExampleRecord(**{**hit.to_dict(), "cached": True})
+                advance()
+            elif (twin := inflight.get(key)) is not None:
+                twins.append((i, ex, twin))
+            else:
+                future: asyncio.Future = asyncio.get_running_loop().create_future()
+                inflight[key] = future
+                mine.append((i, ex, key, future))
+        try:
+            if mine:
+                got = await self.dispatch.evaluate(  # type: ignore[union-attr]
+                    self, candidate, [ex for _, ex, _, _ in mine], [k for _, _, k, _ in mine], advance
+                )
+                for (i, _, key, future), rec in zip(mine, got, strict=True):
+                    self.score_cache.put(key, candidate.hash, self.metric.name, rec)  # (errors are not kept)
+                    records[i] = rec
+                    future.set_result(rec)
+        finally:
+            for _, _, key, future in mine:
+                if not future.done():
+                    future.set_result(None)
+                inflight.pop(key, None)
+        again: list[tuple[int, Example]] = []
+        for i, ex, twin in twins:
+            rec = await asyncio.shield(twin)
+            if rec is None:  # the twin was stopped: score it here
+                again.append((i, ex))
+            else:
+                records[i] = ExampleRecord(**{**rec.to_dict(), "cached": True})
+                advance()
+        if again:
+            await self._dispatched(candidate, again, key_of, records, advance)
 
     async def trace(self, candidate: Candidate | None, example: Example) -> list[ModuleCall]:
         """The module calls behind `candidate`'s score on `example`, for a method that reads them (GRAD-SUM's

@@ -228,3 +228,65 @@ def interval_chart(rows: Sequence[Interval], *, title: str, width: int = 560, ch
             )
     out.append("</svg>")
     return Markup("".join(out))
+
+
+#: the trials-per-worker chart's points (a colour no other chart uses)
+WORKER_POINT = "#0b7285"
+
+
+@dataclass(frozen=True)
+class Lane:
+    """One process's row on `lane_chart`: when it computed what (`xs`: seconds; `full`: a full
+    validation, drawn filled, else a ring; `tips`: hover texts)."""
+
+    label: str
+    xs: Sequence[float]
+    full: Sequence[bool]
+    tips: Sequence[str]
+
+
+def lane_chart(lanes: Sequence[Lane], *, title: str, x_label: str, width: int = 1040, chart_id: str = "") -> Markup:
+    """A row per lane, its points along a shared time axis: which process did what, and when."""
+    left, right, top, row_h = 190, 24, 30, 30
+    height = top + row_h * len(lanes) + 50
+    pw = width - left - right
+    xs = [x for lane in lanes for x in lane.xs]
+    x_hi = max(xs) if xs else 1.0
+    x_hi = x_hi if x_hi > 0 else 1.0
+    ticks = nice_ticks(0.0, x_hi, 6)
+    x_hi = max(x_hi, ticks[-1])
+
+    def sx(v: float) -> float:
+        return left + max(0.0, v) / x_hi * pw
+
+    out = [
+        f'<svg class="chart" id="{escape(chart_id)}" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}"'
+        f' width="{width}" height="{height}" role="img" aria-label="{escape(title)}">',
+        f"<title>{escape(title)}</title>",
+        f'<text x="{left}" y="18" class="chart-title">{escape(title)}</text>',
+    ]
+    axis_y = top + row_h * len(lanes) + 4
+    for t in ticks:
+        x = sx(t)
+        out.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{axis_y}" stroke="{GRID}"/>')
+        out.append(f'<text x="{x:.1f}" y="{axis_y + 16}" text-anchor="middle" class="tick">{fmt_tick(t)}</text>')
+    out.append(f'<line x1="{left}" x2="{left + pw}" y1="{axis_y}" y2="{axis_y}" stroke="{AXIS}"/>')
+    out.append(
+        f'<text x="{left + pw / 2:.1f}" y="{height - 8}" text-anchor="middle" class="axis-label">'
+        f"{escape(x_label)}</text>"
+    )
+    for i, lane in enumerate(lanes):
+        y = top + row_h * i + row_h / 2
+        shown = lane.label if len(lane.label) <= 28 else "…" + lane.label[-27:]
+        out.append(
+            f'<text x="{left - 8}" y="{y + 4:.1f}" text-anchor="end" class="legend">{escape(shown)}'
+            f"<title>{escape(lane.label)}</title></text>"
+        )
+        for x, full, tip in zip(lane.xs, lane.full, lane.tips, strict=True):
+            fill = WORKER_POINT if full else "#ffffff"
+            out.append(
+                f'<circle cx="{sx(x):.1f}" cy="{y:.1f}" r="5" fill="{fill}" stroke="{WORKER_POINT}" stroke-width="2">'
+                f"<title>{escape(tip)}</title></circle>"
+            )
+    out.append("</svg>")
+    return Markup("".join(out))

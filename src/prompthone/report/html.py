@@ -127,6 +127,7 @@ def report_context(data: RunData) -> dict[str, Any]:
         + [str(e["data"]["message"]).rstrip(".") for e in data.events if e.get("kind") == "warning"],
         "score_chart": score_chart(data),
         "test_chart": test_chart(data),
+        "workers_chart": workers_chart(data),
         "test_rows": [
             {
                 "label": label,
@@ -211,6 +212,28 @@ def score_chart(data: RunData) -> Markup | None:
         width=1040,
         height=330,
         chart_id="score-chart",
+    )
+
+
+def workers_chart(data: RunData) -> Markup | None:
+    """Trials per process over time, for a run that workers shared (None for a run one process did: one lane
+    says nothing the score chart does not)."""
+    done = [t for t in data.trials if t.get("worker")]
+    workers = list(dict.fromkeys(t["worker"] for t in done))
+    if len(workers) < 2:
+        return None
+    t0 = min(t["ts"] for t in done)
+    lanes = []
+    for w in workers:
+        mine = [t for t in done if t["worker"] == w]
+        tips = [
+            f"trial {t['idx']}: {fmt_score(t['score'])} on {'the validation set' if t['full'] else 'a minibatch'}"
+            f" of {t['n']} · candidate {t['candidate'][:10]} · {w}"
+            for t in mine
+        ]
+        lanes.append(charts.Lane(w, [t["ts"] - t0 for t in mine], [bool(t["full"]) for t in mine], tips))
+    return charts.lane_chart(
+        lanes, title="Trials per worker over time", x_label="seconds since the first trial", chart_id="workers-chart"
     )
 
 

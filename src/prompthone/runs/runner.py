@@ -13,6 +13,7 @@ what the killed run had not yet bought.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import time
 from collections.abc import Callable, Sequence
@@ -35,12 +36,14 @@ from prompthone.optimize.registry import make_optimizer
 from prompthone.program import Candidate, Program
 from prompthone.program.stored import program_spec
 from prompthone.runs.caches import open_run_caches
+from prompthone.runs.dispatch import leader_dispatch
 from prompthone.runs.files import make_run_dir, new_run_dir, write_outcome
 from prompthone.runs.progress import LiveProgress
 from prompthone.runs.roles import call_cost, planned_lms, role_backends, role_lms, usage_since
 from prompthone.runs.shared_budget import SharedBudget
 from prompthone.runs.spec import RunOutcome, RunSpec
 from prompthone.runs.splits import check_inputs, splits_for
+from prompthone.runs.worker_usage import others_usage, plus
 from prompthone.sqlurl import StoreUnavailableError, is_server_url, retrying_for
 from prompthone.store import RunStore, build_manifest, point_to_store
 from prompthone.store.broken import open_run
@@ -58,6 +61,8 @@ async def run_optimization(
     resume: Path | None = None,
     store_url: str | None = None,
     task: Task | None = None,
+    lock: RunLock | None = None,
+    on_running: Callable[[Path], None] | None = None,
 ) -> RunOutcome | dict:
     """Run `spec` in a new run folder under `out_dir`, or `resume` an interrupted run folder.
 
@@ -67,6 +72,8 @@ async def run_optimization(
     instead of the folder's `run.sqlite`; the folder then says where (`store.json`). `task` is a task
     built in Python (`prompthone.optimize`) instead of the one `spec.task` names; resuming such a run
     needs the same task again, and its start prompts must match.
+    `lock`: the run's lock, already held (a worker that becomes the run's leader took it); `on_running(run
+    folder)` is called once the run is recorded and under way (to start workers that join it).
     """
     console = console or Console(quiet=True)
     store: RunStore | None = None
@@ -110,13 +117,14 @@ async def run_optimization(
             store = RunStore(store_url)
         else:
             store = RunStore(run_dir)
-    lock = RunLock(store, where=f"run {run_dir}")
-    lock.acquire()  # before anything is replayed or paid for: a second process on the run is refused here
+    if lock is None:
+        lock = RunLock(store, where=f"run {run_dir}")
+        lock.acquire()  # before anything is replayed or paid for: a second process on the run is refused here
     try:
         if is_server_url(store.url):  # other processes may work on the run: its budget is held by the database
             budget = SharedBudget.open(store, budget)
         return await _run_locked(
-            spec, store, run_dir, resume, task, parts, program, budget, make_setup, console, backends
+            spec, store, run_dir, resume, task, parts, program, budget, make_setup, console, backends, on_running
         )
     finally:
         lock.release()
@@ -134,6 +142,7 @@ async def _run_locked(
     make_setup: Callable[..., OptimizationSetup],
     console: Console,
     backends: dict[str, Backend],
+    on_running: Callable[[Path], None] | None = None,
 ) -> RunOutcome:
     """The run itself, while this process holds its lock (see `prompthone.store.lock`)."""
     shared = open_cache() if lm_settings.cache_enabled() else None
@@ -154,6 +163,8 @@ async def _run_locked(
         max_tokens=spec.max_tokens,
         max_errors=spec.max_errors,
     )
+    # on a server store, the examples go through the run's work queue, where workers may join in
+    evaluator.dispatch = dispatch = leader_dispatch(store, evaluator, [*parts.train, *parts.val, *parts.test])
 
     if resume is None:
         manifest = build_manifest(
@@ -171,6 +182,8 @@ async def _run_locked(
         store.create_run(run_dir.name, spec.to_config(), manifest)
     else:
         store.restart()
+    if on_running is not None:
+        on_running(run_dir)
 
     progress = LiveProgress(console, budget)
 
@@ -185,6 +198,7 @@ async def _run_locked(
                 full=t.full,
                 best=data.get("best"),
                 info=t.info,
+                worker=dispatch.worker_of(t.candidate.hash) if dispatch is not None else None,
             )
         else:
             store.record_event(kind, data)
@@ -198,7 +212,7 @@ async def _run_locked(
         + (" (resumed)" if resume else "")
     )
     console.print(f"  run folder: {run_dir}")
-    t0 = time.perf_counter()
+    t0, t_run = time.perf_counter(), time.time()
     try:
         # Test scoring gets a progress bar of its own (the optimizer's evaluations are drawn by LiveProgress).
         on_test = copy.copy(evaluator)
@@ -211,14 +225,23 @@ async def _run_locked(
                 console.print(f"  [yellow]warning:[/] {warning}")
                 store.record_event("warning", {"about": "judge", "message": warning})
         before = {role: lm.usage.as_dict() for role, lm in lms.items()}
-        t_opt = time.perf_counter()
+        t_opt, t_search = time.perf_counter(), time.time()
+        if dispatch is not None:  # the budget bounds the search only, as it does locally
+            dispatch.budget_check = budget.check
         with progress:
             result = await optimizer.optimize(setup)
+        if dispatch is not None:
+            dispatch.budget_check = None
         optimize_wall = time.perf_counter() - t_opt
         usage = usage_since(lms, before)
+        t_searched = time.time()
         after_task = task_lm.usage.as_dict()
         final_test = await _score_test(on_test, result.best, parts.test, "result", console)
+        if dispatch is not None:
+            await dispatch.close()
     except BaseException as exc:
+        if dispatch is not None:
+            await asyncio.shield(dispatch.close())
         try:
             with retrying_for(3.0):  # the server may still be away: the message below says what to do
                 store.set_status("failed", {"error": f"{type(exc).__name__}: {exc}"})
@@ -233,6 +256,14 @@ async def _run_locked(
     wall = time.perf_counter() - t0
     end_task = task_lm.usage.as_dict()
     test_usage = {k: end_task[k] - after_task[k] + before["task"][k] for k in end_task}
+    if dispatch is not None:  # the calls of the run's workers count too (the store says who made each)
+        await dispatch.settle()
+        calls = store.lm_calls()
+        search = others_usage(calls, dispatch.me, [(t_search, t_searched)])
+        usage = {role: plus(u, search.get(role)) for role, u in usage.items()}
+        test_usage = plus(
+            test_usage, others_usage(calls, dispatch.me, [(t_run, t_search), (t_searched, time.time())]).get("task")
+        )
     if parts.test:
         console.print(f"  final: test {final_test.summary()}  (stopped by: {result.stopped_by})")
     else:

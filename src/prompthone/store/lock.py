@@ -45,6 +45,10 @@ class RunLockedError(RuntimeError):
     """Another live process works on this run; the message names it (pid, host, start time)."""
 
 
+class _Held(Exception):
+    """`try_acquire` found a live holder."""
+
+
 def _proc_start(pid: int) -> str | None:
     """When process `pid` started, in clock ticks since boot (Linux); None where it cannot be told."""
     try:
@@ -123,6 +127,18 @@ class RunLock:
 
     def acquire(self) -> None:
         """Take the lock, or raise `RunLockedError` naming the live process that holds it."""
+        self._take(refuse=True)
+
+    def try_acquire(self) -> bool:
+        """Take the lock if it is free or stale (its holder is gone); False, without waiting, if a live
+        process holds it (a worker asks this to become the run's leader when the leader is gone)."""
+        try:
+            self._take(refuse=False)
+        except _Held:
+            return False
+        return True
+
+    def _take(self, *, refuse: bool) -> None:
         t = schema.lock
         for attempt in range(_ATTEMPTS):
             try:
@@ -131,6 +147,8 @@ class RunLock:
                     if held is None:
                         c.execute(insert(t).values(**self._row()))
                     elif holder_alive(dict(held)):
+                        if not refuse:
+                            raise _Held
                         raise RunLockedError(
                             f"{self.where} is in use by {describe(dict(held))}; wait for it to finish or stop it "
                             "first (a killed process's lock is taken over by the next command)"

@@ -24,6 +24,7 @@ from prompthone.lm.types import Completion
 from prompthone.program import Candidate
 from prompthone.sqlurl import call_with_retry, is_server_url, safe_url
 from prompthone.store import schema
+from prompthone.store.chunks import worker_id
 from prompthone.store.server import server_engine
 
 RUN_DB = "run.sqlite"
@@ -250,7 +251,10 @@ class RunStore:
                 )
 
     @_retried
-    def record_trial(self, *, idx: int, candidate: Candidate, score: float, n: int, full: bool, best, info) -> None:
+    def record_trial(
+        self, *, idx: int, candidate: Candidate, score: float, n: int, full: bool, best, info, worker: str | None = None
+    ) -> None:
+        """`worker`: the process that computed the trial's evaluation (default: this one)."""
         self.record_candidate(candidate)
         with self.engine.begin() as c:
             c.execute(
@@ -263,6 +267,7 @@ class RunStore:
                     best=best,
                     info=_json(info),
                     ts=time.time(),
+                    worker=worker or worker_id(),
                 )
             )
 
@@ -291,15 +296,18 @@ class RunStore:
                     finish_reason=completion.finish_reason,
                     cache_key=completion.cache_key,
                     reused_prompt_tokens=completion.reused_prompt_tokens,
+                    worker=worker_id(),
                 )
             )
 
     # -- reading -------------------------------------------------------------------------------------
     @_retried
     def trials(self) -> list[dict[str, Any]]:
+        t = schema.trials
         with self.engine.connect() as c:
-            rows = c.execute(select(schema.trials).order_by(schema.trials.c.idx)).mappings().all()
-        return [{**dict(r), "info": json.loads(r["info"] or "{}")} for r in rows]
+            have = self._columns(c, t)  # a store opened read-only may predate some columns: they read as None
+            rows = c.execute(select(*(col for col in t.c if col.name in have)).order_by(t.c.idx)).mappings().all()
+        return [{**{col.name: r.get(col.name) for col in t.c}, "info": json.loads(r["info"] or "{}")} for r in rows]
 
     @_retried
     def candidate(self, hash_: str) -> Candidate:

@@ -42,6 +42,9 @@ trials = Table(
     Column("best", Float),  # best full-validation score so far
     Column("info", Text),  # JSON: method-specific (step, trial number, parent, ...)
     Column("ts", Float, nullable=False),
+    # the process ("host:pid") that computed the trial's evaluation (most of its examples): a run done by
+    # workers shows who did what; added after the first runs were stored
+    Column("worker", String(300)),
 )
 
 lm_calls = Table(
@@ -61,10 +64,12 @@ lm_calls = Table(
     # prompt tokens the backend took from its KV cache (None: it did not say, or a cache hit); added
     # after the first runs were stored, so older stores gain it when opened for writing
     Column("reused_prompt_tokens", Integer),
+    # the process ("host:pid") that made the call: several processes (workers) may work on one run
+    Column("worker", String(300)),
 )
 
 #: columns added to a table after runs were stored with it: (table, column), added on open if missing
-ADDED_COLUMNS = ((lm_calls, "reused_prompt_tokens"),)
+ADDED_COLUMNS = ((lm_calls, "reused_prompt_tokens"), (lm_calls, "worker"), (trials, "worker"))
 
 events = Table(
     "ph_events",

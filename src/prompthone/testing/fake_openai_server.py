@@ -36,6 +36,7 @@ import argparse
 import asyncio
 import collections
 import email.utils
+import hashlib
 import ipaddress
 import json
 import signal
@@ -375,6 +376,9 @@ class _Core:
         self.requests_received = 0
         self.in_flight = 0
         self.max_in_flight = 0
+        #: digests of the request bodies seen: a client that never sends the same request twice (a run
+        #: whose answers are all cached and shared) has as many as it made requests
+        self.bodies: set[bytes] = set()
 
     def next_fault(self) -> Fault | None:
         with self.lock:
@@ -389,11 +393,13 @@ class _Core:
 
     def handle(self, conn: _Connection, method: str, target: str, headers: dict[str, str], body: bytes) -> None:
         if target == "/_fake/stats":  # observability, not an API call: not counted or recorded
-            stats = {"requests_received": self.requests_received, "max_in_flight": self.max_in_flight}
+            stats = {"requests_received": self.requests_received, "max_in_flight": self.max_in_flight,
+                     "distinct_requests": len(self.bodies), "in_flight": self.in_flight}  # fmt: skip
             conn.send_now(_response_bytes(200, json.dumps(stats).encode()))
             return
         now = time.monotonic()
         self.requests_received += 1
+        self.bodies.add(hashlib.sha256(body).digest())
         seq = self.requests_received
         path = target.split("?", 1)[0]
         try:
@@ -602,6 +608,7 @@ class FakeOpenAIServer:
         with self._core.lock:
             self._core.recorded.clear()
             self._core.requests_received = 0
+            self._core.bodies.clear()
             self._core.max_in_flight = self._core.in_flight
 
 
