@@ -54,11 +54,10 @@ class Requests:
 
 @pytest.fixture(autouse=True)
 def wide_terminal(monkeypatch):
-    """Messages on one line each, whatever the terminal: they are read back whole."""
-    from prompthone.cli import main
-
-    for console in (main.console, main.err):
-        monkeypatch.setattr(console, "width", 1000)
+    """Messages on one line each, whatever the terminal: they are read back whole. Through COLUMNS, which
+    the CLI's consoles read at each print: setting their `width` would be undone by setting it to the
+    width of that moment, fixing it for every later test (a narrow `runs` table in test_store_faults)."""
+    monkeypatch.setenv("COLUMNS", "1000")
 
 
 @pytest.fixture

@@ -63,10 +63,8 @@ def model():
 
 @pytest.fixture(autouse=True)
 def wide_terminal(monkeypatch):
-    from prompthone.cli import main
-
-    for console in (main.console, main.err):
-        monkeypatch.setattr(console, "width", 1000)
+    """Messages on one line each (see test_store_server.wide_terminal for why through COLUMNS)."""
+    monkeypatch.setenv("COLUMNS", "1000")
 
 
 def env(tmp: Path) -> dict[str, str]:
