@@ -13,9 +13,11 @@ A row of P processes is the leader plus K = P - 1 local workers; every process s
 which answers any number at once after its latency, is not the bottleneck. Each row starts from empty
 caches (a new database, PROMPTHONE_NO_CACHE=1 for the user's cache), so each pays for every answer.
 
-Measured per row: the trial rate of the search (trials per minute between the first and the last trial
-recorded: what the workers spread; bootstrapping and proposals before the first trial are the leader's
-alone), the whole command's wall time, paid calls per process, and database round trips per trial
+Measured per row: the trial rate of the search (trials after the start's evaluation, per minute from
+the leader's last step before them, its proposals, to the last trial: what the workers spread; scoring
+the start, bootstrapping demos and proposing instructions come before, and the last two are the
+leader's alone), the whole command's wall time (which includes those, the workers' start-up and the
+test scoring), paid calls per process, and database round trips per trial
 (transactions committed or rolled back in the row's database, from `pg_stat_database`, over all
 processes, divided by the trials). Ratios are to the 1-process row of the same invocation. The trials'
 candidates and scores must be the same in every row (the leader alone runs the method; workers only
@@ -53,6 +55,7 @@ class Row:
     processes: int
     wall_s: float
     trials: list[tuple[str, float, int]]
+    search_trials: int
     trial_span_s: float
     calls_by_process: dict[str, int]
     round_trips: int
@@ -61,14 +64,15 @@ class Row:
 
     @property
     def trial_rate(self) -> float:
-        """Trials per minute from the first trial to the last (n - 1 intervals)."""
-        return 60.0 * (len(self.trials) - 1) / self.trial_span_s if self.trial_span_s > 0 else float("nan")
+        """Search trials per minute (see `read_row`)."""
+        return 60.0 * self.search_trials / self.trial_span_s if self.trial_span_s > 0 else float("nan")
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "processes": self.processes,
             "wall_s": round(self.wall_s, 2),
             "trials": len(self.trials),
+            "search_trials": self.search_trials,
             "trial_span_s": round(self.trial_span_s, 2),
             "trials_per_min": round(self.trial_rate, 2),
             "paid_calls_by_process": self.calls_by_process,
@@ -134,17 +138,24 @@ def read_row(processes: int, url: str, wall_s: float, load: list[float], before:
         trials = store.trials()
         calls = store.lm_calls()
         result = store.run_row().get("result") or {}
+        events = store.events()
     finally:
         store.close()
     by_process = Counter(str(c.get("worker") or "?") for c in calls if not c["cached"])
-    ts = [t["ts"] for t in trials]
+    # the search: from the leader's last step before the first search trial (bootstrapping and proposals
+    # are the leader's alone) to the last trial; trial 0 is the start's full evaluation
+    search = trials[1:]
+    first = search[0]["ts"] if search else 0.0
+    begun = max((e["ts"] for e in events if e["kind"] in ("proposal", "step", "bootstrap") and e["ts"] < first),
+                default=trials[0]["ts"] if trials else 0.0)  # fmt: skip
     time.sleep(1.0)  # statistics reach pg_stat_database when a backend reports them (at the latest, when it ends)
     after = round_trips(url, db)
     return Row(
         processes=processes,
         wall_s=wall_s,
         trials=[(t["candidate"], round(t["score"], 9), t["n"]) for t in trials],
-        trial_span_s=(max(ts) - min(ts)) if len(ts) > 1 else 0.0,
+        search_trials=len(search),
+        trial_span_s=(search[-1]["ts"] - begun) if search else 0.0,
         calls_by_process=dict(sorted(by_process.items())),
         round_trips=after - before,
         test=(result.get("final_test") or {}).get("score"),
@@ -176,13 +187,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--latency-ms", type=float, default=400.0, help="the fake server's fixed latency per request")
     p.add_argument("--concurrency", type=int, default=4, help="requests in flight per process")
     p.add_argument("--task", default="trec")
-    p.add_argument("--n-train", type=int, default=40)
-    p.add_argument("--n-val", type=int, default=60)
+    p.add_argument("--n-train", type=int, default=50)
+    p.add_argument("--n-val", type=int, default=100)
     p.add_argument("--n-test", type=int, default=40)
     p.add_argument("--trials", type=int, default=24)
     p.add_argument("--parallel-trials", type=int, default=8)
-    p.add_argument("--candidates", type=int, default=4)
-    p.add_argument("--minibatch", type=int, default=20)
+    p.add_argument("--candidates", type=int, default=6)
+    p.add_argument("--minibatch", type=int, default=35)
     p.add_argument("--full-eval-every", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--smoke", action="store_true", help="a tiny run of each row; writes no results")
