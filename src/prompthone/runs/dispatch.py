@@ -123,7 +123,7 @@ class QueueDispatch:
         poll_s: float = 0.05,
         max_poll_s: float = 0.5,
         local_slots: int = 8,
-        shared_slots: int = 1,
+        shared_slots: int = 2,
         grace_s: float = 0.4,
         workers_seen_s: float = 30.0,
         reap_every_s: float = 5.0,
@@ -137,9 +137,10 @@ class QueueDispatch:
         #: made a 60-example validation one 4 s chunk and one 2 s chunk, whatever the number of workers)
         self.split_size = split_size or 2 * compute.concurrency
         self.local_slots, self.grace_s, self.reap_every_s = local_slots, grace_s, reap_every_s
-        #: chunks the leader computes at once while workers are about: one, as each worker does, so it never
-        #: holds chunks its LM slots cannot serve yet while a worker waits for work (measured: claiming up to
-        #: `local_slots` left one worker beside the leader idle, 1.04x the leader alone's trial rate)
+        #: chunks the leader computes at once while workers are about: as many as each worker does (two share
+        #: a process's requests in flight), so it never holds chunks its requests cannot serve yet while a
+        #: worker waits for work (measured: claiming up to `local_slots` left one worker beside the leader
+        #: idle, 1.04x the leader alone's trial rate)
         self.shared_slots = shared_slots
         self.workers_seen_s = workers_seen_s
         self._seen_worker = float("-inf")

@@ -126,8 +126,12 @@ class Worker:
         poll_s: float = 0.05,
         max_poll_s: float = 0.2,
         check_every_s: float = 1.0,
+        slots: int = 2,
     ) -> None:
         self.url, self.folder = resolve_target(target)
+        #: chunks computed at once: two share the process's requests in flight (`--concurrency`), so the end
+        #: of one chunk, when fewer of its examples are left than requests allowed, does not leave them idle
+        self.slots = slots
         self.out_dir, self.console = out_dir, console or Console(quiet=True)
         self.poll_s, self.max_poll_s, self.check_every_s = poll_s, max_poll_s, check_every_s
         self.me = worker_id()
@@ -189,19 +193,31 @@ class Worker:
             highlight=False,
         )
         delay, next_check = self.poll_s, 0.0
-        while True:
-            if time.monotonic() >= next_check:
-                next_check = time.monotonic() + self.check_every_s
-                if await self._leaving():
+        running: set[asyncio.Task[bool]] = set()
+        try:
+            while True:
+                finished = {t for t in running if t.done()}
+                running -= finished
+                if not all(t.result() for t in finished):  # one of them must leave (it said why)
                     break
-            claimed = await asyncio.to_thread(self.queue.claim, self.me)
-            if claimed is None:
-                await asyncio.sleep(delay)
+                if len(running) < self.slots:
+                    claimed = await asyncio.to_thread(self.queue.claim, self.me)
+                    if claimed is not None:
+                        running.add(asyncio.create_task(self._chunk(claimed)))
+                        delay = self.poll_s
+                        continue
+                if not running and time.monotonic() >= next_check:  # idle: has the run ended, or lost its leader?
+                    next_check = time.monotonic() + self.check_every_s
+                    if await self._leaving():
+                        break
+                if running:
+                    await asyncio.wait(running, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+                else:
+                    await asyncio.sleep(delay)
                 delay = min(delay * 1.5, self.max_poll_s)
-                continue
-            delay = self.poll_s
-            if not await self._chunk(claimed):
-                break
+        finally:  # leaving (or stopped): the chunks still computing end first, each gives itself back if stopped
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
         usage = [lm.usage for lm in {id(lm): lm for lm in self.lms.values()}.values()]
         self.report.paid_calls += sum(u.paid_calls for u in usage)
         self.report.cached_calls += sum(u.calls - u.paid_calls for u in usage)
