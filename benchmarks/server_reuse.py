@@ -34,21 +34,18 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import re
-import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from machine import cpu_model
+from machine import run_meta
 from prompthone.lm.settings import ONE_AT_A_TIME_ENV, REQUEST_ORDER_ENV
 from prompthone.runs.runner import run_optimization
 from prompthone.runs.spec import RunOutcome, RunSpec
@@ -267,12 +264,7 @@ def main() -> int:
     if args.smoke:
         return 0
     meta = {
-        "command": " ".join(["python", *sys.argv]),
-        "date_utc": datetime.now(UTC).isoformat(timespec="seconds"),
-        "git": subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
-        ).stdout.strip(),
-        "machine": {"nproc": os.cpu_count(), "cpu": cpu_model(), "python": platform.python_version()},
+        **run_meta(),
         "task": args.task,
         "server": f"llama_cpp.server, qwen2.5-coder-0.5b, {args.threads} thread(s)",
         "spec": {k: getattr(args, k) for k in ("n_train", "n_val", "n_test", "trials", "candidates", "minibatch",

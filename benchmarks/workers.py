@@ -29,21 +29,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from machine import cpu_model
+from machine import run_meta
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -238,12 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         return 0 if same else 1
     meta = {
-        "command": " ".join(["python", *sys.argv]),
-        "date_utc": datetime.now(UTC).isoformat(timespec="seconds"),
-        "git": subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
-        ).stdout.strip(),
-        "machine": {"nproc": os.cpu_count(), "cpu": cpu_model(), "python": platform.python_version()},
+        **run_meta(),
         "spec": {k: getattr(args, k) for k in ("task", "n_train", "n_val", "n_test", "trials", "parallel_trials",
                                                "candidates", "minibatch", "full_eval_every", "concurrency",
                                                "latency_ms", "seed")},
