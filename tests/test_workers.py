@@ -421,3 +421,31 @@ def test_a_run_of_a_task_given_in_python_cannot_be_joined(pg):
     result = CliRunner().invoke(app, ["worker", url])
     assert result.exit_code == 2
     assert "task given in Python" in one_error_line(result.output)
+
+
+# -- 6. credentials --------------------------------------------------------------------------------------------
+def test_a_password_in_the_store_url_reaches_the_workers_and_is_written_nowhere(pg, model, procs, tmp_path):
+    create_database(pg.url_template, "secret", owner=pg.PASSWORD_ROLE)
+    password = "right-pw"  # the password role's (tests/pg_server.py)
+    url = pg.password_url("secret", password)
+    args = optimize_args(model.base_url, tmp_path, url, "--workers", "1")
+    procs.start("leader", args)
+    assert procs.wait("leader") == 0, procs.log("leader")
+    run = run_folder(tmp_path)
+    # reading the run needs the password again, from the environment: the folder keeps none
+    report = subprocess.run([sys.executable, "-m", "prompthone", "report", str(run)],
+                            env={**env(tmp_path), "PGPASSWORD": password}, capture_output=True, text=True)  # fmt: skip
+    assert report.returncode == 0, report.stdout + report.stderr
+    [log] = list(run.glob("workers/worker-*.log"))
+    assert re.search(r"chunk \w+: \d+ examples", log.read_text()), log.read_text()  # it joined and computed
+    files = [p for p in run.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".html" for p in files) and (run / "store.json").is_file()
+    for p in [*files, tmp_path / "logs" / "leader.log"]:
+        assert password.encode() not in p.read_bytes(), p
+    engine = create_engine(url)
+    with engine.connect() as c:
+        tables = [r[0] for r in c.execute(text("SELECT tablename FROM pg_tables WHERE schemaname = 'public'"))]
+        for table in tables:
+            for row in c.execute(text(f'SELECT * FROM "{table}"')):
+                assert password not in " ".join(str(v) for v in row), table
+    engine.dispose()

@@ -219,7 +219,7 @@ def optimize_command(
                 "--workers needs a run whose store is on a database server (a SQLite run is single-process): "
                 "add --store postgresql+psycopg://HOST/DB"
             )
-        local_workers = worker_cmd.LocalWorkers(workers)
+        local_workers = worker_cmd.LocalWorkers(workers, store_url=store)
     from prompthone.evaluate import EvaluationError
     from prompthone.sqlurl import StoreUnavailableError
     from prompthone.store.broken import BrokenRunError

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -10,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from sqlalchemy.engine import make_url
 
 from prompthone.cli.checks import lm_error_message, run_error_message
 
@@ -60,8 +62,11 @@ class LocalWorkers:
     """`--workers N`: N `prompthone worker RUN_FOLDER` processes started once the run exists (each writes
     to `workers/worker-K.log` in the run folder), waited for when the run ends."""
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, store_url: str | None = None) -> None:
         self.n = n
+        #: the run's store URL as given: a password in it reaches the workers through their environment
+        #: (PGPASSWORD), since the run folder they are given (`store.json`) never holds it
+        self.store_url = store_url
         self.procs: list[subprocess.Popen] = []
         self.folder: Path | None = None
 
@@ -71,8 +76,16 @@ class LocalWorkers:
         for k in range(1, self.n + 1):
             log = (self.folder / f"worker-{k}.log").open("w")
             cmd = [sys.executable, "-m", "prompthone", "worker", str(run_dir)]
-            self.procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
+            self.procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                               env=self._env()))  # fmt: skip
             log.close()
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        password = make_url(self.store_url).password if self.store_url and "://" in self.store_url else None
+        if password and "PGPASSWORD" not in env:
+            env["PGPASSWORD"] = str(password)
+        return env
 
     def wait(self, timeout_s: float = 30.0) -> list[int | None]:
         """Wait for the workers to leave (they do once the run is completed or failed); stop stragglers."""
