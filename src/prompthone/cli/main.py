@@ -294,14 +294,11 @@ def runs_command(
     from prompthone.store.broken import BrokenRunError, open_run
     from prompthone.tasks.user import task_label
 
-    folders = sorted(d for d in out.glob("*") if is_run_folder(d))
     table = Table(title=f"Runs in {out}")
-    # a run's name is what the other commands take: never cut or wrapped, whatever the terminal's width
-    table.add_column("run", no_wrap=True, min_width=max((len(d.name) for d in folders), default=3))
-    for col in ("status", "task", "optimizer", "start test", "final test", "stopped by"):
+    for col in ("run", "status", "task", "optimizer", "start test", "final test", "stopped by"):
         table.add_column(col)
     broken = []
-    for folder in folders:
+    for folder in sorted(d for d in out.glob("*") if is_run_folder(d)):
         try:
             with retrying_for(0):  # a server that is away is reported, not waited for
                 store, row = open_run(folder, read_only=True)
