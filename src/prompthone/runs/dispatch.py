@@ -3,8 +3,8 @@ computing of one chunk that the leader and the workers share.
 
 The leader's evaluator (`Evaluator(dispatch=QueueDispatch(...))`) keeps what it always did, the score
 cache and twin evaluations, and hands the rest to `QueueDispatch.evaluate`: the examples are published
-in chunks: up to `chunk_size` examples as one (a MIPRO minibatch trial is one chunk, so one process
-scores it), larger evaluations in chunks of `split_size` (two rounds of a process's requests), and
+in chunks: up to `chunk_size` examples as one, larger evaluations (a MIPRO minibatch trial of 35, a full
+validation, the test split) in chunks of `split_size` (two rounds of a process's requests), and
 the evaluation waits for their records. Meanwhile the leader is a worker too: one poller per leader
 checks which chunks are finished, claims chunks to compute itself, renews its leases and, during the
 search, checks the run's budget, so that a budget stop (which refuses every process's calls) ends the
@@ -31,9 +31,11 @@ from prompthone.sqlurl import StoreUnavailableError, is_server_url, retrying_for
 from prompthone.store.chunks import ChunkQueue, ChunkSpec, Claimed, Finished, chunk_id, worker_id
 from prompthone.store.lock import _pid_alive
 
-#: examples per chunk: evaluations up to this size are one chunk (one process scores them: a MIPRO
-#: minibatch trial); larger ones are split into chunks of `QueueDispatch.split_size`
-CHUNK_SIZE = 40
+#: evaluations up to this size are one chunk (one process scores them); larger ones are split into chunks
+#: of `QueueDispatch.split_size`. Small, so that MIPRO's trials spread too: with 40, a batch of 8 minibatch
+#: trials of 35 was 7-8 chunks, two rounds on 4 processes, the second not full (measured 1.75x / 2.73x the
+#: trial rate of one process with 2 / 4; with 16, 1.86x / 3.31x: docs/benchmarks.md)
+CHUNK_SIZE = 16
 
 
 class ChunkMismatchError(RuntimeError):
