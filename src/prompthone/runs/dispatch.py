@@ -123,7 +123,7 @@ class QueueDispatch:
         chunk_size: int = CHUNK_SIZE,
         split_size: int | None = None,
         poll_s: float = 0.05,
-        max_poll_s: float = 0.5,
+        max_poll_s: float = 0.2,  # 0.5 made each batch of trials wait up to 0.5 s after its last chunk
         local_slots: int = 8,
         shared_slots: int = 2,
         grace_s: float = 0.4,
