@@ -20,7 +20,7 @@ from prompthone.lm.cache import ResponseCache, cache_key
 from prompthone.lm.errors import LMError
 from prompthone.lm.model_string import DEFAULT_MODEL, parse_model_string
 from prompthone.lm.slots import RequestSlots
-from prompthone.lm.types import Completion, Message, Request
+from prompthone.lm.types import Completion, Generation, Message, Request
 from prompthone.lm.usage import Usage
 
 T = TypeVar("T")
@@ -189,23 +189,13 @@ class LM:
             paid = False
         elif inflight is None:  # no cache: nothing to share with concurrent twins either
             paid = True
-            async with self.slots.hold(request):
-                if self.gate is not None:
-                    self.gate()
-                t0 = time.perf_counter()
-                gen = await self._generate_with_retries(request)
-                latency = time.perf_counter() - t0
+            gen, latency = await self._send(request)
         else:
             paid = True
             future: asyncio.Future = asyncio.get_running_loop().create_future()
             inflight[key] = future
             try:
-                async with self.slots.hold(request):
-                    if self.gate is not None:
-                        self.gate()
-                    t0 = time.perf_counter()
-                    gen = await self._generate_with_retries(request)
-                    latency = time.perf_counter() - t0
+                gen, latency = await self._send(request)
                 self.cache.put(key, self._identity, self.backend.model, request, gen, latency)
                 future.set_result((gen, latency))
             except BaseException as exc:
@@ -227,6 +217,15 @@ class LM:
         )
         self._record(c)
         return c
+
+    async def _send(self, request: Request) -> tuple[Generation, float]:
+        """Pay for one answer: in a slot, past the gate (which may refuse it), with retries; its latency."""
+        async with self.slots.hold(request):
+            if self.gate is not None:
+                self.gate()
+            t0 = time.perf_counter()
+            gen = await self._generate_with_retries(request)
+            return gen, time.perf_counter() - t0
 
     async def _generate_with_retries(self, request: Request):
         attempt = 0

@@ -14,6 +14,9 @@ stop it is, never as an example's error: `budget_stop_in` finds one behind a wra
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import cast
+
 
 class LMError(Exception):
     """Base of every error the LM layer raises."""
@@ -108,26 +111,25 @@ class BudgetExhausted(Exception):
         self.limit = limit
 
 
-def budget_stop_in(exc: BaseException | None) -> BudgetExhausted | None:
-    """The `BudgetExhausted` that is `exc` or caused it (a user program may wrap it), else None."""
+def _in_chain(exc: BaseException | None, wanted: Callable[[BaseException], bool]) -> BaseException | None:
+    """The first of `exc` and what caused it (its `__cause__`/`__context__` chain) that is `wanted`."""
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
-        if isinstance(exc, BudgetExhausted):
+        if wanted(exc):
             return exc
         exc = exc.__cause__ or exc.__context__
     return None
+
+
+def budget_stop_in(exc: BaseException | None) -> BudgetExhausted | None:
+    """The `BudgetExhausted` that is `exc` or caused it (a user program may wrap it), else None."""
+    return cast(BudgetExhausted | None, _in_chain(exc, lambda e: isinstance(e, BudgetExhausted)))
 
 
 def permanent_error_in(exc: BaseException | None) -> LMError | None:
     """The permanent `LMError` that is `exc` or caused it (a judge or a user program may wrap one), else None."""
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, LMError) and exc.permanent:
-            return exc
-        exc = exc.__cause__ or exc.__context__
-    return None
+    return cast(LMError | None, _in_chain(exc, lambda e: isinstance(e, LMError) and e.permanent))
 
 
 __all__ = [
