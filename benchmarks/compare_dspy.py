@@ -477,6 +477,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cache-dir", default=str(ROOT / "benchmarks" / "cache"), help="one LM answer file per row")
     p.add_argument("--concurrency", type=int, default=2, help="requests in flight (prompthone) = DSPy num_threads")
     p.add_argument("--n-ctx", type=int, default=4096)
+    p.add_argument(
+        "--server-threads",
+        type=int,
+        default=1,
+        help="llama.cpp threads of the model server (both sides share it; recorded in each row, not its key)",
+    )
+    p.add_argument(
+        "--server-prompt-cache-mb",
+        type=int,
+        default=0,
+        help="llama-cpp-python's RAM cache of evaluated prompts, in MiB (0: off); pays off on multi-stage programs "
+        "whose modules carry long demos. Both sides share it; recorded in each row, not its key",
+    )
     p.add_argument("--num-candidates", type=int, default=3, help="MIPRO: instruction and demo-set candidates")
     p.add_argument("--num-trials", type=int, default=6)
     p.add_argument("--minibatch-size", type=int, default=10)
@@ -554,6 +567,9 @@ def main() -> None:
         "splits": {"train": args.n_train, "val": args.n_val, "test": args.n_test, "seed": args.seed},
         "cap": args.cap,
         "preset": args.preset,
+        "server": None
+        if args.base_url
+        else {"threads": args.server_threads, "prompt_cache_mb": args.server_prompt_cache_mb},
         "machine": {"nproc": os.cpu_count(), "cpu": cpu_model(), "python": platform.python_version()},
     }
     rows: list[dict[str, Any]] = list(done.values())
@@ -561,7 +577,15 @@ def main() -> None:
     server = (
         contextlib.nullcontext(args.base_url)
         if args.base_url
-        else llama_server(gguf, alias=args.alias, n_ctx=args.n_ctx, threads=1, timeout_s=600, port=args.port)
+        else llama_server(
+            gguf,
+            alias=args.alias,
+            n_ctx=args.n_ctx,
+            threads=args.server_threads,
+            timeout_s=600,
+            port=args.port,
+            prompt_cache_bytes=args.server_prompt_cache_mb << 20,
+        )
     )
     with server as url:
         for method in todo:

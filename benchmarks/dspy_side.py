@@ -157,6 +157,18 @@ class ClassifyProgram(dspy.Module):
         return self.classify(**inputs)
 
 
+class ReasonProgram(dspy.Module):
+    """prompthone's `Reason`: one `dspy.ChainOfThought` over the same signature (DSPy adds its own
+    `reasoning` output before the answer, as prompthone's `ChainOfThought` does)."""
+
+    def __init__(self, signature: Any, instruction: str) -> None:
+        super().__init__()
+        self.solve = dspy.ChainOfThought(dspy_signature(signature, instruction))
+
+    def forward(self, **inputs: Any) -> dspy.Prediction:
+        return self.solve(**inputs)
+
+
 class HotpotProgram(dspy.Module):
     """The same pipeline as prompthone's `MultiHopQA`: query, BM25 (prompthone's index), answer."""
 
@@ -175,13 +187,23 @@ class HotpotProgram(dspy.Module):
 
 def build_program(task_name: str, data_root: str | None) -> tuple[dspy.Module, list[str]]:
     """The DSPy twin of the task's start program, and the output fields the metric reads."""
+    from prompthone.program import Signature
     from prompthone.tasks import get_task
-    from prompthone.tasks.programs import Classify, MultiHopQA
+    from prompthone.tasks.programs import Classify, MultiHopQA, Reason
 
     start = get_task(task_name).make_program(data_root)
     if isinstance(start, Classify):
         predict = start.classify
         return ClassifyProgram(predict.signature, predict.params.instruction), list(predict.signature.output_names)
+    if isinstance(start, Reason):  # the signature without the `reasoning` prompthone's ChainOfThought prepends
+        solve = start.solve
+        sig = solve.signature
+        own = Signature(
+            inputs={f.name: f.description for f in sig.inputs},
+            outputs={f.name: f.description for f in sig.outputs if f.name != "reasoning"},
+            instruction=sig.instruction,
+        )
+        return ReasonProgram(own, solve.params.instruction), ["answer"]
     if isinstance(start, MultiHopQA):
         q, a = start.query.params.instruction, start.answer.params.instruction
         return HotpotProgram(start._index, q, a, start.k), ["answer"]

@@ -36,6 +36,7 @@ from prompthone.data import (
     load_gsm8k_mini,
     load_hotpotqa_dev,
     load_hotpotqa_distractor,
+    load_hotpotqa_ircot500,
     load_multiarith,
     load_sst2,
     load_trec,
@@ -502,6 +503,27 @@ def test_hotpotqa_distractor_questions_corpus_and_contexts():
     assert expected.startswith('VIVA Poland | VIVA Polska (earlier "VIVApolska!") is a Polish 24h music')
 
 
+def test_hotpotqa_ircot500_questions_corpus_and_contexts():
+    data = load_hotpotqa_ircot500(root=SHARED)
+    assert len(data.questions) == 500 and len({q.id for q in data.questions}) == 500
+    assert len(data.corpus) == 4858 and len(set(data.corpus)) == 4858
+    raw = [json.loads(s) for s in raw_lines(SHARED / "hotpotqa" / "hotpot_dev_distractor_ircot500.jsonl") if s]
+    for q, rec in zip(data.questions, raw, strict=True):
+        assert q.id == "hotpotqa/id:" + rec["question_id"]
+        assert q.inputs == {"question": rec["question_text"]}
+        assert q.labels["answer"] == rec["answers_objects"][0]["spans"][0]
+        passages = data.contexts[q.id]
+        assert len(passages) == len(rec["contexts"]) and set(passages) <= set(data.corpus)
+        titles = [p.split(" | ", 1)[0] for p in passages]
+        assert list(q.labels["supporting_titles"]) == [c["title"] for c in rec["contexts"] if c["is_supporting"]]
+        assert set(q.labels["supporting_titles"]) <= set(titles)
+    assert data.questions[0].labels["answer"] == "Chief of Protocol"
+    # the 12 questions both files hold have the same answer in both (ids differ in form: dev position vs HotPotQA id)
+    sample = {q.inputs["question"]: q.labels["answer"] for q in load_hotpotqa_distractor(root=SHARED).questions}
+    shared = [q for q in data.questions if q.inputs["question"] in sample]
+    assert len(shared) == 12 and all(sample[q.inputs["question"]] == q.labels["answer"] for q in shared)
+
+
 @pytest.mark.parametrize(
     ("split_name", "count", "positive"), [("train", 6920, 3610), ("dev", 872, 444), ("test", 1821, 909)]
 )
@@ -612,6 +634,20 @@ def test_real_trec_train_and_test_share_questions_that_check_disjoint_reports():
             '"supporting_facts": {"title": []}, "context": {"title": ["T"], "sentences": []}}\n',
             lambda root: load_hotpotqa_distractor(root=root),
             r"sample100\.jsonl:1: field 'context': expected \{'title'",
+        ),
+        (
+            "hotpotqa/hotpot_dev_distractor_ircot500.jsonl",
+            '{"question_id": "a1", "question_text": "q", "answers_objects": [{"spans": ["x"]}], "contexts": []}\n'
+            '{"question_id": "a2", "question_text": "q", "answers_objects": [{"number": ""}], "contexts": []}\n',
+            lambda root: load_hotpotqa_ircot500(root=root),
+            r"ircot500\.jsonl:2: field 'answers_objects': expected \[\{'spans'",
+        ),
+        (
+            "hotpotqa/hotpot_dev_distractor_ircot500.jsonl",
+            '{"question_id": "a1", "question_text": "q", "answers_objects": [{"spans": ["x"]}], '
+            '"contexts": [{"title": "T", "paragraph_text": 3}]}\n',
+            lambda root: load_hotpotqa_ircot500(root=root),
+            r"ircot500\.jsonl:1: field 'contexts': expected \[\{'title': str",
         ),
     ],
 )

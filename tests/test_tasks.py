@@ -19,6 +19,7 @@ NAMES = [
     "sst2",
     "trec",
     "hotpotqa",
+    "hotpotqa-500",
     "bbh/date_understanding",
     "bbh/word_sorting",
 ]

@@ -18,6 +18,7 @@ from prompthone.data import (
     load_gsm8k,
     load_gsm8k_mini,
     load_hotpotqa_distractor,
+    load_hotpotqa_ircot500,
     load_multiarith,
     load_sst2,
     load_trec,
@@ -100,6 +101,14 @@ def _hotpot_program(root: Root) -> Program:
     return MultiHopQA(load_hotpotqa_distractor(root=root).corpus)
 
 
+def _hotpot500_questions(root: Root) -> list[Example]:
+    return list(load_hotpotqa_ircot500(root=root).questions)
+
+
+def _hotpot500_program(root: Root) -> Program:
+    return MultiHopQA(load_hotpotqa_ircot500(root=root).corpus)
+
+
 _TASK_LIST = [
     _trec(
         "trec-mini",
@@ -133,6 +142,14 @@ _TASK_LIST = [
         description="HotPotQA multi-hop: write a query, BM25 over 1000 paragraphs, answer (two LM stages)",
         load=_hotpot_questions,
         make_program=_hotpot_program,
+        metric=ExactMatch,
+        multi_stage=True,
+    ),
+    Task(
+        name="hotpotqa-500",
+        description="HotPotQA multi-hop on IRCoT's 500 dev questions: query, BM25 over 4858 paragraphs, answer",
+        load=_hotpot500_questions,
+        make_program=_hotpot500_program,
         metric=ExactMatch,
         multi_stage=True,
     ),

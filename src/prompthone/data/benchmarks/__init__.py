@@ -7,6 +7,7 @@ from prompthone.data.benchmarks.hotpotqa import (
     format_passage,
     load_hotpotqa_dev,
     load_hotpotqa_distractor,
+    load_hotpotqa_ircot500,
 )
 from prompthone.data.benchmarks.multiarith import load_multiarith
 from prompthone.data.benchmarks.sst2 import SST2_LABELS, SST2_SPLITS, load_sst2
@@ -27,6 +28,7 @@ __all__ = [
     "load_gsm8k",
     "load_hotpotqa_dev",
     "load_hotpotqa_distractor",
+    "load_hotpotqa_ircot500",
     "load_multiarith",
     "load_sst2",
     "load_trec",

@@ -1,9 +1,10 @@
 """HotPotQA dev (CC BY-SA 4.0 data, via MIT-licensed repos): multi-hop questions with short answers.
 
-Two views: the full dev Q/A set (7405, no contexts) for closed-book or retrieval programs, and a
-100-question sample with the 10 paragraphs HotPotQA's distractor setting gives each question, pooled
-into one corpus of `title | text` passages for a retrieve-then-answer program. Both use the id
-`hotpotqa/dev:<position in the dev set>`, so the same question has the same id in both.
+Three views: the full dev Q/A set (7405, no contexts) for closed-book or retrieval programs, and two
+sets of questions with the 10 paragraphs HotPotQA's distractor setting gives each one, pooled into one
+corpus of `title | text` passages for a retrieve-then-answer program: a 100-question sample and IRCoT's
+500-question subsample. The first two use the id `hotpotqa/dev:<position in the dev set>`, so the same
+question has the same id in both; the 500 carry only HotPotQA's own id.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from prompthone.data.root import dataset_file
 
 DEV_FILE = "hotpot_dev_v1_simplified.json"
 DISTRACTOR_FILE = "hotpot_dev_distractor_sample100.jsonl"
+IRCOT_FILE = "hotpot_dev_distractor_ircot500.jsonl"
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,52 @@ def load_hotpotqa_distractor(*, root: str | Path | None = None) -> HotpotDistrac
     return HotpotDistractor(questions=tuple(questions), corpus=tuple(corpus), contexts=FrozenMap(contexts))
 
 
+def load_hotpotqa_ircot500(*, root: str | Path | None = None) -> HotpotDistractor:
+    """IRCoT's 500 dev questions with their distractor-setting paragraphs (issue 15, items 5-6).
+
+    Five times the questions of the 100-question sample, so 100 validation and 200 test questions fit
+    beside each other. Ids are `hotpotqa/id:<HotpotQA question id>` (the file has no dev-set position);
+    labels `answer` and `supporting_titles`. The corpus pools every distinct passage (4858 here).
+    """
+    path = dataset_file(root, "hotpotqa", IRCOT_FILE)
+    questions: list[Example] = []
+    corpus: dict[str, None] = {}
+    contexts: dict[str, tuple[str, ...]] = {}
+    for rec in read_records(path):
+        ex_id = "hotpotqa/id:" + field(path, rec, "question_id")
+        if ex_id in contexts:
+            raise DataError("duplicate question id", path=path, line=rec.line, field="question_id")
+        answers = field(path, rec, "answers_objects", list)
+        spans = answers[0].get("spans") if answers and isinstance(answers[0], dict) else None
+        if not isinstance(spans, list) or not spans or not isinstance(spans[0], str):
+            raise DataError(
+                "expected [{'spans': [answer, ...]}, ...]", path=path, line=rec.line, field="answers_objects"
+            )
+        paragraphs = field(path, rec, "contexts", list)
+        if not all(
+            isinstance(p, dict) and isinstance(p.get("title"), str) and isinstance(p.get("paragraph_text"), str)
+            for p in paragraphs
+        ):
+            raise DataError(
+                "expected [{'title': str, 'paragraph_text': str, 'is_supporting': bool}, ...]",
+                path=path,
+                line=rec.line,
+                field="contexts",
+            )
+        passages = tuple(format_passage(p["title"], [p["paragraph_text"]]) for p in paragraphs)
+        supporting = tuple(dict.fromkeys(p["title"] for p in paragraphs if p.get("is_supporting") is True))
+        questions.append(
+            Example(
+                id=ex_id,
+                inputs={"question": field(path, rec, "question_text")},
+                labels={"answer": spans[0], "supporting_titles": supporting},
+            )
+        )
+        contexts[ex_id] = passages
+        corpus.update(dict.fromkeys(passages))
+    return HotpotDistractor(questions=tuple(questions), corpus=tuple(corpus), contexts=FrozenMap(contexts))
+
+
 def _passages(path: Path, rec: Record) -> tuple[str, ...]:
     context = field(path, rec, "context", dict)
     titles, sentences = context.get("title"), context.get("sentences")
@@ -106,4 +154,10 @@ def _passages(path: Path, rec: Record) -> tuple[str, ...]:
     return tuple(format_passage(t, s) for t, s in zip(titles, sentences, strict=True))
 
 
-__all__ = ["HotpotDistractor", "format_passage", "load_hotpotqa_dev", "load_hotpotqa_distractor"]
+__all__ = [
+    "HotpotDistractor",
+    "format_passage",
+    "load_hotpotqa_dev",
+    "load_hotpotqa_distractor",
+    "load_hotpotqa_ircot500",
+]
