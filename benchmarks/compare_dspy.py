@@ -79,6 +79,7 @@ from prompthone.lm.local.assemble import resolve_gguf
 from prompthone.optimize import Budget
 from prompthone.optimize.format_search import format_choices
 from prompthone.optimize.mipro.settings import MIPROSettings
+from prompthone.program.candidate import Candidate
 from prompthone.program.params import LEGACY_FORMAT
 from prompthone.runs.runner import run_optimization
 from prompthone.runs.spec import RunOutcome, RunSpec
@@ -358,7 +359,24 @@ async def run_prompthone(method: str, url: str, args: argparse.Namespace, out_di
         "wall_s_optimization": out.optimize_wall_s,
         "wall_s_total": time.perf_counter() - t0,
         "run_dir": str(out.run_dir),
+        "proposals": out.proposals,
+        "chosen": chosen_prompts(out),
     }  # fmt: skip
+
+
+def chosen_prompts(out: RunOutcome) -> dict[str, dict[str, Any]]:
+    """What the search chose per module, kept in the row (the run folder may be gone by the time the table is
+    read): the instruction, whether it is the start's, the format and the number of demos."""
+    start = Candidate.default(get_task(out.spec.task).make_program(out.spec.data_root))
+    return {
+        m: {
+            "instruction": p.instruction,
+            "is_start_instruction": p.instruction == start[m].instruction,
+            "format": p.format,
+            "demos": len(p.demos),
+        }
+        for m, p in out.result.best.items()
+    }
 
 
 def run_dspy(method: str, url: str, args: argparse.Namespace, cache: Path) -> dict[str, Any]:
