@@ -79,7 +79,6 @@ from prompthone.lm.local.assemble import resolve_gguf
 from prompthone.optimize import Budget
 from prompthone.optimize.format_search import format_choices
 from prompthone.optimize.mipro.settings import MIPROSettings
-from prompthone.program.candidate import Candidate
 from prompthone.program.params import LEGACY_FORMAT
 from prompthone.runs.runner import run_optimization
 from prompthone.runs.spec import RunOutcome, RunSpec
@@ -366,16 +365,10 @@ async def run_prompthone(method: str, url: str, args: argparse.Namespace, out_di
 
 def chosen_prompts(out: RunOutcome) -> dict[str, dict[str, Any]]:
     """What the search chose per module, kept in the row (the run folder may be gone by the time the table is
-    read): the instruction, whether it is the start's, the format and the number of demos."""
-    start = Candidate.default(get_task(out.spec.task).make_program(out.spec.data_root))
+    read): the instruction, its format and the number of demos (whether the instruction is the start's, a
+    proposal kept as written or a repaired one is in the row's `proposals`)."""
     return {
-        m: {
-            "instruction": p.instruction,
-            "is_start_instruction": p.instruction == start[m].instruction,
-            "format": p.format,
-            "demos": len(p.demos),
-        }
-        for m, p in out.result.best.items()
+        m: {"instruction": p.instruction, "format": p.format, "demos": len(p.demos)} for m, p in out.result.best.items()
     }
 
 
@@ -452,7 +445,31 @@ def markdown(rows: list[dict[str, Any]], target: float | None) -> str:
             f"| {r['method']} | {fmt_score(r['test'])} | {r['test'].get('parse_failures', 0)} | {calls} | "
             f"{r.get('tokens', 0):,} | {best} | {reach} | {wall} | {r.get('stopped_by', '-')} |"
         )
-    return head + "\n".join(lines)
+    return head + "\n".join(lines) + choices_markdown(rows)
+
+
+def choices_markdown(rows: list[dict[str, Any]]) -> str:
+    """What each prompthone optimization chose per module, and how its instruction proposals fared against
+    the task's contract (issue 15, items 3 and 6); rows from before these were recorded are left out."""
+    lines = []
+    for r in rows:
+        chosen, report = r.get("chosen"), r.get("proposals") or {}
+        if not chosen:
+            continue
+        shares = (
+            f"{report.get('checked', 0)} checked: {report.get('kept', 0)} kept / {report.get('repaired', 0)} repaired"
+            f" / {report.get('rejected', 0)} rejected"
+        )
+        for m, c in chosen.items():
+            which = (report.get("chosen") or {}).get(m, "-")
+            text = c["instruction"].replace("|", "\\|").replace("\n", " ")
+            lines.append(f"| {r['method']} | {m} | {which} | {c['format']} | {c['demos']} | {shares} | {text} |")
+    if not lines:
+        return ""
+    return (
+        "\n\n| method | module | instruction chosen | format | demos | proposals (contract) | instruction |\n"
+        "|---|---|---|---|---|---|---|\n" + "\n".join(lines)
+    )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
