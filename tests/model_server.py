@@ -45,8 +45,14 @@ def llama_server(
             except OSError:
                 raise RuntimeError(f"port {port} on 127.0.0.1 is in use; pick another one") from None
     threads = str(threads or len(os.sched_getaffinity(0)))
+    # with a prompt cache, through a launcher whose cache holds only llama.cpp states (see there)
+    entry = (
+        [str(Path(__file__).with_name("llama_server_main.py"))]
+        if prompt_cache_bytes > 0
+        else ["-m", "llama_cpp.server"]
+    )
     cmd = [
-        sys.executable, "-m", "llama_cpp.server",
+        sys.executable, *entry,
         "--model", str(model_path), "--model_alias", alias,
         "--host", "127.0.0.1", "--port", str(port),
         "--n_ctx", str(n_ctx), "--n_threads", threads, "--n_threads_batch", threads,
