@@ -28,13 +28,15 @@ def llama_server(
     threads: int | None = None,
     port: int | None = None,
     prompt_cache_bytes: int = 0,
+    extra_args: tuple[str, ...] = (),
 ):
     """Yield the base URL of a llama.cpp OpenAI-compatible server serving `model_path` (`threads`: llama.cpp
     threads, default all usable cores; benchmarks on a shared machine pass 1). `port` (default: a free one)
     fixes the URL, which is part of every cached answer's key: a benchmark that replays its caches in a
     later session serves on the same port. `prompt_cache_bytes` > 0 turns on llama-cpp-python's RAM cache of
     evaluated prompts (`--cache`): a server alternating between a few long prompt prefixes (the modules of a
-    multi-stage program, each with its demos) then reloads a prefix instead of evaluating it again."""
+    multi-stage program, each with its demos) then reloads a prefix instead of evaluating it again.
+    `extra_args` go to `llama_cpp.server` as they are."""
     if port is None:
         port = free_port()
     else:
@@ -59,6 +61,7 @@ def llama_server(
     ]  # fmt: skip
     if prompt_cache_bytes > 0:
         cmd += ["--cache", "true", "--cache_type", "ram", "--cache_size", str(prompt_cache_bytes)]
+    cmd += extra_args
     log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"llama_server_{port}.log", "w")  # noqa: SIM115
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     base_url = f"http://127.0.0.1:{port}/v1"

@@ -92,3 +92,24 @@ def test_http_backend_against_a_real_llama_server(local_lm):
 
 def test_load_is_shared_across_names(local_lm):
     assert load_llama(local_lm.path, n_ctx=local_lm.n_ctx, n_threads=local_lm.n_threads) is local_lm.loaded()
+
+
+def test_lean_prompt_cache_server_reloads_prefixes_and_answers_the_same(local_lm, tmp_path, monkeypatch):
+    """The benchmarks' server with a prompt cache (`tests/llama_server_main.py`): two modules' prompts
+    alternating are reloaded from the cache, not evaluated again, and the replies are the ones without it."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # the server's log lands here
+    systems = [
+        "Answer from these facts. " + " ".join(f"Fact {i}: river {i} flows past town {i * 7}." for i in range(12)),
+        "Write a search query. " + " ".join(f"Town {i} has mayor number {i * 3}." for i in range(12)),
+    ]
+    turns = [[{"role": "system", "content": s}, {"role": "user", "content": f"Question {i}?"}] for i in range(2)
+             for s in systems]  # fmt: skip
+    direct = [LM(local_lm, cache=False).complete_sync(m, max_tokens=6).text for m in turns]
+    with llama_server(local_lm.path, alias="smol", prompt_cache_bytes=1 << 30) as base_url:
+        lm = LM(f"openai/smol@{base_url}", cache=False)
+        served = [lm.complete_sync(m, max_tokens=6).text for m in turns]
+        port = base_url.rsplit(":", 1)[1].split("/")[0]
+    assert served == direct
+    log = (tmp_path / f"llama_server_{port}.log").read_text()
+    # the 3rd and 4th requests start with a prefix the cache holds (the 1st and 2nd system prompts)
+    assert log.count("Llama._create_completion: cache hit") >= 2, log[-2000:]
