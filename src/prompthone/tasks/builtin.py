@@ -14,6 +14,7 @@ from prompthone.data import (
     BBH_TASKS,
     TREC_CLASSES,
     Example,
+    HotpotDistractor,
     load_bbh,
     load_gsm8k,
     load_gsm8k_mini,
@@ -93,20 +94,16 @@ def _bbh(task: str) -> Task:
     )
 
 
-def _hotpot_questions(root: Root) -> list[Example]:
-    return list(load_hotpotqa_distractor(root=root).questions)
-
-
-def _hotpot_program(root: Root) -> Program:
-    return MultiHopQA(load_hotpotqa_distractor(root=root).corpus)
-
-
-def _hotpot500_questions(root: Root) -> list[Example]:
-    return list(load_hotpotqa_ircot500(root=root).questions)
-
-
-def _hotpot500_program(root: Root) -> Program:
-    return MultiHopQA(load_hotpotqa_ircot500(root=root).corpus)
+def _hotpot(name: str, description: str, load: Callable[[Root], HotpotDistractor]) -> Task:
+    """The two-stage retrieve-then-answer program over one set of HotPotQA questions and their paragraphs."""
+    return Task(
+        name=name,
+        description=description,
+        load=lambda root: list(load(root).questions),
+        make_program=lambda root: MultiHopQA(load(root).corpus),
+        metric=ExactMatch,
+        multi_stage=True,
+    )
 
 
 _TASK_LIST = [
@@ -137,21 +134,15 @@ _TASK_LIST = [
         make_program=_trec_label_program,
         metric=lambda: ExactMatch(label_field="label"),
     ),
-    Task(
-        name="hotpotqa",
-        description="HotPotQA multi-hop: write a query, BM25 over 1000 paragraphs, answer (two LM stages)",
-        load=_hotpot_questions,
-        make_program=_hotpot_program,
-        metric=ExactMatch,
-        multi_stage=True,
+    _hotpot(
+        "hotpotqa",
+        "HotPotQA multi-hop: write a query, BM25 over 1000 paragraphs, answer (two LM stages)",
+        lambda root: load_hotpotqa_distractor(root=root),
     ),
-    Task(
-        name="hotpotqa-500",
-        description="HotPotQA multi-hop on IRCoT's 500 dev questions: query, BM25 over 4858 paragraphs, answer",
-        load=_hotpot500_questions,
-        make_program=_hotpot500_program,
-        metric=ExactMatch,
-        multi_stage=True,
+    _hotpot(
+        "hotpotqa-500",
+        "HotPotQA multi-hop on IRCoT's 500 dev questions: query, BM25 over 4858 paragraphs, answer",
+        lambda root: load_hotpotqa_ircot500(root=root),
     ),
     *(_bbh(t) for t in BBH_TASKS),
 ]
