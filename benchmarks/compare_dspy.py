@@ -522,8 +522,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--server-prompt-cache-mb",
         type=int,
         default=0,
-        help="llama-cpp-python's RAM cache of evaluated prompts, in MiB (0: off); pays off on multi-stage programs "
-        "whose modules carry long demos. Both sides share it; recorded in each row, not its key",
+        help="the server's RAM cache of evaluated prompts, in MiB (0: off; tests/llama_server_main.py): pays off on "
+        "multi-stage programs whose modules carry long demos. Both sides share it; recorded in each row, not its key",
     )
     p.add_argument("--num-candidates", type=int, default=3, help="MIPRO: instruction and demo-set candidates")
     p.add_argument("--num-trials", type=int, default=6)

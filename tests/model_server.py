@@ -33,9 +33,10 @@ def llama_server(
     """Yield the base URL of a llama.cpp OpenAI-compatible server serving `model_path` (`threads`: llama.cpp
     threads, default all usable cores; benchmarks on a shared machine pass 1). `port` (default: a free one)
     fixes the URL, which is part of every cached answer's key: a benchmark that replays its caches in a
-    later session serves on the same port. `prompt_cache_bytes` > 0 turns on llama-cpp-python's RAM cache of
-    evaluated prompts (`--cache`): a server alternating between a few long prompt prefixes (the modules of a
-    multi-stage program, each with its demos) then reloads a prefix instead of evaluating it again.
+    later session serves on the same port. `prompt_cache_bytes` > 0 turns on a RAM cache of evaluated prompts
+    (llama-cpp-python's `--cache`, started through `llama_server_main.py`, whose entries hold llama.cpp states
+    only): a server alternating between a few long prompt prefixes (the modules of a multi-stage program, each
+    with its demos) then reloads a prefix instead of evaluating it again.
     `extra_args` go to `llama_cpp.server` as they are."""
     if port is None:
         port = free_port()
