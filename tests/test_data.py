@@ -649,6 +649,13 @@ def test_real_trec_train_and_test_share_questions_that_check_disjoint_reports():
             lambda root: load_hotpotqa_ircot500(root=root),
             r"ircot500\.jsonl:1: field 'contexts': expected \[\{'title': str",
         ),
+        (
+            "hotpotqa/hotpot_dev_distractor_ircot500.jsonl",
+            '{"question_id": "a1", "question_text": "q", "answers_objects": [{"spans": ["x"]}], "contexts": []}\n'
+            '{"question_id": "a1", "question_text": "r", "answers_objects": [{"spans": ["y"]}], "contexts": []}\n',
+            lambda root: load_hotpotqa_ircot500(root=root),
+            r"ircot500\.jsonl:2: field 'question_id': duplicate question 'hotpotqa/id:a1'",
+        ),
     ],
 )
 def test_benchmark_readers_reject_a_changed_upstream_file(tmp_path, relpath, content, load, message):

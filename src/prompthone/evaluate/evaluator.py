@@ -217,21 +217,17 @@ class Evaluator:
         """Fill `records` for `items` through `self.dispatch`: what the score cache holds is taken from
         it, an example a twin evaluation is scoring right now is waited for (as `_one` does), and the
         rest is handed to the dispatch in one go."""
-        inflight = self._inflight.get()
         mine: list[tuple[int, Example, str, asyncio.Future]] = []
         twins: list[tuple[int, Example, asyncio.Future]] = []
         for i, ex in items:
             key = key_of(ex)
-            hit = self.score_cache.get(key)
-            if hit is not None:
-                records[i] = ExampleRecord(**{**hit.to_dict(), "cached": True})
+            if (rec := self._cached(key)) is not None:
+                records[i] = rec
                 advance()
-            elif (twin := inflight.get(key)) is not None:
-                twins.append((i, ex, twin))
+            elif (claim := self._claim(key))[1]:
+                mine.append((i, ex, key, claim[0]))
             else:
-                future: asyncio.Future = asyncio.get_running_loop().create_future()
-                inflight[key] = future
-                mine.append((i, ex, key, future))
+                twins.append((i, ex, claim[0]))
         try:
             if mine:
                 got = await self.dispatch.evaluate(  # type: ignore[union-attr]
@@ -240,19 +236,17 @@ class Evaluator:
                 for (i, _, key, future), rec in zip(mine, got, strict=True):
                     self.score_cache.put(key, candidate.hash, self.metric.name, rec)  # (errors are not kept)
                     records[i] = rec
-                    future.set_result(rec)
+                    self._settle(key, future, rec)
         finally:
             for _, _, key, future in mine:
-                if not future.done():
-                    future.set_result(None)
-                inflight.pop(key, None)
+                self._settle(key, future, None)
         again: list[tuple[int, Example]] = []
         for i, ex, twin in twins:
             rec = await asyncio.shield(twin)
             if rec is None:  # the twin was stopped: score it here
                 again.append((i, ex))
             else:
-                records[i] = ExampleRecord(**{**rec.to_dict(), "cached": True})
+                records[i] = _as_cached(rec)
                 advance()
         if again:
             await self._dispatched(candidate, again, key_of, records, advance)
@@ -274,28 +268,41 @@ class Evaluator:
         return run_sync(self.evaluate(candidate, examples, **kw))
 
     async def _one(self, candidate: Candidate, ex: Example, traces: dict[str, list], key: str) -> ExampleRecord:
-        hit = self.score_cache.get(key)
-        if hit is not None:
-            return ExampleRecord(**{**hit.to_dict(), "cached": True})
-        inflight = self._inflight.get()
-        twin = inflight.get(key)
-        if twin is not None:
-            rec = await asyncio.shield(twin)
+        if (rec := self._cached(key)) is not None:
+            return rec
+        future, mine = self._claim(key)
+        if not mine:
+            rec = await asyncio.shield(future)
             if rec is not None:
-                return ExampleRecord(**{**rec.to_dict(), "cached": True})
+                return _as_cached(rec)
             return await self._one(candidate, ex, traces, key)  # the twin was stopped: score it here
-        future: asyncio.Future = asyncio.get_running_loop().create_future()
-        inflight[key] = future
+        rec = None
         try:
             rec = await self._score(candidate, ex, traces, key)
-        except BaseException:
-            future.set_result(None)
-            raise
-        else:
-            future.set_result(rec)
             return rec
         finally:
-            inflight.pop(key, None)
+            self._settle(key, future, rec)
+
+    def _cached(self, key: str) -> ExampleRecord | None:
+        """The score cache's record for `key`, marked as cached (None: not scored yet)."""
+        hit = self.score_cache.get(key)
+        return None if hit is None else _as_cached(hit)
+
+    def _claim(self, key: str) -> tuple[asyncio.Future, bool]:
+        """`(future, True)` when this caller is now the one scoring `key` (it must `_settle` the future),
+        `(future, False)` when a twin already is: its future gives the record, or None if it was stopped."""
+        inflight = self._inflight.get()
+        if (twin := inflight.get(key)) is not None:
+            return twin, False
+        future: asyncio.Future = asyncio.get_running_loop().create_future()
+        inflight[key] = future
+        return future, True
+
+    def _settle(self, key: str, future: asyncio.Future, rec: ExampleRecord | None) -> None:
+        """Hand `rec` to the twins waiting on `key` (None: scoring stopped, a twin scores it itself)."""
+        if not future.done():
+            future.set_result(rec)
+        self._inflight.get().pop(key, None)
 
     async def _score(self, candidate: Candidate, ex: Example, traces: dict[str, list], key: str) -> ExampleRecord:
         run = await self._run(candidate, ex)
@@ -333,6 +340,11 @@ class Evaluator:
 
     def _progress_bar(self, description: str, total: int):
         return _ProgressContext(description, total, enabled=self.progress)
+
+
+def _as_cached(rec: ExampleRecord) -> ExampleRecord:
+    """`rec` as read back by another evaluation: the same record, marked as not computed now."""
+    return ExampleRecord(**{**rec.to_dict(), "cached": True})
 
 
 class _ProgressContext:

@@ -9,7 +9,7 @@ question has the same id in both; the 500 carry only HotPotQA's own id.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,33 +59,24 @@ def load_hotpotqa_dev(*, root: str | Path | None = None) -> list[Example]:
 def load_hotpotqa_distractor(*, root: str | Path | None = None) -> HotpotDistractor:
     """The 100 dev questions with their 10 paragraphs; labels `answer`, `type`, `supporting_titles`."""
     path = dataset_file(root, "hotpotqa", DISTRACTOR_FILE)
-    questions: list[Example] = []
-    corpus: dict[str, None] = {}
-    contexts: dict[str, tuple[str, ...]] = {}
-    for rec in read_records(path):
-        index = field(path, rec, "hf_validation_index", int)
-        ex_id = f"hotpotqa/dev:{index}"
-        if ex_id in contexts:
-            raise DataError(f"duplicate dev index {index}", path=path, line=rec.line, field="hf_validation_index")
-        passages = _passages(path, rec)
+
+    def read(rec: Record) -> tuple[Example, tuple[str, ...]]:
         facts = field(path, rec, "supporting_facts", dict)
         titles = facts.get("title")
         if not isinstance(titles, list) or not all(isinstance(t, str) for t in titles):
             raise DataError("expected a list of titles", path=path, line=rec.line, field="supporting_facts.title")
-        questions.append(
-            Example(
-                id=ex_id,
-                inputs={"question": field(path, rec, "question")},
-                labels={
-                    "answer": field(path, rec, "answer"),
-                    "type": field(path, rec, "type"),
-                    "supporting_titles": tuple(dict.fromkeys(titles)),
-                },
-            )
+        example = Example(
+            id=f"hotpotqa/dev:{field(path, rec, 'hf_validation_index', int)}",
+            inputs={"question": field(path, rec, "question")},
+            labels={
+                "answer": field(path, rec, "answer"),
+                "type": field(path, rec, "type"),
+                "supporting_titles": tuple(dict.fromkeys(titles)),
+            },
         )
-        contexts[ex_id] = passages
-        corpus.update(dict.fromkeys(passages))
-    return HotpotDistractor(questions=tuple(questions), corpus=tuple(corpus), contexts=FrozenMap(contexts))
+        return example, _passages(path, rec)
+
+    return _pooled(path, read, id_field="hf_validation_index")
 
 
 def load_hotpotqa_ircot500(*, root: str | Path | None = None) -> HotpotDistractor:
@@ -96,13 +87,8 @@ def load_hotpotqa_ircot500(*, root: str | Path | None = None) -> HotpotDistracto
     labels `answer` and `supporting_titles`. The corpus pools every distinct passage (4858 here).
     """
     path = dataset_file(root, "hotpotqa", IRCOT_FILE)
-    questions: list[Example] = []
-    corpus: dict[str, None] = {}
-    contexts: dict[str, tuple[str, ...]] = {}
-    for rec in read_records(path):
-        ex_id = "hotpotqa/id:" + field(path, rec, "question_id")
-        if ex_id in contexts:
-            raise DataError("duplicate question id", path=path, line=rec.line, field="question_id")
+
+    def read(rec: Record) -> tuple[Example, tuple[str, ...]]:
         answers = field(path, rec, "answers_objects", list)
         spans = answers[0].get("spans") if answers and isinstance(answers[0], dict) else None
         if not isinstance(spans, list) or not spans or not isinstance(spans[0], str):
@@ -120,16 +106,35 @@ def load_hotpotqa_ircot500(*, root: str | Path | None = None) -> HotpotDistracto
                 line=rec.line,
                 field="contexts",
             )
-        passages = tuple(format_passage(p["title"], [p["paragraph_text"]]) for p in paragraphs)
-        supporting = tuple(dict.fromkeys(p["title"] for p in paragraphs if p.get("is_supporting") is True))
-        questions.append(
-            Example(
-                id=ex_id,
-                inputs={"question": field(path, rec, "question_text")},
-                labels={"answer": spans[0], "supporting_titles": supporting},
-            )
+        example = Example(
+            id="hotpotqa/id:" + field(path, rec, "question_id"),
+            inputs={"question": field(path, rec, "question_text")},
+            labels={
+                "answer": spans[0],
+                "supporting_titles": tuple(
+                    dict.fromkeys(p["title"] for p in paragraphs if p.get("is_supporting") is True)
+                ),
+            },
         )
-        contexts[ex_id] = passages
+        return example, tuple(format_passage(p["title"], [p["paragraph_text"]]) for p in paragraphs)
+
+    return _pooled(path, read, id_field="question_id")
+
+
+def _pooled(
+    path: Path, read: Callable[[Record], tuple[Example, tuple[str, ...]]], *, id_field: str
+) -> HotpotDistractor:
+    """Every record of `path` read into a question and its passages; the corpus pools the distinct
+    passages in first-seen order, so BM25 sees each paragraph once however many questions share it."""
+    questions: list[Example] = []
+    corpus: dict[str, None] = {}
+    contexts: dict[str, tuple[str, ...]] = {}
+    for rec in read_records(path):
+        example, passages = read(rec)
+        if example.id in contexts:
+            raise DataError(f"duplicate question {example.id!r}", path=path, line=rec.line, field=id_field)
+        questions.append(example)
+        contexts[example.id] = passages
         corpus.update(dict.fromkeys(passages))
     return HotpotDistractor(questions=tuple(questions), corpus=tuple(corpus), contexts=FrozenMap(contexts))
 
