@@ -282,3 +282,42 @@ def test_a_mipro_row_key_reads_search_formats_as_it_acts_on_the_start() -> None:
     args = compare_dspy.parse_args([*base, "--search-formats", "off"])
     assert compare_dspy.prompthone_settings("mipro", args)["search_formats"] is False
     assert "search_formats" not in compare_dspy.prompthone_settings("mipro", compare_dspy.parse_args(base))
+
+
+def test_a_prompthone_row_starts_from_the_zero_shot_rows_test_answers(tmp_path: Path, monkeypatch) -> None:
+    """The start program's test scoring is the zero-shot row's requests: a row seeded with that row's answer
+    file pays for it once, and its optimization calls and scores are those of an unseeded row."""
+    import compare_dspy as cd
+    from prompthone.lm import run_sync
+    from prompthone.testing.fake_openai_server import FakeOpenAIServer
+    from runlib import careful_math_responder, write_fake_gsm8k
+
+    write_fake_gsm8k(tmp_path / "data")
+    monkeypatch.setenv("PROMPTHONE_CACHE_DIR", str(tmp_path / "run-cache"))
+    monkeypatch.setenv("PROMPTHONE_RESPONSE_CACHE", str(tmp_path / "unused.sqlite"))  # restored after the test
+    sizes = ["--n-train", "4", "--n-val", "6", "--n-test", "8", "--num-trials", "2", "--num-candidates", "2",
+             "--minibatch-size", "3", "--full-eval-every", "2", "--max-demos", "1"]  # fmt: skip
+
+    def args(cache_dir: str):
+        return cd.parse_args(
+            ["--task", "gsm8k", "--data-root", str(tmp_path / "data"), "--cache-dir", cache_dir, *sizes]
+        )
+
+    seeded_args, plain_args = args(str(tmp_path / "seeded")), args(str(tmp_path / "plain"))
+    with FakeOpenAIServer(latency_ms=1, responder=careful_math_responder) as url:
+        zs_cache = cd.cache_path("zero-shot", seeded_args)
+        zs_cache.parent.mkdir(parents=True)
+        zero = run_sync(cd.run_zero_shot(url, seeded_args, zs_cache))
+        seeded_cache = cd.cache_path("mipro", seeded_args)
+        assert cd.seed_from_zero_shot("mipro", seeded_args, seeded_cache) == zs_cache.resolve()
+        assert cd.seed_from_zero_shot("mipro", seeded_args, seeded_cache) is None  # its file exists now: kept
+        assert cd.seed_from_zero_shot("dspy-miprov2", seeded_args, tmp_path / "d.sqlite") is None
+        seeded = run_sync(cd.run_prompthone("mipro", url, seeded_args, tmp_path / "out-a", seeded_cache))
+        plain_cache = cd.cache_path("mipro", plain_args)
+        plain_cache.parent.mkdir(parents=True)
+        assert cd.seed_from_zero_shot("mipro", plain_args, plain_cache) is None  # no zero-shot row there
+        plain = run_sync(cd.run_prompthone("mipro", url, plain_args, tmp_path / "out-b", plain_cache))
+    assert zero["test_calls"] == 8
+    assert seeded["start_test"] == plain["start_test"] == {k: zero["test"][k] for k in seeded["start_test"]}
+    assert seeded["test"] == plain["test"] and seeded["calls"] == plain["calls"]
+    assert seeded["test_calls"] == plain["test_calls"] - 8
