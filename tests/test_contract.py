@@ -25,7 +25,9 @@ from prompthone.optimize.proposers.contract import (
     guard,
     looks_truncated,
     runs_to_cutoff,
+    states_no_task,
     talks_about_instruction,
+    talks_about_program,
 )
 from prompthone.program import Predict, Program, Signature
 from prompthone.program.signature import Field
@@ -142,6 +144,54 @@ def test_talk_about_an_instruction_is_rejected():
         assert talks_about_instruction(text), text
     # labels kept do not save it: it is still not an instruction
     assert guard(f"{KEEPS_LABELS} The previous instruction scored 40.", TREC).status == "rejected"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # chosen or offered on trec-label by the 0.5B proposer (issue 15, seed 1, JSON start)
+        "Step 1: Initialize a Predict object with the given signature and an instruction.",
+        "You are an expert in natural language processing. Step 1: Initialize a `Predict` object with a given "
+        "signature and an instruction.",
+        "Use self.classify(question) to get the label.",
+        "Call dspy.Predict on the question.",
+    ],
+)
+def test_a_retelling_of_the_programs_code_is_rejected_even_with_every_label(text):
+    assert talks_about_program(text)
+    v = guard(f"{text} {CONTRACT_SENTENCE}", TREC)
+    assert v.text is None and v.status == "rejected" and "program's code" in v.reason
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "**Good Output:**\nLabel (one of: abbreviation, description, entity, human, location, number)",
+        "Label: one of abbreviation, description, entity, human, location or number",
+        "### Output format\nLabel",
+    ],
+)
+def test_a_header_with_the_labels_states_no_task_and_is_rejected(text):
+    assert states_no_task(text, TREC)
+    v = guard(text, TREC)
+    assert v.text is None and v.status == "rejected" and "states no task" in v.reason
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Predict the sentiment of the review.",
+        "Classify the question's answer type.",
+        "Label it.",
+        "Answer the question in one word.",
+        "Read the question and pick the label that fits the expected answer.",
+        "Sign your name the way it appears on the signature line.",
+        "Classify each sample, e.g. a city is a location.",
+    ],
+)
+def test_short_real_instructions_state_a_task_and_name_no_code(text):
+    assert not talks_about_program(text) and not states_no_task(text, TREC)
+    assert guard(text, TREC).status in ("kept", "repaired")
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,8 @@ list after a colon, "positive or negative") and the answer's form ("a number", "
 from the start instruction's sentences and the output fields' descriptions. `guard` then keeps a
 proposal that states the whole contract, repairs one that drops part of it by appending the start's
 contract sentences verbatim, and rejects (for a re-sample) one that is talk about an instruction or
-cut off. It is conservative by construction: a proposal naming every allowed label is never changed
+about the program's code, that states no task (a header and the labels), or that is cut off. It is
+conservative by construction: a proposal naming every allowed label is never changed
 for its labels, and a start without a contract lets every proposal through. MIPRO's proposals, OPRO's
 proposals and GRAD-SUM's edits all go through `guard`; every outcome is recorded as a `contract`
 field on `proposal` events, which `contract_report` counts.
@@ -128,6 +129,8 @@ class Contract:
     labels: tuple[str, ...] = ()
     forms: tuple[str, ...] = ()
     statement: str = ""
+    #: the output fields' names and labels, in lower case: words that alone state no task
+    fields: tuple[str, ...] = ()
 
     def __bool__(self) -> bool:
         return bool(self.labels or self.forms)
@@ -160,7 +163,8 @@ class Contract:
                 continue
             desc = f.description.strip().rstrip(".")
             take(desc, f"The {f.label.lower()} must be {desc}.")
-        return cls(tuple(labels), () if labels else tuple(forms), " ".join(statements))
+        words = dict.fromkeys(w.lower() for f in outputs for w in re.findall(r"[A-Za-z]+", f"{f.name} {f.label}"))
+        return cls(tuple(labels), () if labels else tuple(forms), " ".join(statements), tuple(words))
 
     def missing(self, text: str) -> list[str]:
         """What `text` leaves out: the labels it does not name, or (with no label set) the forms."""
@@ -248,6 +252,43 @@ def runs_to_cutoff(reply: str, text: str, finish_reason: str) -> bool:
     return bool(tail) and re.findall(r"\w+", reply)[-len(tail) :] == tail
 
 
+# -- text about the program's code, and text that states no task -------------------------------------
+_CODE_TALK = [
+    # "Step 1: Initialize a `Predict` object with the given signature and an instruction." (chosen for its
+    # demos by a MIPRO search on trec-label: the 0.5B proposer retells the program code it is shown)
+    re.compile(r"\b(?:Predict|ChainOfThought|Signature|Module)`?\s*(?:\(|object\b|module\b|class\b|instance\b)"),
+    re.compile(
+        r"\b(?:initiali[sz]e|instantiate|subclass)\s+(?:a|an|the)?\s*`?\w+`?\s+(?:object|module|class|instance)s?\b",
+        re.I,
+    ),
+    re.compile(r"\bsignature\b[^.\n]{0,40}\b(?:instructions?|fields?)\b", re.I),
+    re.compile(r"\b(?:dspy|prompthone)\b", re.I),
+    re.compile(r"\bself\.\w+|\bdef\s+\w+\s*\(|\b\w+\.\w+\("),
+]
+#: words that, with the output fields' names and the allowed labels, make up a header or a format line
+#: ("**Good Output:** Label (one of: ...)") rather than a task
+_NO_TASK_WORDS = {
+    "a", "an", "the", "of", "one", "is", "are", "be", "must", "exactly", "only", "either", "or", "and", "these",
+    "following", "allowed", "possible", "valid", "good", "bad", "correct", "expected", "sample", "example",
+    "examples", "output", "outputs", "input", "inputs", "format", "field", "fields", "value", "values", "here",
+}  # fmt: skip
+
+
+def talks_about_program(text: str) -> bool:
+    """True when `text` retells the program's code (its classes, signature, calls) instead of telling the
+    model what to do: small proposers shown the program's source echo it."""
+    return any(p.search(text) for p in _CODE_TALK)
+
+
+def states_no_task(text: str, contract: Contract) -> bool:
+    """True when `text` holds nothing but the output's names, its allowed labels and format words: a header
+    such as "**Good Output:** Label (one of: ...)" keeps every label, yet asks nothing of the model."""
+    for label in contract.labels:
+        text = _label_pattern(label).sub(" ", text)
+    words = {w.lower() for w in re.findall(r"[A-Za-z]+", text)}
+    return not words - _NO_TASK_WORDS - set(contract.fields)
+
+
 # -- the check -------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Verdict:
@@ -261,12 +302,16 @@ class Verdict:
 def guard(text: str, contract: Contract, *, cut_off: bool = False) -> Verdict:
     """Check one proposed instruction against the task's contract.
 
-    Rejected (re-sample it) when it talks about an instruction instead of being one, or stops
-    mid-sentence; repaired (the start's contract sentences appended) when it drops labels or the
-    answer's form; else kept as written.
+    Rejected (re-sample it) when it talks about an instruction or the program's code instead of being an
+    instruction, states no task, or stops mid-sentence; repaired (the start's contract sentences
+    appended) when it drops labels or the answer's form; else kept as written.
     """
     if talks_about_instruction(text):
         return Verdict(None, REJECTED, "talks about an instruction instead of being one")
+    if talks_about_program(text):
+        return Verdict(None, REJECTED, "retells the program's code instead of instructing the model")
+    if states_no_task(text, contract):
+        return Verdict(None, REJECTED, "states no task: only the output's names, labels or format")
     if looks_truncated(text, cut_off=cut_off):
         return Verdict(None, REJECTED, "stops mid-sentence (truncated)")
     gone = contract.missing(text) if contract else []
@@ -366,5 +411,7 @@ __all__: Sequence[str] = [
     "guard",
     "looks_truncated",
     "runs_to_cutoff",
+    "states_no_task",
     "talks_about_instruction",
+    "talks_about_program",
 ]
