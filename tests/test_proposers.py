@@ -246,6 +246,19 @@ async def test_program_description_reads_the_source_and_each_modules_role():
     assert len(pb.requests) == 3 and "unusable" in log[1].note
 
 
+async def test_a_program_description_that_retells_the_code_is_replaced_from_the_signatures():
+    def proposer(req: Request) -> str:
+        if "source code" in req.messages[-1][1]:
+            return "1. It initializes a `Predict` object with a given signature and an instruction. 2. It calls it."
+        return "It writes the query that finds the facts."
+
+    setup, _, _ = make_setup(proposer=proposer, program=TwoStage())
+    log: list = []
+    desc = await describe_program(setup, log=log)
+    assert desc.program.startswith("A program with the language-model steps") and "initializes" not in desc.program
+    assert "unusable" in log[0].note
+
+
 # --------------------------------------------------------------------------- instruction proposals
 
 

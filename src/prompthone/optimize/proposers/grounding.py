@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from prompthone.data.example import Example
 from prompthone.optimize.base import OptimizationSetup
 from prompthone.optimize.proposers.calls import ProposalLog, keep, propose
+from prompthone.optimize.proposers.contract import talks_about_program
 from prompthone.program import Program
 from prompthone.program.values import format_value, label_of
 from prompthone.templates import render_template
@@ -144,7 +145,9 @@ async def describe_program(
     prompt = render_template("proposer_program", source=program_source(program), modules=listing)
     reply, rec = await propose(setup, prompt, purpose="program", temperature=0.0, max_tokens=max_tokens)
     desc = _clean_paragraph(reply)
-    if len(desc.split()) < 5 or "def " in desc or "class " in desc:
+    if len(desc.split()) < 5 or "class " in desc or talks_about_program(desc):
+        # "1. It initializes a `Predict` object with a given signature ...": the 0.5B proposer retold the
+        # code, and its instruction proposals then did too (trec-label, issue 15)
         fallback = f"A program with the language-model steps: {'; '.join(listing.splitlines())}."
         keep(setup, rec, fallback, log=log, note="reply unusable; built from the signatures")
         desc = fallback
