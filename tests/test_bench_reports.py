@@ -1,0 +1,83 @@
+"""Benchmark reports that spend nothing: proposal contract shares (proposal_contracts.py) and the two-stage
+HotPotQA retrieval analysis (hotpot_retrieval.py) read what runs stored."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import proposal_contracts as pc
+
+
+def _row(method: str, key: str, report: dict | None, **extra) -> dict:
+    return {"side": "prompthone", "method": method, "task": "t", "splits": {"seed": 0}, "row_key": key,
+            "model": "openai/small@http://x", "proposals": report, **extra}  # fmt: skip
+
+
+def test_latest_row_per_key_counts_and_a_run_folder_stands_in_for_an_old_row(tmp_path: Path) -> None:
+    rep = {"checked": 4, "kept": 2, "repaired": 1, "rejected": 1, "chosen": {"m": "kept"}}
+    old_dir = tmp_path / "runs" / "old"
+    old_dir.mkdir(parents=True)
+    (old_dir / "summary.json").write_text(json.dumps({"proposals": {**rep, "chosen": {"m": "start"}}}))
+    rows = [
+        _row("mipro", "a", {**rep, "checked": 99}),  # run again under the same key: the later row counts
+        _row("mipro", "a", rep),
+        _row("mipro", "b", None, run_dir=str(old_dir)),  # no report of its own: its summary.json
+        _row("mipro", "c", None, run_dir=str(tmp_path / "gone")),  # neither: counted as missing
+        _row("mipro-proposer", "d", rep, proposer_model="local/big"),
+        {"side": "dspy", "method": "dspy-miprov2", "task": "t", "row_key": "e"},
+        _row("zero-shot", "f", None),
+    ]
+    path = tmp_path / "r.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    tallies, missing = pc.tally([path], root=tmp_path)
+    assert missing == 1
+    small, big = tallies[("t", "openai/small")], tallies[("t", "local/big")]
+    assert (small.runs, small.checked, small.kept, small.repaired, small.rejected) == (2, 8, 4, 2, 2)
+    assert dict(small.chosen) == {"kept": 1, "start": 1}
+    assert (big.runs, big.checked) == (1, 4)
+    text = pc.markdown(tallies, missing)
+    assert "| t | openai/small | 2 | 8 | 4 (50%) | 2 (25%) | 2 (25%) | kept 1, start 1 |" in text
+    assert "| **all tasks** | local/big | 1 | 4 | 2 (50%) |" in text
+
+
+def test_hotpot_retrieval_reads_stored_queries_and_checks_the_supporting_titles(tmp_path: Path) -> None:
+    """A run folder of the real hotpotqa-500 task with stored records: the start asked the question as
+    written, the chosen program asked for the first supporting title; the numbers follow from BM25."""
+    import sqlite3
+
+    import hotpot_retrieval as hr
+    from prompthone.tasks import get_task
+    from prompthone.tasks.splits import task_splits
+
+    task = get_task("hotpotqa-500")
+    test = task_splits(task, n_train=5, n_val=5, n_test=6, seed=0).test
+    program = task.make_program(None)
+    run = tmp_path / "run"
+    run.mkdir()
+    summary = {"task": "hotpotqa-500", "seed": 0, "splits": {"train": 5, "val": 5, "test": 6},
+               "start_candidate": "S", "best_candidate": "B"}  # fmt: skip
+    (run / "summary.json").write_text(json.dumps(summary))
+    con = sqlite3.connect(run / "run.sqlite")
+    con.execute("CREATE TABLE scores (key TEXT PRIMARY KEY, candidate TEXT, example_id TEXT, metric TEXT, record TEXT)")
+    for i, ex in enumerate(test):
+        title = ex.labels["supporting_titles"][0]
+        for cand, query, score in (("S", ex.inputs["question"], 0.0), ("B", f"{title} {title}", float(i % 2))):
+            rec = {"score": score, "outputs": {"answer": "x", "search_query": query}}
+            con.execute("INSERT INTO scores VALUES (?, ?, ?, 'em', ?)", (f"{cand}{i}", cand, ex.id, json.dumps(rec)))
+    con.commit()
+    con.close()
+
+    (start, chosen), changed = hr.analyse(run)
+    expect_any = sum(
+        bool({hr.title_of(p) for p in program.retrieve(f"{t} {t}")} & {t})
+        for t in (ex.labels["supporting_titles"][0] for ex in test)
+    )
+    assert (start.n, chosen.n) == (6, 6) and start.query_is_question == 1.0 and chosen.query_is_question == 0.0
+    assert chosen.answer == 0.5 and start.answer == 0.0
+    assert chosen.any_supporting == expect_any / 6 and expect_any >= 4  # a title finds its own passage
+    assert len(changed) == 5 and changed[0][0] == test[0].inputs["question"]
+    assert "| chosen | 6 | 0.500" in hr.markdown("run", [start, chosen])
