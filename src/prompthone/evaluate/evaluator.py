@@ -302,7 +302,9 @@ class Evaluator:
         """Hand `rec` to the twins waiting on `key` (None: scoring stopped, a twin scores it itself)."""
         if not future.done():
             future.set_result(rec)
-        self._inflight.get().pop(key, None)
+        inflight = self._inflight.get()
+        if inflight.get(key) is future:  # (a later claim of the same key is not this caller's to drop)
+            del inflight[key]
 
     async def _score(self, candidate: Candidate, ex: Example, traces: dict[str, list], key: str) -> ExampleRecord:
         run = await self._run(candidate, ex)
