@@ -187,6 +187,8 @@ def test_a_header_with_the_labels_states_no_task_and_is_rejected(text):
         "Read the question and pick the label that fits the expected answer.",
         "Sign your name the way it appears on the signature line.",
         "Classify each sample, e.g. a city is a location.",
+        "请判断问题期待的答案类型。",
+        "Classez la question selon le type de réponse attendu.",
     ],
 )
 def test_short_real_instructions_state_a_task_and_name_no_code(text):

@@ -65,6 +65,8 @@ FORMS: tuple[tuple[str, re.Pattern[str], re.Pattern[str]], ...] = (
     ),
 )
 
+#: a word in any script (an instruction in Chinese is one "word" here, and never a format word)
+_WORD = re.compile(r"[^\W\d_]+")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'“])")
 
 
@@ -163,7 +165,7 @@ class Contract:
                 continue
             desc = f.description.strip().rstrip(".")
             take(desc, f"The {f.label.lower()} must be {desc}.")
-        words = dict.fromkeys(w.lower() for f in outputs for w in re.findall(r"[A-Za-z]+", f"{f.name} {f.label}"))
+        words = dict.fromkeys(w.lower() for f in outputs for w in _WORD.findall(f"{f.name} {f.label}"))
         return cls(tuple(labels), () if labels else tuple(forms), " ".join(statements), tuple(words))
 
     def missing(self, text: str) -> list[str]:
@@ -285,7 +287,7 @@ def states_no_task(text: str, contract: Contract) -> bool:
     such as "**Good Output:** Label (one of: ...)" keeps every label, yet asks nothing of the model."""
     for label in contract.labels:
         text = _label_pattern(label).sub(" ", text)
-    words = {w.lower() for w in re.findall(r"[A-Za-z]+", text)}
+    words = {w.lower() for w in _WORD.findall(text)}
     return not words - _NO_TASK_WORDS - set(contract.fields)
 
 
