@@ -24,7 +24,9 @@ runs, one after another against that one server, on the same seeded train / vali
 `--preset light` runs both MIPROs at their own light defaults: DSPy `MIPROv2(auto="light")` (DSPy picks
 its candidates, trials, minibatch and demos) and prompthone `mipro` with `preset=light` and nothing
 overridden; the `--num-candidates`, `--num-trials`, `--minibatch-size`, `--full-eval-every`,
-`--max-demos` and `--lean-proposer` sizes then apply to neither.
+`--max-demos` and `--lean-proposer` sizes then apply to neither. `--mipro-set KEY=VALUE` changes one
+MIPRO setting of the prompthone rows for an ablation (`cover_labels=false`): a row of its own, named
+`mipro [cover_labels=false]` in the table.
 
 Rows are cached. Each row has a key made of what decides its result (task, seed, method, split sizes,
 model, max_tokens, cap and the method's resolved settings; never the commit or the date). A row whose
@@ -127,17 +129,38 @@ def prompthone_settings(method: str, args: argparse.Namespace) -> dict[str, Any]
     if method in ("mipro", "mipro-proposer"):
         searched = {} if args.search_formats is None else {"search_formats": searched_formats(args)}
         if args.preset:  # the preset as it stands: prompthone's own defaults, nothing overridden
-            return {"preset": args.preset, "proposer_max_tokens": proposer_max_tokens(args), **searched}
+            return {"preset": args.preset, "proposer_max_tokens": proposer_max_tokens(args), **searched,
+                    **mipro_overrides(args)}  # fmt: skip
         s = {**mipro_like(args), "summary_batches": 1, "proposer_max_tokens": proposer_max_tokens(args), **searched}
         if args.lean_proposer:
             s |= {"ground_dataset": False, "ground_program": False}
-        return s
+        return s | mipro_overrides(args)
     if method == "opro":  # as many proposals per step as COPRO's breadth, the same proposer max_tokens
         return {"candidates_per_step": args.copro_breadth, "proposer_max_tokens": proposer_max_tokens(args)}
     if method == "gradsum":
         return {"beam_width": args.gradsum_beam, "edits_per_prompt": 1, "minibatch_size": args.minibatch_size,
                 "max_gradients": args.gradsum_max_gradients}  # fmt: skip
     return {}
+
+
+def mipro_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """`--mipro-set KEY=VALUE` (a JSON value, else the text): MIPRO settings changed for an ablation, such as
+    `cover_labels=false`; they are part of the row's key and its name in the table (`variant`)."""
+    out: dict[str, Any] = {}
+    for item in args.mipro_set:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--mipro-set expects KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def row_name(row: dict[str, Any]) -> str:
+    """A row's name in the tables: its method, and the settings an ablation changed."""
+    return f"{row['method']} [{row['variant']}]" if row.get("variant") else row["method"]
 
 
 def searched_formats(args: argparse.Namespace) -> list[str] | bool:
@@ -465,7 +488,7 @@ def markdown(rows: list[dict[str, Any]], target: float | None) -> str:
         best = f"{r['best_val']:.3f}" if r.get("best_val") is not None else "-"
         wall = f"{r['wall_s_optimization'] / 60:.1f} min" if r.get("wall_s_optimization") else "-"
         lines.append(
-            f"| {r['method']} | {fmt_score(r['test'])} | {r['test'].get('parse_failures', 0)} | {calls} | "
+            f"| {row_name(r)} | {fmt_score(r['test'])} | {r['test'].get('parse_failures', 0)} | {calls} | "
             f"{r.get('tokens', 0):,} | {best} | {reach} | {wall} | {r.get('stopped_by', '-')} |"
         )
     return head + "\n".join(lines) + choices_markdown(rows)
@@ -486,7 +509,7 @@ def choices_markdown(rows: list[dict[str, Any]]) -> str:
         for m, c in chosen.items():
             which = (report.get("chosen") or {}).get(m, "-")
             text = c["instruction"].replace("|", "\\|").replace("\n", " ")
-            lines.append(f"| {r['method']} | {m} | {which} | {c['format']} | {c['demos']} | {shares} | {text} |")
+            lines.append(f"| {row_name(r)} | {m} | {which} | {c['format']} | {c['demos']} | {shares} | {text} |")
     if not lines:
         return ""
     return (
@@ -554,6 +577,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--full-eval-every", type=int, default=3)
     p.add_argument("--max-demos", type=int, default=2, help="MIPRO: bootstrapped and labelled demos, each")
     p.add_argument(
+        "--mipro-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a MIPRO setting changed for an ablation (JSON value; repeatable), e.g. cover_labels=false: part of "
+        "the row's key, shown as `mipro [cover_labels=false]`",
+    )
+    p.add_argument(
         "--search-formats",
         default=None,
         help="prompthone mipro rows: let the search also choose each module's prompt format among these "
@@ -595,6 +626,11 @@ def main() -> None:
             raise SystemExit(f"{results}: no results file; run the benchmark first, or pass --results")
         print_table([json.loads(line) for line in results.read_text().splitlines() if line.strip()], console)
         return
+    if args.mipro_set:  # a mistyped setting stops here, not after the server has started
+        try:
+            MIPROSettings.build(**prompthone_settings("mipro", args))
+        except (TypeError, ValueError) as exc:
+            raise SystemExit(f"--mipro-set: {exc}") from None
     done = cached_rows(results)
     todo = []
     for method in methods:
@@ -666,6 +702,8 @@ def main() -> None:
                 except RuntimeError as exc:  # keep the other rows; the failure is reported, not hidden
                     console.print(f"[red]{method} failed[/]: {exc}")
                     continue
+            if method in ("mipro", "mipro-proposer") and args.mipro_set:
+                row["variant"] = ", ".join(args.mipro_set)
             row |= {
                 "row_key": key_hash(key), "key": key,
                 "cache_file": str(cache.relative_to(ROOT) if cache.is_relative_to(ROOT) else cache),
@@ -684,14 +722,17 @@ def main() -> None:
 
 
 def print_table(rows: list[dict[str, Any]], console: Console) -> None:
-    """The Markdown table; the later row wins where a method was run more than once."""
-    latest = {r["method"]: r for r in rows}
+    """The Markdown table; the later row wins where a method (and ablation) was run more than once."""
+    latest = {row_name(r): r for r in rows}
     start = next((r["start_test"] for r in rows if r.get("start_test")), None)
     if start is not None:  # the start program on test, as every prompthone run scored it before optimizing
         latest.setdefault("zero-shot", {"method": "zero-shot", "test": start, "calls": {}, "trajectory": None})
     order = ["zero-shot", "dspy-zero-shot", *(m for m in PROMPTHONE_METHODS if m != "zero-shot"), "dspy-miprov2",
              "dspy-copro"]  # fmt: skip
-    rows = [latest[m] for m in order if m in latest]
+    rows = sorted(
+        (r for r in latest.values() if r["method"] in order),
+        key=lambda r: (order.index(r["method"]), r.get("variant") or ""),
+    )
     target_row = latest.get(TARGET_METHOD)
     target = target_row["best_val"] if target_row else None
     console.print(f"\nDSPy MIPROv2's best validation score (the sample-efficiency target): {target}")

@@ -321,3 +321,24 @@ def test_a_prompthone_row_starts_from_the_zero_shot_rows_test_answers(tmp_path: 
     assert seeded["start_test"] == plain["start_test"] == {k: zero["test"][k] for k in seeded["start_test"]}
     assert seeded["test"] == plain["test"] and seeded["calls"] == plain["calls"]
     assert seeded["test_calls"] == plain["test_calls"] - 8
+
+
+def test_a_mipro_ablation_is_its_own_row_and_a_mistyped_setting_stops_before_any_server(tmp_path, monkeypatch):
+    cd, plain = _bench_args()
+    _, ablation = _bench_args("--mipro-set", "cover_labels=false")
+    assert cd.prompthone_settings("mipro", ablation) == {
+        **cd.prompthone_settings("mipro", plain),
+        "cover_labels": False,
+    }
+    assert cd.key_hash(cd.row_key("mipro", ablation)) != cd.key_hash(cd.row_key("mipro", plain))
+    assert cd.key_hash(cd.row_key("dspy-miprov2", ablation)) == cd.key_hash(cd.row_key("dspy-miprov2", plain))
+    rows = [{"method": "mipro", "test": {}}, {"method": "mipro", "variant": "cover_labels=false", "test": {}}]
+    assert [cd.row_name(r) for r in rows] == ["mipro", "mipro [cover_labels=false]"]
+    with pytest.raises(SystemExit, match="expects KEY=VALUE"):
+        cd.mipro_overrides(cd.parse_args(["--task", "trec-label", "--mipro-set", "cover_labels"]))
+    argv = ["compare_dspy.py", "--task", "trec-label", "--methods", "mipro", "--mipro-set", "cover_labelz=false",
+            "--results", str(tmp_path / "r.jsonl"), "--out", str(tmp_path / "out")]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", argv)
+    monkeypatch.setattr(cd, "llama_server", lambda *a, **k: pytest.fail("a server was started"))
+    with pytest.raises(SystemExit, match=r"--mipro-set: unknown MIPRO setting\(s\) \['cover_labelz'\]"):
+        cd.main()
