@@ -181,6 +181,7 @@ def test_a_header_with_the_labels_states_no_task_and_is_rejected(text):
     "text",
     [
         "Predict the sentiment of the review.",
+        "Predict (yes or no) whether the sentence is plausible.",
         "Classify the question's answer type.",
         "Label it.",
         "Answer the question in one word.",

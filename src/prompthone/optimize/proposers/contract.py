@@ -258,7 +258,7 @@ def runs_to_cutoff(reply: str, text: str, finish_reason: str) -> bool:
 _CODE_TALK = [
     # "Step 1: Initialize a `Predict` object with the given signature and an instruction." (chosen for its
     # demos by a MIPRO search on trec-label: the 0.5B proposer retells the program code it is shown)
-    re.compile(r"\b(?:Predict|ChainOfThought|Signature|Module)`?\s*(?:\(|object\b|module\b|class\b|instance\b)"),
+    re.compile(r"\b(?:Predict|ChainOfThought|Signature|Module)`?(?:\(|\s+(?:object|module|class|instance)\b)"),
     re.compile(
         r"\b(?:initiali[sz]e|instantiate|subclass)\s+(?:a|an|the)?\s*`?\w+`?\s+(?:object|module|class|instance)s?\b",
         re.I,
