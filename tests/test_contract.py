@@ -155,6 +155,8 @@ def test_talk_about_an_instruction_is_rejected():
         "signature and an instruction.",
         "Use self.classify(question) to get the label.",
         "Call dspy.Predict on the question.",
+        "You are an expert in analyzing search queries and answering questions using context, facilitating the "
+        "generation of an MIPRO credit-assignment problem.",
     ],
 )
 def test_a_retelling_of_the_programs_code_is_rejected_even_with_every_label(text):

@@ -1,4 +1,10 @@
-"""The starting programs of the built-in tasks: deliberately plain, so an optimizer has work to do."""
+"""The starting programs of the built-in tasks: deliberately plain, so an optimizer has work to do.
+
+A proposer is shown a program's source (MIPRO's `ground_program`), docstrings included, so the classes'
+docstrings say what the program does for its user and nothing about how prompthone optimizes it: the
+0.5B proposer once turned "the credit-assignment problem MIPRO addresses" into an instruction. The query
+step of `MultiHopQA` is that problem: it is credited only through the final answer.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +25,7 @@ class Reason(Program):
 
 
 class Classify(Program):
-    """One direct prediction from a text field to a label field (a `Signature` carries field descriptions)."""
+    """One direct prediction from the input text to a label."""
 
     def __init__(self, signature: Signature | str, instruction: str, output: str) -> None:
         self.classify = Predict(signature, instruction=instruction)
@@ -31,11 +37,8 @@ class Classify(Program):
 
 
 class MultiHopQA(Program):
-    """Two LM stages around a retriever: write a search query, retrieve passages, answer from them.
-
-    Only the final answer is labelled; the query module is credited through the end result, which is
-    exactly the credit-assignment problem MIPRO addresses.
-    """
+    """Two steps around a retriever: write a search query for the question, retrieve passages, answer from
+    them. Only the final answer is labelled, so a query is judged by the answer it leads to."""
 
     def __init__(self, corpus: tuple[str, ...] | list[str], k: int = 3) -> None:
         self.query = Predict(

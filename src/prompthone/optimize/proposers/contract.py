@@ -264,7 +264,9 @@ _CODE_TALK = [
         re.I,
     ),
     re.compile(r"\bsignature\b[^.\n]{0,40}\b(?:instructions?|fields?)\b", re.I),
-    re.compile(r"\b(?:dspy|prompthone)\b", re.I),
+    # "... facilitating the generation of an MIPRO credit-assignment problem." (chosen for the query step on
+    # hotpotqa-500: the proposer read a docstring of the program)
+    re.compile(r"\b(?:dspy|prompthone|MIPRO(?:v2)?|OPRO|COPRO|GRAD-?SUM)\b", re.I),
     re.compile(r"\bself\.\w+|\bdef\s+\w+\s*\(|\b\w+\.\w+\("),
 ]
 #: words that, with the output fields' names and the allowed labels, make up a header or a format line
