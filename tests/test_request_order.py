@@ -182,7 +182,9 @@ async def test_trials_in_flight_on_a_one_at_a_time_model_run_candidate_by_candid
     runs = {}
     for name, order, width in (("affine", "affine", 1), ("fifo", "fifo", 1), ("parallel", "affine", 8)):
         monkeypatch.setenv("PROMPTHONE_REQUEST_ORDER", order)
-        setup, tb, _ = make_setup(delay_s=0.001, task_max_concurrency=width, concurrency=4, cache=False)
+        # each answer takes 10 ms, long enough for the other trials in flight to queue their requests even on a
+        # loaded machine (with 1 ms, a slow scheduler left the gate one waiter to choose from)
+        setup, tb, _ = make_setup(delay_s=0.01, task_max_concurrency=width, concurrency=4, cache=False)
         runs[name] = (await MIPRO(**settings).optimize(setup), tb, setup)
     affine, fifo, parallel = (runs[k][0] for k in ("affine", "fifo", "parallel"))
     assert trail(affine) == trail(fifo) == trail(parallel) and affine.best == fifo.best == parallel.best
