@@ -86,6 +86,7 @@ from prompthone.optimize import Budget
 from prompthone.optimize.format_search import format_choices
 from prompthone.optimize.mipro.settings import MIPROSettings
 from prompthone.program.params import LEGACY_FORMAT
+from prompthone.runs.config import parse_settings
 from prompthone.runs.runner import run_optimization
 from prompthone.runs.spec import RunOutcome, RunSpec
 from prompthone.tasks import get_task
@@ -146,16 +147,10 @@ def prompthone_settings(method: str, args: argparse.Namespace) -> dict[str, Any]
 def mipro_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """`--mipro-set KEY=VALUE` (a JSON value, else the text): MIPRO settings changed for an ablation, such as
     `cover_labels=false`; they are part of the row's key and its name in the table (`variant`)."""
-    out: dict[str, Any] = {}
-    for item in args.mipro_set:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"--mipro-set expects KEY=VALUE, got {item!r}")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
+    try:
+        return parse_settings(args.mipro_set)
+    except ValueError as exc:
+        raise SystemExit(f"--mipro-set {exc}") from None
 
 
 def row_name(row: dict[str, Any]) -> str:

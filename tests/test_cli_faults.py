@@ -196,6 +196,7 @@ def test_eval_and_lm_numeric_flags_are_checked(data, args):
         ("num_trials=0", ["--set", "num_trials", "must be an integer >= 1"]),
         ("no_such_knob=1", ["--set", "no_such_knob"]),
         ("proposal_temperature=hot", ["--set proposal_temperature", "'hot'", "number"]),
+        ("num_trials", ["--set expects KEY=VALUE", "'num_trials'"]),
     ],
 )
 def test_a_bad_set_value_names_the_key_before_any_folder_is_made(data, setting, needles):

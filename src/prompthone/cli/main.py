@@ -271,16 +271,12 @@ def _stored_config(run: Path) -> dict:
 
 
 def _settings(items: list[str]) -> dict:
-    settings = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise fail(f"--set expects KEY=VALUE, got {item!r}")
-        try:
-            settings[key] = json.loads(value)
-        except json.JSONDecodeError:
-            settings[key] = value
-    return settings
+    from prompthone.runs.config import parse_settings
+
+    try:
+        return parse_settings(items)
+    except ValueError as exc:
+        raise fail(f"--set {exc}") from None
 
 
 @app.command("runs")

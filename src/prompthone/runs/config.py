@@ -6,6 +6,8 @@ Loaded with `yaml.safe_load` only.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -207,6 +209,21 @@ class RunConfig(_Strict):
                 prices=dict(b.prices),
             ),
         )
+
+
+def parse_settings(items: Sequence[str]) -> dict[str, Any]:
+    """`KEY=VALUE` settings as a command line gives them (`--set`): the value read as JSON when it is JSON
+    (`false`, `3`, `["labels"]`), else kept as the text. Raises ValueError naming an item without `=`."""
+    settings: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"expects KEY=VALUE, got {item!r}")
+        try:
+            settings[key] = json.loads(value)
+        except json.JSONDecodeError:
+            settings[key] = value
+    return settings
 
 
 def load_config(path: str | Path) -> RunSpec:
