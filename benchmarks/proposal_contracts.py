@@ -24,6 +24,10 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_GLOB = "docs/results/compare_dspy-*.jsonl"
 
 
+#: the proposal counts of a contract report
+COUNTS = ("checked", "kept", "repaired", "rejected")
+
+
 @dataclass
 class Tally:
     """Proposal outcomes summed over the runs of one (task, proposer)."""
@@ -36,10 +40,16 @@ class Tally:
     chosen: Counter = field(default_factory=Counter)  # "start", "kept", "repaired", "other" per module
 
     def add(self, report: dict[str, Any]) -> None:
-        self.runs += 1
-        for k in ("checked", "kept", "repaired", "rejected"):
-            setattr(self, k, getattr(self, k) + int(report.get(k, 0)))
-        self.chosen.update((report.get("chosen") or {}).values())
+        """Count one run's contract report."""
+        counts = {k: int(report.get(k, 0)) for k in COUNTS}
+        self.merge(Tally(runs=1, chosen=Counter((report.get("chosen") or {}).values()), **counts))
+
+    def merge(self, other: Tally) -> None:
+        """Add `other`'s counts to these (a proposer's total over tasks)."""
+        self.runs += other.runs
+        for k in COUNTS:
+            setattr(self, k, getattr(self, k) + getattr(other, k))
+        self.chosen.update(other.chosen)
 
 
 def proposal_report(row: dict[str, Any], root: Path = ROOT) -> dict[str, Any] | None:
@@ -96,11 +106,7 @@ def markdown(tallies: dict[tuple[str, str], Tally], missing: int) -> str:
     totals: dict[str, Tally] = defaultdict(Tally)
     for (task, proposer), t in sorted(tallies.items()):
         lines.append(line(task, proposer, t))
-        total = totals[proposer]
-        total.runs += t.runs
-        for k in ("checked", "kept", "repaired", "rejected"):
-            setattr(total, k, getattr(total, k) + getattr(t, k))
-        total.chosen.update(t.chosen)
+        totals[proposer].merge(t)
     for proposer, t in sorted(totals.items()):
         lines.append(line("**all tasks**", proposer, t))
     lines.append(f"\nOptimization rows without a record (run before rows kept one, folder gone): {missing}")
