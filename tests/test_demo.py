@@ -143,3 +143,55 @@ def test_the_demo_config_in_examples_is_the_demo():
 
     spec = load_config(Path(__file__).resolve().parents[1] / "examples" / "trec-mini-mipro.yaml")
     assert spec.to_config() == demo_spec().to_config()
+
+
+def test_ctrl_c_in_the_demo_names_the_run_and_optimize_resume_finishes_it(tmp_path, monkeypatch):
+    """Ctrl-C during the demo: exit 130 with the run folder and the resume command, no traceback; the
+    command it prints finishes the run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    monkeypatch.setenv("PROMPTHONE_CACHE_DIR", str(tmp_path / "cache"))
+    with FakeOpenAIServer(latency_ms=30, responder=few_shot_learner) as url:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "prompthone",
+                "demo",
+                "--model",
+                f"openai/fake@{url}",
+                "--out",
+                str(tmp_path / "runs"),
+            ],
+            env={**os.environ, "PROMPTHONE_CACHE_DIR": str(tmp_path / "cache")},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as from a terminal
+        )
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            dirs = list((tmp_path / "runs").glob("*/run.sqlite")) if (tmp_path / "runs").exists() else []
+            try:
+                if dirs and sqlite3.connect(dirs[0]).execute("SELECT count(*) FROM ph_lm_calls").fetchone()[0] >= 20:
+                    break
+            except sqlite3.OperationalError:
+                pass  # the store is being created
+            assert proc.poll() is None, f"the demo ended before it could be interrupted: {proc.communicate()}"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130, (out, err)
+        assert "Traceback" not in out + err
+        said = " ".join(err.split())
+        (run_dir,) = [p.parent for p in (tmp_path / "runs").glob("*/run.sqlite")]
+        assert f"continue it with `prompthone optimize --resume {run_dir}`" in said
+        assert RunStore(run_dir).run_row()["status"] == "interrupted"
+        res = CliRunner().invoke(app, ["optimize", "--resume", str(run_dir)])
+    assert res.exit_code == 0, res.output
+    assert RunStore(run_dir).run_row()["status"] == "completed"
+    assert json.loads((run_dir / "summary.json").read_text())["final_test"]["score"] == 1.0

@@ -187,6 +187,68 @@ def test_a_mipro_run_killed_with_sigkill_resumes_to_the_same_result_without_payi
         assert resumed.result.info["resumed"] is True  # the study (pool, trials) was read back, not rebuilt
 
 
+def test_ctrl_c_stops_the_cli_at_once_and_the_run_resumes_to_the_uninterrupted_result(env, reference, monkeypatch):
+    """Ctrl-C (SIGINT) in the middle of the search ends `prompthone optimize` within seconds, with one line
+    naming the run folder and the command that continues it, and no traceback; the run is marked
+    interrupted (not failed), and resuming it gives the uninterrupted result without buying an answer twice."""
+    tmp, _, _ = env
+    reference_paid = _paid(reference.run_dir)
+    kill_after = _kill_points(reference.run_dir)["search"]
+    fresh = {"PROMPTHONE_CACHE_DIR": str(tmp / "cache2"), "PROMPTHONE_RESPONSE_CACHE": str(tmp / "cache2" / "r.sqlite")}
+    path = os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])
+    slow = FakeOpenAIServer(latency_ms=60, responder=mipro_math_responder)  # seconds of calls: time to interrupt
+    with slow as slow_url:
+        kw = spec_kwargs(slow_url, tmp / "data", concurrency=2)
+        cmd = [sys.executable, "-m", "prompthone", "optimize", "--task", "gsm8k", "--optimizer", "mipro",
+               "--model", kw["model"], "--n-train", "8", "--n-val", "10", "--n-test", "10", "--concurrency", "2",
+               "--data-root", kw["data_root"], "--max-tokens", "32", "--out", str(tmp / "cli"),
+               *(a for k, v in SETTINGS.items() for a in ("--set", f"{k}={json.dumps(v)}"))]  # fmt: skip
+        # a shell that starts a job in the background makes it ignore SIGINT; a terminal's Ctrl-C is not ignored
+        proc = subprocess.Popen(cmd, env={**os.environ, **fresh, "PYTHONPATH": path}, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
+        deadline, run_dir = time.monotonic() + 240, None
+        while time.monotonic() < deadline:
+            dirs = list((tmp / "cli").glob("*/run.sqlite")) if (tmp / "cli").exists() else []
+            if dirs:
+                run_dir = dirs[0].parent
+                try:
+                    if _paid(run_dir) >= kill_after:
+                        break
+                except sqlite3.OperationalError:
+                    pass  # tables not made yet, or the database is busy
+            assert proc.poll() is None, f"the run ended before it could be interrupted: {proc.communicate()}"
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGINT)
+        sent = time.monotonic()
+        out, err = proc.communicate(timeout=60)
+        stopped_after = time.monotonic() - sent
+        asked = slow.requests_received
+        assert run_dir is not None
+        assert proc.returncode == 130, (out, err)
+        assert stopped_after < 10  # the calls in flight are cancelled, not waited for
+        assert "Traceback" not in out + err
+        said = " ".join(err.split())
+        assert f"interrupted: every answer the run paid for is kept in {run_dir}" in said
+        assert f"continue it with `prompthone optimize --resume {run_dir}`" in said
+        assert RunStore(run_dir).run_row()["status"] == "interrupted"
+        paid_before = _paid(run_dir)
+        assert kill_after <= paid_before < reference_paid
+
+        for k, v in fresh.items():
+            monkeypatch.setenv(k, v)
+        resumed = run_sync(run_optimization(resume=run_dir))
+        asked_in_all = slow.requests_received
+    assert resumed.result.best == reference.result.best
+    assert trail(resumed) == trail(reference)
+    assert resumed.final_test.mean == reference.final_test.mean
+    assert RunStore(run_dir).run_row()["status"] == "completed"
+    # what was bought before Ctrl-C was kept: across both, the server answered the reference's calls and at
+    # most the ones in flight at the interrupt (2), whose answers were cancelled
+    assert asked <= paid_before + 2
+    assert reference_paid <= asked_in_all <= reference_paid + 2
+
+
 def test_concurrency_is_one_bound_on_requests_for_all_trials_in_flight(tmp_path, monkeypatch):
     """`--concurrency 2` with four MIPRO trials in flight: the server never holds more than 2 of the
     run's requests at once. Each request stays at the server for its latency (40 ms), so 3 arrivals

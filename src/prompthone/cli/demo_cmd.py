@@ -16,6 +16,7 @@ the task.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any
@@ -82,8 +83,11 @@ class DemoFiles:
     messages: Path
 
 
-async def run_demo(spec: RunSpec, *, out_dir: Path, console: Console) -> tuple[RunOutcome, DemoFiles]:
-    """Optimize `spec`, then write the report and the exported messages; print where everything is."""
+async def run_demo(
+    spec: RunSpec, *, out_dir: Path, console: Console, on_running: Callable[[Path], None] | None = None
+) -> tuple[RunOutcome, DemoFiles]:
+    """Optimize `spec`, then write the report and the exported messages; print where everything is.
+    `on_running(run_dir)` is told the run folder once it exists (so an interrupt can name it)."""
     from prompthone.report import write_report
     from prompthone.runs.export import export_run
 
@@ -93,7 +97,7 @@ async def run_demo(spec: RunSpec, *, out_dir: Path, console: Console) -> tuple[R
         "scored on held-out test questions, then the best prompt found on train/validation is scored on "
         "the same test questions. A few minutes on two CPU cores.\n"
     )
-    outcome = await run_optimization(spec, out_dir=out_dir, console=console)
+    outcome = await run_optimization(spec, out_dir=out_dir, console=console, on_running=on_running)
     assert isinstance(outcome, RunOutcome)
     run_dir = outcome.run_dir
     files = DemoFiles(
@@ -126,7 +130,7 @@ def print_demo_summary(console: Console, outcome: RunOutcome, files: DemoFiles) 
         console.print(Text.assemble(f"{label}: ", str(path), (f"  ({note})", "dim")), soft_wrap=True)
 
 
-def register(app: typer.Typer, console: Console, fail: Any) -> None:
+def register(app: typer.Typer, console: Console, fail: Any, interrupted: Any) -> None:
     """Add `demo` to `app`."""
 
     @app.command("demo")
@@ -149,7 +153,10 @@ def register(app: typer.Typer, console: Console, fail: Any) -> None:
         from prompthone.report import RunDataError
 
         spec = demo_spec(model, proposer_model, threads=threads, max_minutes=max_minutes)
+        started: list[Path] = []
         try:
-            run_sync(run_demo(spec, out_dir=out, console=console))
+            run_sync(run_demo(spec, out_dir=out, console=console, on_running=started.append))
+        except KeyboardInterrupt:
+            raise interrupted(started[0] if started else None) from None
         except (LMError, EvaluationError, RunDataError, ValueError, KeyError) as exc:
             raise fail(str(exc).strip("'\"")) from None

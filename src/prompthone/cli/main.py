@@ -52,7 +52,21 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-demo_cmd.register(app, console, fail)  # first in --help: the command a newcomer runs first
+def interrupted(run_dir: Path | None) -> typer.Exit:
+    """Ctrl-C: say what was kept and how to go on (exit 130, as a shell reports SIGINT), without a traceback."""
+    if run_dir is None:
+        err.print("[yellow]interrupted[/] before the run started: nothing was spent", highlight=False)
+    else:
+        err.print(
+            f"[yellow]interrupted[/]: every answer the run paid for is kept in {escape(str(run_dir))}; "
+            f"continue it with `prompthone optimize --resume {escape(str(run_dir))}`",
+            highlight=False,
+            soft_wrap=True,
+        )
+    return typer.Exit(130)
+
+
+demo_cmd.register(app, console, fail, interrupted)  # first in --help: the command a newcomer runs first
 
 
 @app.command("lm")
@@ -225,11 +239,20 @@ def optimize_command(
     from prompthone.store.broken import BrokenRunError
     from prompthone.store.lock import RunLockedError
 
+    started: list[Path] = []
+
+    def running(run_dir: Path) -> None:
+        started.append(run_dir)
+        if local_workers is not None:
+            local_workers.start(run_dir)
+
     try:
         outcome = run_sync(
             run_optimization(spec, out_dir=out, console=console, dry_run=dry_run, resume=resume, store_url=store,
-                             on_running=local_workers.start if local_workers is not None else None)
+                             on_running=running)
         )  # fmt: skip
+    except KeyboardInterrupt:
+        raise interrupted(started[0] if started else None) from None
     except (StoreUnavailableError, BrokenRunError, RunLockedError) as exc:
         raise fail(str(exc)) from None
     except (LMError, EvaluationError, KeyError, ValueError, NotImplementedError) as exc:

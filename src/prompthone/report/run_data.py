@@ -133,7 +133,11 @@ class RunData:
     def stopped_by(self) -> str:
         if self.result.get("stopped_by"):
             return str(self.result["stopped_by"])
-        return {"running": "(still running, or killed)", "failed": "(failed)"}.get(self.status, "-")
+        return {
+            "running": "(still running, or killed)",
+            "failed": "(failed)",
+            "interrupted": "(interrupted: resume it)",
+        }.get(self.status, "-")
 
     @property
     def error(self) -> str | None:

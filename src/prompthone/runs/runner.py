@@ -242,9 +242,14 @@ async def _run_locked(
     except BaseException as exc:
         if dispatch is not None:
             await asyncio.shield(dispatch.close())
+        # Ctrl-C (or a cancelled task) is the user's stop, not a failure: the run is marked so and resumes
+        stopped = isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError))
+        status, why = (
+            ("interrupted", "stopped by the user (Ctrl-C)") if stopped else ("failed", f"{type(exc).__name__}: {exc}")
+        )
         try:
             with retrying_for(3.0):  # the server may still be away: the message below says what to do
-                store.set_status("failed", {"error": f"{type(exc).__name__}: {exc}"})
+                store.set_status(status, {"error": why})
         except StoreUnavailableError:
             pass
         if isinstance(exc, StoreUnavailableError):

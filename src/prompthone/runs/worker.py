@@ -227,7 +227,7 @@ class Worker:
     async def _leaving(self) -> bool:
         """Whether to stop working: the run ended, or its leader is gone and this worker led it to its end."""
         status = (await asyncio.to_thread(self.store.run_row))["status"]
-        if status in ("completed", "failed"):
+        if status in ("completed", "failed", "interrupted"):
             self.report.why = f"the run is {status}"
             return True
         lock = RunLock(self.store, where=f"run {self.row['id']}")
