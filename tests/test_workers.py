@@ -387,6 +387,24 @@ def test_a_worker_that_cannot_reach_the_model_server_gives_its_chunk_back_says_s
     assert event["worker"] == worker.me and "cannot reach the model server" in event["left"]
 
 
+def test_a_worker_leaves_a_run_its_user_interrupted_instead_of_taking_it_over(pg, tmp_path, monkeypatch):
+    """Ctrl-C on the leader marks the run interrupted: a worker that finds its lock free leaves, as after
+    completed or failed, rather than resuming what the user stopped."""
+    monkeypatch.setenv("PROMPTHONE_CACHE_DIR", str(tmp_path / "cache"))
+    url = create_database(pg.url_template, "interrupted")
+    server = FakeOpenAIServer(latency_ms=1)
+    with server as model_url:
+        spec = RunSpec(task="trec-mini", optimizer="mipro", model=f"openai/fake@{model_url}", n_train=12, n_val=10,
+                       n_test=10, max_tokens=32)  # fmt: skip
+        store = RunStore(url)
+        store.create_run("r", spec.to_config(), {})
+        store.set_status("interrupted", {"error": "stopped by the user (Ctrl-C)"})
+        report = asyncio.run(Worker(url, out_dir=tmp_path / "runs").run())
+        asked = server.requests_received
+    assert report.why == "the run is interrupted" and report.chunks == 0 and asked == 0
+    assert store.run_row()["status"] == "interrupted"
+
+
 # -- 7. what cannot be joined ------------------------------------------------------------------------------------
 def one_error_line(output: str) -> str:
     assert "Traceback" not in output, output
