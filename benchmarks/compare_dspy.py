@@ -82,6 +82,7 @@ from prompthone.evaluate.stats import mean_ci
 from prompthone.lm import LM
 from prompthone.lm.availability import model_status
 from prompthone.lm.local.assemble import resolve_gguf
+from prompthone.lm.settings import ONE_AT_A_TIME_ENV
 from prompthone.optimize import Budget
 from prompthone.optimize.format_search import format_choices
 from prompthone.optimize.mipro.settings import MIPROSettings
@@ -205,6 +206,12 @@ def method_settings(method: str, args: argparse.Namespace) -> dict[str, Any]:
     if method in DSPY_METHODS:
         return dspy_settings(DSPY_METHODS[method], args)
     return prompthone_settings(method, args)
+
+
+def sends_one_at_a_time(args: argparse.Namespace) -> bool:
+    """`--one-at-a-time`, else whether this script starts the server: llama_cpp.server answers one request
+    at a time, which a user names in PROMPTHONE_ONE_AT_A_TIME; someone else's server may serve several."""
+    return args.one_at_a_time if args.one_at_a_time is not None else not args.base_url
 
 
 def row_key(method: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -550,6 +557,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--base-url",
         help="an OpenAI-compatible server already running (serving --alias) instead of starting llama_cpp.server",
     )
+    p.add_argument(
+        "--one-at-a-time",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="name the server in PROMPTHONE_ONE_AT_A_TIME for the prompthone rows, as the README tells a user of "
+        "llama_cpp.server to (requests sent one at a time, a candidate's examples in a row, so the server reuses "
+        "its KV cache; the order changes, never a request). Default: on for the server this script starts, off "
+        "with --base-url. Recorded in each row, not its key",
+    )
     p.add_argument("--cache-dir", default=str(ROOT / "benchmarks" / "cache"), help="one LM answer file per row")
     p.add_argument("--concurrency", type=int, default=2, help="requests in flight (prompthone) = DSPy num_threads")
     p.add_argument("--n-ctx", type=int, default=4096)
@@ -646,6 +662,7 @@ def main() -> None:
             f"--dspy-python {args.dspy_python} not found: run `make bench-dspy-env` first (DSPy lives in its own venv)"
         )
     gguf = None if args.base_url else resolve_gguf(args.model)[0]
+    one_at_a_time = sends_one_at_a_time(args)
     meta = {
         "label": args.label,
         "command": " ".join(["python", *sys.argv]),
@@ -656,9 +673,10 @@ def main() -> None:
         "splits": {"train": args.n_train, "val": args.n_val, "test": args.n_test, "seed": args.seed},
         "cap": args.cap,
         "preset": args.preset,
-        "server": None
-        if args.base_url
-        else {"threads": args.server_threads, "prompt_cache_mb": args.server_prompt_cache_mb},
+        "server": (
+            {} if args.base_url else {"threads": args.server_threads, "prompt_cache_mb": args.server_prompt_cache_mb}
+        )
+        | {"one_at_a_time": one_at_a_time},
         "machine": {"nproc": os.cpu_count(), "cpu": cpu_model(), "python": platform.python_version()},
     }
     rows: list[dict[str, Any]] = list(done.values())
@@ -677,6 +695,8 @@ def main() -> None:
         )
     )
     with server as url:
+        if one_at_a_time:  # read when the prompthone rows build their LMs; the DSPy side never reads it
+            os.environ[ONE_AT_A_TIME_ENV] = url
         for method in todo:
             load0 = os.getloadavg()
             key = row_key(method, args)

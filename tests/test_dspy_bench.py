@@ -254,6 +254,16 @@ def test_row_key_names_what_decides_a_row_and_not_when_or_where_it_ran(tmp_path:
     assert cd.cache_path("mipro", args).name == f"trec-label-seed0-mipro-{key}.sqlite"
 
 
+def test_the_server_the_script_starts_is_sent_one_request_at_a_time_and_the_row_key_ignores_it() -> None:
+    cd, started = _bench_args()
+    _, theirs = _bench_args("--base-url", "http://127.0.0.1:9/v1")
+    _, named = _bench_args("--base-url", "http://127.0.0.1:9/v1", "--one-at-a-time")
+    _, unnamed = _bench_args("--no-one-at-a-time")
+    assert [cd.sends_one_at_a_time(a) for a in (started, theirs, named, unnamed)] == [True, False, True, False]
+    # the order of requests changes no answer: rows with and without it share their key (and cache)
+    assert cd.row_key("mipro", started) == cd.row_key("mipro", unnamed)
+
+
 def test_rows_in_the_results_file_are_found_by_key(tmp_path: Path) -> None:
     import json
 
