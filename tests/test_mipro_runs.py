@@ -121,6 +121,21 @@ def _kill_points(reference_dir: Path) -> dict[str, int]:
     }
 
 
+def _once_paid(proc: subprocess.Popen, out: Path, at_least: int, *, timeout: float) -> Path:
+    """The run folder under `out` of the run `proc` is making, once it has paid for `at_least` calls."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        dirs = list(out.glob("*/run.sqlite")) if out.exists() else []
+        try:
+            if dirs and _paid(dirs[0].parent) >= at_least:
+                return dirs[0].parent
+        except sqlite3.OperationalError:
+            pass  # tables not made yet, or the database is busy
+        assert proc.poll() is None, "the run ended before it could be stopped"
+        time.sleep(0.005)
+    raise AssertionError(f"the run under {out} had not paid for {at_least} calls after {timeout} s")
+
+
 @pytest.mark.parametrize("moment", ["start-test", "proposals", "search"])
 def test_a_mipro_run_killed_with_sigkill_resumes_to_the_same_result_without_paying_twice(
     env, reference, moment, monkeypatch
@@ -141,24 +156,11 @@ def test_a_mipro_run_killed_with_sigkill_resumes_to_the_same_result_without_payi
     received_before = srv.requests_received
     path = os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])  # the code under test, also in the child
     proc = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, **fresh, "PYTHONPATH": path})
-    deadline = time.monotonic() + 120
-    run_dir = None
     try:
-        while time.monotonic() < deadline:
-            dirs = list((tmp / "killed").glob("*/run.sqlite")) if (tmp / "killed").exists() else []
-            if dirs:
-                run_dir = dirs[0].parent
-                try:
-                    if _paid(run_dir) >= kill_after:
-                        break
-                except sqlite3.OperationalError:
-                    pass  # tables not made yet, or the database is busy
-            assert proc.poll() is None, "the run finished before it could be killed"
-            time.sleep(0.005)
+        run_dir = _once_paid(proc, tmp / "killed", kill_after, timeout=120)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
-    assert run_dir is not None
     paid_before = _paid(run_dir)
     assert kill_after <= paid_before < reference_paid
     assert RunStore(run_dir).run_row()["status"] == "running"  # killed, not closed cleanly
@@ -207,24 +209,12 @@ def test_ctrl_c_stops_the_cli_at_once_and_the_run_resumes_to_the_uninterrupted_r
         proc = subprocess.Popen(cmd, env={**os.environ, **fresh, "PYTHONPATH": path}, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True,
                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
-        deadline, run_dir = time.monotonic() + 240, None
-        while time.monotonic() < deadline:
-            dirs = list((tmp / "cli").glob("*/run.sqlite")) if (tmp / "cli").exists() else []
-            if dirs:
-                run_dir = dirs[0].parent
-                try:
-                    if _paid(run_dir) >= kill_after:
-                        break
-                except sqlite3.OperationalError:
-                    pass  # tables not made yet, or the database is busy
-            assert proc.poll() is None, f"the run ended before it could be interrupted: {proc.communicate()}"
-            time.sleep(0.005)
+        run_dir = _once_paid(proc, tmp / "cli", kill_after, timeout=240)
         proc.send_signal(signal.SIGINT)
         sent = time.monotonic()
         out, err = proc.communicate(timeout=60)
         stopped_after = time.monotonic() - sent
         asked = slow.requests_received
-        assert run_dir is not None
         assert proc.returncode == 130, (out, err)
         assert stopped_after < 10  # the calls in flight are cancelled, not waited for
         assert "Traceback" not in out + err

@@ -355,16 +355,22 @@ def test_a_dispatching_evaluator_hands_over_only_what_its_cache_and_its_twins_do
     assert first.mean == plain.evaluate_sync(cand, numbered(0, 10)).mean
 
 
+def _small_run(url: str, model_url: str) -> tuple[RunSpec, RunStore]:
+    """A MIPRO run on trec-mini created in the database at `url` (not started): what a worker joins."""
+    spec = RunSpec(task="trec-mini", optimizer="mipro", model=f"openai/fake@{model_url}", n_train=12, n_val=10,
+                   n_test=10, max_tokens=32)  # fmt: skip
+    store = RunStore(url)
+    store.create_run("r", spec.to_config(), {})
+    return spec, store
+
+
 # -- 6. a worker that cannot reach the model server ---------------------------------------------------------------
 def test_a_worker_that_cannot_reach_the_model_server_gives_its_chunk_back_says_so_and_leaves(pg, tmp_path, monkeypatch):
     monkeypatch.setenv("PROMPTHONE_CACHE_DIR", str(tmp_path / "cache"))
     url = create_database(pg.url_template, "unreachable")
     server = FakeOpenAIServer(latency_ms=1)
     with server as model_url:
-        spec = RunSpec(task="trec-mini", optimizer="mipro", model=f"openai/fake@{model_url}", n_train=12, n_val=10,
-                       n_test=10, max_tokens=32)  # fmt: skip
-        store = RunStore(url)
-        store.create_run("r", spec.to_config(), {})
+        spec, store = _small_run(url, model_url)
         lock = RunLock(store)
         lock.acquire()  # the leader is alive (this process): the worker must not take the run over
         try:
@@ -394,10 +400,7 @@ def test_a_worker_leaves_a_run_its_user_interrupted_instead_of_taking_it_over(pg
     url = create_database(pg.url_template, "interrupted")
     server = FakeOpenAIServer(latency_ms=1)
     with server as model_url:
-        spec = RunSpec(task="trec-mini", optimizer="mipro", model=f"openai/fake@{model_url}", n_train=12, n_val=10,
-                       n_test=10, max_tokens=32)  # fmt: skip
-        store = RunStore(url)
-        store.create_run("r", spec.to_config(), {})
+        _, store = _small_run(url, model_url)
         store.set_status("interrupted", {"error": "stopped by the user (Ctrl-C)"})
         report = asyncio.run(Worker(url, out_dir=tmp_path / "runs").run())
         asked = server.requests_received
