@@ -119,3 +119,29 @@ def test_cover_labels_must_be_a_boolean():
         MIPRO(cover_labels="no")
     with pytest.raises(ValueError, match="cover_labels must be true or false"):
         BootstrapRandomSearch(cover_labels="no")
+
+
+@pytest.mark.parametrize("cover", [True, False])
+def test_max_demos_caps_a_set_in_all_the_labelled_demos_topping_it_up(cover):
+    """`max_demos=4`: no set holds more than 4 demos, a set of 4 bootstrapped ones gets no labelled fill, a
+    smaller one is topped up to 4; without the cap the labelled demos come on top (up to 4 + 4)."""
+    program = Classify()
+    boot = {"classify": tuple(skewed(24))}
+    lab = {"classify": tuple(skewed(60, offset=100))}
+    booted = set(boot["classify"])
+
+    def sets(max_demos: int | None) -> list[tuple[Demo, ...]]:
+        return demo_set_candidates(
+            program, start=Candidate.default(program), bootstrapped=boot, labeled=lab, n_sets=10,
+            max_bootstrapped=4, max_labeled=4, rng=random.Random(3), cover_labels=cover, max_demos=max_demos,
+        )["classify"]  # fmt: skip
+
+    capped, uncapped = sets(4), sets(None)
+    assert max(len(s) for s in uncapped) == 8  # what the cap changes
+    assert max(len(s) for s in capped) == 4 and len(capped) == 10
+    for s in capped[2:]:  # after the start's (none) and the labelled-only set: bootstrapped first, then the fill
+        from_boot = [d for d in s if d in booted]
+        assert from_boot and s[: len(from_boot)] == tuple(from_boot)
+        assert len(s) == 4  # topped up to the cap, never past it
+    with pytest.raises(ValueError, match="max_demos"):
+        MIPRO(max_demos=0)

@@ -185,7 +185,7 @@ class MIPROFamily(Optimizer):
             demo_sets = demo_set_candidates(
                 program, start=start, bootstrapped=boot.demos, labeled=labeled, n_sets=s.n_demo_sets,
                 max_bootstrapped=s.max_bootstrapped_demos, max_labeled=s.max_labeled_demos,
-                rng=setup.rng("mipro:demo-sets"), cover_labels=s.cover_labels,
+                rng=setup.rng("mipro:demo-sets"), cover_labels=s.cover_labels, max_demos=s.max_demos,
             )  # fmt: skip
         else:
             demo_sets = {m: [start[m].demos] for m in modules}

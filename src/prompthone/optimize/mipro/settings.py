@@ -39,7 +39,8 @@ class MIPROSettings(MethodSettings):
     `parallel_trials` in flight at once (None: 1 when the task LM serves one request at a time, as the
     embedded model does, else 4), `storage` a SQLite file or database URL for the Optuna study (None:
     the run's own store, `setup.storage_url`, if the runner gives one, else in memory).
-    Demos: `max_bootstrapped_demos` and `max_labeled_demos` per set, `teacher_labeled` labelled demos
+    Demos: `max_bootstrapped_demos` and `max_labeled_demos` per set (`max_demos`: at most this many in
+    all, the labelled ones topping a set up to it; None: both counts add up), `teacher_labeled` labelled demos
     shown to the teacher while bootstrapping, `metric_threshold` for a trace to pass, `cover_labels`
     (demo sets of a module whose output is a small label set show distinct labels before repeats).
     Proposals: `proposal_temperature`, `proposer_max_tokens`, `max_attempts` per proposal, which
@@ -72,6 +73,7 @@ class MIPROSettings(MethodSettings):
     study_name: str | None = None
     max_bootstrapped_demos: int = 4
     max_labeled_demos: int = 4
+    max_demos: int | None = None  # a set's demos in all (None: max_bootstrapped_demos + max_labeled_demos)
     teacher_labeled: int = 4
     metric_threshold: float = 1.0
     cover_labels: bool = True
@@ -107,7 +109,8 @@ class MIPROSettings(MethodSettings):
         for name in ("num_candidates", "val_size", "minibatch_size", "full_eval_every", "max_attempts",
                      "summary_batches"):  # fmt: skip
             self.at_least(name, 1)
-        for name in ("num_trials", "n_startup_trials", "parallel_trials", "num_instructions", "num_demo_sets"):
+        for name in ("num_trials", "n_startup_trials", "parallel_trials", "num_instructions", "num_demo_sets",
+                     "max_demos"):  # fmt: skip
             self.at_least(name, 1, optional=True)
         for name in ("max_bootstrapped_demos", "max_labeled_demos", "teacher_labeled", "history_size"):
             self.at_least(name, 0)

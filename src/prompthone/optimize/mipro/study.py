@@ -84,6 +84,8 @@ def fingerprint(
     modules = setup.program.named_modules()
     if all(len(format_choices(setup.start[m].format, settings.search_formats)) == 1 for m in modules):
         kept.pop("search_formats", None)  # searches no format: the fingerprint a run had before formats were
+    if kept.get("max_demos") is None:
+        kept.pop("max_demos", None)  # no cap: the fingerprint a run had before the setting existed
     payload = {
         "optimizer": optimizer,
         "settings": fingerprint_settings(kept),

@@ -187,6 +187,7 @@ def demo_set_candidates(
     max_labeled: int,
     rng: random.Random,
     cover_labels: bool = True,
+    max_demos: int | None = None,
 ) -> dict[str, list[DemoSet]]:
     """Up to `n_sets` distinct demo sets per module, in this order:
 
@@ -201,9 +202,20 @@ def demo_set_candidates(
     `cover_labels` (the default), a module whose output is a small label set (`label_field`) gets its
     demos by `covering_sample` wherever a set is sampled: distinct labels before repeats, the fill
     preferring labels the set's bootstrapped demos do not show yet.
+
+    `max_demos` caps a set's demos in all (None: up to `max_bootstrapped` + `max_labeled`): the labelled
+    fill then only tops a set up to it, so a set of 4 bootstrapped demos gets no labelled ones at 4. None
+    gives exactly the sets of before the cap existed (same draws, same sizes).
     """
     if n_sets < 1:
         raise ValueError(f"n_sets must be >= 1, got {n_sets}")
+    if max_demos is not None:
+        max_bootstrapped, max_labeled = min(max_bootstrapped, max_demos), min(max_labeled, max_demos)
+
+    def room(chosen: Sequence[Demo]) -> int:
+        """How many labelled demos may join `chosen`."""
+        return max_labeled if max_demos is None else max(0, min(max_labeled, max_demos - len(chosen)))
+
     out: dict[str, list[DemoSet]] = {}
     for name, module in program.named_modules().items():
         inputs = module.signature.input_names
@@ -223,8 +235,8 @@ def demo_set_candidates(
             chosen: list[Demo], lab: list[Demo] = lab, inputs: Sequence[str] = inputs, label: str | None = label
         ) -> DemoSet:
             if label is not None:
-                return covering_fill(chosen, lab, max_labeled, inputs, label, rng)
-            return with_labeled_fill(chosen, lab, max_labeled, inputs, rng)
+                return covering_fill(chosen, lab, room(chosen), inputs, label, rng)
+            return with_labeled_fill(chosen, lab, room(chosen), inputs, rng)
 
         def pick(pool: list[Demo], k: int, shuffle: bool = True, label: str | None = label) -> list[Demo]:
             """k demos of `pool`: covering labels if the module has them, else a seeded sample (or the
