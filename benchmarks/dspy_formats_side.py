@@ -9,7 +9,8 @@ prompthone metric. DSPy's own disk cache (in the job's `cache_dir`) holds every 
 replays what was paid for (DSPy leaves the server address out of its cache keys).
 
 Job: {"kind": "predict" | "cot" | "hotpot", "inputs": {name: description}, "outputs": {...},
-"instruction": str, "examples": [{"id", "inputs"}], "base_url", "model", "max_tokens", "cache_dir",
+"instruction": str, "demos": [{field: value}], "examples": [{"id", "inputs"}], "base_url", "model",
+"max_tokens", "cache_dir",
 "hotpot": {"query_instruction", "answer_instruction", "k"}}.
 Result: {"dspy": version, "predictions": {id: {"outputs": {...}} | {"error": str} | {"lm_error": str}}}
 ("error": DSPy could not parse the reply; "lm_error": no reply at all).
@@ -72,6 +73,10 @@ def main() -> None:
     )  # fmt: skip
     dspy.configure(lm=lm)
     program = make_program(job)
+    if job.get("demos"):  # the same labelled demos prompthone's side shows, as a DSPy user would set them
+        inputs = list(job["inputs"])
+        for predictor in program.predictors():
+            predictor.demos = [dspy.Example(**d).with_inputs(*inputs) for d in job["demos"]]
     out: dict[str, Any] = {}
     for i, ex in enumerate(job["examples"], 1):
         if i % 20 == 0:

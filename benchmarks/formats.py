@@ -48,7 +48,8 @@ from prompthone.evaluate.stats import mean_ci
 from prompthone.lm import LM
 from prompthone.lm.local.assemble import resolve_gguf
 from prompthone.metrics import ChoiceMatch, ExactMatch, Metric, NumericMatch
-from prompthone.program import ChainOfThought, Predict, Program, Signature
+from prompthone.optimize.proposers.demos import covering_sample
+from prompthone.program import ChainOfThought, Demo, Predict, Program, Signature
 from prompthone.program.params import PROMPT_FORMATS
 from prompthone.tasks.builtin import MATH_ANSWER, MATH_INSTRUCTION
 from prompthone.tasks.programs import MultiHopQA
@@ -79,6 +80,8 @@ class Bench:
     inputs: dict[str, str] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)
     instruction: str = ""
+    #: where `--demos` draws labelled demos from (None: the task has no training split here)
+    load_train: Callable[[str | None], list[Example]] | None = None
 
     def program(self, root: str | None) -> Program:
         if self.kind == "hotpot":
@@ -114,11 +117,12 @@ BENCHES: dict[str, Bench] = {
             lambda: ExactMatch(label_field="answer", pred_field="label"), CLASSIFY_TOKENS, 100,
             {"question": ""}, {"label": f"one of: {TREC_LABELS}"},
             "Classify the question by the type of answer it expects. The label must be exactly one of: "
-            f"{TREC_LABELS}.",
+            f"{TREC_LABELS}.", lambda root: load_trec("train", root=root),
         ),
         Bench(
             "sst2", "predict", lambda root: load_sst2("dev", root=root), ExactMatch, CLASSIFY_TOKENS, 100,
             {"sentence": ""}, {"answer": ""}, "Is the sentiment of the sentence positive or negative?",
+            lambda root: load_sst2("train", root=root),
         ),
         _bbh("sports_understanding", "the final answer only", ExactMatch),
         _bbh("date_understanding", "the option letter, e.g. (A)", ChoiceMatch),
@@ -142,11 +146,30 @@ def sample(bench: Bench, root: str | None) -> list[Example]:
     return random.Random(f"formats:{bench.name}").sample(examples, bench.n)
 
 
+def demos_for(bench: Bench, k: int, root: str | None) -> list[dict[str, str]]:
+    """`k` labelled demos from the task's training split, the same for every format and both sides: a
+    seeded draw that shows distinct labels before repeating one (`covering_sample`), as MIPRO's demo
+    sets do. Each is {input name: value, output name: the example's label}."""
+    if k == 0:
+        return []
+    if bench.load_train is None or bench.kind != "predict":
+        raise SystemExit(f"--demos: {bench.name} has no training split here (only one-module Predict tasks do)")
+    (out_name,) = bench.outputs
+    pool = [
+        Demo({**{n: str(ex.inputs[n]) for n in bench.inputs}, out_name: str(ex.labels["answer"])})
+        for ex in bench.load_train(root)
+    ]
+    return [dict(d) for d in covering_sample(pool, k, out_name, random.Random(f"formats-demos:{bench.name}"))]
+
+
 # ------------------------------------------------------------------------------------------ rows
-def score_prompthone(bench: Bench, fmt: str, examples: list[Example], lm: LM, root: str | None) -> dict[str, Any]:
+def score_prompthone(
+    bench: Bench, fmt: str, examples: list[Example], lm: LM, root: str | None, demos: Sequence[dict[str, str]] = ()
+) -> dict[str, Any]:
     program = bench.program(root)
     for module in program.named_modules().values():
         module.format = fmt
+        module.params = module.params.with_demos(Demo(d) for d in demos)
     # max_errors=0: an example that errored (the server went away, a timeout) was not measured, so the
     # row is not written at all; a rerun picks it up from the caches
     ev = Evaluator(
@@ -170,9 +193,17 @@ def score_prompthone(bench: Bench, fmt: str, examples: list[Example], lm: LM, ro
     }
 
 
-def score_dspy(bench: Bench, examples: list[Example], url: str, alias: str, args: argparse.Namespace) -> dict[str, Any]:
+def score_dspy(
+    bench: Bench,
+    examples: list[Example],
+    url: str,
+    alias: str,
+    args: argparse.Namespace,
+    demos: Sequence[dict[str, str]] = (),
+) -> dict[str, Any]:
     job: dict[str, Any] = {
         "kind": bench.kind, "inputs": bench.inputs, "outputs": bench.outputs, "instruction": bench.instruction,
+        "demos": list(demos),
         "examples": [{"id": ex.id, "inputs": dict(ex.inputs)} for ex in examples], "base_url": url,
         "model": alias, "max_tokens": bench.max_tokens, "data_root": args.data_root,
         "cache_dir": str(Path(args.cache_dir).resolve() / f"dspy-{alias}"),
@@ -228,8 +259,13 @@ def load_rows(path: Path) -> list[dict[str, Any]]:
     return [r for r in rows if not r.get("errors")]
 
 
-def row_key(task: str, model: str, fmt: str) -> tuple[str, str, str]:
-    return (task, model, fmt)
+def row_key(task: str, model: str, fmt: str, demos: int = 0) -> tuple[str, str, str, int]:
+    return (task, model, fmt, demos)
+
+
+def row_task(r: dict[str, Any]) -> str:
+    """The task as the table names it: with `+K demos` when the row's program carried demos."""
+    return f"{r['task']} +{r['demos']} demos" if r.get("demos") else r["task"]
 
 
 # ----------------------------------------------------------------------------------------- table
@@ -242,7 +278,7 @@ def table(rows: list[dict[str, Any]]) -> str:
     ]
     seen: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
     for r in rows:  # the last row of a (task, model, format) is its latest step
-        seen.setdefault((r["task"], r["model"]), {})[r["format"]] = r
+        seen.setdefault((row_task(r), r["model"]), {})[r["format"]] = r
     for (task, model), by_fmt in seen.items():
         cells = []
         for f in formats:
@@ -278,18 +314,20 @@ def run_task(
     """
     bench = BENCHES[task]
     examples = sample(bench, args.data_root)[: args.limit]
+    demos = demos_for(bench, args.demos, args.data_root)
     results = Path(args.results)
     for k in steps or steps_of(len(examples), args.chunk):
         part = examples[:k]
         for fmt in formats:
             t0, load0 = time.perf_counter(), os.getloadavg()[0]
             if fmt == DSPY:
-                out = score_dspy(bench, part, url, f"qwen2.5-coder-{model}", args)
+                out = score_dspy(bench, part, url, f"qwen2.5-coder-{model}", args, demos)
             else:
-                out = score_prompthone(bench, fmt, part, lm, args.data_root)
+                out = score_prompthone(bench, fmt, part, lm, args.data_root, demos)
             mean, lo, hi = mean_ci(out["scores"])
             row = {
-                "task": task, "model": model, "format": fmt, "n": len(part), "partial": k < len(examples),
+                "task": task, "model": model, "format": fmt, "demos": len(demos), "n": len(part),
+                "partial": k < len(examples),
                 "mean": mean, "lo": lo, "hi": hi, **out, "max_tokens": bench.max_tokens,
                 "wall_s": round(time.perf_counter() - t0, 1), "load_avg_start": load0,
                 "example_ids": [ex.id for ex in part], "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -298,7 +336,7 @@ def run_task(
             }  # fmt: skip
             with results.open("a") as fh:
                 fh.write(json.dumps(row) + "\n")
-            print(f"{task} {model} {fmt}: {100 * mean:.1f}% ({100 * lo:.1f}-{100 * hi:.1f}) n={len(part)} "
+            print(f"{row_task(row)} {model} {fmt}: {100 * mean:.1f}% ({100 * lo:.1f}-{100 * hi:.1f}) n={len(part)} "
                   f"unparsed={out['parse_failures']} wall={row['wall_s']}s", flush=True)  # fmt: skip
         print(table(load_rows(results)), flush=True)
 
@@ -317,6 +355,13 @@ def main() -> None:
     p.add_argument("--chunk", type=int, default=20, help="score every format on this many more examples at a time")
     p.add_argument("--interleave", action="store_true", help="the tasks take turns, a chunk at a time")
     p.add_argument("--limit", type=int, default=None, help="only the first N examples of each sample (smoke runs)")
+    p.add_argument(
+        "--demos",
+        type=int,
+        default=0,
+        help="give each program this many labelled demos from the training split (label-covering, seeded; the "
+        "same on both sides): formats compared where MIPRO works, with demos (one-module Predict tasks)",
+    )
     p.add_argument("--report", action="store_true", help="print the table of the results file and stop")
     args = p.parse_args()
     results = Path(args.results)
@@ -335,9 +380,13 @@ def main() -> None:
         raise SystemExit(f"--dspy-python {args.dspy_python} does not exist; run `make bench-dspy-env` first")
     Path(args.cache_dir).mkdir(parents=True, exist_ok=True)
     results.parent.mkdir(parents=True, exist_ok=True)
-    done = {row_key(r["task"], r["model"], r["format"]) for r in load_rows(results) if not r.get("partial")}
+    done = {
+        row_key(r["task"], r["model"], r["format"], r.get("demos", 0))
+        for r in load_rows(results)
+        if not r.get("partial")
+    }
     for model in models:
-        todo = [t for t in tasks if any(row_key(t, model, f) not in done for f in formats)]
+        todo = [t for t in tasks if any(row_key(t, model, f, args.demos) not in done for f in formats)]
         if not todo:
             continue
         gguf, _ = resolve_gguf(MODELS[model])
@@ -345,7 +394,7 @@ def main() -> None:
         with llama_server(gguf, alias=alias, n_ctx=4096, threads=args.threads, timeout_s=600, port=args.port) as url:
             cache = Path(args.cache_dir) / f"responses-{alias}.sqlite"
             lm = LM(f"openai/{alias}@{url}", cache=str(cache), max_concurrency=1, timeout_s=600)
-            left = {t: [f for f in formats if row_key(t, model, f) not in done] for t in todo}
+            left = {t: [f for f in formats if row_key(t, model, f, args.demos) not in done] for t in todo}
             if args.interleave:  # the tasks take turns, a chunk at a time
                 sizes = {t: len(sample(BENCHES[t], args.data_root)[: args.limit]) for t in todo}
                 for k in sorted({k for t in todo for k in steps_of(sizes[t], args.chunk)}):

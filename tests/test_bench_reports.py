@@ -81,3 +81,26 @@ def test_hotpot_retrieval_reads_stored_queries_and_checks_the_supporting_titles(
     assert chosen.any_supporting == expect_any / 6 and expect_any >= 4  # a title finds its own passage
     assert len(changed) == 5 and changed[0][0] == test[0].inputs["question"]
     assert "| chosen | 6 | 0.500" in hr.markdown("run", [start, chosen])
+
+
+def test_formats_with_demos_draws_the_same_label_covering_demos_and_keys_rows_by_their_count(tmp_path: Path) -> None:
+    """`formats.py --demos K`: K demos from the training split, distinct labels first, the same on every call
+    (both sides and every format get them); the table names such rows apart from the zero-shot ones."""
+    import formats
+
+    root = str(tmp_path / "data")
+    (tmp_path / "data" / "trec" / "raw").mkdir(parents=True)
+    labels = ["ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"]
+    lines = [f"{labels[i % 6 if i < 12 else 2]}:x question number {i} ?" for i in range(40)]  # mostly entity
+    (tmp_path / "data" / "trec" / "raw" / "TREC.train").write_text("\n".join(lines) + "\n", encoding="latin-1")
+    bench = formats.BENCHES["trec-label"]
+    four = formats.demos_for(bench, 4, root)
+    assert four == formats.demos_for(bench, 4, root) and len(four) == 4
+    assert all(set(d) == {"question", "label"} for d in four)
+    assert len({d["label"] for d in four}) == 4  # four classes, not four entity questions
+    assert formats.demos_for(bench, 0, root) == []
+    rows = [{"task": "trec-label", "model": "0.5b", "format": f, "demos": k, "n": 5, "mean": 0.2, "lo": 0.0, "hi": 0.5}
+            for f in ("labels", "json") for k in (0, 4)]  # fmt: skip
+    table = formats.table(rows)
+    assert "| trec-label | 0.5b |" in table and "| trec-label +4 demos | 0.5b |" in table
+    assert formats.row_key("trec-label", "0.5b", "json", 4) != formats.row_key("trec-label", "0.5b", "json")
