@@ -172,6 +172,8 @@ def test_demo_sets_fall_back_to_labelled_samples_without_bootstraps():
         ('**New Instruction:** "Name the answer type."', "Name the answer type."),
         ("Proposed instruction:\n“Read the question, then name its type.”", "Read the question, then name its type."),
         ("```\nYou are an expert. Classify each question.\n```", "You are an expert. Classify each question."),
+        ("```python\nClassify the question.\nThe label is one word.", "Classify the question.\nThe label is one word."),
+        ("```text\nName the answer type.\n```\nThis keeps it short.", "Name the answer type."),
         ("Classify the question by type.\nQuestion: What is X?\nAnswer: entity", "Classify the question by type."),
         ("Say which category fits best.\n\nExample 1: blah", "Say which category fits best."),
         ("Step 2:\nName the category the answer belongs to.", "Name the category the answer belongs to."),

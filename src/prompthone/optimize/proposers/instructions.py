@@ -100,15 +100,17 @@ def _describes_step(text: str, module: str) -> bool:
 def clean_instruction(text: str, *, field_labels: Iterable[str] = ()) -> tuple[str | None, str]:
     """(instruction, "") when `text` can serve as an instruction, else (None, reason).
 
-    Strips code fences, a leading label ("Instruction:", "**New instruction:**", "Step 2:"), wrapping
-    quotes and markdown emphasis; cuts at a line that starts an example or a field (`Question:`,
-    `Answer:`, `Example:`), since a proposer that goes on past the instruction is inventing a demo.
-    Rejects empty or very short text, code, echoes of the proposal prompt's own wording, and text
-    longer than `MAX_CHARS` after cutting at a sentence end.
+    Strips code fences (with their language tag, closed or not), a leading label ("Instruction:",
+    "**New instruction:**", "Step 2:"), wrapping quotes and markdown emphasis; cuts at a line that
+    starts an example or a field (`Question:`, `Answer:`, `Example:`), since a proposer that goes on
+    past the instruction is inventing a demo. Rejects empty or very short text, code, echoes of the
+    proposal prompt's own wording, and text longer than `MAX_CHARS` after cutting at a sentence end.
     """
     t = text.strip()
     t = re.sub(r"^\s*(?:step\s*\d+\s*[:.)-]?)\s*(?:\n|$)", "", t, flags=re.I)
-    fence = re.fullmatch(r"```[\w-]*\s*\n?(.*?)\n?```", t, re.S)
+    # A fenced block, closed or cut off by the token limit: keep its body, without the language tag
+    # (a code model opens with ```python; a bare `replace` used to leave "python" as the first word).
+    fence = re.match(r"```[\w+-]*[ \t]*\n(.*?)(?:\n?```|$)", t, re.S)
     if fence:
         t = fence.group(1).strip()
     t = t.replace("```", "").strip()
