@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import re
+import sqlite3
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
 
 from prompthone.optimize import OptimizationResult, Optimizer, Run
 from prompthone.optimize.registry import OPTIMIZERS
@@ -127,3 +132,28 @@ def fake_gsm8k_env(tmp_path, monkeypatch, *, latency_ms: int):
     srv = FakeOpenAIServer(latency_ms=latency_ms, responder=careful_math_responder)
     with srv as url:
         yield tmp_path, url, srv
+
+
+def run_dir_once(
+    proc: subprocess.Popen,
+    out: Path,
+    ready: Callable[[Path], bool],
+    *,
+    timeout: float,
+    marker: str = "run.sqlite",
+    transient: tuple[type[Exception], ...] = (sqlite3.OperationalError,),
+) -> Path:
+    """The run folder under `out` that `proc` is writing, as soon as `ready(folder)` holds: the moment a
+    kill or interrupt test stops the process. Polls often so the stop lands close to that moment;
+    `transient` errors (the store being created, or busy) mean "not yet"."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        dirs = list(out.glob(f"*/{marker}")) if out.exists() else []
+        try:
+            if dirs and ready(dirs[0].parent):
+                return dirs[0].parent
+        except transient:
+            pass
+        assert proc.poll() is None, f"the run ended before it could be stopped: {proc.communicate()}"
+        time.sleep(0.005)
+    raise AssertionError(f"the run under {out} was not ready after {timeout} s")

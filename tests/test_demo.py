@@ -22,6 +22,7 @@ from prompthone.lm import run_sync
 from prompthone.store import RunStore
 from prompthone.testing.fake_openai_server import FakeOpenAIServer
 from prompthone.testing.replies import without_reminder, write_reply
+from runlib import run_dir_once
 
 GOLD = {ex.inputs["question"]: ex.labels["answer"] for ex in load_trec_mini()}
 
@@ -152,7 +153,6 @@ def test_ctrl_c_in_the_demo_names_the_run_and_optimize_resume_finishes_it(tmp_pa
     import signal
     import subprocess
     import sys
-    import time
 
     monkeypatch.setenv("PROMPTHONE_CACHE_DIR", str(tmp_path / "cache"))
     with FakeOpenAIServer(latency_ms=30, responder=few_shot_learner) as url:
@@ -173,16 +173,12 @@ def test_ctrl_c_in_the_demo_names_the_run_and_optimize_resume_finishes_it(tmp_pa
             text=True,
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as from a terminal
         )
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:
-            dirs = list((tmp_path / "runs").glob("*/run.sqlite")) if (tmp_path / "runs").exists() else []
-            try:
-                if dirs and sqlite3.connect(dirs[0]).execute("SELECT count(*) FROM ph_lm_calls").fetchone()[0] >= 20:
-                    break
-            except sqlite3.OperationalError:
-                pass  # the store is being created
-            assert proc.poll() is None, f"the demo ended before it could be interrupted: {proc.communicate()}"
-            time.sleep(0.01)
+        run_dir_once(
+            proc,
+            tmp_path / "runs",
+            lambda d: sqlite3.connect(d / "run.sqlite").execute("SELECT count(*) FROM ph_lm_calls").fetchone()[0] >= 20,
+            timeout=240,
+        )
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == 130, (out, err)

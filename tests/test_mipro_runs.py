@@ -21,7 +21,7 @@ from prompthone.runs.runner import run_optimization
 from prompthone.runs.spec import RunSpec
 from prompthone.store import RunStore
 from prompthone.testing.fake_openai_server import FakeOpenAIServer
-from runlib import mipro_math_responder, write_fake_gsm8k
+from runlib import mipro_math_responder, run_dir_once, write_fake_gsm8k
 
 HERE = Path(__file__).resolve().parent
 
@@ -121,21 +121,6 @@ def _kill_points(reference_dir: Path) -> dict[str, int]:
     }
 
 
-def _once_paid(proc: subprocess.Popen, out: Path, at_least: int, *, timeout: float) -> Path:
-    """The run folder under `out` of the run `proc` is making, once it has paid for `at_least` calls."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        dirs = list(out.glob("*/run.sqlite")) if out.exists() else []
-        try:
-            if dirs and _paid(dirs[0].parent) >= at_least:
-                return dirs[0].parent
-        except sqlite3.OperationalError:
-            pass  # tables not made yet, or the database is busy
-        assert proc.poll() is None, "the run ended before it could be stopped"
-        time.sleep(0.005)
-    raise AssertionError(f"the run under {out} had not paid for {at_least} calls after {timeout} s")
-
-
 @pytest.mark.parametrize("moment", ["start-test", "proposals", "search"])
 def test_a_mipro_run_killed_with_sigkill_resumes_to_the_same_result_without_paying_twice(
     env, reference, moment, monkeypatch
@@ -157,7 +142,7 @@ def test_a_mipro_run_killed_with_sigkill_resumes_to_the_same_result_without_payi
     path = os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])  # the code under test, also in the child
     proc = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, **fresh, "PYTHONPATH": path})
     try:
-        run_dir = _once_paid(proc, tmp / "killed", kill_after, timeout=120)
+        run_dir = run_dir_once(proc, tmp / "killed", lambda d: _paid(d) >= kill_after, timeout=120)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
@@ -209,7 +194,7 @@ def test_ctrl_c_stops_the_cli_at_once_and_the_run_resumes_to_the_uninterrupted_r
         proc = subprocess.Popen(cmd, env={**os.environ, **fresh, "PYTHONPATH": path}, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True,
                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
-        run_dir = _once_paid(proc, tmp / "cli", kill_after, timeout=240)
+        run_dir = run_dir_once(proc, tmp / "cli", lambda d: _paid(d) >= kill_after, timeout=240)
         proc.send_signal(signal.SIGINT)
         sent = time.monotonic()
         out, err = proc.communicate(timeout=60)

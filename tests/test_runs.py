@@ -10,7 +10,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import optuna
@@ -29,7 +28,7 @@ from prompthone.runs.spec import RunSpec
 from prompthone.store import RunStore, database_url
 from prompthone.tasks import get_task
 from prompthone.testing.fake_openai_server import FakeOpenAIServer
-from runlib import careful_math_responder, fake_gsm8k_env, write_fake_gsm8k
+from runlib import careful_math_responder, fake_gsm8k_env, run_dir_once, write_fake_gsm8k
 from runlib import fake_gsm8k_spec as spec
 
 HERE = Path(__file__).resolve().parent
@@ -108,23 +107,16 @@ def test_resume_after_sigkill_gives_the_uninterrupted_result_without_paying_twic
         f"run_sync(run_optimization(s, out_dir=Path({str(tmp / 'killed')!r}), store_url={store_url!r}))"
     )
     proc = subprocess.Popen([sys.executable, "-c", script], env=env_vars)
-    deadline = time.monotonic() + 240  # generous: the machine may be busy
-    run_dir = None
-    while time.monotonic() < deadline:
-        marker = "run.sqlite" if store_url is None else "store.json"
-        dirs = list((tmp / "killed").glob(f"*/{marker}")) if (tmp / "killed").exists() else []
-        if dirs:
-            run_dir = dirs[0].parent
-            try:
-                if _paid(run_dir) >= kill_after_calls:
-                    break
-            except (sqlite3.OperationalError, OperationalError, ProgrammingError):
-                pass  # the store is being created
-        assert proc.poll() is None, "the run finished before it could be killed"
-        time.sleep(0.01)
+    run_dir = run_dir_once(
+        proc,
+        tmp / "killed",
+        lambda d: _paid(d) >= kill_after_calls,
+        timeout=240,  # generous: the machine may be busy
+        marker="run.sqlite" if store_url is None else "store.json",
+        transient=(sqlite3.OperationalError, OperationalError, ProgrammingError),  # the store is being created
+    )
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)
-    assert run_dir is not None
     paid_before = _paid(run_dir)
     assert RunStore(run_dir).run_row()["status"] == "running"  # killed, not closed cleanly
 
