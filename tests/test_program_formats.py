@@ -86,12 +86,19 @@ def test_a_predict_starts_in_json_a_chain_of_thought_in_labels_and_an_explicit_f
 @pytest.mark.parametrize("fmt", ["recap", "tags", "json"])
 def test_new_formats_put_the_instruction_last_and_remind_of_the_outputs_in_the_last_turn_only(fmt):
     demo = Demo(question="Who wrote Hamlet?", label="human")
+    zero_shot = render_messages(TREC, PromptParams(TREC.instruction, format=fmt), {"question": "Where is Rome?"})
     msgs = render_messages(TREC, PromptParams(TREC.instruction, (demo,), format=fmt), {"question": "Where is Rome?"})
-    assert msgs[0]["content"].rstrip().endswith(TREC.instruction)
-    last = msgs[-1]["content"]
-    # the allowed labels are the last thing the model reads, after the inputs
+    for chat in (zero_shot, msgs):
+        assert chat[0]["content"].rstrip().endswith(TREC.instruction)
+        assert "Reply with" in chat[-1]["content"]
+    assert "Reply with" not in msgs[1]["content"]
+    # zero-shot, the allowed labels are the last thing the model reads, after the inputs
+    last = zero_shot[-1]["content"]
     assert last.index("Where is Rome?") < last.index(LABELS) and len(last) - last.index(LABELS) - len(LABELS) <= 2
-    assert "Reply with" in last and "Reply with" not in msgs[1]["content"]
+    # behind demos, which show what a label looks like, the reminder names the output without them
+    with_demos = msgs[-1]["content"]
+    assert LABELS not in with_demos and with_demos.index("Where is Rome?") < with_demos.index("Reply with")
+    assert with_demos == last.replace(f" ({LABELS})", "").replace(f', where "label" is {LABELS}', "")
 
 
 def test_the_reminder_names_every_output_in_order():
