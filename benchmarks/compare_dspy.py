@@ -87,6 +87,7 @@ from prompthone.optimize import Budget
 from prompthone.optimize.format_search import format_choices
 from prompthone.optimize.mipro.settings import MIPROSettings
 from prompthone.program.params import LEGACY_FORMAT
+from prompthone.program.render import DEMO_LAYOUT_REVISION
 from prompthone.runs.config import parse_settings
 from prompthone.runs.runner import run_optimization
 from prompthone.runs.spec import RunOutcome, RunSpec
@@ -233,6 +234,9 @@ def row_key(method: str, args: argparse.Namespace) -> dict[str, Any]:
         formats = start_formats(args)
         if set(formats.values()) != {LEGACY_FORMAT}:  # rows from before formats were named were all "labels"
             key["start_formats"] = formats
+    if method not in DSPY_METHODS and method != "zero-shot" and DEMO_LAYOUT_REVISION > 1:
+        # an optimizer's candidates carry demos; a task's start program has none (its zero-shot row stands)
+        key["demo_layout_revision"] = DEMO_LAYOUT_REVISION
     return key
 
 

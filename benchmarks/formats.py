@@ -51,6 +51,7 @@ from prompthone.metrics import ChoiceMatch, ExactMatch, Metric, NumericMatch
 from prompthone.optimize.proposers.demos import covering_sample
 from prompthone.program import ChainOfThought, Demo, Predict, Program, Signature
 from prompthone.program.params import PROMPT_FORMATS
+from prompthone.program.render import DEMO_LAYOUT_REVISION
 from prompthone.tasks.builtin import MATH_ANSWER, MATH_INSTRUCTION
 from prompthone.tasks.programs import MultiHopQA
 
@@ -259,8 +260,17 @@ def load_rows(path: Path) -> list[dict[str, Any]]:
     return [r for r in rows if not r.get("errors")]
 
 
-def row_key(task: str, model: str, fmt: str, demos: int = 0) -> tuple[str, str, str, int]:
-    return (task, model, fmt, demos)
+def layout_revision(fmt: str, demos: int) -> int:
+    """The revision of prompthone's layouts a row measured (`DEMO_LAYOUT_REVISION`; 1 before it existed):
+    it matters only where prompthone renders demos."""
+    return DEMO_LAYOUT_REVISION if demos and fmt != DSPY else 1
+
+
+def row_key(
+    task: str, model: str, fmt: str, demos: int = 0, revision: int | None = None
+) -> tuple[str, str, str, int, int]:
+    """A row is measured again when what it sends changed: a newer layout revision is a new row."""
+    return (task, model, fmt, demos, layout_revision(fmt, demos) if revision is None else revision)
 
 
 def row_task(r: dict[str, Any]) -> str:
@@ -326,7 +336,8 @@ def run_task(
                 out = score_prompthone(bench, fmt, part, lm, args.data_root, demos)
             mean, lo, hi = mean_ci(out["scores"])
             row = {
-                "task": task, "model": model, "format": fmt, "demos": len(demos), "n": len(part),
+                "task": task, "model": model, "format": fmt, "demos": len(demos),
+                "demo_layout_revision": layout_revision(fmt, len(demos)), "n": len(part),
                 "partial": k < len(examples),
                 "mean": mean, "lo": lo, "hi": hi, **out, "max_tokens": bench.max_tokens,
                 "wall_s": round(time.perf_counter() - t0, 1), "load_avg_start": load0,
@@ -381,7 +392,7 @@ def main() -> None:
     Path(args.cache_dir).mkdir(parents=True, exist_ok=True)
     results.parent.mkdir(parents=True, exist_ok=True)
     done = {
-        row_key(r["task"], r["model"], r["format"], r.get("demos", 0))
+        row_key(r["task"], r["model"], r["format"], r.get("demos", 0), r.get("demo_layout_revision", 1))
         for r in load_rows(results)
         if not r.get("partial")
     }

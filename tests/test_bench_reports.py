@@ -104,3 +104,7 @@ def test_formats_with_demos_draws_the_same_label_covering_demos_and_keys_rows_by
     table = formats.table(rows)
     assert "| trec-label | 0.5b |" in table and "| trec-label +4 demos | 0.5b |" in table
     assert formats.row_key("trec-label", "0.5b", "json", 4) != formats.row_key("trec-label", "0.5b", "json")
+    # a row with demos measured under an older layout of such prompts is not taken as done; DSPy's side is its own
+    assert formats.row_key("trec-label", "0.5b", "json", 4) != formats.row_key("trec-label", "0.5b", "json", 4, 1)
+    assert formats.row_key("trec-label", "0.5b", "json", 0) == formats.row_key("trec-label", "0.5b", "json", 0, 1)
+    assert formats.row_key("trec-label", "0.5b", "dspy", 4) == formats.row_key("trec-label", "0.5b", "dspy", 4, 1)

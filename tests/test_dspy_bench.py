@@ -252,6 +252,10 @@ def test_row_key_names_what_decides_a_row_and_not_when_or_where_it_ran(tmp_path:
     assert key not in others and len(others) == 4
     assert cd.cache_path("mipro", args) == cd.cache_path("mipro", same)
     assert cd.cache_path("mipro", args).name == f"trec-label-seed0-mipro-{key}.sqlite"
+    # an optimizer's row is measured again when the layout of prompts with demos changed; zero-shot is not
+    assert cd.row_key("mipro", args)["demo_layout_revision"] == cd.DEMO_LAYOUT_REVISION >= 2
+    assert "demo_layout_revision" not in cd.row_key("zero-shot", args)
+    assert "demo_layout_revision" not in cd.row_key("dspy-miprov2", args)
 
 
 def test_the_server_the_script_starts_is_sent_one_request_at_a_time_and_the_row_key_ignores_it() -> None:

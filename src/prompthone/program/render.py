@@ -45,6 +45,11 @@ from prompthone.program.params import PROMPT_FORMATS, Demo, PromptParams
 from prompthone.program.signature import Field, Signature
 from prompthone.program.values import format_value
 
+#: Which revision of the layouts below renders a prompt that has demos. A benchmark row keys on it, so a
+#: row measured before a change that alters what such a prompt sends is measured again, not replayed.
+#: 2: behind demos, the closing reminder names the outputs without their descriptions.
+DEMO_LAYOUT_REVISION = 2
+
 TEMPLATE_VALUE = "..."
 NO_INPUTS = "(no inputs)"
 
