@@ -108,3 +108,36 @@ def test_formats_with_demos_draws_the_same_label_covering_demos_and_keys_rows_by
     assert formats.row_key("trec-label", "0.5b", "json", 4) != formats.row_key("trec-label", "0.5b", "json", 4, 1)
     assert formats.row_key("trec-label", "0.5b", "json", 0) == formats.row_key("trec-label", "0.5b", "json", 0, 1)
     assert formats.row_key("trec-label", "0.5b", "dspy", 4) == formats.row_key("trec-label", "0.5b", "dspy", 4, 1)
+
+
+def test_chosen_demos_takes_dspy_rows_with_their_demos_and_tables_each_layout(tmp_path: Path) -> None:
+    """`chosen_demos.py`: DSPy MIPROv2 rows that recorded their chosen demos (the latest per key) become
+    sources; rows with demos in a prompthone layout key on the layout revision; the table shows each layout."""
+    import chosen_demos as cd
+
+    program = {"instruction": "Classify.", "demos": 2, "demo_fields": [{"question": "Who?", "label": "human"}] * 2}
+    rows = [
+        {"method": "dspy-miprov2", "task": "trec-label", "row_key": "k0", "best_program": {"classify": program}},
+        {"method": "dspy-miprov2", "task": "trec-label", "row_key": "k1", "best_program": {"classify": {"demos": 4}}},
+        {"method": "mipro", "task": "trec-label", "row_key": "k2", "best_program": {"classify": program}},
+        {
+            "method": "dspy-miprov2",
+            "task": "trec-label",
+            "row_key": "k0",
+            "best_program": {"classify": program},
+            "x": 1,
+        },
+    ]
+    path = tmp_path / "r.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    (source,) = cd.chosen_programs([str(path)])  # no demos recorded, or not DSPy's: left out; the latest k0
+    assert source["x"] == 1
+    assert cd.row_key(source, "json") == ("k0", "json", cd.DEMO_LAYOUT_REVISION)
+    assert cd.row_key(source, "dspy") == ("k0", "dspy", 1)
+    scored = [
+        {"task": "trec-label", "seed": 1, "source_row_key": "k0", "source_test": 0.665, "demos": 2, "n": 200,
+         "format": f, "mean": m, "lo": m - 0.07, "hi": m + 0.07}
+        for f, m in (("dspy", 0.665), ("json", 0.545), ("json", 0.62))
+    ]  # fmt: skip
+    table = cd.table(scored)
+    assert "| trec-label, 1 | 2 | 66.5 n=200 | 66.5 (60-74) | 62.0 (55-69) |" in table  # the latest json row
