@@ -19,7 +19,9 @@ the reply template: a 0.5B model copied a note written into the answer slot into
   instruction and the allowed values are put last. With demos the reminder names the outputs only:
   the demos show what a value looks like, and a list of allowed labels as the last text read pulled
   the same model toward the first label listed ("abbreviation", 3% of TREC, answered 34 times in 200
-  behind four demos); without the list, two demo sets scored 8-10 points higher (docs/benchmarks.md).
+  behind four demos). Without the list, on the two demo sets DSPy's MIPROv2 chose on trec-label,
+  "json" rose 6 and 3.5 points and "tags" 19 points on the set measured both ways (n=200 each;
+  `benchmarks/chosen_demos.py`, docs/benchmarks.md).
 - "tags": as "recap", with every value inside `<field>...</field>` markers (code-trained models know
   them well and they cannot be confused with text that happens to contain a colon).
 - "json": as "recap", with the reply one JSON object (inputs stay `Label: value` lines).
