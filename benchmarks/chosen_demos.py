@@ -14,7 +14,7 @@ here has closed the layout gap.
 
 Why this exists: at MIPROv2's light defaults on trec-label, prompthone's zero-shot start beat DSPy's by
 about 10 points while its MIPRO result stayed below MIPROv2's. Scoring DSPy's chosen programs in
-prompthone's layouts found the loss behind demos (issue 15), which `DEMO_LAYOUT_REVISION` 2 narrowed.
+prompthone's layouts found the loss behind demos (issue 15), which demo layout revision 2 closed for `tags`.
 
 Caching, so a rerun pays for nothing twice: rows are appended to `--results` (with every example's
 score) and skipped on a rerun when their key (source row, format, layout revision) is there; prompthone's
@@ -40,7 +40,6 @@ from prompthone.lm import LM
 from prompthone.lm.local.assemble import resolve_gguf
 from prompthone.metrics import ExactMatch
 from prompthone.program.params import PROMPT_FORMATS
-from prompthone.program.render import DEMO_LAYOUT_REVISION
 from prompthone.tasks import get_task
 from prompthone.tasks.splits import task_splits
 
@@ -66,7 +65,12 @@ def chosen_programs(paths: list[str]) -> list[dict[str, Any]]:
 
 
 def row_key(source: dict[str, Any], fmt: str) -> tuple[str, str, int]:
-    return (source["row_key"], fmt, DEMO_LAYOUT_REVISION if fmt != formats.DSPY else 1)
+    """A (source row, layout) is measured again when prompthone's layout of prompts with demos changed."""
+    return (
+        source["row_key"],
+        fmt,
+        formats.layout_revision(fmt, len(source["best_program"]["classify"]["demo_fields"])),
+    )
 
 
 def score(source: dict[str, Any], fmt: str, lm: LM, url: str, args: argparse.Namespace) -> dict[str, Any]:

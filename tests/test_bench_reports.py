@@ -132,7 +132,7 @@ def test_chosen_demos_takes_dspy_rows_with_their_demos_and_tables_each_layout(tm
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     (source,) = cd.chosen_programs([str(path)])  # no demos recorded, or not DSPy's: left out; the latest k0
     assert source["x"] == 1
-    assert cd.row_key(source, "json") == ("k0", "json", cd.DEMO_LAYOUT_REVISION)
+    assert cd.row_key(source, "json") == ("k0", "json", cd.formats.DEMO_LAYOUT_REVISION)
     assert cd.row_key(source, "dspy") == ("k0", "dspy", 1)
     scored = [
         {"task": "trec-label", "seed": 1, "source_row_key": "k0", "source_test": 0.665, "demos": 2, "n": 200,
