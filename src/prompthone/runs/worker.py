@@ -136,6 +136,9 @@ class Worker:
         self.poll_s, self.max_poll_s, self.check_every_s = poll_s, max_poll_s, check_every_s
         self.me = worker_id()
         self.report = WorkerReport(self.me, "")
+        #: set before a chunk is given back on the way out, so the loop claims nothing more (with several
+        #: slots it could otherwise take the chunk just given back, and compute it again while leaving)
+        self.leaving = False
         self.store = RunStore(self.url, read_only=True)  # the leader made the tables; a worker only adds rows
         try:
             self.row = self.store.run_row()
@@ -200,7 +203,7 @@ class Worker:
                 running -= finished
                 if not all(t.result() for t in finished):  # one of them must leave (it said why)
                     break
-                if len(running) < self.slots:
+                if len(running) < self.slots and not self.leaving:
                     claimed = await asyncio.to_thread(self.queue.claim, self.me)
                     if claimed is not None:
                         running.add(asyncio.create_task(self._chunk(claimed)))
@@ -282,6 +285,7 @@ class Worker:
                 await asyncio.to_thread(self.queue.fail, claimed.id, self.me, error_info(permanent, self.me))
                 self.console.print(f"chunk {claimed.id[:8]} failed: {permanent}", highlight=False)
                 return True
+            self.leaving = True
             await asyncio.to_thread(give_back, self.queue, claimed.id, self.me)
             why = str(exc) if isinstance(exc, ChunkMismatchError) else f"{type(exc).__name__}: {exc}"
             return self._leave(f"it could not compute a chunk: {why}", code=1)
@@ -294,6 +298,7 @@ class Worker:
                 await beat
         lost = _unreachable(records)
         if lost is not None:
+            self.leaving = True
             await asyncio.to_thread(give_back, self.queue, claimed.id, self.me)
             return self._leave(f"it cannot reach the model server ({lost}); its chunk went back to the others", 1)
         if await asyncio.to_thread(self.queue.complete, claimed.id, self.me, [r.to_dict() for r in records]):
