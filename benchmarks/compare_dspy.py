@@ -84,7 +84,7 @@ from prompthone.lm.availability import model_status
 from prompthone.lm.local.assemble import resolve_gguf
 from prompthone.lm.settings import ONE_AT_A_TIME_ENV
 from prompthone.optimize import Budget
-from prompthone.optimize.format_search import format_choices
+from prompthone.optimize.format_search import for_start, format_choices
 from prompthone.optimize.mipro.settings import MIPROSettings
 from prompthone.program.params import LEGACY_FORMAT
 from prompthone.program.render import DEMO_LAYOUT_REVISION
@@ -160,25 +160,36 @@ def row_name(row: dict[str, Any]) -> str:
     return f"{row['method']} [{row['variant']}]" if row.get("variant") else row["method"]
 
 
-def searched_formats(args: argparse.Namespace) -> list[str] | bool:
-    """`--search-formats`: `off` (no module searches its format) or the formats allowed."""
+def searched_formats(args: argparse.Namespace) -> Any:
+    """`--search-formats`: `off` (no module searches its format) or the formats allowed; without it,
+    prompthone's default as plain data (a mapping's lists as lists)."""
     if args.search_formats is None:
-        return list(MIPROSettings().search_formats)
+        return plain(MIPROSettings().search_formats)
     return False if args.search_formats == "off" else args.search_formats.split(",")
+
+
+def plain(value: Any) -> Any:
+    """A `search_formats` value as JSON reads it: tuples as lists, a mapping as a dict of those."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    return list(value) if not isinstance(value, bool) else value
 
 
 def key_settings(method: str, args: argparse.Namespace) -> dict[str, Any]:
     """The settings as a row key reads them: `search_formats` as it acts on this task's start (the
-    default resolved, named only when some module searches its format), so a row keeps its key when a
-    default changes what it means, and a row whose start has nothing to search keeps the key it had
-    before formats could be searched."""
+    default resolved; a mapping read at the start's format when every searching module starts in the
+    same one; named only when some module searches its format), so a row keeps its key when a default
+    changes what it means, and a row whose start has nothing to search keeps the key it had before
+    formats could be searched."""
     settings = dict(method_settings(method, args))
     if method not in ("mipro", "mipro-proposer"):
         return settings
     value = searched_formats(args)
     settings.pop("search_formats", None)
-    if any(len(format_choices(f, value)) > 1 for f in start_formats(args).values()):
-        settings["search_formats"] = list(value) if not isinstance(value, bool) else value
+    searching = {f for f in start_formats(args).values() if len(format_choices(f, value)) > 1}
+    if searching:
+        acting = for_start(searching.pop(), value) if len(searching) == 1 else value
+        settings["search_formats"] = plain(acting)
     return settings
 
 

@@ -287,9 +287,11 @@ def test_a_mipro_row_key_reads_search_formats_as_it_acts_on_the_start() -> None:
     def key(*extra: str) -> dict:
         return compare_dspy.row_key("mipro", compare_dspy.parse_args([*base, *extra]))["settings"]
 
-    # trec-label's Predict starts in json: the default searches labels, the same row as asking for it
-    assert key() == key("--search-formats", "labels") == {"preset": "light", "proposer_max_tokens": 200,
-                                                         "search_formats": ["labels"]}  # fmt: skip
+    # trec-label's Predict starts in json: the default ({"json": ["tags"]}) searches tags there, the same row
+    # as asking for tags; asking for labels is another row
+    assert key() == key("--search-formats", "tags") == {"preset": "light", "proposer_max_tokens": 200,
+                                                       "search_formats": ["tags"]}  # fmt: skip
+    assert key("--search-formats", "labels")["search_formats"] == ["labels"]
     # off searches nothing: the key of the rows measured before the setting existed (no search_formats)
     assert key("--search-formats", "off") == {"preset": "light", "proposer_max_tokens": 200}
     # what is run is what was asked: off is passed on as false, the default is left to prompthone

@@ -1,5 +1,5 @@
 """Issue 15, part 2: the prompt format can be searched. MIPRO's variants and bootstrap random search take
-`search_formats`; off, or with MIPRO's default (`["labels"]`) on a module that starts in `labels`, every
+`search_formats`; off, or with MIPRO's default (`{"json": ["tags"]}`) on a module that starts in `labels`, every
 trial, request and stored study is what it was before the setting existed; on, trials explore formats
 and the format that scores best wins. OPRO and GRAD-SUM keep the start's format. Scripted models only
 (test_format_search_model.py has the real one)."""
@@ -107,23 +107,33 @@ def test_by_default_or_off_a_labels_start_is_searched_as_before(name, tmp_path):
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))
-def test_allowing_only_the_start_format_searches_nothing_new(name, tmp_path):
-    _, only_start, _ = small_run(name, tmp_path, search_formats=["labels"])
+@pytest.mark.parametrize("value", [["labels"], {"json": ["tags"], "recap": True}, {"labels": ["labels"]}, {}])
+def test_allowing_only_the_start_format_searches_nothing_new(name, value, tmp_path):
+    _, only_start, _ = small_run(name, tmp_path, search_formats=value)
     # nothing differs, not even the study's fingerprint (its name and attributes): a setting that
     # searches no module's format is no setting, so runs stored before it existed resume under it
     assert only_start == BEFORE[name]
 
 
 @pytest.mark.parametrize("name", MIPRO_VARIANTS)
-def test_by_default_a_json_start_may_go_back_to_labels(name, tmp_path):
+@pytest.mark.parametrize(
+    ("value", "formats"),
+    [
+        (None, ["json", "tags"]),  # the default: a JSON start may take the tagged layout
+        ({"json": ["labels", "recap"], "labels": ["tags"]}, ["json", "labels", "recap"]),  # read at the start
+        (["labels"], ["json", "labels"]),
+    ],
+)
+def test_a_json_start_searches_what_the_setting_allows_a_json_start(name, value, formats, tmp_path):
     setup, _, _ = make_setup(seed=3, n_train=12, n_val=20)
     assert setup.start is not None
     module = next(iter(setup.program.named_modules()))
     setup.start = setup.start.with_module(module, setup.start[module].with_format("json"))
-    r = asyncio.run(make_optimizer(name, **SMALL[name], storage=str(tmp_path / "s.sqlite")).optimize(setup))
-    assert r.info["pool_sizes"][module]["formats"] == ["json", "labels"]
+    given = {} if value is None else {"search_formats": value}
+    r = asyncio.run(make_optimizer(name, **SMALL[name], **given, storage=str(tmp_path / "s.sqlite")).optimize(setup))
+    assert r.info["pool_sizes"][module]["formats"] == formats
     tried = {t.candidate[module].format for t in r.trials}
-    assert tried == {"json", "labels"}
+    assert tried <= set(formats) and "json" in tried and len(tried) >= 2
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))
@@ -271,6 +281,8 @@ def test_a_study_with_formats_searched_is_not_continued_with_other_formats(tmp_p
         (["tags", "xml"], "unknown format(s) ['xml']; got ['tags', 'xml']"),
         ([1], "got [1]"),
         (2, "got 2"),
+        ({"json": "tags"}, "got {'json': 'tags'}"),
+        ({"json": ["xml"]}, "unknown format(s) ['xml']; got {'json': ['xml']}"),
     ],
 )
 def test_a_bad_search_formats_names_the_key_and_the_formats(name, value, words):
@@ -279,8 +291,8 @@ def test_a_bad_search_formats_names_the_key_and_the_formats(name, value, words):
         make_optimizer(name, search_formats=value)
     assert err.value.key == "search_formats"
     expected = (
-        f"{method} setting search_formats must be true, false or a list of prompt formats from "
-        "['labels', 'recap', 'tags', 'json']; "
+        f"{method} setting search_formats must be true, false, a list of prompt formats from "
+        "['labels', 'recap', 'tags', 'json'] or a mapping from a start format to one of these; "
     )
     assert str(err.value).startswith(expected) and str(err.value).endswith(words)
 
@@ -288,12 +300,20 @@ def test_a_bad_search_formats_names_the_key_and_the_formats(name, value, words):
 def test_search_formats_reads_as_given_from_a_config_or_the_command_line():
     assert MIPROSettings.build(search_formats=["tags", "json"]).search_formats == ("tags", "json")
     assert MIPROSettings.build(search_formats=True).search_formats is True
-    assert MIPROSettings.build().search_formats == ("labels",)
+    assert MIPROSettings.build().search_formats == {"json": ("tags",)}
+    given = {"json": ["tags", "labels"], "recap": False}
+    assert MIPROSettings.build(search_formats=given).search_formats == {"json": ("tags", "labels"), "recap": False}
     assert check_settings("mipro", {"search_formats": ["recap", "json"]}) is None
+    assert check_settings("mipro", {"search_formats": {"json": ["tags"]}}) is None
     line = check_settings("mipro", {"search_formats": "xml"})
     assert line == (
-        "--set search_formats=xml: mipro setting search_formats must be true, false or a list of prompt formats "
-        "from ['labels', 'recap', 'tags', 'json']; got 'xml'"
+        "--set search_formats=xml: mipro setting search_formats must be true, false, a list of prompt formats "
+        "from ['labels', 'recap', 'tags', 'json'] or a mapping from a start format to one of these; got 'xml'"
+    )
+    line = check_settings("mipro", {"search_formats": {"xml": ["tags"]}})
+    assert line == (
+        "--set search_formats={'xml': ['tags']}: mipro setting search_formats must be keyed by start formats from "
+        "['labels', 'recap', 'tags', 'json']; unknown start format(s) ['xml']; got {'xml': ['tags']}"
     )
 
 

@@ -63,14 +63,15 @@ class BootstrapFewShotSettings(MethodSettings):
 class BootstrapRandomSearchSettings(BootstrapFewShotSettings):
     """`num_candidate_sets` demo sets scored besides the start's; `cover_labels`: sets of a module whose
     output is a small label set show distinct labels before repeats; `search_formats` (False: keep each
-    module's start format; True: any prompt format; a list: those): each candidate draws a format per
-    module."""
+    module's start format; True: any prompt format; a list: those; a mapping from a start format to
+    one of these): each candidate draws a format per module."""
 
     method = "bootstrap-random-search"
 
     num_candidate_sets: int = 8
     cover_labels: bool = True
-    #: bool or a list of format names; typed Any so that `validate` gives the one message for both kinds
+    #: bool, a list of format names or a mapping from a start format to either; typed Any so that
+    #: `validate` gives the one message for every kind
     search_formats: Any = False
 
     def validate(self) -> None:
