@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
+import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -33,6 +35,7 @@ from prompthone.optimize.base import OptimizationResult, OptimizationSetup
 from prompthone.optimize.budget import Budget
 from prompthone.optimize.proposers.contract import contract_report
 from prompthone.optimize.registry import make_optimizer
+from prompthone.optimize.settings import MethodSettings
 from prompthone.program import Candidate, Program
 from prompthone.program.stored import program_spec
 from prompthone.runs.caches import open_run_caches
@@ -88,6 +91,7 @@ async def run_optimization(
         run_dir = new_run_dir(out_dir, spec)
 
     # Everything that can be wrong with the spec is found here, before a run folder is made.
+    spec = with_resolved_settings(spec)
     task = task or get_task(spec.task)
     parts = splits_for(spec, task)
     program = task.make_program(spec.data_root)
@@ -107,7 +111,7 @@ async def run_optimization(
     if dry_run:
         lms = planned_lms(spec)
         evaluator = Evaluator(program, _metric(spec, task, lms.get("judge")), lms["task"], max_tokens=spec.max_tokens)
-        return make_optimizer(spec.optimizer, **spec.settings).estimate(make_setup(evaluator, lms))
+        return make_optimizer(spec.optimizer, **spec.optimizer_settings()).estimate(make_setup(evaluator, lms))
 
     backends = role_backends(spec)
     if store is None:
@@ -128,6 +132,18 @@ async def run_optimization(
         )
     finally:
         lock.release()
+
+
+def with_resolved_settings(spec: RunSpec) -> RunSpec:
+    """`spec` with every optimizer setting its run will use, defaults included, read back as the store
+    keeps them (JSON: tuples as lists), so a new run and its resumption build the same optimizer. A spec
+    that has them (a resumed run's stored config) keeps its own."""
+    if spec.resolved_settings is not None:
+        return spec
+    made = getattr(make_optimizer(spec.optimizer, **spec.settings), "settings", None)
+    # an optimizer registered without a settings dataclass: what it was given is all that is known
+    settings = made.to_dict() if isinstance(made, MethodSettings) else dict(spec.settings)
+    return dataclasses.replace(spec, resolved_settings=json.loads(json.dumps(settings)))
 
 
 async def _run_locked(
@@ -205,7 +221,7 @@ async def _run_locked(
         progress.update(kind, data)
 
     setup = make_setup(evaluator, lms, events=on_event, storage_url=store.url)
-    optimizer = make_optimizer(spec.optimizer, **spec.settings)
+    optimizer = make_optimizer(spec.optimizer, **spec.optimizer_settings())
     console.print(
         f"[bold]{spec.optimizer}[/] on [bold]{task.name}[/]: {len(parts.train)} train / {len(parts.val)} val / "
         f"{len(parts.test)} test, task model {task_lm.model}, proposer {proposer_lm.model}, seed {spec.seed}"

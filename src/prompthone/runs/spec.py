@@ -34,6 +34,10 @@ class RunSpec:
     #: the judge's model; the proposer model when None
     judge_model: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)
+    #: every setting as the optimizer read it when the run began, defaults included (None before a run is
+    #: recorded, and in runs stored before it was kept); a resumed run is built from these, so a newer
+    #: version whose defaults differ continues the run as it began instead of starting another search
+    resolved_settings: dict[str, Any] | None = None
     #: split sizes; None for a split the task fixes (its own file) means the whole file
     n_train: int | None = 50
     n_val: int | None = 50
@@ -57,6 +61,10 @@ class RunSpec:
     def to_config(self) -> dict[str, Any]:
         d = asdict(replace(self, budget=Budget()))  # a used budget holds its run's LMs: not plain data
         d["settings"] = public_settings(self.settings)
+        if self.resolved_settings is None:
+            del d["resolved_settings"]  # a config as the user gives it, or as runs stored it before
+        else:
+            d["resolved_settings"] = public_settings(self.resolved_settings)
         b = self.budget
         d["budget"] = {
             "max_lm_calls": b.max_lm_calls,
@@ -66,6 +74,10 @@ class RunSpec:
             "prices": dict(b.prices),
         }
         return d
+
+    def optimizer_settings(self) -> dict[str, Any]:
+        """What the optimizer is built from: the resolved settings once a run recorded them, else the given."""
+        return self.settings if self.resolved_settings is None else self.resolved_settings
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> RunSpec:
