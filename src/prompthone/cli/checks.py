@@ -33,20 +33,12 @@ def check_settings(optimizer: str, settings: dict[str, Any]) -> str | None:
     try:
         make_optimizer(optimizer, **settings)
     except SettingError as exc:
-        return f"--set {exc.key}={_shown(settings[exc.key])}: {_reason(str(exc), exc.key)}"
+        return f"--set {exc.key}={_shown(settings[exc.key])}: {exc.reason}"
     except KeyError as exc:
         return str(exc).strip("'\"")
     except (TypeError, ValueError) as exc:
         return f"--set: {exc}"
     return None
-
-
-def _reason(message: str, key: str) -> str:
-    """A type mistake's message without its "<method> setting <key>: " lead (the flag names the key); a
-    method's own rule reads as a sentence ("mipro setting k must be ...") and is kept whole. Only that
-    lead is cut: a value shown in the message (a mapping's repr) may hold ": " too."""
-    head, sep, rest = message.partition(f" setting {key}: ")
-    return rest if sep and " " not in head else message
 
 
 def _shown(value: Any) -> str:

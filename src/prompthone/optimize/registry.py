@@ -90,7 +90,7 @@ def _check_setting_types(name: str, factory: Callable[..., Optimizer], settings:
         try:
             adapter.validate_python(value)
         except ValidationError as exc:
-            raise SettingError(key, f"{name} setting {key}: {expected(exc)}, got {value!r}") from None
+            raise SettingError.of_type(name, key, f"{expected(exc)}, got {value!r}") from None
 
 
 def _check_setting_names(name: str, factory: Callable[..., Optimizer], settings: dict[str, Any]) -> None:

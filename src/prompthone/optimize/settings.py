@@ -22,11 +22,19 @@ from pydantic import TypeAdapter, ValidationError
 
 
 class SettingError(ValueError):
-    """One optimizer setting has a value of the wrong kind; `key` names it, for the config key or flag."""
+    """One optimizer setting has a value of the wrong kind; `key` names it, for the config key or flag.
+    `reason` is what is wrong without the "<method> setting <key>: " lead a type mistake's message starts
+    with (a flag that names the key itself shows only this); a rule's sentence is its whole message."""
 
-    def __init__(self, key: str, message: str) -> None:
+    def __init__(self, key: str, message: str, *, reason: str | None = None) -> None:
         super().__init__(message)
         self.key = key
+        self.reason = message if reason is None else reason
+
+    @classmethod
+    def of_type(cls, method: str, key: str, reason: str) -> SettingError:
+        """A value that cannot be read as the setting's type: "<method> setting <key>: <reason>"."""
+        return cls(key, f"{method} setting {key}: {reason}", reason=reason)
 
 
 def expected(exc: ValidationError) -> str:
@@ -40,7 +48,7 @@ def check_type(method: str, key: str, hint: Any, value: Any) -> None:
     """Raise `SettingError` when `value` cannot be read as `hint` (`num_trials="abc"` names num_trials,
     not "invalid literal for int()"). A bool is not taken for a number."""
     if isinstance(value, bool) and hint in (int, float, int | None, float | None):
-        raise SettingError(key, f"{method} setting {key}: expected a number, got {value!r}")
+        raise SettingError.of_type(method, key, f"expected a number, got {value!r}")
     try:
         adapter = TypeAdapter(hint)
     except Exception:  # pragma: no cover - a type pydantic cannot check: the method's validate does
@@ -48,7 +56,7 @@ def check_type(method: str, key: str, hint: Any, value: Any) -> None:
     try:
         adapter.validate_python(value)
     except ValidationError as exc:
-        raise SettingError(key, f"{method} setting {key}: {expected(exc)}, got {value!r}") from None
+        raise SettingError.of_type(method, key, f"{expected(exc)}, got {value!r}") from None
 
 
 S = TypeVar("S", bound="MethodSettings")
