@@ -84,7 +84,7 @@ def test_a_run_stored_before_settings_were_resolved_resumes_with_the_given_ones(
     """Runs recorded by an earlier version have no `resolved_settings`: they are built from `settings`."""
     tmp, url, _ = env
     given = spec(url, tmp / "data", settings={"tried": 1})
-    old = RunSpec.from_config({k: v for k, v in given.to_config().items()})
+    old = RunSpec.from_config(given.to_config())
     assert old.resolved_settings is None and "resolved_settings" not in given.to_config()
     monkeypatch.setitem(DEFAULTS, "tried", 3)
     assert with_resolved_settings(old).resolved_settings == {"tried": 1, "minibatch": 4}
