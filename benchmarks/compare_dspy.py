@@ -155,9 +155,31 @@ def mipro_overrides(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit(f"--mipro-set {exc}") from None
 
 
-def row_name(row: dict[str, Any]) -> str:
-    """A row's name in the tables: its method, and the settings an ablation changed."""
-    return f"{row['method']} [{row['variant']}]" if row.get("variant") else row["method"]
+def row_name(row: dict[str, Any], default_formats: Any = None) -> str:
+    """A row's name in the tables: its method, the settings an ablation changed, and the formats its MIPRO
+    searched where they are not `default_formats` (the default's, as it acts on the task's start: what
+    `default_search_formats` returns), so a `--search-formats` row stands beside the default's instead of
+    replacing it. A MIPRO row from before formats could be searched reads as `search_formats=off`."""
+    variant = [row["variant"]] if row.get("variant") else []
+    if row["method"] in ("mipro", "mipro-proposer") and "key" in row:
+        searched = row["key"].get("settings", {}).get("search_formats")
+        if searched != default_formats:
+            variant.append(f"search_formats={format_names(searched)}")
+    return f"{row['method']} [{', '.join(variant)}]" if variant else row["method"]
+
+
+def format_names(value: Any) -> str:
+    """A row key's `search_formats` as a short name: `off`, `tags,labels`, or `json:tags;labels:json`."""
+    if not value:
+        return "off"
+    if isinstance(value, dict):
+        return ";".join(f"{start}:{','.join(allowed)}" for start, allowed in value.items())
+    return ",".join(value)
+
+
+def default_search_formats(args: argparse.Namespace) -> Any:
+    """The `search_formats` a row key names for this task under prompthone's default (None: nothing to search)."""
+    return key_settings("mipro", argparse.Namespace(**{**vars(args), "search_formats": None})).get("search_formats")
 
 
 def searched_formats(args: argparse.Namespace) -> Any:
@@ -488,7 +510,7 @@ def fmt_score(t: dict[str, Any]) -> str:
     return f"{t['score']:.3f} ({t['ci95'][0]:.3f}-{t['ci95'][1]:.3f}), n={t['n']}"
 
 
-def markdown(rows: list[dict[str, Any]], target: float | None) -> str:
+def markdown(rows: list[dict[str, Any]], target: float | None, default_formats: Any = None) -> str:
     head = (
         "| method | test score (95% CI), n | test parse failures | optimization calls: task / teacher / proposer "
         "| tokens | best val | task calls to reach DSPy MIPROv2's best val | optimize wall | stopped by |\n"
@@ -504,14 +526,15 @@ def markdown(rows: list[dict[str, Any]], target: float | None) -> str:
             reach = str(n) if n is not None else "not reached"
         best = f"{r['best_val']:.3f}" if r.get("best_val") is not None else "-"
         wall = f"{r['wall_s_optimization'] / 60:.1f} min" if r.get("wall_s_optimization") else "-"
+        failures = r["test"].get("parse_failures", 0)
         lines.append(
-            f"| {row_name(r)} | {fmt_score(r['test'])} | {r['test'].get('parse_failures', 0)} | {calls} | "
+            f"| {row_name(r, default_formats)} | {fmt_score(r['test'])} | {failures} | {calls} | "
             f"{r.get('tokens', 0):,} | {best} | {reach} | {wall} | {r.get('stopped_by', '-')} |"
         )
-    return head + "\n".join(lines) + choices_markdown(rows)
+    return head + "\n".join(lines) + choices_markdown(rows, default_formats)
 
 
-def choices_markdown(rows: list[dict[str, Any]]) -> str:
+def choices_markdown(rows: list[dict[str, Any]], default_formats: Any = None) -> str:
     """What each prompthone optimization chose per module, and how its instruction proposals fared against
     the task's contract (issue 15, items 3 and 6); rows from before these were recorded are left out."""
     lines = []
@@ -526,7 +549,9 @@ def choices_markdown(rows: list[dict[str, Any]]) -> str:
         for m, c in chosen.items():
             which = (report.get("chosen") or {}).get(m, "-")
             text = c["instruction"].replace("|", "\\|").replace("\n", " ")
-            lines.append(f"| {row_name(r)} | {m} | {which} | {c['format']} | {c['demos']} | {shares} | {text} |")
+            lines.append(
+                f"| {row_name(r, default_formats)} | {m} | {which} | {c['format']} | {c['demos']} | {shares} | {text} |"
+            )
     if not lines:
         return ""
     return (
@@ -650,7 +675,11 @@ def main() -> None:
     if args.report:
         if not results.exists():
             raise SystemExit(f"{results}: no results file; run the benchmark first, or pass --results")
-        print_table([json.loads(line) for line in results.read_text().splitlines() if line.strip()], console)
+        print_table(
+            [json.loads(line) for line in results.read_text().splitlines() if line.strip()],
+            console,
+            default_search_formats(args),
+        )
         return
     if args.mipro_set:  # a mistyped setting stops here, not after the server has started
         try:
@@ -670,7 +699,7 @@ def main() -> None:
         if not status.ready:
             raise SystemExit(f"--proposer-model {args.proposer_model}: {status.note}")
     if not todo:
-        print_table(list(done.values()), console)
+        print_table(list(done.values()), console, default_search_formats(args))
         return
     if any(m in DSPY_METHODS for m in todo) and not Path(args.dspy_python).exists():
         raise SystemExit(
@@ -748,12 +777,12 @@ def main() -> None:
                 f"{method}: test {fmt_score(row['test'])}, calls {row['calls']}, best val {row['best_val']}, "
                 f"stopped by {row['stopped_by']}, {row['wall_s_total']:.0f} s"
             )
-    print_table(rows, console)
+    print_table(rows, console, default_search_formats(args))
 
 
-def print_table(rows: list[dict[str, Any]], console: Console) -> None:
+def print_table(rows: list[dict[str, Any]], console: Console, default_formats: Any = None) -> None:
     """The Markdown table; the later row wins where a method (and ablation) was run more than once."""
-    latest = {row_name(r): r for r in rows}
+    latest = {row_name(r, default_formats): r for r in rows}
     start = next((r["start_test"] for r in rows if r.get("start_test")), None)
     if start is not None:  # the start program on test, as every prompthone run scored it before optimizing
         latest.setdefault("zero-shot", {"method": "zero-shot", "test": start, "calls": {}, "trajectory": None})
@@ -761,12 +790,12 @@ def print_table(rows: list[dict[str, Any]], console: Console) -> None:
              "dspy-copro"]  # fmt: skip
     rows = sorted(
         (r for r in latest.values() if r["method"] in order),
-        key=lambda r: (order.index(r["method"]), r.get("variant") or ""),
+        key=lambda r: (order.index(r["method"]), row_name(r, default_formats)),
     )
     target_row = latest.get(TARGET_METHOD)
     target = target_row["best_val"] if target_row else None
     console.print(f"\nDSPy MIPROv2's best validation score (the sample-efficiency target): {target}")
-    print(markdown(rows, target))
+    print(markdown(rows, target, default_formats))
 
 
 if __name__ == "__main__":

@@ -339,6 +339,28 @@ def test_a_prompthone_row_starts_from_the_zero_shot_rows_test_answers(tmp_path: 
     assert seeded["test_calls"] == plain["test_calls"] - 8
 
 
+def test_a_row_that_searched_other_formats_than_the_default_is_named_by_them_beside_the_default_row():
+    cd, plain = _bench_args()
+    _, searched = _bench_args("--search-formats", "tags,labels")
+    default = cd.default_search_formats(searched)
+    assert default == cd.default_search_formats(plain) == cd.row_key("mipro", plain)["settings"]["search_formats"]
+    rows = [
+        {"method": "mipro", "key": cd.row_key("mipro", plain), "test": {}},
+        {"method": "mipro", "key": cd.row_key("mipro", searched), "test": {}},
+        {"method": "mipro", "key": {"settings": {"preset": "light"}}, "test": {}},  # before formats were searched
+        {"method": "mipro", "variant": "cover_labels=false", "key": {"settings": {"search_formats": ["labels"]}}},
+        {"method": "dspy-miprov2", "key": cd.row_key("dspy-miprov2", searched), "test": {}},
+    ]
+    assert [cd.row_name(r, default) for r in rows] == [
+        "mipro",
+        "mipro [search_formats=tags,labels]",
+        "mipro [search_formats=off]",
+        "mipro [cover_labels=false, search_formats=labels]",
+        "dspy-miprov2",
+    ]
+    assert cd.format_names({"json": ["tags"], "labels": ["json"]}) == "json:tags;labels:json"
+
+
 def test_a_mipro_ablation_is_its_own_row_and_a_mistyped_setting_stops_before_any_server(tmp_path, monkeypatch):
     cd, plain = _bench_args()
     _, ablation = _bench_args("--mipro-set", "cover_labels=false")
