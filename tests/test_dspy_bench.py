@@ -361,6 +361,17 @@ def test_a_row_that_searched_other_formats_than_the_default_is_named_by_them_bes
     assert cd.format_names({"json": ["tags"], "labels": ["json"]}) == "json:tags;labels:json"
 
 
+def test_the_wall_of_a_row_resumed_from_an_earlier_sessions_answers_is_marked_as_not_comparable():
+    import compare_dspy as cd
+
+    one_go = {"wall_s_optimization": 600.0, "cache_entries_at_start": 0, "cache_seeded_from": None}
+    seeded = one_go | {"cache_entries_at_start": 200, "cache_seeded_from": "trec-label-seed0-zero-shot-ab.sqlite"}
+    resumed = one_go | {"cache_entries_at_start": 1434}
+    assert [cd.optimize_wall(r) for r in (one_go, seeded, resumed)] == ["10.0 min", "10.0 min", "10.0 min (resumed)"]
+    assert cd.optimize_wall({"wall_s_optimization": 0.0}) == "-"
+    assert cd.optimize_wall(one_go | {"method": "dspy-zero-shot", "wall_s_optimization": 0.02}) == "-"
+
+
 def test_a_mipro_ablation_is_its_own_row_and_a_mistyped_setting_stops_before_any_server(tmp_path, monkeypatch):
     cd, plain = _bench_args()
     _, ablation = _bench_args("--mipro-set", "cover_labels=false")
