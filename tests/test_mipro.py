@@ -80,20 +80,56 @@ def test_minibatch_schedule_is_seeded_fixed_size_and_covers_the_validation_set()
     assert len(whole) == 1 and len(whole.batches[0]) == 23
 
 
-async def test_trials_with_the_same_batch_index_are_scored_on_the_same_examples():
+@pytest.mark.parametrize("parallel", [1, 3])
+async def test_trials_with_the_same_batch_index_are_scored_on_the_same_examples(parallel):
     setup, _, _ = make_setup()
-    r = await MIPRO(minibatch_size=10, num_trials=12, parallel_trials=1).optimize(setup)
+    r = await MIPRO(minibatch_size=10, num_trials=12, parallel_trials=parallel).optimize(setup)
     ev = setup.evaluator
     assert len(ev.calls) == len(r.trials)  # every score went through the shared evaluator, in order
     by_batch: dict[int, set] = defaultdict(set)
+    seen: dict[str, set[int]] = defaultdict(set)  # batches each configuration was scored on so far
+    moved = 0
     for t, (h, ids) in zip(r.trials, ev.calls, strict=True):
         assert h == t.candidate.hash
         if t.info.get("phase") == "trial":
-            assert t.info["batch"] == t.info["optuna_trial"] % 4 and len(ids) == 10  # 40 val / 10
-            by_batch[t.info["batch"]].add(ids)
+            b, scheduled = t.info["batch"], t.info["optuna_trial"] % 4
+            assert len(ids) == 10  # 40 val / 10
+            # the schedule's batch, unless the configuration was scored on it: then one it was not scored on
+            if scheduled in seen[h] and len(seen[h]) < 4:
+                assert b not in seen[h]
+                moved += 1
+            else:
+                assert b == scheduled
+            seen[h].add(b)
+            by_batch[b].add(ids)
         else:
             assert len(ids) == 40
+            seen[h] |= {0, 1, 2, 3}
     assert len(by_batch) == 4 and all(len(v) == 1 for v in by_batch.values())
+    if parallel == 1:  # (with 3 in flight this seed's TPE asks for no configuration twice on one batch)
+        assert moved > 0  # TPE asked again for a configuration it had scored on that trial's batch
+
+
+def test_a_configuration_asked_again_is_scored_on_a_batch_it_has_not_seen_even_while_in_flight():
+    """The batch is chosen when a trial is asked: a repeat of a configuration scored on batch 1 and
+    another of it asked in the same round each get a batch of their own."""
+    import random
+    from types import SimpleNamespace
+
+    from prompthone.optimize.mipro.search import ConfigStats
+
+    setup, _, _ = make_setup()
+    cand = setup.start
+    stats = ConfigStats(cand, 1, minibatch=[(1, 0.5, 0.1)])
+    run = SimpleNamespace(stats={cand.hash: stats}, batch_of={}, in_flight={},
+                          schedule=MinibatchSchedule(parity_examples(40), 10, random.Random(0)))  # fmt: skip
+    plan = MIPRO()._plan_batch
+    assert plan(run, 5, cand) == 2  # scheduled 5 mod 4 = 1, which it has seen
+    assert plan(run, 6, cand) == 3  # scheduled 2, taken by trial 5 in flight
+    assert plan(run, 8, cand) == 0  # scheduled 0, unseen
+    run.in_flight.clear()
+    stats.full = 0.5  # fully scored: every batch is known, so the schedule's stands
+    assert plan(run, 9, cand) == 1
 
 
 # --------------------------------------------------------------------------- the search

@@ -9,7 +9,8 @@ on the whole validation set. The result is the
 best fully-scored configuration, which is never worse on validation than the start (scored first).
 
 Where this goes beyond the reference implementation:
-- a seeded schedule of minibatches shared across trials (trial t uses batch t mod K), and TPE is
+- a seeded schedule of minibatches shared across trials (trial t uses batch t mod K, or, for a
+  configuration already scored on it, the next batch it has not seen), and TPE is
   told the *paired* advantage over the start on that same batch (the start's per-example scores
   are known from its full evaluation), so scores from different batches are comparable;
 - TPE's random start-up sized to the budget (20% of trials, at least 2);
@@ -303,6 +304,10 @@ class MIPROFamily(Optimizer):
                 if cand is None:
                     cand = await self._decode(run, t.params, t.number)
                     self._mark(run, t.number, cand)
+                elif "batch" in t.user_attrs:  # the batch it was given when asked
+                    run.batch_of[t.number] = int(t.user_attrs["batch"])
+                else:  # asked by an earlier version, which chose the batch when scoring
+                    self._plan_batch(run, t.number, cand)
                 items.append((t.number, cand))
             await self._run_batch(run, items)
         elif finished_count(study) > run.processed:
@@ -321,7 +326,7 @@ class MIPROFamily(Optimizer):
                 run.live[trial.number] = trial
                 asked.append(trial)
             cands = await asyncio.gather(*(self._decode(run, t.params, t.number) for t in asked))
-            for t, c in zip(asked, cands, strict=True):
+            for t, c in zip(asked, cands, strict=True):  # in trial order: a repeat in this ask sees the first
                 self._mark(run, t.number, c)
             await self._run_batch(run, [(t.number, c) for t, c in zip(asked, cands, strict=True)])
         if not run.final_done:
@@ -331,14 +336,31 @@ class MIPROFamily(Optimizer):
             run.persist("final_done", True)
 
     def _mark(self, run: MIPRORun, number: int, cand: Candidate) -> None:
+        """Note a trial's configuration and the minibatch it will be scored on, in the study, so a run
+        killed before scoring it scores it on the same examples when resumed."""
         run.remember(cand)
         run.live[number].set_user_attr("candidate", cand.hash)
+        if run.minibatching:
+            run.live[number].set_user_attr("batch", self._plan_batch(run, number, cand))
+
+    def _plan_batch(self, run: MIPRORun, number: int, cand: Candidate) -> int:
+        """Trial `number`'s minibatch: the schedule's, unless this configuration was scored on it already
+        (by a finished trial, or one asked with it and still in flight), then one it has not seen: TPE
+        asking again for a configuration it likes gets new evidence on it instead of the same score."""
+        st = run.stats.get(cand.hash)
+        seen = st.batches_seen(len(run.schedule)) if st is not None else set()
+        seen |= {run.batch_of[n] for n, h in run.in_flight.items() if h == cand.hash and n in run.batch_of}
+        b = run.schedule.index_for(number, seen)
+        run.batch_of[number] = b
+        run.in_flight[number] = cand.hash
+        return b
 
     async def _trial(self, run: MIPRORun, number: int, cand: Candidate) -> tuple[EvalResult, int, float]:
         """Score one trial through the shared evaluator. It is recorded by `_run_batch`, in trial
         order, so that trials in flight at once leave the same record whatever finished first."""
         if run.minibatching:
-            b, examples = run.schedule.for_trial(number)
+            b = run.batch_of[number]
+            examples = run.schedule.batches[b]
         else:
             b, examples = 0, tuple(run.val)
         run.setup.budget.check()
@@ -355,6 +377,7 @@ class MIPROFamily(Optimizer):
         crash: BaseException | None = None
         for (number, cand), res in zip(items, results, strict=True):
             live = run.live.pop(number)
+            run.in_flight.pop(number, None)
             if crash is not None:
                 continue
             if isinstance(res, BudgetExhausted):

@@ -14,7 +14,7 @@ import contextlib
 import hashlib
 import math
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,7 @@ def derived_seed(*parts: object) -> int:
 
 class MinibatchSchedule:
     """K fixed minibatches cut from a seeded shuffle of the validation examples; trial t uses batch
-    t mod K.
+    t mod K (a configuration already scored on that batch: the next one it has not seen).
 
     Two configurations scored in trials with the same batch index are compared on the same examples
     (paired), and every batch has the same size: the last one is topped up from the start of the
@@ -63,11 +63,19 @@ class MinibatchSchedule:
     def __len__(self) -> int:
         return len(self.batches)
 
-    def index_for(self, trial_number: int) -> int:
-        return trial_number % len(self.batches)
+    def index_for(self, trial_number: int, seen: Collection[int] = ()) -> int:
+        """Trial t's batch: t mod K, or for a configuration already scored on that batch (`seen`) the
+        next one it has not been scored on, since the same examples again would tell the search nothing
+        new; t mod K when it has been scored on every batch."""
+        k = len(self.batches)
+        for step in range(k):
+            i = (trial_number + step) % k
+            if i not in seen:
+                return i
+        return trial_number % k
 
-    def for_trial(self, trial_number: int) -> tuple[int, tuple[Example, ...]]:
-        i = self.index_for(trial_number)
+    def for_trial(self, trial_number: int, seen: Collection[int] = ()) -> tuple[int, tuple[Example, ...]]:
+        i = self.index_for(trial_number, seen)
         return i, self.batches[i]
 
 
@@ -180,6 +188,10 @@ class ConfigStats:
     minibatch: list[tuple[int, float, float]] = field(default_factory=list)  # (batch, score, advantage)
     full: float | None = None
     full_failed: bool = False
+
+    def batches_seen(self, n_batches: int) -> set[int]:
+        """The minibatches this configuration was scored on (all of them once it has a full score)."""
+        return set(range(n_batches)) if self.full is not None else {b for b, _, _ in self.minibatch}
 
     @property
     def advantage(self) -> float:

@@ -150,6 +150,9 @@ class MIPRORun(Run):
         self.log: ProposalLog = []
         self.pool: Pool | None = None
         self.live: dict[int, optuna.Trial] = {}
+        #: trial number -> the minibatch it is scored on, and the configuration of each trial asked but not told
+        self.batch_of: dict[int, int] = {}
+        self.in_flight: dict[int, str] = {}
         self.resumed = False
         self.known: set[str] = set()
 
