@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -67,8 +70,9 @@ def llama_server(
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     base_url = f"http://127.0.0.1:{port}/v1"
     try:
-        _wait_ready(base_url, proc, timeout_s, log.name)
-        yield base_url
+        with _sigterm_as_exit():
+            _wait_ready(base_url, proc, timeout_s, log.name)
+            yield base_url
     finally:
         proc.terminate()
         try:
@@ -77,6 +81,25 @@ def llama_server(
             proc.kill()
             proc.wait(5)
         log.close()
+
+
+@contextlib.contextmanager
+def _sigterm_as_exit() -> Iterator[None]:
+    """While the server runs, SIGTERM to this process exits it through `finally` blocks (so the server is
+    stopped with it) instead of Python's default of dying at once and leaving the server behind: a long
+    benchmark is stopped with `kill`, and an orphaned server would keep the port its cached answers name."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _exit(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    before = signal.signal(signal.SIGTERM, _exit)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before if before is not None else signal.SIG_DFL)
 
 
 def _wait_ready(base_url: str, proc: subprocess.Popen, timeout_s: float, log_name: str) -> None:
