@@ -26,7 +26,9 @@ its candidates, trials, minibatch and demos) and prompthone `mipro` with `preset
 overridden; the `--num-candidates`, `--num-trials`, `--minibatch-size`, `--full-eval-every`,
 `--max-demos` and `--lean-proposer` sizes then apply to neither. `--mipro-set KEY=VALUE` changes one
 MIPRO setting of the prompthone rows for an ablation (`cover_labels=false`): a row of its own, named
-`mipro [cover_labels=false]` in the table.
+`mipro [cover_labels=false]` in the table. A `mipro` row whose formats searched differ from what
+prompthone's default searches on this task (`--search-formats`, or a row from under an earlier default)
+is named by them, `mipro [search_formats=tags,labels]`, and stands beside the default's row.
 
 Rows are cached. Each row has a key made of what decides its result (task, seed, method, split sizes,
 model, max_tokens, cap and the method's resolved settings; never the commit or the date). A row whose
@@ -52,7 +54,8 @@ prompthone's come from the run's SQLite (`ph_trials` and `ph_lm_calls` matched b
 from `CallCap`'s marks around each `dspy.Evaluate` call.
 
 Writes one JSON line per row to `--results` (default `docs/results/compare_dspy-<task>-seed<seed>.jsonl`)
-as soon as the row is done, and prints the table in Markdown.
+as soon as the row is done, and prints the table in Markdown. A row that replayed an earlier session's
+answers shows its optimize wall as `(resumed)`: that wall counts the last session only.
 """
 
 from __future__ import annotations
