@@ -157,6 +157,10 @@ def test_talk_about_an_instruction_is_rejected():
         "Call dspy.Predict on the question.",
         "You are an expert in analyzing search queries and answering questions using context, facilitating the "
         "generation of an MIPRO credit-assignment problem.",
+        "Incorporate error checking, such as using the `isinstance()` function to validate that the input is a "
+        "question and meets the requirements for an entity.",
+        "Check the input with len() before you classify it.",
+        "Use the `strip` method on the question first.",
     ],
 )
 def test_a_retelling_of_the_programs_code_is_rejected_even_with_every_label(text):
@@ -192,6 +196,8 @@ def test_a_header_with_the_labels_states_no_task_and_is_rejected(text):
         "Classify each sample, e.g. a city is a location.",
         "请判断问题期待的答案类型。",
         "Classez la question selon le type de réponse attendu.",
+        "Pick the option, e.g. (A), that answers the question.",
+        "Answer with the function of the organ (for example, digestion).",
     ],
 )
 def test_short_real_instructions_state_a_task_and_name_no_code(text):

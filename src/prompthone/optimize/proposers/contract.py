@@ -268,6 +268,9 @@ _CODE_TALK = [
     # hotpotqa-500: the proposer read a docstring of the program)
     re.compile(r"\b(?:dspy|prompthone|MIPRO(?:v2)?|OPRO|COPRO|GRAD-?SUM)\b", re.I),
     re.compile(r"\bself\.\w+|\bdef\s+\w+\s*\(|\b\w+\.\w+\("),
+    # "Incorporate error checking, such as using the `isinstance()` function to validate that the input is a
+    # question ..." (chosen by a MIPRO search on trec-label, seed 2): advice to a programmer, not the model
+    re.compile(r"\b[A-Za-z_]\w*\(\)|`\w+`\s+(?:function|method)\b"),
 ]
 #: words that, with the output fields' names and the allowed labels, make up a header or a format line
 #: ("**Good Output:** Label (one of: ...)") rather than a task
