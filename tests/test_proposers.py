@@ -23,6 +23,7 @@ from prompthone.optimize.proposers import (
     labeled_demos,
     summarize_dataset,
 )
+from prompthone.optimize.proposers.overlap import copies_examples, loops
 from prompthone.program import Candidate, Demo, Predict, Program
 from test_mipro_world import Parity, make_setup, number_of, parity_examples, proposer_answer
 
@@ -230,6 +231,58 @@ async def test_dataset_summary_reads_batches_then_summarizes():
     assert all("zzz" not in p for p in prompts)  # a label no module produces is not shown
     assert "Answer: odd" in prompts[0]
     assert sum(k == "proposal" for k, _ in events) == 4
+
+
+@pytest.mark.parametrize(
+    "text, why",
+    [
+        # trec-label seed 0, the 0.5B proposer's summary
+        ("The expected output is an entity, location, description, human, number, number, number, number.", "loops"),
+        # seed 1: one batch's questions retold as "the data"
+        ("The inputs are a question about polymers and the population of Venezuela.", "names what an example"),
+        # hotpotqa-500: one training question pasted
+        ("The question is about three best sellers from Arthur Hailey released before Donna Tartt was born.", "run of"),
+    ],
+)
+def test_a_description_that_loops_or_copies_an_example_is_named_so(text, why):
+    examples = [
+        "What is the population of Venezuela ?",
+        "Name three best sellers from Arthur Hailey released before Donna Tartt was born.",
+    ]
+    assert why in (("loops" if loops(text) else "") or copies_examples(text, examples, allowed=["Question"]))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "The inputs are questions about a specific topic. The outputs are an entity, a description or a number.",
+        "Each Question asks about a person, a place or a date; the Answer is a short phrase.",  # field labels
+        "Questions ask for a number, a number range or a date.",
+    ],
+)
+def test_a_general_description_is_neither_a_loop_nor_a_copy(text):
+    examples = ["What is the population of Venezuela ?", "Who was the first Question Master ?"]
+    assert not loops(text)
+    assert copies_examples(text, examples, allowed=["question Question", "answer Answer"]) == ""
+
+
+async def test_observations_and_a_summary_that_copy_an_example_are_dropped():
+    replies = iter(
+        [
+            "- The questions ask whether a number is even or odd.\n- One asks: Is 7 even or odd? Tell me, Sherlock.",
+            "- answers are odd odd odd odd",
+            "- Answers are single words.",
+            "The data asks about Sherlock and numbers.",  # the summary names what an example holds
+        ]
+    )
+    train = [Example(id=f"t{i}", inputs={"question": f"Is {i} even or odd? Tell me, Sherlock."},
+                     labels={"answer": "odd"}) for i in range(25)]  # fmt: skip
+    setup, _, _ = make_setup(proposer=lambda req: next(replies), train=train)
+    log: list = []
+    summary = await summarize_dataset(setup, batch_size=10, log=log)
+    assert summary == "The questions ask whether a number is even or odd. Answers are single words."
+    assert "1 of 2 observations dropped" in log[0].note and "every observation" in log[1].note
+    assert log[3].note.startswith("summary names what an example holds (Sherlock)")
 
 
 async def test_program_description_reads_the_source_and_each_modules_role():

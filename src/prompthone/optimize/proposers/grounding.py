@@ -19,6 +19,7 @@ from prompthone.data.example import Example
 from prompthone.optimize.base import OptimizationSetup
 from prompthone.optimize.proposers.calls import ProposalLog, keep, propose
 from prompthone.optimize.proposers.contract import talks_about_program
+from prompthone.optimize.proposers.overlap import copies_examples, loops
 from prompthone.program import Program
 from prompthone.program.values import format_value, label_of
 from prompthone.templates import render_template
@@ -82,16 +83,21 @@ async def summarize_dataset(
     """The proposer LM reads batches of examples, writes observations, then summarizes them.
 
     Each batch's prompt carries the observations so far, so later batches add what is new. Costs
-    `min(max_batches, ceil(n / batch_size)) + 1` proposer calls. Returns "" when nothing usable came
-    back (the proposer is then simply not shown a summary).
+    `min(max_batches, ceil(n / batch_size)) + 1` proposer calls. An observation or a summary that copies
+    an example (a run of its words, a name it holds) or loops is dropped: it would ground every proposal
+    in one example, or in nothing. Returns "" when nothing usable came back (the proposer is then simply
+    not shown a summary).
     """
     examples = list(setup.trainset if examples is None else examples)
     setup.rng("proposers:dataset-summary").shuffle(examples)
     shown = output_field_names(setup.program) & {k for ex in examples for k in ex.labels} or None
+    allowed = _task_words(setup)
     observations: list[str] = []
+    read: list[str] = []  # the values of every example shown so far
     for b in range(min(max_batches, -(-len(examples) // batch_size))):
         batch = examples[b * batch_size : (b + 1) * batch_size]
         text = "\n\n".join(f"Example {i}\n{format_example(ex, shown)}" for i, ex in enumerate(batch, 1))
+        read.extend(_values(batch, shown))
         prior = ""
         if observations:
             prior = "\nObservations so far (add only new ones):\n" + "\n".join(f"- {o}" for o in observations) + "\n"
@@ -100,19 +106,49 @@ async def summarize_dataset(
             setup, prompt, purpose="dataset_observe", temperature=0.0, sample_index=b, max_tokens=max_tokens
         )
         new = [o for o in _bullets(reply) if o not in observations]
-        keep(setup, rec, "\n".join(new) if new else None, log=log, note="" if new else "no observations")
-        observations.extend(new)
+        usable = [o for o in new if not _unusable(o, read, allowed)]
+        note = "" if usable else ("no observations" if not new else "every observation copied an example or looped")
+        if usable and len(usable) < len(new):
+            note = f"{len(new) - len(usable)} of {len(new)} observations dropped: they copied an example or looped"
+        keep(setup, rec, "\n".join(usable) if usable else None, log=log, note=note)
+        observations.extend(usable)
     if not observations:
         return ""
     prompt = render_template("proposer_dataset_summary", observations="\n".join(f"- {o}" for o in observations))
     reply, rec = await propose(setup, prompt, purpose="dataset_summary", temperature=0.0, max_tokens=max_tokens)
     summary = _clean_paragraph(reply)
-    if len(summary.split()) < 5:  # an unusable summary: fall back to the observations themselves
+    why = "too short" if len(summary.split()) < 5 else _unusable(summary, read, allowed)
+    if why:  # fall back to the observations themselves, which passed the same check
         summary = shorten(" ".join(observations[:5]), 700)
-        keep(setup, rec, summary, log=log, note="summary too short; observations used")
+        keep(setup, rec, summary, log=log, note=f"summary {why}; observations used")
     else:
         keep(setup, rec, summary, log=log)
     return summary
+
+
+def _values(batch: Sequence[Example], shown: set[str] | None) -> list[str]:
+    """The field values of `batch` as the proposer was shown them."""
+    out = [format_value(v) for ex in batch for v in ex.inputs.values()]
+    return out + [format_value(v) for ex in batch for k, v in ex.labels.items() if shown is None or k in shown]
+
+
+def _task_words(setup: OptimizationSetup) -> list[str]:
+    """What a description of the data may name without copying an example: the fields' names and
+    descriptions and the modules' start instructions (the allowed labels, the task's own terms)."""
+    words: list[str] = []
+    for name, module in setup.program.named_modules().items():
+        sig = module.signature
+        words += [f"{f.name} {label_of(f.name)} {f.description}" for f in (*sig.inputs, *sig.outputs)]
+        if setup.start is not None and name in setup.start:
+            words.append(setup.start[name].instruction)
+    return words
+
+
+def _unusable(text: str, read: Sequence[str], allowed: Sequence[str]) -> str:
+    """Why an observation or a summary is not kept ("" when it is)."""
+    if loops(text):
+        return "loops"
+    return copies_examples(text, read, allowed=allowed)
 
 
 def program_source(program: Program) -> str:

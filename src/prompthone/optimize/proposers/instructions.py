@@ -26,6 +26,7 @@ from prompthone.optimize.base import OptimizationSetup
 from prompthone.optimize.proposers.calls import ProposalLog, keep, propose
 from prompthone.optimize.proposers.contract import REJECTED, Contract, contracts_for, guard, runs_to_cutoff
 from prompthone.optimize.proposers.grounding import shorten
+from prompthone.optimize.proposers.overlap import shingles
 from prompthone.program import Demo, Module
 from prompthone.program.signature import Field
 from prompthone.program.values import label_key, label_of
@@ -67,11 +68,6 @@ _META = re.compile(  # "Write an instruction that...": the request echoed back, 
 _QUOTES = [('"', '"'), ("'", "'"), ("“", "”"), ("‘", "’"), ("`", "`"), ("«", "»")]
 
 
-def _shingles(text: str, n: int = 5) -> set[tuple[str, ...]]:
-    words = re.findall(r"[a-z]+", text.lower())
-    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
-
-
 @cache
 def _prompt_shingles() -> frozenset[tuple[str, ...]]:
     """Five-word runs of the proposal prompts' fixed wording and of the tips: a reply that repeats one
@@ -82,12 +78,12 @@ def _prompt_shingles() -> frozenset[tuple[str, ...]]:
         re.sub(r"\{[a-z_]+\}", "\n", load_template(name)) for name in ("proposer_instruction", "proposer_module_role")
     ]
     fixed.append(re.sub(r"\{[a-z_]+\}", "\n", CONTRACT_LINE))
-    return frozenset(_shingles("\n".join([*fixed, *TIPS.values()])))
+    return frozenset(shingles("\n".join([*fixed, *TIPS.values()])))
 
 
 def _demo_shingles(demos: Sequence[Demo]) -> set[tuple[str, ...]]:
     """Five-word runs of the demos' field values (questions, passages, answers)."""
-    return set().union(*(_shingles(value) for demo in demos for value in demo.values()))
+    return set().union(*(shingles(value) for demo in demos for value in demo.values()))
 
 
 def _describes_step(text: str, module: str) -> bool:
@@ -141,7 +137,7 @@ def clean_instruction(text: str, *, field_labels: Iterable[str] = ()) -> tuple[s
     for pat in _CODE:
         if pat.search(t):
             return None, "looks like code, not an instruction"
-    if _shingles(t) & _prompt_shingles() or _META.match(t):
+    if shingles(t) & _prompt_shingles() or _META.match(t):
         return None, "echoes the proposal prompt instead of answering it"
     if len(t) > MAX_CHARS:
         cut = t[:MAX_CHARS]
@@ -304,7 +300,7 @@ class InstructionProposer:
         self, module: str, reply: str, seen: set[str], shown: Sequence[Demo] = (), finish_reason: str = ""
     ) -> _Checked:
         text, reason = clean_instruction(reply, field_labels=self._labels(module))
-        if text is not None and _shingles(text) & _demo_shingles(shown):
+        if text is not None and shingles(text) & _demo_shingles(shown):
             # "Answer The Chronicle of Philanthropy's publishing overlap with Antic is with Antic.": a
             # small proposer pasting a demo it was shown writes one example's content, not an instruction
             text, reason = None, "copies text from an example shown to the proposer"
