@@ -242,12 +242,16 @@ async def test_dataset_summary_reads_batches_then_summarizes():
         ("The inputs are a question about polymers and the population of Venezuela.", "names what an example"),
         # hotpotqa-500: one training question pasted
         ("The question is about three best sellers from Arthur Hailey released before Donna Tartt was born.", "run of"),
+        # trec-label seed 0, with the checks above: short questions quoted whole
+        ('The expected outputs are "What is a micron? ", "What are ethics? ".', "copies an example's value"),
     ],
 )
 def test_a_description_that_loops_or_copies_an_example_is_named_so(text, why):
     examples = [
         "What is the population of Venezuela ?",
         "Name three best sellers from Arthur Hailey released before Donna Tartt was born.",
+        "What is a micron ?",
+        "entity",
     ]
     assert why in (("loops" if loops(text) else "") or copies_examples(text, examples, allowed=["Question"]))
 

@@ -40,10 +40,14 @@ def copied_names(text: str, sources: Iterable[str], *, allowed: Iterable[str] = 
 
 def copies_examples(text: str, sources: Iterable[str], *, allowed: Iterable[str] = ()) -> str:
     """Why `text` copies from the examples in `sources` ("" when it does not): a five-word run of one of
-    them, or a name one of them holds."""
+    them, a value of three words or more whole, or a name one of them holds."""
     sources = list(sources)
     if shingles(text) & set().union(*(shingles(s) for s in sources)):
         return "copies a run of words from an example"
+    words = " ".join(_WORDS.findall(text.lower()))
+    # a short value whole ("What is a micron?"): too short for a five-word run, still one example's content
+    if any(len(v) >= 3 and f" {' '.join(v)} " in f" {words} " for v in (_WORDS.findall(s.lower()) for s in sources)):
+        return "copies an example's value"
     names = copied_names(text, sources, allowed=allowed)
     if names:
         return f"names what an example holds ({', '.join(names[:3])})"
