@@ -23,7 +23,7 @@ from prompthone.optimize.proposers import (
     labeled_demos,
     summarize_dataset,
 )
-from prompthone.optimize.proposers.overlap import copies_examples, loops
+from prompthone.optimize.proposers.overlap import copies_examples, copies_run, loops
 from prompthone.program import Candidate, Demo, Predict, Program
 from test_mipro_world import Parity, make_setup, number_of, parity_examples, proposer_answer
 
@@ -254,6 +254,13 @@ def test_a_description_that_loops_or_copies_an_example_is_named_so(text, why):
         "entity",
     ]
     assert why in (("loops" if loops(text) else "") or copies_examples(text, examples, allowed=["Question"]))
+
+
+def test_a_run_of_five_words_from_an_example_is_a_copy_and_four_are_not():
+    source = ["Name three best sellers from Arthur Hailey."]
+    assert copies_run("List the three best sellers from Arthur, please.", source)
+    assert not copies_run("List three best sellers from a novelist.", source)
+    assert not copies_run("Name three best sellers from Arthur Hailey.", [])
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,7 @@ from prompthone.optimize.base import OptimizationSetup
 from prompthone.optimize.proposers.calls import ProposalLog, keep, propose
 from prompthone.optimize.proposers.contract import REJECTED, Contract, contracts_for, guard, runs_to_cutoff
 from prompthone.optimize.proposers.grounding import shorten
-from prompthone.optimize.proposers.overlap import shingles
+from prompthone.optimize.proposers.overlap import copies_run, shingles
 from prompthone.program import Demo, Module
 from prompthone.program.signature import Field
 from prompthone.program.values import label_key, label_of
@@ -79,11 +79,6 @@ def _prompt_shingles() -> frozenset[tuple[str, ...]]:
     ]
     fixed.append(re.sub(r"\{[a-z_]+\}", "\n", CONTRACT_LINE))
     return frozenset(shingles("\n".join([*fixed, *TIPS.values()])))
-
-
-def _demo_shingles(demos: Sequence[Demo]) -> set[tuple[str, ...]]:
-    """Five-word runs of the demos' field values (questions, passages, answers)."""
-    return set().union(*(shingles(value) for demo in demos for value in demo.values()))
 
 
 def _describes_step(text: str, module: str) -> bool:
@@ -300,7 +295,7 @@ class InstructionProposer:
         self, module: str, reply: str, seen: set[str], shown: Sequence[Demo] = (), finish_reason: str = ""
     ) -> _Checked:
         text, reason = clean_instruction(reply, field_labels=self._labels(module))
-        if text is not None and shingles(text) & _demo_shingles(shown):
+        if text is not None and copies_run(text, (value for demo in shown for value in demo.values())):
             # "Answer The Chronicle of Philanthropy's publishing overlap with Antic is with Antic.": a
             # small proposer pasting a demo it was shown writes one example's content, not an instruction
             text, reason = None, "copies text from an example shown to the proposer"

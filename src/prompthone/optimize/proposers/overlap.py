@@ -24,6 +24,12 @@ def shingles(text: str, n: int = 5) -> set[tuple[str, ...]]:
     return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
 
 
+def copies_run(text: str, sources: Iterable[str], n: int = 5) -> bool:
+    """True when `text` holds an `n`-word run of one of `sources`: long enough to be one example's
+    content rather than the task's shared words."""
+    return bool(shingles(text, n) & set().union(*(shingles(s, n) for s in sources)))
+
+
 def loops(text: str) -> bool:
     """True when `text` repeats a word or a phrase of up to three words four times in a row."""
     return bool(_LOOP.search(text))
@@ -42,7 +48,7 @@ def copies_examples(text: str, sources: Iterable[str], *, allowed: Iterable[str]
     """Why `text` copies from the examples in `sources` ("" when it does not): a five-word run of one of
     them, a value of three words or more whole, or a name one of them holds."""
     sources = list(sources)
-    if shingles(text) & set().union(*(shingles(s) for s in sources)):
+    if copies_run(text, sources):
         return "copies a run of words from an example"
     words = " ".join(_WORDS.findall(text.lower()))
     # a short value whole ("What is a micron?"): too short for a five-word run, still one example's content
