@@ -13,7 +13,8 @@ serving the embedded model (2 llama.cpp threads; one model process at a time), a
 with the same max_tokens.
 
 Tasks: TREC with a `label` output described as "one of: ..." (issue 15's program), SST-2, three
-BIG-Bench Hard tasks of different kinds (yes/no, multiple choice, counting; direct answers), HotPotQA
+BIG-Bench Hard tasks of different kinds (yes/no, multiple choice, counting; direct answers), the yes/no
+one again as `compare_dspy.py` runs it (`bbh-cot/`: chain of thought, 256 tokens), HotPotQA
 (two modules around BM25) and GSM8K with chain of thought.
 
 Caching, so a rerun pays for nothing twice: each finished row is appended to `--results` (JSONL, with
@@ -109,6 +110,15 @@ def _bbh(task: str, desc: str, metric: Callable[[], Metric]) -> Bench:
     )  # fmt: skip
 
 
+def _bbh_cot(task: str, desc: str, metric: Callable[[], Metric]) -> Bench:
+    """The BBH program of `compare_dspy.py` (the built-in task's `Reason`): chain of thought, then the answer,
+    with the reply length both sides give it there (256 tokens)."""
+    return Bench(
+        f"bbh-cot/{task}", "cot", lambda root: load_bbh(task, root=root), metric, 256, 100,
+        {"question": ""}, {"answer": desc}, "Answer the question.",
+    )  # fmt: skip
+
+
 # fmt: off
 BENCHES: dict[str, Bench] = {
     b.name: b
@@ -128,6 +138,7 @@ BENCHES: dict[str, Bench] = {
         _bbh("sports_understanding", "the final answer only", ExactMatch),
         _bbh("date_understanding", "the option letter, e.g. (A)", ChoiceMatch),
         _bbh("object_counting", "the final answer only", ExactMatch),
+        _bbh_cot("sports_understanding", "the final answer only", ExactMatch),
         Bench("hotpotqa", "hotpot", lambda root: list(load_hotpotqa_distractor(root=root).questions),
               ExactMatch, 64, 100),
         Bench(

@@ -141,3 +141,19 @@ def test_chosen_demos_takes_dspy_rows_with_their_demos_and_tables_each_layout(tm
     ]  # fmt: skip
     table = cd.table(scored)
     assert "| trec-label, 1 | 2 | 66.5 n=200 | 66.5 (60-74) | 62.0 (55-69) |" in table  # the latest json row
+
+
+def test_formats_bbh_cot_scores_the_program_compare_dspy_runs() -> None:
+    """`bbh-cot/<task>` is there to say which format the BBH side by side should start in, so its
+    program must send what the built-in task's program sends, in every format."""
+    import formats
+    from prompthone.program.render import render_messages
+    from prompthone.tasks.lookup import get_task
+
+    ours = formats.BENCHES["bbh-cot/sports_understanding"].program(None).step
+    builtin = get_task("bbh/sports_understanding").make_program(None).solve
+    question = {"question": 'Is the following sentence plausible? "Mike Trout hit a walkoff homer."'}
+    for fmt in ("labels", "tags", "json"):
+        sent = [render_messages(m.signature, m.params.with_format(fmt), question) for m in (ours, builtin)]
+        assert sent[0] == sent[1] and any("plausible" in m["content"] for m in sent[0])
+    assert formats.BENCHES["bbh-cot/sports_understanding"].max_tokens == 256
