@@ -37,7 +37,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -67,6 +67,9 @@ MODELS = {"0.5b": "qwen2.5-coder-0.5b", "1.5b": "qwen2.5-coder-1.5b"}
 #: completion marker) needs about 20 tokens with Qwen's tokenizer; the others fewer
 CLASSIFY_TOKENS = 32
 TREC_LABELS = "abbreviation, description, entity, human, location, number"
+#: `--reasoning`: what a chain-of-thought program's reasoning field is described as ("step": the module's
+#: own description; "none": no description, as DSPy's `ChainOfThought` renders it)
+REASONING = {"step": None, "none": "", "brief": "a few short sentences that lead to the answer"}
 
 
 @dataclass(frozen=True)
@@ -84,11 +87,15 @@ class Bench:
     instruction: str = ""
     #: where `--demos` draws labelled demos from (None: the task has no training split here)
     load_train: Callable[[str | None], list[Example]] | None = None
+    #: what a `cot` program's reasoning field asks for (None: `ChainOfThought`'s own description)
+    reasoning: str | None = None
 
     def program(self, root: str | None) -> Program:
         if self.kind == "hotpot":
             return MultiHopQA(load_hotpotqa_distractor(root=root).corpus)
-        sig = Signature(self.inputs, self.outputs, self.instruction)
+        # a signature that has its own `reasoning` output keeps it: how a user words what the reasoning is
+        outputs = self.outputs if self.reasoning is None else {"reasoning": self.reasoning, **self.outputs}
+        sig = Signature(self.inputs, outputs, self.instruction)
         module = ChainOfThought(sig) if self.kind == "cot" else Predict(sig)
         return _Single(module, self.outputs)
 
@@ -278,15 +285,20 @@ def layout_revision(fmt: str, demos: int) -> int:
 
 
 def row_key(
-    task: str, model: str, fmt: str, demos: int = 0, revision: int | None = None
-) -> tuple[str, str, str, int, int]:
-    """A row is measured again when what it sends changed: a newer layout revision is a new row."""
-    return (task, model, fmt, demos, layout_revision(fmt, demos) if revision is None else revision)
+    task: str, model: str, fmt: str, demos: int = 0, revision: int | None = None, reasoning: str = "step"
+) -> tuple[str, str, str, int, int, str]:
+    """A row is measured again when what it sends changed: a newer layout revision is a new row, and so
+    is another wording of the reasoning field (DSPy's side renders its own, whatever it is)."""
+    rev = layout_revision(fmt, demos) if revision is None else revision
+    return (task, model, fmt, demos, rev, "step" if fmt == DSPY else reasoning)
 
 
 def row_task(r: dict[str, Any]) -> str:
-    """The task as the table names it: with `+K demos` when the row's program carried demos."""
-    return f"{r['task']} +{r['demos']} demos" if r.get("demos") else r["task"]
+    """The task as the table names it: with `+K demos` when the row's program carried demos, and the
+    reasoning field's wording when it is not the module's own."""
+    name = f"{r['task']} +{r['demos']} demos" if r.get("demos") else r["task"]
+    reasoning = r.get("reasoning", "step")
+    return name if reasoning == "step" or r["format"] == DSPY else f"{name} [reasoning: {reasoning}]"
 
 
 # ----------------------------------------------------------------------------------------- table
@@ -333,7 +345,7 @@ def run_task(
     earlier examples from the caches. A row per step is appended; the last one (all examples) is final.
     `steps` (sizes) runs only those steps.
     """
-    bench = BENCHES[task]
+    bench = replace(BENCHES[task], reasoning=REASONING[args.reasoning])
     examples = sample(bench, args.data_root)[: args.limit]
     demos = demos_for(bench, args.demos, args.data_root)
     results = Path(args.results)
@@ -347,7 +359,7 @@ def run_task(
                 out = score_prompthone(bench, fmt, part, lm, args.data_root, demos)
             mean, lo, hi = mean_ci(out["scores"])
             row = {
-                "task": task, "model": model, "format": fmt, "demos": len(demos),
+                "task": task, "model": model, "format": fmt, "demos": len(demos), "reasoning": args.reasoning,
                 "demo_layout_revision": layout_revision(fmt, len(demos)), "n": len(part),
                 "partial": k < len(examples),
                 "mean": mean, "lo": lo, "hi": hi, **out, "max_tokens": bench.max_tokens,
@@ -384,6 +396,14 @@ def main() -> None:
         help="give each program this many labelled demos from the training split (label-covering, seeded; the "
         "same on both sides): formats compared where MIPRO works, with demos (one-module Predict tasks)",
     )
+    p.add_argument(
+        "--reasoning",
+        default="step",
+        choices=list(REASONING),
+        help="how chain-of-thought programs describe their reasoning field: "
+        + "; ".join(f"{k}: {v!r}" for k, v in REASONING.items() if v is not None)
+        + "; step: the module's own description",
+    )
     p.add_argument("--report", action="store_true", help="print the table of the results file and stop")
     args = p.parse_args()
     results = Path(args.results)
@@ -403,12 +423,23 @@ def main() -> None:
     Path(args.cache_dir).mkdir(parents=True, exist_ok=True)
     results.parent.mkdir(parents=True, exist_ok=True)
     done = {
-        row_key(r["task"], r["model"], r["format"], r.get("demos", 0), r.get("demo_layout_revision", 1))
+        row_key(
+            r["task"],
+            r["model"],
+            r["format"],
+            r.get("demos", 0),
+            r.get("demo_layout_revision", 1),
+            r.get("reasoning", "step"),
+        )
         for r in load_rows(results)
         if not r.get("partial")
     }
     for model in models:
-        todo = [t for t in tasks if any(row_key(t, model, f, args.demos) not in done for f in formats)]
+        todo = [
+            t
+            for t in tasks
+            if any(row_key(t, model, f, args.demos, reasoning=args.reasoning) not in done for f in formats)
+        ]
         if not todo:
             continue
         gguf, _ = resolve_gguf(MODELS[model])
@@ -416,7 +447,10 @@ def main() -> None:
         with llama_server(gguf, alias=alias, n_ctx=4096, threads=args.threads, timeout_s=600, port=args.port) as url:
             cache = Path(args.cache_dir) / f"responses-{alias}.sqlite"
             lm = LM(f"openai/{alias}@{url}", cache=str(cache), max_concurrency=1, timeout_s=600)
-            left = {t: [f for f in formats if row_key(t, model, f, args.demos) not in done] for t in todo}
+            left = {
+                t: [f for f in formats if row_key(t, model, f, args.demos, reasoning=args.reasoning) not in done]
+                for t in todo
+            }
             if args.interleave:  # the tasks take turns, a chunk at a time
                 sizes = {t: len(sample(BENCHES[t], args.data_root)[: args.limit]) for t in todo}
                 for k in sorted({k for t in todo for k in steps_of(sizes[t], args.chunk)}):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -157,3 +158,13 @@ def test_formats_bbh_cot_scores_the_program_compare_dspy_runs() -> None:
         sent = [render_messages(m.signature, m.params.with_format(fmt), question) for m in (ours, builtin)]
         assert sent[0] == sent[1] and any("plausible" in m["content"] for m in sent[0])
     assert formats.BENCHES["bbh-cot/sports_understanding"].max_tokens == 256
+    # `--reasoning brief`: the reasoning field worded otherwise, a row of its own; DSPy's side is unchanged
+    brief = replace(formats.BENCHES["bbh-cot/sports_understanding"], reasoning=formats.REASONING["brief"])
+    (reasoning, answer) = brief.program(None).step.signature.outputs
+    assert (reasoning.name, reasoning.description) == ("reasoning", formats.REASONING["brief"])
+    assert answer.name == "answer" and len(brief.program(None).step.signature.outputs) == 2
+    task = "bbh-cot/sports_understanding"
+    assert formats.row_key(task, "0.5b", "labels", reasoning="brief") != formats.row_key(task, "0.5b", "labels")
+    assert formats.row_key(task, "0.5b", "dspy", reasoning="brief") == formats.row_key(task, "0.5b", "dspy")
+    row = {"task": task, "model": "0.5b", "format": "labels", "reasoning": "brief"}
+    assert formats.row_task(row) == f"{task} [reasoning: brief]" and formats.row_task({**row, "format": "dspy"}) == task
