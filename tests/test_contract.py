@@ -140,6 +140,13 @@ def test_talk_about_an_instruction_is_rejected():
         "Rewrite the instruction so that it lists the labels.",
         "Add more context, such as the language in question and the specific requirements for labeling "
         "entities. This would make the instruction more challenging, potentially costing time and resources.",
+        # chosen on trec-label seed 0 by the search at 271897a, kept as written by the check as it was then
+        'Here is a step that would be costly if performed by a language model:  "Instruct the algorithm to '
+        "predict based on the label, which must be exactly one of: abbreviation, description, entity, human, "
+        'location, number."  This instruction assumes that the label being produced will always correspond to '
+        "an exact category.",
+        "This instruction assumes that the label is one of the six.",
+        "Here's the revised prompt: classify the question.",
     ):
         assert talks_about_instruction(text), text
     # labels kept do not save it: it is still not an instruction
@@ -231,6 +238,8 @@ def test_a_truncated_proposal_is_rejected(text):
         "Give the answer as a number, e.g. 42.",
         "Make the answer one word: the label.",
         "Make sure the label is one of the six listed.",
+        "Here is a question: say what kind of answer it expects.",
+        "Follow the instruction in the question and answer it.",
     ],
 )
 def test_complete_instructions_are_not_called_truncated_or_meta(text):

@@ -204,7 +204,7 @@ _META_TALK = [
     re.compile(
         r"\b(?:the|this|that)\s+(?:instruction|prompt)\s+(?:is|was|does|did|doesn't|does\s+not|should|could|"
         r"would|needs|lacks|contains|scored|scores|achieves|achieved|performs|performed|works|worked|seems|"
-        r"fails|failed|has|had)\b",
+        r"fails|failed|has|had|assumes|assumed|implies|means|tries|aims|ensures|will|may|might)\b",
         re.I,
     ),
     re.compile(r"\bthe\s+(?:feedback|reviewers?|evaluation\s+feedback)\b", re.I),
@@ -216,6 +216,13 @@ _META_TALK = [
     # advice on editing it: "This would make the instruction more challenging" (chosen by a MIPRO search
     # on trec-label, seed 0, JSON start)
     re.compile(r"\b(?:make|makes|making|made)\s+(?:the|this|that)\s+(?:instruction|prompt)\b", re.I),
+    # a reply that presents what follows: 'Here is a step that would be costly ...: "Instruct ..." This
+    # instruction assumes ...' (chosen by a MIPRO search on trec-label, seed 0, at 271897a)
+    re.compile(
+        r"\bhere(?:\s+is|'s)\s+(?:a|an|the|my|your)\s+(?:\w+\s+){0,2}?(?:instruction|prompt|step|version|"
+        r"rewrite|revision)s?\b",
+        re.I,
+    ),
 ]
 _DANGLING_WORDS = re.compile(
     r"\b(?:a|an|the|and|or|but|nor|of|your|their|its|than|whether|because|such|each|every|both|e\.g\.|i\.e\.)$",
