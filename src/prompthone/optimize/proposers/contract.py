@@ -204,7 +204,7 @@ _META_TALK = [
     re.compile(
         r"\b(?:the|this|that)\s+(?:instruction|prompt)\s+(?:is|was|does|did|doesn't|does\s+not|should|could|"
         r"would|needs|lacks|contains|scored|scores|achieves|achieved|performs|performed|works|worked|seems|"
-        r"fails|failed|has|had|assumes|assumed|implies|means|tries|aims|ensures|will|may|might)\b",
+        r"fails|failed|has|had|assumes|assumed|implies|means|tries|aims|ensures)\b",
         re.I,
     ),
     re.compile(r"\bthe\s+(?:feedback|reviewers?|evaluation\s+feedback)\b", re.I),
