@@ -50,11 +50,13 @@ def output_field_names(program: Program) -> set[str]:
 
 def format_example(ex: Example, shown_labels: set[str] | None = None, limit: int = VALUE_CHARS) -> str:
     """An example as `Label: value` lines (inputs, then the labels a module produces)."""
-    lines = [f"{label_of(k)}: {shorten(format_value(v), limit)}" for k, v in ex.inputs.items()]
-    for k, v in ex.labels.items():
-        if shown_labels is None or k in shown_labels:
-            lines.append(f"{label_of(k)}: {shorten(format_value(v), limit)}")
-    return "\n".join(lines)
+    return "\n".join(f"{label_of(k)}: {shorten(format_value(v), limit)}" for k, v in _shown_fields(ex, shown_labels))
+
+
+def _shown_fields(ex: Example, shown_labels: set[str] | None) -> list[tuple[str, object]]:
+    """The (name, value) pairs of `ex` a proposer is shown: every input, then the labels in `shown_labels`."""
+    labels = [(k, v) for k, v in ex.labels.items() if shown_labels is None or k in shown_labels]
+    return [*ex.inputs.items(), *labels]
 
 
 def _clean_paragraph(text: str, limit: int = 700) -> str:
@@ -127,9 +129,8 @@ async def summarize_dataset(
 
 
 def _values(batch: Sequence[Example], shown: set[str] | None) -> list[str]:
-    """The field values of `batch` as the proposer was shown them."""
-    out = [format_value(v) for ex in batch for v in ex.inputs.values()]
-    return out + [format_value(v) for ex in batch for k, v in ex.labels.items() if shown is None or k in shown]
+    """The values of the fields of `batch` the proposer was shown, whole (not cut to `VALUE_CHARS`)."""
+    return [format_value(v) for ex in batch for _, v in _shown_fields(ex, shown)]
 
 
 def _task_words(setup: OptimizationSetup) -> list[str]:
