@@ -333,6 +333,11 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 # ------------------------------------------------------------------------------------------ main
+def reasoning_of(task: str, args: argparse.Namespace) -> str:
+    """`--reasoning` where the task's program reasons; a program without a reasoning field keeps "step"."""
+    return args.reasoning if BENCHES[task].kind == "cot" else "step"
+
+
 def steps_of(n: int, chunk: int) -> list[int]:
     return [*range(chunk, n, chunk), n]
 
@@ -345,7 +350,7 @@ def run_task(
     earlier examples from the caches. A row per step is appended; the last one (all examples) is final.
     `steps` (sizes) runs only those steps.
     """
-    bench = replace(BENCHES[task], reasoning=REASONING[args.reasoning])
+    bench = replace(BENCHES[task], reasoning=REASONING[reasoning_of(task, args)])
     examples = sample(bench, args.data_root)[: args.limit]
     demos = demos_for(bench, args.demos, args.data_root)
     results = Path(args.results)
@@ -359,7 +364,7 @@ def run_task(
                 out = score_prompthone(bench, fmt, part, lm, args.data_root, demos)
             mean, lo, hi = mean_ci(out["scores"])
             row = {
-                "task": task, "model": model, "format": fmt, "demos": len(demos), "reasoning": args.reasoning,
+                "task": task, "model": model, "format": fmt, "demos": len(demos), "reasoning": reasoning_of(task, args),
                 "demo_layout_revision": layout_revision(fmt, len(demos)), "n": len(part),
                 "partial": k < len(examples),
                 "mean": mean, "lo": lo, "hi": hi, **out, "max_tokens": bench.max_tokens,
@@ -435,11 +440,11 @@ def main() -> None:
         if not r.get("partial")
     }
     for model in models:
-        todo = [
-            t
+        left = {
+            t: [f for f in formats if row_key(t, model, f, args.demos, reasoning=reasoning_of(t, args)) not in done]
             for t in tasks
-            if any(row_key(t, model, f, args.demos, reasoning=args.reasoning) not in done for f in formats)
-        ]
+        }
+        todo = [t for t in tasks if left[t]]
         if not todo:
             continue
         gguf, _ = resolve_gguf(MODELS[model])
@@ -447,10 +452,6 @@ def main() -> None:
         with llama_server(gguf, alias=alias, n_ctx=4096, threads=args.threads, timeout_s=600, port=args.port) as url:
             cache = Path(args.cache_dir) / f"responses-{alias}.sqlite"
             lm = LM(f"openai/{alias}@{url}", cache=str(cache), max_concurrency=1, timeout_s=600)
-            left = {
-                t: [f for f in formats if row_key(t, model, f, args.demos, reasoning=args.reasoning) not in done]
-                for t in todo
-            }
             if args.interleave:  # the tasks take turns, a chunk at a time
                 sizes = {t: len(sample(BENCHES[t], args.data_root)[: args.limit]) for t in todo}
                 for k in sorted({k for t in todo for k in steps_of(sizes[t], args.chunk)}):

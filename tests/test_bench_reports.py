@@ -168,3 +168,15 @@ def test_formats_bbh_cot_scores_the_program_compare_dspy_runs() -> None:
     assert formats.row_key(task, "0.5b", "dspy", reasoning="brief") == formats.row_key(task, "0.5b", "dspy")
     row = {"task": task, "model": "0.5b", "format": "labels", "reasoning": "brief"}
     assert formats.row_task(row) == f"{task} [reasoning: brief]" and formats.row_task({**row, "format": "dspy"}) == task
+
+
+def test_formats_reasoning_applies_only_to_programs_that_reason() -> None:
+    """`--reasoning brief` over several tasks must not give a `Predict` program a reasoning field."""
+    import argparse
+
+    import formats
+
+    args = argparse.Namespace(reasoning="brief")
+    assert formats.reasoning_of("bbh-cot/sports_understanding", args) == "brief"
+    assert formats.reasoning_of("gsm8k", args) == "brief"
+    assert formats.reasoning_of("trec-label", args) == "step"
