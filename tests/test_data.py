@@ -47,7 +47,8 @@ from prompthone.data.retrieval import BM25Index, tokenize
 from prompthone.data.root import KNOWN_DATASETS, SHIPPED_ROOT
 from prompthone.data.shipped import GSM8K_MINI_FILE, TREC_MINI_FILE, shipped_path
 
-SHARED = Path(os.environ.get(ENV_VAR) or SHIPPED_ROOT)
+#: the benchmark files these tests read: the copy shipped in the package, or PROMPTHONE_DATA_DIR
+DATA_ROOT = Path(os.environ.get(ENV_VAR) or SHIPPED_ROOT)
 
 
 def write(tmp_path: Path, name: str, text: str | bytes) -> Path:
@@ -402,9 +403,9 @@ def test_a_data_root_without_the_file_names_the_expected_path(tmp_path, monkeypa
 
 def test_unknown_split_or_task_lists_the_choices():
     with pytest.raises(DataError, match="unknown GSM8K split 'dev'; expected one of: train, test, test_socratic"):
-        load_gsm8k("dev", root=SHARED)
+        load_gsm8k("dev", root=DATA_ROOT)
     with pytest.raises(DataError, match="unknown BBH task 'navigation'; expected one of: boolean_expressions,"):
-        load_bbh("navigation", root=SHARED)
+        load_bbh("navigation", root=DATA_ROOT)
 
 
 # ------------------------------------------------------------------------------- benchmarks on real files
@@ -416,15 +417,15 @@ def raw_lines(path: Path, encoding: str = "utf-8") -> list[str]:
 
 @pytest.mark.parametrize(("split_name", "count"), [("train", 7473), ("test", 1319), ("test_socratic", 1319)])
 def test_gsm8k_counts_and_every_answer_is_an_integer(split_name, count):
-    exs = load_gsm8k(split_name, root=SHARED)
+    exs = load_gsm8k(split_name, root=DATA_ROOT)
     assert len(exs) == count
     assert all(re.fullmatch(r"-?\d+", ex.labels["answer"]) for ex in exs)
     assert all("<<" not in ex.labels["reasoning"] and "####" not in ex.labels["reasoning"] for ex in exs)
 
 
 def test_gsm8k_sample_matches_the_raw_file():
-    exs = {ex.id: ex for ex in load_gsm8k("test", root=SHARED)}
-    lines = raw_lines(SHARED / "gsm8k" / "test.jsonl")
+    exs = {ex.id: ex for ex in load_gsm8k("test", root=DATA_ROOT)}
+    lines = raw_lines(DATA_ROOT / "gsm8k" / "test.jsonl")
     with_comma = next(
         n for n, line in enumerate(lines, 1) if line and "," in json.loads(line)["answer"].split("####")[1]
     )
@@ -440,9 +441,9 @@ def test_gsm8k_sample_matches_the_raw_file():
 
 
 def test_bbh_has_27_tasks_with_the_documented_sizes():
-    assert sorted(BBH_TASKS) == sorted(p.stem for p in (SHARED / "bbh" / "bbh").glob("*.json"))
+    assert sorted(BBH_TASKS) == sorted(p.stem for p in (DATA_ROOT / "bbh" / "bbh").glob("*.json"))
     assert len(BBH_TASKS) == 27 and set(BBH_TASKS) > BBH_MULTIPLE_CHOICE
-    sizes = {task: len(load_bbh(task, root=SHARED)) for task in BBH_TASKS}
+    sizes = {task: len(load_bbh(task, root=DATA_ROOT)) for task in BBH_TASKS}
     assert sizes.pop("causal_judgement") == 187
     assert sizes.pop("penguins_in_a_table") == 146
     assert sizes.pop("snarks") == 178
@@ -450,8 +451,8 @@ def test_bbh_has_27_tasks_with_the_documented_sizes():
 
 
 def test_bbh_sample_keeps_input_and_target_verbatim():
-    raw = json.loads((SHARED / "bbh" / "bbh" / "date_understanding.json").read_text(encoding="utf-8"))["examples"]
-    exs = load_bbh("date_understanding", root=SHARED)
+    raw = json.loads((DATA_ROOT / "bbh" / "bbh" / "date_understanding.json").read_text(encoding="utf-8"))["examples"]
+    exs = load_bbh("date_understanding", root=DATA_ROOT)
     for i in (0, 137, 249):
         assert exs[i].id == f"bbh/date_understanding:{i}"
         assert exs[i].inputs == {"question": raw[i]["input"]}
@@ -463,22 +464,22 @@ def test_bbh_sample_keeps_input_and_target_verbatim():
 def test_bbh_multiple_choice_tasks_are_exactly_those_with_letter_targets():
     letter = re.compile(r"\([A-R]\)")
     for task in BBH_TASKS:
-        targets = [ex.labels["answer"] for ex in load_bbh(task, root=SHARED)]
+        targets = [ex.labels["answer"] for ex in load_bbh(task, root=DATA_ROOT)]
         share = sum(bool(letter.fullmatch(t)) for t in targets) / len(targets)
         assert (share > 0.98) == (task in BBH_MULTIPLE_CHOICE), task
 
 
 def test_bbh_cot_prompt_drops_the_canary_header():
-    raw = raw_lines(SHARED / "bbh" / "cot-prompts" / "navigate.txt")
-    prompt = load_bbh_cot_prompt("navigate", root=SHARED)
+    raw = raw_lines(DATA_ROOT / "bbh" / "cot-prompts" / "navigate.txt")
+    prompt = load_bbh_cot_prompt("navigate", root=DATA_ROOT)
     assert "canary" not in prompt.lower()
     assert prompt.split("\n")[0] == raw[2].strip()
     assert prompt.count("So the answer is") == 3
 
 
 def test_hotpotqa_dev_matches_the_raw_file():
-    raw = json.loads((SHARED / "hotpotqa" / "hotpot_dev_v1_simplified.json").read_text(encoding="utf-8"))
-    exs = load_hotpotqa_dev(root=SHARED)
+    raw = json.loads((DATA_ROOT / "hotpotqa" / "hotpot_dev_v1_simplified.json").read_text(encoding="utf-8"))
+    exs = load_hotpotqa_dev(root=DATA_ROOT)
     assert len(exs) == 7405
     assert collections.Counter(ex.labels["type"] for ex in exs) == {"bridge": 5918, "comparison": 1487}
     for i in (0, 4367, 7404):
@@ -488,15 +489,15 @@ def test_hotpotqa_dev_matches_the_raw_file():
 
 
 def test_hotpotqa_distractor_questions_corpus_and_contexts():
-    data = load_hotpotqa_distractor(root=SHARED)
+    data = load_hotpotqa_distractor(root=DATA_ROOT)
     assert len(data.questions) == 100 and len(data.corpus) == 1000
-    dev = {ex.id: ex for ex in load_hotpotqa_dev(root=SHARED)}
+    dev = {ex.id: ex for ex in load_hotpotqa_dev(root=DATA_ROOT)}
     for q in data.questions:  # same id -> same question and answer as the full dev set
         assert q.inputs == dev[q.id].inputs and q.labels["answer"] == dev[q.id].labels["answer"]
         passages = data.contexts[q.id]
         assert len(passages) == 10 and set(passages) <= set(data.corpus)
         assert set(q.labels["supporting_titles"]) <= {p.split(" | ", 1)[0] for p in passages}
-    first = json.loads(raw_lines(SHARED / "hotpotqa" / "hotpot_dev_distractor_sample100.jsonl")[0])
+    first = json.loads(raw_lines(DATA_ROOT / "hotpotqa" / "hotpot_dev_distractor_sample100.jsonl")[0])
     title, sentences = first["context"]["title"][1], first["context"]["sentences"][1]
     expected = title + " | " + "".join(sentences).strip()
     assert expected == data.contexts[f"hotpotqa/dev:{first['hf_validation_index']}"][1]
@@ -504,10 +505,10 @@ def test_hotpotqa_distractor_questions_corpus_and_contexts():
 
 
 def test_hotpotqa_ircot500_questions_corpus_and_contexts():
-    data = load_hotpotqa_ircot500(root=SHARED)
+    data = load_hotpotqa_ircot500(root=DATA_ROOT)
     assert len(data.questions) == 500 and len({q.id for q in data.questions}) == 500
     assert len(data.corpus) == 4858 and len(set(data.corpus)) == 4858
-    raw = [json.loads(s) for s in raw_lines(SHARED / "hotpotqa" / "hotpot_dev_distractor_ircot500.jsonl") if s]
+    raw = [json.loads(s) for s in raw_lines(DATA_ROOT / "hotpotqa" / "hotpot_dev_distractor_ircot500.jsonl") if s]
     for q, rec in zip(data.questions, raw, strict=True):
         assert q.id == "hotpotqa/id:" + rec["question_id"]
         assert q.inputs == {"question": rec["question_text"]}
@@ -519,7 +520,7 @@ def test_hotpotqa_ircot500_questions_corpus_and_contexts():
         assert set(q.labels["supporting_titles"]) <= set(titles)
     assert data.questions[0].labels["answer"] == "Chief of Protocol"
     # the 12 questions both files hold have the same answer in both (ids differ in form: dev position vs HotPotQA id)
-    sample = {q.inputs["question"]: q.labels["answer"] for q in load_hotpotqa_distractor(root=SHARED).questions}
+    sample = {q.inputs["question"]: q.labels["answer"] for q in load_hotpotqa_distractor(root=DATA_ROOT).questions}
     shared = [q for q in data.questions if q.inputs["question"] in sample]
     assert len(shared) == 12 and all(sample[q.inputs["question"]] == q.labels["answer"] for q in shared)
 
@@ -528,13 +529,13 @@ def test_hotpotqa_ircot500_questions_corpus_and_contexts():
     ("split_name", "count", "positive"), [("train", 6920, 3610), ("dev", 872, 444), ("test", 1821, 909)]
 )
 def test_sst2_counts_and_labels(split_name, count, positive):
-    exs = load_sst2(split_name, root=SHARED)
+    exs = load_sst2(split_name, root=DATA_ROOT)
     assert len(exs) == count
     assert collections.Counter(ex.labels["answer"] for ex in exs) == {
         "positive": positive,
         "negative": count - positive,
     }
-    lines = raw_lines(SHARED / "sst2" / f"stsa.binary.{split_name}")
+    lines = raw_lines(DATA_ROOT / "sst2" / f"stsa.binary.{split_name}")
     for n in (1, count):
         code, sentence = lines[n - 1].split(" ", 1)
         ex = exs[n - 1]
@@ -544,8 +545,8 @@ def test_sst2_counts_and_labels(split_name, count, positive):
 
 
 def test_trec_counts_classes_and_latin1_text():
-    test = load_trec("test", root=SHARED)
-    assert len(test) == 500 and len(load_trec("train", root=SHARED)) == 5452
+    test = load_trec("test", root=DATA_ROOT)
+    assert len(test) == 500 and len(load_trec("train", root=DATA_ROOT)) == 5452
     dist = collections.Counter(ex.labels["answer"] for ex in test)
     expected = {"DESC": 138, "NUM": 113, "ENTY": 94, "LOC": 81, "HUM": 65, "ABBR": 9}
     assert dist == {TREC_CLASSES[code]: n for code, n in expected.items()}
@@ -559,16 +560,16 @@ def test_trec_counts_classes_and_latin1_text():
     }
     assert test[0].inputs == {"question": "How far is it from Denver to Aspen ?"}
     assert test[0].labels == {"answer": "number", "fine": "dist"}
-    lines = raw_lines(SHARED / "trec" / "raw" / "TREC.train", encoding="latin-1")
+    lines = raw_lines(DATA_ROOT / "trec" / "raw" / "TREC.train", encoding="latin-1")
     n = next(i for i, line in enumerate(lines, 1) if any(ord(ch) > 127 for ch in line))
-    ex = {e.id: e for e in load_trec("train", root=SHARED)}[f"trec/train:{n}"]
+    ex = {e.id: e for e in load_trec("train", root=DATA_ROOT)}[f"trec/train:{n}"]
     assert ex.inputs["question"] == lines[n - 1].split(" ", 1)[1]
     assert any(ord(ch) > 127 for ch in ex.inputs["question"])
 
 
 def test_multiarith_answers_are_whole_numbers_as_written():
-    raw = json.loads((SHARED / "multiarith" / "MultiArith.json").read_text(encoding="utf-8"))
-    exs = load_multiarith(root=SHARED)
+    raw = json.loads((DATA_ROOT / "multiarith" / "MultiArith.json").read_text(encoding="utf-8"))
+    exs = load_multiarith(root=DATA_ROOT)
     assert len(exs) == 600
     by_id = {ex.id: ex for ex in exs}
     for item in (raw[0], raw[599]):
@@ -580,7 +581,7 @@ def test_multiarith_answers_are_whole_numbers_as_written():
 
 
 def test_real_trec_train_and_test_share_questions_that_check_disjoint_reports():
-    train, test = load_trec("train", root=SHARED), load_trec("test", root=SHARED)
+    train, test = load_trec("train", root=DATA_ROOT), load_trec("test", root=DATA_ROOT)
     check_disjoint(train, test, content=False)
     dups = find_content_duplicates(train, test, names=["train", "test"])
     assert len(dups) == 10  # known: 10 test questions also occur in the training file
@@ -704,7 +705,7 @@ def test_bm25_rejects_bad_arguments():
 
 
 def test_bm25_on_hotpotqa_finds_supporting_passages_and_is_stable_across_processes():
-    data = load_hotpotqa_distractor(root=SHARED)
+    data = load_hotpotqa_distractor(root=DATA_ROOT)
     index = BM25Index(data.corpus)
     found = 0
     for q in data.questions:
@@ -714,7 +715,7 @@ def test_bm25_on_hotpotqa_finds_supporting_passages_and_is_stable_across_process
     code = (
         "from prompthone.data import load_hotpotqa_distractor\n"
         "from prompthone.data.retrieval import BM25Index\n"
-        f"d = load_hotpotqa_distractor(root={str(SHARED)!r})\n"
+        f"d = load_hotpotqa_distractor(root={str(DATA_ROOT)!r})\n"
         "ix = BM25Index(d.corpus)\n"
         "for q in d.questions[:20]:\n"
         "    print([d.corpus.index(p) for p in ix.search(q.inputs['question'], k=5)])\n"
@@ -755,8 +756,8 @@ def test_shipped_gsm8k_follows_its_provenance_note():
     note = (path.parent / "PROVENANCE.md").read_text(encoding="utf-8")
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     assert f"sha256 of `gsm8k_train_easy60.jsonl`: {digest}" in note
-    assert (path.parent / "LICENSE.gsm8k").read_bytes() == (SHARED / "gsm8k" / "LICENSE").read_bytes()
-    source = SHARED / "gsm8k" / "train.jsonl"
+    assert (path.parent / "LICENSE.gsm8k").read_bytes() == (DATA_ROOT / "gsm8k" / "LICENSE").read_bytes()
+    source = DATA_ROOT / "gsm8k" / "train.jsonl"
     assert hashlib.sha256(source.read_bytes()).hexdigest() in note
     # The selection rule, recomputed: the first 60 problems with 2 or 3 solution lines before '####'.
     chosen = [
@@ -765,7 +766,7 @@ def test_shipped_gsm8k_follows_its_provenance_note():
         if line and json.loads(line)["answer"].split("####")[0].strip().count("\n") + 1 in (2, 3)
     ][:60]
     assert ids(load_gsm8k_mini()) == [f"gsm8k/train:{n}" for n in chosen]
-    train = {ex.id: ex for ex in load_gsm8k("train", root=SHARED)}
+    train = {ex.id: ex for ex in load_gsm8k("train", root=DATA_ROOT)}
     assert all(train[ex.id] == ex for ex in load_gsm8k_mini())
 
 
@@ -774,8 +775,8 @@ def test_shipped_trec_follows_its_provenance_note():
     note = (path.parent / "PROVENANCE.md").read_text(encoding="utf-8")
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     assert f"sha256 of `trec_train_sample80.jsonl`: {digest}" in note
-    assert (path.parent / "LICENSE.trec").read_bytes() == (SHARED / "trec" / "LICENSE.repo").read_bytes()
-    source = SHARED / "trec" / "raw" / "TREC.train"
+    assert (path.parent / "LICENSE.trec").read_bytes() == (DATA_ROOT / "trec" / "LICENSE.repo").read_bytes()
+    source = DATA_ROOT / "trec" / "raw" / "TREC.train"
     assert hashlib.sha256(source.read_bytes()).hexdigest() in note
     # The selection rule, recomputed: 80 of the 5452 training lines drawn with random.Random(0).
     chosen = sorted(random.Random(0).sample(range(1, 5453), 80))
@@ -784,7 +785,7 @@ def test_shipped_trec_follows_its_provenance_note():
     assert [json.loads(r)["text"] for r in path.read_text(encoding="utf-8").splitlines()] == [
         lines[n - 1].rstrip("\r") for n in chosen
     ]
-    train = {ex.id: ex for ex in load_trec("train", root=SHARED)}
+    train = {ex.id: ex for ex in load_trec("train", root=DATA_ROOT)}
     assert all(train[ex.id] == ex for ex in load_trec_mini())
     counts = collections.Counter(ex.labels["answer"] for ex in load_trec_mini())
     assert ", ".join(f"{k} {v}" for k, v in counts.most_common()) in note
