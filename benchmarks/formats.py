@@ -285,12 +285,21 @@ def layout_revision(fmt: str, demos: int) -> int:
 
 
 def row_key(
-    task: str, model: str, fmt: str, demos: int = 0, revision: int | None = None, reasoning: str = "step"
-) -> tuple[str, str, str, int, int, str]:
+    task: str,
+    model: str,
+    fmt: str,
+    demos: int = 0,
+    revision: int | None = None,
+    reasoning: str = "step",
+    follow_up: bool | None = None,
+) -> tuple[str, str, str, int, int, str, bool]:
     """A row is measured again when what it sends changed: a newer layout revision is a new row, and so
-    is another wording of the reasoning field (DSPy's side renders its own, whatever it is)."""
+    is another wording of the reasoning field (DSPy's side renders its own, whatever it is), and a
+    prompthone row from before a module asked again for an output its reply lacked (`follow_up`
+    False; rows that do not say were measured before)."""
     rev = layout_revision(fmt, demos) if revision is None else revision
-    return (task, model, fmt, demos, rev, "step" if fmt == DSPY else reasoning)
+    asks = fmt != DSPY if follow_up is None else follow_up
+    return (task, model, fmt, demos, rev, "step" if fmt == DSPY else reasoning, asks)
 
 
 def row_task(r: dict[str, Any]) -> str:
@@ -365,6 +374,7 @@ def run_task(
             mean, lo, hi = mean_ci(out["scores"])
             row = {
                 "task": task, "model": model, "format": fmt, "demos": len(demos), "reasoning": reasoning_of(task, args),
+                "follow_up": fmt != DSPY,
                 "demo_layout_revision": layout_revision(fmt, len(demos)), "n": len(part),
                 "partial": k < len(examples),
                 "mean": mean, "lo": lo, "hi": hi, **out, "max_tokens": bench.max_tokens,
@@ -435,6 +445,7 @@ def main() -> None:
             r.get("demos", 0),
             r.get("demo_layout_revision", 1),
             r.get("reasoning", "step"),
+            r.get("follow_up", False),
         )
         for r in load_rows(results)
         if not r.get("partial")

@@ -109,6 +109,13 @@ def test_formats_with_demos_draws_the_same_label_covering_demos_and_keys_rows_by
     assert formats.row_key("trec-label", "0.5b", "json", 4) != formats.row_key("trec-label", "0.5b", "json", 4, 1)
     assert formats.row_key("trec-label", "0.5b", "json", 0) == formats.row_key("trec-label", "0.5b", "json", 0, 1)
     assert formats.row_key("trec-label", "0.5b", "dspy", 4) == formats.row_key("trec-label", "0.5b", "dspy", 4, 1)
+    # a prompthone row from before a module asked again for a missing output is measured again; DSPy's is not
+    assert formats.row_key("trec-label", "0.5b", "json") != formats.row_key(
+        "trec-label", "0.5b", "json", follow_up=False
+    )
+    assert formats.row_key("trec-label", "0.5b", "dspy") == formats.row_key(
+        "trec-label", "0.5b", "dspy", follow_up=False
+    )
 
 
 def test_chosen_demos_takes_dspy_rows_with_their_demos_and_tables_each_layout(tmp_path: Path) -> None:

@@ -318,7 +318,7 @@ class Evaluator:
             latency_s=run.latency_s,
             prompt_tokens=run.prompt_tokens,
             completion_tokens=run.completion_tokens,
-            lm_calls=len(run.trace),
+            lm_calls=sum(c.lm_calls for c in run.trace),
             cached=bool(run.trace) and all(c.cached for c in run.trace),
         )
         if run.error is not None:

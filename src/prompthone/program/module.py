@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
+from prompthone.lm.types import Completion, Message
 from prompthone.program.context import RunContext, current_run, default_lm, wait_on_run_loop
 from prompthone.program.params import DEFAULT_FORMAT, PROMPT_FORMATS, REASONING_FORMAT, Demo, PromptParams
-from prompthone.program.parse import parse_reply
+from prompthone.program.parse import merge_follow_up, parse_reply
 from prompthone.program.prediction import Prediction
-from prompthone.program.render import check_inputs, output_schema, render_messages
+from prompthone.program.render import check_inputs, follow_up_message, output_schema, render_messages
 from prompthone.program.signature import Signature, as_signature
 from prompthone.program.trace import ModuleCall
 
@@ -36,6 +38,9 @@ class Module:
     params, so a candidate (and an optimizer) may choose another one for this module.
     `structured` asks for JSON replies constrained by a schema (None: follow the run's setting).
     LM options given here (`max_tokens=...`) are defaults that a run's own options override.
+    `follow_up`: when a reply lacks a required output (a small model that reasoned until max_tokens,
+    or ended without the answer line), ask once more in the same chat for the missing outputs only
+    (one more LM call, counted and cached like any other; `ModuleCall.follow_up` keeps its reply).
     """
 
     #: output fields that may be missing from a reply without it being a parse failure
@@ -51,6 +56,7 @@ class Module:
         demos: Iterable[Mapping[str, Any]] = (),
         structured: bool | None = None,
         format: str | None = None,
+        follow_up: bool = True,
         **lm_options: Any,
     ) -> None:
         self.signature = self._extend(as_signature(signature))
@@ -62,6 +68,7 @@ class Module:
             format=self.default_format if format is None else format,
         )
         self.structured = structured
+        self.follow_up = follow_up
         self.lm_options = check_lm_options(lm_options, type(self).__name__)
 
     def _extend(self, signature: Signature) -> Signature:
@@ -112,23 +119,11 @@ class Module:
         lm = ctx.lm_for.get(name, ctx.lm)
         seq = ctx.next_seq()
         schema = output_schema(self.signature) if structured else None
+        failed = functools.partial(_error_call, name, inputs, messages, seq, structured, lm.model)
         try:
             completion = await lm.complete(messages, response_format=schema, **options)
         except Exception as exc:
-            ctx.trace.append(
-                ModuleCall(
-                    module=name,
-                    inputs=dict(inputs),
-                    outputs={},
-                    raw="",
-                    messages=messages,
-                    status="error",
-                    seq=seq,
-                    error=f"{type(exc).__name__}: {exc}",
-                    structured=structured,
-                    model=lm.model,
-                )
-            )
+            ctx.trace.append(failed(exc, raw=""))
             raise
         parsed = parse_reply(
             self.signature,
@@ -138,6 +133,29 @@ class Module:
             truncated=completion.finish_reason == "length",
             format=params.format,
         )
+        follow_up: Completion | None = None
+        if parsed.failure is not None and parsed.failure.missing and self.follow_up:
+            wanted = self.signature.keep_outputs(parsed.failure.missing)
+            ask = follow_up_message(self.signature, wanted.output_names, params.format, structured=structured)
+            chat = [*messages, {"role": "assistant", "content": completion.text}, {"role": "user", "content": ask}]
+            try:
+                follow_up = await lm.complete(
+                    chat, response_format=output_schema(wanted) if structured else None, **options
+                )
+            except Exception as exc:
+                ctx.trace.append(failed(exc, raw=completion.text))
+                raise
+            # read with every output's label known (a reply that restates its reasoning is not taken
+            # whole as the answer), only the missing ones required
+            second = parse_reply(
+                self.signature,
+                follow_up.text,
+                structured=structured,
+                optional=[n for n in self.signature.output_names if n not in wanted.output_names],
+                truncated=follow_up.finish_reason == "length",
+                format=params.format,
+            )
+            parsed = merge_follow_up(parsed, second, follow_up.text)
         failure = None if parsed.failure is None else replace(parsed.failure, module=name)
         outputs = {n: parsed.values.get(n) for n in self.signature.output_names}
         ctx.trace.append(
@@ -153,14 +171,41 @@ class Module:
                 parsed_how=dict(parsed.how),
                 structured=structured,
                 model=completion.model,
-                prompt_tokens=completion.prompt_tokens,
-                completion_tokens=completion.completion_tokens,
-                latency_s=completion.latency_s,
-                cached=completion.cached,
+                prompt_tokens=completion.prompt_tokens + (follow_up.prompt_tokens if follow_up else 0),
+                completion_tokens=completion.completion_tokens + (follow_up.completion_tokens if follow_up else 0),
+                latency_s=completion.latency_s + (follow_up.latency_s if follow_up else 0.0),
+                cached=completion.cached and (follow_up is None or follow_up.cached),
                 finish_reason=completion.finish_reason,
+                follow_up=None if follow_up is None else follow_up.text,
             )
         )
         return Prediction(outputs, failures=() if failure is None else (failure,))
+
+
+def _error_call(
+    name: str,
+    inputs: Mapping[str, Any],
+    messages: list[Message],
+    seq: int,
+    structured: bool,
+    model: str,
+    exc: BaseException,
+    *,
+    raw: str,
+) -> ModuleCall:
+    """The trace entry of a call whose LM request raised (`raw`: a first reply, when the follow-up raised)."""
+    return ModuleCall(
+        module=name,
+        inputs=dict(inputs),
+        outputs={},
+        raw=raw,
+        messages=messages,
+        status="error",
+        seq=seq,
+        error=f"{type(exc).__name__}: {exc}",
+        structured=structured,
+        model=model,
+    )
 
 
 class Predict(Module):

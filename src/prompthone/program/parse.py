@@ -23,6 +23,10 @@ Small models rarely reply in exactly the format they were shown. The rules, in o
    value: the model put its answer first and then reasoned (`No` / `Reasoning: ...`).
 6. Anything still missing: optional fields (chain-of-thought reasoning) become "", and a missing
    required field makes the reply a `ParseFailure` (what was found is kept as `partial`).
+7. Follow-up. A module whose reply lacks required outputs asks once more, in the same chat, for those
+   outputs only (`render.follow_up_message`); that reply is read by these rules with only the missing
+   outputs required, and `merge_follow_up` takes those, except a whole unlabelled reply longer than
+   one short line (rule 5 would make any chatter the answer). What is still missing fails.
 
 Each prompt format (`PromptParams.format`) has its reader here, chosen by `parse_reply`:
 
@@ -258,6 +262,24 @@ def parse_text(signature: Signature, text: str, *, optional: Collection[str] = (
         reason = "no value for " + ", ".join(f"'{signature_label(signature, n)}:'" for n in missing_names)
         return Parsed(values, how, _failure(signature, optional, values, raw, reason, truncated))
     return Parsed(values, how)
+
+
+def merge_follow_up(first: Parsed, second: Parsed, reply: str) -> Parsed:
+    """`first`, with the required outputs it lacked taken from the follow-up reply (`second`, read
+    with only those required); rule 7 of the module docstring."""
+    if first.failure is None:
+        return first
+    values, how = dict(first.values), dict(first.how)
+    for name in first.failure.missing:
+        value = second.values.get(name)
+        if value is None or (second.how.get(name) == "whole-reply" and not _short_value(reply)):
+            continue
+        values[name], how[name] = value, "follow-up"
+    still = tuple(n for n in first.failure.missing if n not in values)
+    if not still:
+        return Parsed(values, how)
+    reason = f"{first.failure.reason}; asked again for it, the follow-up reply gave none either"
+    return Parsed(values, how, replace(first.failure, reason=reason, missing=still, partial=values))
 
 
 def signature_label(signature: Signature, name: str) -> str:

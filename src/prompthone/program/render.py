@@ -38,7 +38,7 @@ message holding it, which backends that support it continue (pre-fill) rather th
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -281,6 +281,25 @@ def _layout(format: str, structured: bool) -> _Layout:
     if structured:
         return _LAYOUTS["labels+structured" if format == "labels" else "json"]
     return _LAYOUTS[format]
+
+
+def follow_up_message(signature: Signature, missing: Collection[str], format: str, *, structured: bool = False) -> str:
+    """The user turn that asks, after a reply that lacked them, for the missing outputs only.
+
+    Why: a small model often spends its whole reply on reasoning (cut off at max_tokens, or ending
+    without the answer line); asking once more with its own reply in the chat recovers the answer, as
+    zero-shot chain of thought's second, answer-extraction prompt does. The ask names the outputs in
+    the module's own format, with their descriptions (the allowed labels, the answer's form).
+    """
+    wanted = signature.keep_outputs(missing)
+    names = " and ".join(f.name for f in wanted.outputs)
+    if structured or format == "json":
+        reminder = _json_reminder(wanted, True)
+    elif format == "tags":
+        reminder = _tags_reminder(wanted, True)
+    else:
+        reminder = _recap_reminder(wanted, True)
+    return f"Your reply above does not give the {names}. {reminder}"
 
 
 def render_messages(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import keyword
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 from prompthone.program.values import label_key, label_of
@@ -147,6 +147,11 @@ class Signature:
         if name in self.output_names:
             return self
         outs = {name: description, **self._as_map(self._outputs)}
+        return Signature(self._as_map(self._inputs), outs, self._instruction)
+
+    def keep_outputs(self, names: Collection[str]) -> Signature:
+        """A copy with only these outputs (in their order), as a follow-up asks for the ones a reply lacked."""
+        outs = {f.name: f.description for f in self._outputs if f.name in names}
         return Signature(self._as_map(self._inputs), outs, self._instruction)
 
     @staticmethod

@@ -44,10 +44,23 @@ class ModuleCall:
     latency_s: float = 0.0
     cached: bool = False
     finish_reason: str = ""
+    #: the reply to the follow-up that asked for outputs `raw` lacked (None: none was asked); its
+    #: tokens and latency are included above
+    follow_up: str | None = None
 
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+    @property
+    def lm_calls(self) -> int:
+        """The LM requests this module call made: its own, and the follow-up's if one was asked."""
+        return 1 if self.follow_up is None else 2
+
+    @property
+    def makes_demo(self) -> bool:
+        """Whether this call shows the reply format done right in one reply (parsed, no follow-up)."""
+        return self.ok and self.follow_up is None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly form for stores and reports (inputs are kept as their prompt text)."""
@@ -69,6 +82,7 @@ class ModuleCall:
             "latency_s": self.latency_s,
             "cached": self.cached,
             "finish_reason": self.finish_reason,
+            "follow_up": self.follow_up,
         }
 
 
@@ -85,13 +99,13 @@ def trace_to_demos(trace: Iterable[ModuleCall]) -> dict[str, Demo]:
     """One demo per module from a run's trace, for bootstrapping.
 
     A module called several times in one run (a loop, multi-hop) gives the demo of its FIRST ok call;
-    `trace_to_all_demos` returns every one. Calls that failed to parse or errored are skipped: a demo
-    must show the format done right. Whether the run as a whole was good (the metric) is the caller's
-    decision.
+    `trace_to_all_demos` returns every one. Calls that failed to parse, errored or needed a follow-up
+    to give their outputs are skipped: a demo must show the format done right, in one reply. Whether
+    the run as a whole was good (the metric) is the caller's decision.
     """
     demos: dict[str, Demo] = {}
     for call in sorted(trace, key=lambda c: c.seq):
-        if call.ok and call.module not in demos:
+        if call.makes_demo and call.module not in demos:
             demos[call.module] = call_to_demo(call)
     return demos
 
@@ -99,7 +113,7 @@ def trace_to_demos(trace: Iterable[ModuleCall]) -> dict[str, Demo]:
 def trace_to_all_demos(trace: Iterable[ModuleCall]) -> dict[str, list[Demo]]:
     out: dict[str, list[Demo]] = {}
     for call in sorted(trace, key=lambda c: c.seq):
-        if call.ok:
+        if call.makes_demo:
             out.setdefault(call.module, []).append(call_to_demo(call))
     return out
 
