@@ -76,6 +76,11 @@ async def test_the_ask_and_its_reply_are_in_the_modules_own_format(fmt, named, s
     assert "the answer and note. Reply with" in follow_up_message(module.signature, ["answer", "note"], fmt)
 
 
+def test_the_ask_names_a_field_as_its_label_reads():
+    ask = follow_up_message(Signature.parse("question -> search_query"), ["search_query"], "labels")
+    assert ask == "Your reply above does not give the search query. Reply with `Search Query:`."
+
+
 @pytest.mark.parametrize(
     ("second", "answer"),
     [

@@ -292,7 +292,7 @@ def follow_up_message(signature: Signature, missing: Collection[str], format: st
     the module's own format, with their descriptions (the allowed labels, the answer's form).
     """
     wanted = signature.keep_outputs(missing)
-    names = " and ".join(f.name for f in wanted.outputs)
+    names = " and ".join(f.label.lower() for f in wanted.outputs)
     if structured or format == "json":
         reminder = _json_reminder(wanted, True)
     elif format == "tags":
