@@ -781,8 +781,6 @@ def main() -> None:
                 "cache_file": str(cache.relative_to(ROOT) if cache.is_relative_to(ROOT) else cache),
                 "cache_entries_at_start": held, "cache_seeded_from": seeded and seeded.name,
                 "loadavg_start": load0, "loadavg_end": os.getloadavg(), **meta,
-                # prompthone's modules ask again for an output a reply lacked (rows without it: before that)
-                "follow_up": method not in DSPY_METHODS,
             }  # fmt: skip
             checkpoint(cache)
             rows.append(row)

@@ -183,11 +183,19 @@ def demos_for(bench: Bench, k: int, root: str | None) -> list[dict[str, str]]:
 
 # ------------------------------------------------------------------------------------------ rows
 def score_prompthone(
-    bench: Bench, fmt: str, examples: list[Example], lm: LM, root: str | None, demos: Sequence[dict[str, str]] = ()
+    bench: Bench,
+    fmt: str,
+    examples: list[Example],
+    lm: LM,
+    root: str | None,
+    demos: Sequence[dict[str, str]] = (),
+    *,
+    follow_up: bool = False,
 ) -> dict[str, Any]:
     program = bench.program(root)
     for module in program.named_modules().values():
         module.format = fmt
+        module.follow_up = follow_up
         module.params = module.params.with_demos(Demo(d) for d in demos)
     # max_errors=0: an example that errored (the server went away, a timeout) was not measured, so the
     # row is not written at all; a rerun picks it up from the caches
@@ -291,15 +299,13 @@ def row_key(
     demos: int = 0,
     revision: int | None = None,
     reasoning: str = "step",
-    follow_up: bool | None = None,
+    follow_up: bool = False,
 ) -> tuple[str, str, str, int, int, str, bool]:
     """A row is measured again when what it sends changed: a newer layout revision is a new row, and so
-    is another wording of the reasoning field (DSPy's side renders its own, whatever it is), and a
-    prompthone row from before a module asked again for an output its reply lacked (`follow_up`
-    False; rows that do not say were measured before)."""
+    is another wording of the reasoning field (DSPy's side renders its own, whatever it is), and so is
+    a prompthone row whose modules asked again for an output their reply lacked (`--follow-up`)."""
     rev = layout_revision(fmt, demos) if revision is None else revision
-    asks = fmt != DSPY if follow_up is None else follow_up
-    return (task, model, fmt, demos, rev, "step" if fmt == DSPY else reasoning, asks)
+    return (task, model, fmt, demos, rev, "step" if fmt == DSPY else reasoning, follow_up and fmt != DSPY)
 
 
 def row_task(r: dict[str, Any]) -> str:
@@ -307,7 +313,8 @@ def row_task(r: dict[str, Any]) -> str:
     reasoning field's wording when it is not the module's own."""
     name = f"{r['task']} +{r['demos']} demos" if r.get("demos") else r["task"]
     reasoning = r.get("reasoning", "step")
-    return name if reasoning == "step" or r["format"] == DSPY else f"{name} [reasoning: {reasoning}]"
+    name = name if reasoning == "step" or r["format"] == DSPY else f"{name} [reasoning: {reasoning}]"
+    return f"{name} [follow-up]" if r.get("follow_up") else name
 
 
 # ----------------------------------------------------------------------------------------- table
@@ -370,11 +377,11 @@ def run_task(
             if fmt == DSPY:
                 out = score_dspy(bench, part, url, f"qwen2.5-coder-{model}", args, demos)
             else:
-                out = score_prompthone(bench, fmt, part, lm, args.data_root, demos)
+                out = score_prompthone(bench, fmt, part, lm, args.data_root, demos, follow_up=args.follow_up)
             mean, lo, hi = mean_ci(out["scores"])
             row = {
                 "task": task, "model": model, "format": fmt, "demos": len(demos), "reasoning": reasoning_of(task, args),
-                "follow_up": fmt != DSPY,
+                "follow_up": args.follow_up and fmt != DSPY,
                 "demo_layout_revision": layout_revision(fmt, len(demos)), "n": len(part),
                 "partial": k < len(examples),
                 "mean": mean, "lo": lo, "hi": hi, **out, "max_tokens": bench.max_tokens,
@@ -419,6 +426,11 @@ def main() -> None:
         + "; ".join(f"{k}: {v!r}" for k, v in REASONING.items() if v is not None)
         + "; step: the module's own description",
     )
+    p.add_argument(
+        "--follow-up",
+        action="store_true",
+        help="build prompthone's modules with follow_up=True (ask once more for an output a reply lacked)",
+    )
     p.add_argument("--report", action="store_true", help="print the table of the results file and stop")
     args = p.parse_args()
     results = Path(args.results)
@@ -452,7 +464,12 @@ def main() -> None:
     }
     for model in models:
         left = {
-            t: [f for f in formats if row_key(t, model, f, args.demos, reasoning=reasoning_of(t, args)) not in done]
+            t: [
+                f
+                for f in formats
+                if row_key(t, model, f, args.demos, reasoning=reasoning_of(t, args), follow_up=args.follow_up)
+                not in done
+            ]
             for t in tasks
         }
         todo = [t for t in tasks if left[t]]

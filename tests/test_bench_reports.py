@@ -109,12 +109,13 @@ def test_formats_with_demos_draws_the_same_label_covering_demos_and_keys_rows_by
     assert formats.row_key("trec-label", "0.5b", "json", 4) != formats.row_key("trec-label", "0.5b", "json", 4, 1)
     assert formats.row_key("trec-label", "0.5b", "json", 0) == formats.row_key("trec-label", "0.5b", "json", 0, 1)
     assert formats.row_key("trec-label", "0.5b", "dspy", 4) == formats.row_key("trec-label", "0.5b", "dspy", 4, 1)
-    # a prompthone row from before a module asked again for a missing output is measured again; DSPy's is not
-    assert formats.row_key("trec-label", "0.5b", "json") != formats.row_key(
-        "trec-label", "0.5b", "json", follow_up=False
-    )
-    assert formats.row_key("trec-label", "0.5b", "dspy") == formats.row_key(
-        "trec-label", "0.5b", "dspy", follow_up=False
+    # `--follow-up` (modules ask again for a missing output) makes prompthone rows of their own; DSPy's are its own
+    plain, dspy = formats.row_key("trec-label", "0.5b", "json"), formats.row_key("trec-label", "0.5b", "dspy")
+    assert plain != formats.row_key("trec-label", "0.5b", "json", follow_up=True)
+    assert dspy == formats.row_key("trec-label", "0.5b", "dspy", follow_up=True)
+    follow = {"task": "gsm8k", "model": "0.5b", "format": "labels", "follow_up": True}
+    assert (
+        formats.row_task(follow) == "gsm8k [follow-up]" and formats.row_task({**follow, "follow_up": False}) == "gsm8k"
     )
 
 

@@ -1,4 +1,4 @@
-"""A module whose reply lacks a required output asks once more, in the same chat, for that output only.
+"""A module built with `follow_up=True` whose reply lacks a required output asks once more, in the same chat, for it.
 
 Scripted replies test the logic (what is asked, how the second reply is read, what the trace keeps);
 the embedded model, in-process and behind a real llama_cpp.server, shows the ask recovers an answer that
@@ -38,7 +38,7 @@ def scripted(first: str, second: str | Exception, **kw) -> tuple[LM, ScriptedBac
 
 async def test_a_reply_without_its_answer_gets_one_follow_up_whose_answer_is_taken():
     lm, backend = scripted("Reasoning: the sentence names a basketball move.", "Answer: no", cache=False)
-    result = await run_program(ChainOfThought(COT), {"question": "Is it plausible?"}, lm=lm)
+    result = await run_program(ChainOfThought(COT, follow_up=True), {"question": "Is it plausible?"}, lm=lm)
     assert result.outputs == {"reasoning": "the sentence names a basketball move.", "answer": "no"}
     (call,) = result.trace
     assert call.status == "ok" and call.parsed_how["answer"] == "follow-up" and call.follow_up == "Answer: no"
@@ -67,7 +67,7 @@ async def test_a_reply_without_its_answer_gets_one_follow_up_whose_answer_is_tak
 )
 async def test_the_ask_and_its_reply_are_in_the_modules_own_format(fmt, named, second):
     lm, backend = scripted("I need to think about this question carefully first.", second, cache=False)
-    module = Predict(Signature({"question": ""}, {"answer": "yes or no", "note": ""}), format=fmt)
+    module = Predict(Signature({"question": ""}, {"answer": "yes or no", "note": ""}), format=fmt, follow_up=True)
     (call,) = (await run_program(module, {"question": "Is it?"}, lm=lm)).trace
     assert named in backend.requests[-1].messages[-1][1]
     assert call.outputs["answer"] == "yes" and call.parsed_how["answer"] == "follow-up"
@@ -91,23 +91,23 @@ def test_the_ask_names_a_field_as_its_label_reads():
 )
 async def test_chatter_or_restated_reasoning_is_not_taken_as_the_answer(second, answer):
     lm, _ = scripted("Reasoning: long thoughts", second, cache=False)
-    (call,) = (await run_program(ChainOfThought(COT), {"question": "q"}, lm=lm)).trace
+    (call,) = (await run_program(ChainOfThought(COT, follow_up=True), {"question": "q"}, lm=lm)).trace
     assert call.outputs["answer"] == answer
     assert call.status == ("ok" if answer else "parse_failure")
 
 
-async def test_a_complete_reply_asks_nothing_and_follow_up_false_never_asks():
+async def test_a_complete_reply_asks_nothing_and_a_module_asks_only_when_told():
     lm, backend = scripted("Reasoning: r\nAnswer: yes", "Answer: no", cache=False)
-    await run_program(ChainOfThought(COT), {"question": "q"}, lm=lm)
+    await run_program(ChainOfThought(COT, follow_up=True), {"question": "q"}, lm=lm)
     assert len(backend.requests) == 1
     lm, backend = scripted("Reasoning: r", "Answer: no", cache=False)
-    (call,) = (await run_program(ChainOfThought(COT, follow_up=False), {"question": "q"}, lm=lm)).trace
+    (call,) = (await run_program(ChainOfThought(COT), {"question": "q"}, lm=lm)).trace  # off by default
     assert len(backend.requests) == 1 and call.status == "parse_failure" and call.follow_up is None
 
 
 async def test_a_failed_follow_up_is_an_error_and_keeps_the_first_reply():
     lm, _ = scripted("Reasoning: r", ServerError("server down"), cache=False)
-    result = await run_program(ChainOfThought(COT), {"question": "q"}, lm=lm)
+    result = await run_program(ChainOfThought(COT, follow_up=True), {"question": "q"}, lm=lm)
     (call,) = result.trace
     assert call.status == "error" and "server down" in call.error and call.raw == "Reasoning: r"
 
@@ -119,7 +119,9 @@ def test_an_evaluation_scores_the_recovered_answer_and_a_rerun_pays_for_nothing(
     respond = replies("Reasoning: r", "Answer: no")
     backends = [ScriptedBackend(respond), ScriptedBackend(respond)]  # one model, two processes
     results = [
-        Evaluator(ChainOfThought(COT), ExactMatch(), LM(b, cache=tmp_path / "c.sqlite")).evaluate_sync(None, examples)
+        Evaluator(ChainOfThought(COT, follow_up=True), ExactMatch(), LM(b, cache=tmp_path / "c.sqlite")).evaluate_sync(
+            None, examples
+        )
         for b in backends
     ]
     (record,) = results[0].records
@@ -130,7 +132,7 @@ def test_an_evaluation_scores_the_recovered_answer_and_a_rerun_pays_for_nothing(
 
 async def test_structured_replies_ask_with_the_schema_of_the_missing_outputs():
     lm, backend = scripted('{"reasoning": "r"}', '{"answer": "no"}', cache=False)
-    module = ChainOfThought(COT, structured=True)
+    module = ChainOfThought(COT, structured=True, follow_up=True)
     (call,) = (await run_program(module, {"question": "q"}, lm=lm)).trace
     assert call.outputs["answer"] == "no"
     assert backend.requests[-1].schema["required"] == ["answer"]
@@ -154,7 +156,7 @@ def qwen():
 
 class Sports(Program):
     def __init__(self) -> None:
-        self.judge = ChainOfThought(SPORTS, max_tokens=24)  # the reasoning cannot finish in 24 tokens
+        self.judge = ChainOfThought(SPORTS, follow_up=True, max_tokens=24)  # the reasoning cannot finish in 24 tokens
 
     def forward(self, question: str) -> dict:
         return {"answer": self.judge(question=question).answer}

@@ -23,10 +23,11 @@ Small models rarely reply in exactly the format they were shown. The rules, in o
    value: the model put its answer first and then reasoned (`No` / `Reasoning: ...`).
 6. Anything still missing: optional fields (chain-of-thought reasoning) become "", and a missing
    required field makes the reply a `ParseFailure` (what was found is kept as `partial`).
-7. Follow-up. A module whose reply lacks required outputs asks once more, in the same chat, for those
-   outputs only (`render.follow_up_message`); that reply is read by these rules with only the missing
-   outputs required, and `merge_follow_up` takes those, except a whole unlabelled reply longer than
-   one short line (rule 5 would make any chatter the answer). What is still missing fails.
+7. Follow-up. A module built with `follow_up=True` whose reply lacks required outputs asks once
+   more, in the same chat, for those outputs only (`render.follow_up_message`); that reply is read by
+   these rules with only the missing outputs required, and `merge_follow_up` takes those, except a
+   whole unlabelled reply longer than one short line (rule 5 would make any chatter the answer). What
+   is still missing fails.
 
 Each prompt format (`PromptParams.format`) has its reader here, chosen by `parse_reply`:
 
