@@ -138,12 +138,14 @@ class Module:
         )
         follow_up: Completion | None = None
         if parsed.failure is not None and parsed.failure.missing and self.follow_up:
-            wanted = self.signature.keep_outputs(parsed.failure.missing)
-            ask = follow_up_message(self.signature, wanted.output_names, params.format, structured=structured)
+            missing = parsed.failure.missing
+            ask = follow_up_message(self.signature, missing, params.format, structured=structured)
             chat = [*messages, {"role": "assistant", "content": completion.text}, {"role": "user", "content": ask}]
             try:
                 follow_up = await lm.complete(
-                    chat, response_format=output_schema(wanted) if structured else None, **options
+                    chat,
+                    response_format=output_schema(self.signature.keep_outputs(missing)) if structured else None,
+                    **options,
                 )
             except Exception as exc:
                 ctx.trace.append(failed(exc, raw=completion.text))
@@ -154,7 +156,7 @@ class Module:
                 self.signature,
                 follow_up.text,
                 structured=structured,
-                optional=[n for n in self.signature.output_names if n not in wanted.output_names],
+                optional=[n for n in self.signature.output_names if n not in missing],
                 truncated=follow_up.finish_reason == "length",
                 format=params.format,
             )

@@ -293,13 +293,9 @@ def follow_up_message(signature: Signature, missing: Collection[str], format: st
     """
     wanted = signature.keep_outputs(missing)
     names = " and ".join(f.label.lower() for f in wanted.outputs)
-    if structured or format == "json":
-        reminder = _json_reminder(wanted, True)
-    elif format == "tags":
-        reminder = _tags_reminder(wanted, True)
-    else:
-        reminder = _recap_reminder(wanted, True)
-    return f"Your reply above does not give the {names}. {reminder}"
+    # the format's own closing reminder; "labels" has none, so its label lines are asked for as "recap" does
+    remind = _layout(format, structured).reminder or (_json_reminder if structured else _recap_reminder)
+    return f"Your reply above does not give the {names}. {remind(wanted, True)}"
 
 
 def render_messages(
