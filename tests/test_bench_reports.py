@@ -188,3 +188,53 @@ def test_formats_reasoning_applies_only_to_programs_that_reason() -> None:
     assert formats.reasoning_of("bbh-cot/sports_understanding", args) == "brief"
     assert formats.reasoning_of("gsm8k", args) == "brief"
     assert formats.reasoning_of("trec-label", args) == "step"
+
+
+def test_dspy_targets_takes_each_keys_latest_row_and_walls_only_from_rows_paid_in_full(tmp_path: Path) -> None:
+    import dspy_targets as dt
+
+    def row(method: str, key: str, score: float, date: str, wall: float = 0.0, at_start: int = 0, paid: int = 1,
+            **extra) -> dict:  # fmt: skip
+        test = {"score": score, "ci95": [score - 0.05, score + 0.05], "n": 200}
+        cost = {"wall_s_optimization": wall, "cache_entries_at_start": at_start, "calls": {"task": paid}}
+        return {"method": method, "row_key": key, "date_utc": date, "git": "abc", "test": test, **cost, **extra}
+
+    main_rows = [
+        row("zero-shot", "z", 0.40, "2026-01-01"),
+        row("dspy-zero-shot", "dz", 0.45, "2026-01-01"),
+        row("mipro", "m", 0.70, "2026-01-02", wall=600),  # paid in full: its wall counts
+        row("mipro", "m", 0.60, "2026-01-04", wall=5, at_start=900, paid=0),  # replayed: the score counts, not the wall
+        row("mipro", "old-default", 0.99, "2026-01-05", wall=1),  # another key (an earlier default): ignored
+        row("dspy-miprov2", "d", 0.64, "2026-01-02", wall=1500),
+    ]
+    wall_rows = [row("dspy-miprov2", "d", 0.64, "2026-01-03", wall=1000)]  # measured again apart: the newer wall
+    (tmp_path / "compare_dspy-trec-label-seed0.jsonl").write_text("\n".join(json.dumps(r) for r in main_rows))
+    (tmp_path / "compare_dspy-trec-label-seed0-wall.jsonl").write_text("\n".join(json.dumps(r) for r in wall_rows))
+    (tmp_path / "compare_dspy-hotpotqa-500-seed0.jsonl").write_text(
+        json.dumps(row("zero-shot", "z", 0.2, "2026-01-01"))
+    )
+    keys = {"zero-shot": "z", "dspy-zero-shot": "dz", "mipro": "m", "mipro-proposer": "p", "dspy-miprov2": "d"}
+
+    table = dt.collect(tmp_path, keys=lambda task, seed, method: keys[method])
+    assert set(table) == {("trec-label", 0), ("hotpotqa-500", 0)}
+    trec = table[("trec-label", 0)]
+    assert trec["mipro"] is not None and trec["mipro"].score == 0.60 and trec["mipro"].wall_s == 600
+    assert trec["dspy-miprov2"] is not None and trec["dspy-miprov2"].wall_s == 1000
+    assert trec["mipro-proposer"] is None and trec["zero-shot"].wall_s is None
+    lines = dt.verdicts(table)
+    assert lines[0].startswith("mipro vs MIPROv2, mean over 1 task-seed pairs: 0.600 vs 0.640") and "MISSED" in lines[0]
+    assert lines[1].endswith("MET")  # 0.60 is above MIPROv2's lower bound 0.59
+    assert "0.600x" in lines[2] and lines[2].endswith("MISSED")
+    assert any(x.startswith("without both MIPRO rows: hotpotqa-500 seed 0") for x in lines)
+    assert any("MISSED on trec-label seed 0 (0.400 < 0.450)" in x for x in lines)
+    assert "not run" in dt.markdown(table)
+
+
+def test_dspy_targets_commands_are_the_light_defaults_without_a_cap() -> None:
+    import compare_dspy as cd
+    import dspy_targets as dt
+
+    for task, argv in dt.SIDE_BY_SIDE.items():
+        args = cd.parse_args(["--task", task, "--seed", "0", *argv.split()])
+        assert (args.preset, args.cap, args.n_val) == ("light", None, 100), task
+        assert args.n_test >= 125, task
