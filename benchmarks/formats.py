@@ -286,6 +286,13 @@ def load_rows(path: Path) -> list[dict[str, Any]]:
     return [r for r in rows if not r.get("errors")]
 
 
+def step_recorded(rows: Sequence[dict[str, Any]], key: tuple, example_ids: list[str]) -> bool:
+    """Whether a row of this key already scored exactly these examples: a resumed run skips that step
+    rather than appending it again, which would put a smaller n back in the table (the latest row of a
+    key is what it shows) until the run caught up."""
+    return any(key_of(r) == key and r.get("example_ids") == example_ids for r in rows)
+
+
 def layout_revision(fmt: str, demos: int) -> int:
     """The revision of prompthone's layouts a row measured (`DEMO_LAYOUT_REVISION`; 1 before it existed):
     it matters only where prompthone renders demos."""
@@ -306,6 +313,12 @@ def row_key(
     a prompthone row whose modules asked again for an output their reply lacked (`--follow-up`)."""
     rev = layout_revision(fmt, demos) if revision is None else revision
     return (task, model, fmt, demos, rev, "step" if fmt == DSPY else reasoning, follow_up and fmt != DSPY)
+
+
+def key_of(r: dict[str, Any]) -> tuple[str, str, str, int, int, str, bool]:
+    """A stored row's key (rows from before a key field existed read as its default)."""
+    return row_key(r["task"], r["model"], r["format"], r.get("demos", 0), r.get("demo_layout_revision", 1),
+                   r.get("reasoning", "step"), r.get("follow_up", False))  # fmt: skip
 
 
 def row_task(r: dict[str, Any]) -> str:
@@ -373,6 +386,9 @@ def run_task(
     for k in steps or steps_of(len(examples), args.chunk):
         part = examples[:k]
         for fmt in formats:
+            key = row_key(task, model, fmt, len(demos), reasoning=reasoning_of(task, args), follow_up=args.follow_up)
+            if step_recorded(load_rows(results), key, [ex.id for ex in part]):
+                continue  # a stopped run's earlier steps: their rows stand, and the table keeps their latest n
             t0, load0 = time.perf_counter(), os.getloadavg()[0]
             if fmt == DSPY:
                 out = score_dspy(bench, part, url, f"qwen2.5-coder-{model}", args, demos)
@@ -449,19 +465,7 @@ def main() -> None:
         raise SystemExit(f"--dspy-python {args.dspy_python} does not exist; run `make bench-dspy-env` first")
     Path(args.cache_dir).mkdir(parents=True, exist_ok=True)
     results.parent.mkdir(parents=True, exist_ok=True)
-    done = {
-        row_key(
-            r["task"],
-            r["model"],
-            r["format"],
-            r.get("demos", 0),
-            r.get("demo_layout_revision", 1),
-            r.get("reasoning", "step"),
-            r.get("follow_up", False),
-        )
-        for r in load_rows(results)
-        if not r.get("partial")
-    }
+    done = {key_of(r) for r in load_rows(results) if not r.get("partial")}
     for model in models:
         left = {
             t: [

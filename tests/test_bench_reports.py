@@ -238,3 +238,16 @@ def test_dspy_targets_commands_are_the_light_defaults_without_a_cap() -> None:
         args = cd.parse_args(["--task", task, "--seed", "0", *argv.split()])
         assert (args.preset, args.cap, args.n_val) == ("light", None, 100), task
         assert args.n_test >= 125, task
+
+
+def test_formats_resumed_run_skips_a_step_whose_row_is_recorded() -> None:
+    import formats
+
+    row = {"task": "sst2", "model": "0.5b", "format": "json", "demos": 0, "demo_layout_revision": 1,
+           "reasoning": "step", "follow_up": False, "example_ids": ["a", "b"]}  # fmt: skip
+    key = formats.row_key("sst2", "0.5b", "json")
+    assert formats.key_of(row) == key
+    assert formats.step_recorded([row], key, ["a", "b"])
+    assert not formats.step_recorded([row], key, ["a", "b", "c"])  # the next step is still to score
+    assert not formats.step_recorded([row], formats.row_key("sst2", "0.5b", "tags"), ["a", "b"])
+    assert not formats.step_recorded([row], formats.row_key("sst2", "0.5b", "json", follow_up=True), ["a", "b"])
