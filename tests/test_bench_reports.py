@@ -196,7 +196,8 @@ def test_dspy_targets_takes_each_keys_latest_row_and_walls_only_from_rows_paid_i
     def row(method: str, key: str, score: float, date: str, wall: float = 0.0, at_start: int = 0, paid: int = 1,
             **extra) -> dict:  # fmt: skip
         test = {"score": score, "ci95": [score - 0.05, score + 0.05], "n": 200}
-        cost = {"wall_s_optimization": wall, "cache_entries_at_start": at_start, "calls": {"task": paid}}
+        cost = {"wall_s_optimization": wall, "cache_entries_at_start": at_start, "calls": {"task": paid},
+                "loadavg_start": [1.0, 1.0, 1.0], "loadavg_end": [1.2, 1.0, 1.0], "server": {"threads": 1}}  # fmt: skip
         return {"method": method, "row_key": key, "date_utc": date, "git": "abc", "test": test, **cost, **extra}
 
     main_rows = [
@@ -207,7 +208,10 @@ def test_dspy_targets_takes_each_keys_latest_row_and_walls_only_from_rows_paid_i
         row("mipro", "old-default", 0.99, "2026-01-05", wall=1),  # another key (an earlier default): ignored
         row("dspy-miprov2", "d", 0.64, "2026-01-02", wall=1500),
     ]
-    wall_rows = [row("dspy-miprov2", "d", 0.64, "2026-01-03", wall=1000)]  # measured again apart: the newer wall
+    wall_rows = [
+        row("dspy-miprov2", "d", 0.64, "2026-01-03", wall=1000),  # measured again apart: the newer wall
+        row("dspy-miprov2", "d", 0.64, "2026-01-04", wall=3000, loadavg_end=[3.5, 2.0, 1.0]),  # loaded: not a wall
+    ]
     (tmp_path / "compare_dspy-trec-label-seed0.jsonl").write_text("\n".join(json.dumps(r) for r in main_rows))
     (tmp_path / "compare_dspy-trec-label-seed0-wall.jsonl").write_text("\n".join(json.dumps(r) for r in wall_rows))
     (tmp_path / "compare_dspy-hotpotqa-500-seed0.jsonl").write_text(
