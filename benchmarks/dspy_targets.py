@@ -164,9 +164,8 @@ def verdicts(table: dict[tuple[str, int], dict[str, Cell | None]]) -> list[str]:
         if ratios:
             worst = max(r for _, r in ratios)
             listed = ", ".join(f"{t} seed {s} {r:.3f}x" for (t, s), r in ratios)
-            out.append(
-                f"mipro wall / MIPROv2 wall (rows paid in full, run alone): {listed}: {'MET' if worst <= 0.5 else 'MISSED'}"
-            )
+            verdict = "MET" if worst <= 0.5 else "MISSED"
+            out.append(f"mipro wall / MIPROv2 wall (rows paid in full, run alone): {listed}: {verdict}")
         else:
             out.append("mipro wall / MIPROv2 wall: no pair where both rows paid in full, run alone")
     else:
