@@ -17,13 +17,15 @@ BIG-Bench Hard tasks of different kinds (yes/no, multiple choice, counting; dire
 one again as `compare_dspy.py` runs it (`bbh-cot/`: chain of thought, 256 tokens), HotPotQA
 (two modules around BM25) and GSM8K with chain of thought.
 
-Caching, so a rerun pays for nothing twice: each finished row is appended to `--results` (JSONL, with
-every example's score) and skipped on a rerun; every prompthone answer is in a response-cache file and
-every DSPy answer in DSPy's own disk cache, both under `--cache-dir`, so a row stopped half-way
-resumes where it was. The server listens on a fixed port (`--port`): it is part of prompthone's cache
-keys. Rows run in the order of `--models`, then `--tasks`; within a task, every format is scored on
-the first `--chunk` examples, then the next chunk, and so on (a row per step, `partial` until the
-last), so a run stopped early still compares every format on the same examples.
+Caching, so a rerun pays for nothing twice: each step's row is appended to `--results` (JSONL, with
+every example's score), and a rerun scores a (task, format) only beyond the most examples its rows
+hold (`--limit` N asks for the first N; a step already recorded is skipped); every prompthone answer
+is in a response-cache file and every DSPy answer in DSPy's own disk cache, both under `--cache-dir`,
+so a row stopped half-way resumes where it was. The server listens on a fixed port (`--port`): it is
+part of prompthone's cache keys. Rows run in the order of `--models`, then `--tasks`; within a task,
+every format is scored on the first `--chunk` examples, then the next chunk, and so on (a row per
+step, `partial` until the whole sample), so a run stopped early still compares every format on the
+same examples.
 """
 
 from __future__ import annotations
@@ -286,6 +288,25 @@ def load_rows(path: Path) -> list[dict[str, Any]]:
     return [r for r in rows if not r.get("errors")]
 
 
+def left_to_score(
+    rows: Sequence[dict[str, Any]],
+    formats: Sequence[str],
+    wanted: int,
+    task: str,
+    model: str,
+    demos: int,
+    reasoning: str,
+    follow_up: bool,
+) -> list[str]:
+    """The formats whose rows hold fewer than `wanted` examples of this task: a run stopped early, or one
+    asked for fewer with `--limit`, leaves rows that count for what they scored, no more."""
+    scored: dict[tuple, int] = {}
+    for r in rows:
+        scored[key_of(r)] = max(scored.get(key_of(r), 0), r["n"])
+    keys = {f: row_key(task, model, f, demos, reasoning=reasoning, follow_up=follow_up) for f in formats}
+    return [f for f in formats if scored.get(keys[f], 0) < wanted]
+
+
 def step_recorded(rows: Sequence[dict[str, Any]], key: tuple, example_ids: list[str]) -> bool:
     """Whether a row of this key already scored exactly these examples: a resumed run skips that step
     rather than appending it again, which would put a smaller n back in the table (the latest row of a
@@ -380,7 +401,8 @@ def run_task(
     `steps` (sizes) runs only those steps.
     """
     bench = replace(BENCHES[task], reasoning=REASONING[reasoning_of(task, args)])
-    examples = sample(bench, args.data_root)[: args.limit]
+    whole = sample(bench, args.data_root)
+    examples = whole[: args.limit]
     demos = demos_for(bench, args.demos, args.data_root)
     results = Path(args.results)
     for k in steps or steps_of(len(examples), args.chunk):
@@ -399,7 +421,7 @@ def run_task(
                 "task": task, "model": model, "format": fmt, "demos": len(demos), "reasoning": reasoning_of(task, args),
                 "follow_up": args.follow_up and fmt != DSPY,
                 "demo_layout_revision": layout_revision(fmt, len(demos)), "n": len(part),
-                "partial": k < len(examples),
+                "partial": k < len(whole),  # of the task's whole sample: a `--limit` run's last step is partial too
                 "mean": mean, "lo": lo, "hi": hi, **out, "max_tokens": bench.max_tokens,
                 "wall_s": round(time.perf_counter() - t0, 1), "load_avg_start": load0,
                 "example_ids": [ex.id for ex in part], "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -465,15 +487,11 @@ def main() -> None:
         raise SystemExit(f"--dspy-python {args.dspy_python} does not exist; run `make bench-dspy-env` first")
     Path(args.cache_dir).mkdir(parents=True, exist_ok=True)
     results.parent.mkdir(parents=True, exist_ok=True)
-    done = {key_of(r) for r in load_rows(results) if not r.get("partial")}
+    rows = load_rows(results)
     for model in models:
+        wanted = {t: len(sample(BENCHES[t], args.data_root)[: args.limit]) for t in tasks}
         left = {
-            t: [
-                f
-                for f in formats
-                if row_key(t, model, f, args.demos, reasoning=reasoning_of(t, args), follow_up=args.follow_up)
-                not in done
-            ]
+            t: left_to_score(rows, formats, wanted[t], t, model, args.demos, reasoning_of(t, args), args.follow_up)
             for t in tasks
         }
         todo = [t for t in tasks if left[t]]
@@ -485,10 +503,9 @@ def main() -> None:
             cache = Path(args.cache_dir) / f"responses-{alias}.sqlite"
             lm = LM(f"openai/{alias}@{url}", cache=str(cache), max_concurrency=1, timeout_s=600)
             if args.interleave:  # the tasks take turns, a chunk at a time
-                sizes = {t: len(sample(BENCHES[t], args.data_root)[: args.limit]) for t in todo}
-                for k in sorted({k for t in todo for k in steps_of(sizes[t], args.chunk)}):
+                for k in sorted({k for t in todo for k in steps_of(wanted[t], args.chunk)}):
                     for task in todo:
-                        if k in steps_of(sizes[task], args.chunk):
+                        if k in steps_of(wanted[task], args.chunk):
                             run_task(task, model, left[task], lm, url, args, steps=[k])
             else:
                 for task in todo:

@@ -255,3 +255,17 @@ def test_formats_resumed_run_skips_a_step_whose_row_is_recorded() -> None:
     assert not formats.step_recorded([row], key, ["a", "b", "c"])  # the next step is still to score
     assert not formats.step_recorded([row], formats.row_key("sst2", "0.5b", "tags"), ["a", "b"])
     assert not formats.step_recorded([row], formats.row_key("sst2", "0.5b", "json", follow_up=True), ["a", "b"])
+
+
+def test_formats_a_limited_or_stopped_run_counts_for_the_examples_it_scored() -> None:
+    import formats
+
+    def row(fmt: str, n: int, partial: bool) -> dict:
+        return {"task": "gsm8k", "model": "0.5b", "format": fmt, "n": n, "partial": partial}
+
+    rows = [row("tags", 20, False), row("json", 40, True), row("labels", 20, True), row("labels", 40, True)]
+    # a `--limit 20` row once read as final: asked for 40 now, tags is scored again beyond its 20
+    left = formats.left_to_score(rows, ["labels", "tags", "json", "recap"], 40, "gsm8k", "0.5b", 0, "step", False)
+    assert left == ["tags", "recap"]
+    assert formats.left_to_score(rows, ["labels", "json"], 100, "gsm8k", "0.5b", 0, "step", False) == ["labels", "json"]
+    assert formats.left_to_score(rows, ["tags"], 40, "gsm8k", "0.5b", 0, "brief", False) == ["tags"]  # another key
