@@ -441,7 +441,11 @@ def main() -> None:
     p.add_argument("--tasks", default=",".join(BENCHES), help=f"comma-separated, from {list(BENCHES)}")
     p.add_argument("--formats", default=",".join(ALL_FORMATS), help=f"comma-separated, from {list(ALL_FORMATS)}")
     p.add_argument("--results", default=str(ROOT / "docs" / "results" / "formats.jsonl"))
-    p.add_argument("--cache-dir", default=str(ROOT / "benchmarks" / ".cache" / "formats"))
+    p.add_argument(
+        "--cache-dir",
+        default=str(ROOT / "benchmarks" / "cache" / "formats"),
+        help="prompthone's and DSPy's answers (kept in the repository, so a clone replays what was paid for)",
+    )
     p.add_argument("--data-root", default=None)
     p.add_argument("--port", type=int, default=18439, help="the model server's port (part of the cache keys)")
     p.add_argument("--threads", type=int, default=2, help="llama.cpp threads")
