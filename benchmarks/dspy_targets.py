@@ -95,13 +95,14 @@ def paid_in_full(row: dict[str, Any]) -> bool:
 
 
 def ran_alone(row: dict[str, Any]) -> bool:
-    """Whether nothing else loaded the machine: the 1-minute load average at the row's start and end at most
-    the server's threads plus `QUIET_MARGIN` (rows without these figures do not count)."""
-    loads = [row.get("loadavg_start"), row.get("loadavg_end")]
-    if not all(loads):
+    """Whether nothing else loaded the machine: the 1-minute load average at the row's start and the 1-, 5-
+    and 15-minute ones at its end (the last quarter hour of the run, so a job beside it in the middle shows)
+    at most the server's threads plus `QUIET_MARGIN` (rows without these figures do not count)."""
+    start, end = row.get("loadavg_start"), row.get("loadavg_end")
+    if not start or not end:
         return False
     limit = (row.get("server") or {}).get("threads", 1) + QUIET_MARGIN
-    return all(load[0] <= limit for load in loads)
+    return max(start[0], *end) <= limit
 
 
 def cell(rows: Sequence[dict[str, Any]], key: str) -> Cell | None:

@@ -211,6 +211,7 @@ def test_dspy_targets_takes_each_keys_latest_row_and_walls_only_from_rows_paid_i
     wall_rows = [
         row("dspy-miprov2", "d", 0.64, "2026-01-03", wall=1000),  # measured again apart: the newer wall
         row("dspy-miprov2", "d", 0.64, "2026-01-04", wall=3000, loadavg_end=[3.5, 2.0, 1.0]),  # loaded: not a wall
+        row("dspy-miprov2", "d", 0.64, "2026-01-05", wall=2000, loadavg_end=[1.0, 1.3, 2.1]),  # a job beside it earlier
     ]
     (tmp_path / "compare_dspy-trec-label-seed0.jsonl").write_text("\n".join(json.dumps(r) for r in main_rows))
     (tmp_path / "compare_dspy-trec-label-seed0-wall.jsonl").write_text("\n".join(json.dumps(r) for r in wall_rows))
