@@ -302,7 +302,8 @@ def left_to_score(
     asked for fewer with `--limit`, leaves rows that count for what they scored, no more."""
     scored: dict[tuple, int] = {}
     for r in rows:
-        scored[key_of(r)] = max(scored.get(key_of(r), 0), r["n"])
+        key = key_of(r)
+        scored[key] = max(scored.get(key, 0), r["n"])
     keys = {f: row_key(task, model, f, demos, reasoning=reasoning, follow_up=follow_up) for f in formats}
     return [f for f in formats if scored.get(keys[f], 0) < wanted]
 
@@ -405,11 +406,12 @@ def run_task(
     examples = whole[: args.limit]
     demos = demos_for(bench, args.demos, args.data_root)
     results = Path(args.results)
+    recorded = load_rows(results)  # read once: the rows this call appends are steps it will not meet again
     for k in steps or steps_of(len(examples), args.chunk):
         part = examples[:k]
         for fmt in formats:
             key = row_key(task, model, fmt, len(demos), reasoning=reasoning_of(task, args), follow_up=args.follow_up)
-            if step_recorded(load_rows(results), key, [ex.id for ex in part]):
+            if step_recorded(recorded, key, [ex.id for ex in part]):
                 continue  # a stopped run's earlier steps: their rows stand, and the table keeps their latest n
             t0, load0 = time.perf_counter(), os.getloadavg()[0]
             if fmt == DSPY:
