@@ -89,6 +89,7 @@ from prompthone.lm.settings import ONE_AT_A_TIME_ENV
 from prompthone.optimize import Budget
 from prompthone.optimize.format_search import for_start, format_choices
 from prompthone.optimize.mipro.settings import MIPROSettings
+from prompthone.program import ChainOfThought, Program
 from prompthone.program.params import LEGACY_FORMAT
 from prompthone.program.render import DEMO_LAYOUT_REVISION
 from prompthone.runs.config import parse_settings
@@ -109,6 +110,8 @@ PROMPTHONE_METHODS = {"zero-shot": None, "mipro": "mipro", "mipro-proposer": "mi
 DSPY_METHODS = {"dspy-miprov2": "miprov2", "dspy-copro": "copro", "dspy-zero-shot": "none"}
 ALL_METHODS = (*PROMPTHONE_METHODS, *DSPY_METHODS)
 TARGET_METHOD = "dspy-miprov2"
+#: how `ChainOfThought` worded its reasoning field until 2026-12-06: rows measured under it lack the key
+LEGACY_REASONING = "think step by step to reach the outputs"
 #: prompthone's MIPRO proposer max_tokens when nothing else is asked (both sides get the same)
 DEFAULT_PROPOSER_MAX_TOKENS = {"preset": MIPROSettings().proposer_max_tokens, "sized": 150}
 
@@ -270,6 +273,9 @@ def row_key(method: str, args: argparse.Namespace) -> dict[str, Any]:
         formats = start_formats(args)
         if set(formats.values()) != {LEGACY_FORMAT}:  # rows from before formats were named were all "labels"
             key["start_formats"] = formats
+        reasoning = start_reasoning(args)
+        if set(reasoning.values()) - {LEGACY_REASONING}:  # rows from before it was keyed all had the old wording
+            key["start_reasoning"] = reasoning
     if method not in DSPY_METHODS and method != "zero-shot" and DEMO_LAYOUT_REVISION > 1:
         # an optimizer's candidates carry demos; a task's start program has none (its zero-shot row stands)
         key["demo_layout_revision"] = DEMO_LAYOUT_REVISION
@@ -282,11 +288,29 @@ def start_formats(args: argparse.Namespace) -> dict[str, str]:
     return dict(_start_formats(args.task, args.data_root))
 
 
+def start_reasoning(args: argparse.Namespace) -> dict[str, str]:
+    """How each chain-of-thought module of the task's start program words its reasoning field: a row
+    whose start asked for its reasoning otherwise sent other prompts, so it is another row."""
+    return dict(_start_reasoning(args.task, args.data_root))
+
+
 @functools.cache
-def _start_formats(task: str, data_root: str | None) -> tuple[tuple[str, str], ...]:
+def _start_program(task: str, data_root: str | None) -> Program:
     # once per task: row keys are asked for several times a row, and a program may load a corpus (HotPotQA)
-    program = get_task(task).make_program(data_root)
-    return tuple((name, module.format) for name, module in program.named_modules().items())
+    return get_task(task).make_program(data_root)
+
+
+def _start_formats(task: str, data_root: str | None) -> tuple[tuple[str, str], ...]:
+    return tuple((name, module.format) for name, module in _start_program(task, data_root).named_modules().items())
+
+
+def _start_reasoning(task: str, data_root: str | None) -> tuple[tuple[str, str], ...]:
+    modules = _start_program(task, data_root).named_modules().items()
+    return tuple(
+        (name, next(f.description for f in m.signature.outputs if f.name == "reasoning"))
+        for name, m in modules
+        if isinstance(m, ChainOfThought)
+    )
 
 
 def key_hash(key: dict[str, Any]) -> str:

@@ -53,6 +53,7 @@ from prompthone.lm.local.assemble import resolve_gguf
 from prompthone.metrics import ChoiceMatch, ExactMatch, Metric, NumericMatch
 from prompthone.optimize.proposers.demos import covering_sample
 from prompthone.program import ChainOfThought, Demo, Predict, Program, Signature
+from prompthone.program.module import REASONING_DESCRIPTION
 from prompthone.program.params import PROMPT_FORMATS
 from prompthone.program.render import DEMO_LAYOUT_REVISION
 from prompthone.tasks.builtin import MATH_ANSWER, MATH_INSTRUCTION
@@ -69,9 +70,17 @@ MODELS = {"0.5b": "qwen2.5-coder-0.5b", "1.5b": "qwen2.5-coder-1.5b"}
 #: completion marker) needs about 20 tokens with Qwen's tokenizer; the others fewer
 CLASSIFY_TOKENS = 32
 TREC_LABELS = "abbreviation, description, entity, human, location, number"
-#: `--reasoning`: what a chain-of-thought program's reasoning field is described as ("step": the module's
-#: own description; "none": no description, as DSPy's `ChainOfThought` renders it)
-REASONING = {"step": None, "none": "", "brief": "a few short sentences that lead to the answer"}
+#: `--reasoning`: what a chain-of-thought program's reasoning field is described as, by name; a name keeps
+#: its wording for good (it is part of a row's key). "none": no description, as DSPy's `ChainOfThought`
+#: renders it and as prompthone's has since 2026-12-06; "step": prompthone's description before that
+#: (the rows from before the field existed)
+REASONING = {
+    "none": "",
+    "step": "think step by step to reach the outputs",
+    "brief": "a few short sentences that lead to the answer",
+}
+#: the wording a `ChainOfThought` module gives its reasoning field when the program does not
+DEFAULT_REASONING = next(name for name, wording in REASONING.items() if wording == REASONING_DESCRIPTION)
 
 
 @dataclass(frozen=True)
@@ -348,7 +357,9 @@ def row_task(r: dict[str, Any]) -> str:
     reasoning field's wording when it is not the module's own."""
     name = f"{r['task']} +{r['demos']} demos" if r.get("demos") else r["task"]
     reasoning = r.get("reasoning", "step")
-    name = name if reasoning == "step" or r["format"] == DSPY else f"{name} [reasoning: {reasoning}]"
+    bench = BENCHES.get(r["task"])
+    worded_otherwise = bench is not None and bench.kind == "cot" and reasoning != DEFAULT_REASONING
+    name = f"{name} [reasoning: {reasoning}]" if worded_otherwise and r["format"] != DSPY else name
     return f"{name} [follow-up]" if r.get("follow_up") else name
 
 
@@ -385,8 +396,15 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 # ------------------------------------------------------------------------------------------ main
 def reasoning_of(task: str, args: argparse.Namespace) -> str:
-    """`--reasoning` where the task's program reasons; a program without a reasoning field keeps "step"."""
+    """`--reasoning` where the task's program reasons; a program without a reasoning field keeps "step"
+    (the name its rows were keyed by before the field existed)."""
     return args.reasoning if BENCHES[task].kind == "cot" else "step"
+
+
+def bench_for(task: str, args: argparse.Namespace) -> Bench:
+    """The task's program with the reasoning field `--reasoning` words, where the program reasons."""
+    bench = BENCHES[task]
+    return replace(bench, reasoning=REASONING[args.reasoning]) if bench.kind == "cot" else bench
 
 
 def steps_of(n: int, chunk: int) -> list[int]:
@@ -401,7 +419,7 @@ def run_task(
     earlier examples from the caches. A row per step is appended; the last one (all examples) is final.
     `steps` (sizes) runs only those steps.
     """
-    bench = replace(BENCHES[task], reasoning=REASONING[reasoning_of(task, args)])
+    bench = bench_for(task, args)
     whole = sample(bench, args.data_root)
     examples = whole[: args.limit]
     demos = demos_for(bench, args.demos, args.data_root)
@@ -437,7 +455,7 @@ def run_task(
         print(table(load_rows(results)), flush=True)
 
 
-def main() -> None:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="0.5b,1.5b", help=f"comma-separated, from {list(MODELS)}")
     p.add_argument("--tasks", default=",".join(BENCHES), help=f"comma-separated, from {list(BENCHES)}")
@@ -464,11 +482,11 @@ def main() -> None:
     )
     p.add_argument(
         "--reasoning",
-        default="step",
+        default=DEFAULT_REASONING,
         choices=list(REASONING),
         help="how chain-of-thought programs describe their reasoning field: "
-        + "; ".join(f"{k}: {v!r}" for k, v in REASONING.items() if v is not None)
-        + "; step: the module's own description",
+        + "; ".join(f"{k}: {v!r}" for k, v in REASONING.items())
+        + f" (default {DEFAULT_REASONING}: the module's own)",
     )
     p.add_argument(
         "--follow-up",
@@ -476,7 +494,11 @@ def main() -> None:
         help="build prompthone's modules with follow_up=True (ask once more for an output a reply lacked)",
     )
     p.add_argument("--report", action="store_true", help="print the table of the results file and stop")
-    args = p.parse_args()
+    return p.parse_args(argv)
+
+
+def main() -> None:
+    args = parse_args()
     results = Path(args.results)
     if args.report:
         print(table(load_rows(results)))

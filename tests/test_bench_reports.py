@@ -113,7 +113,7 @@ def test_formats_with_demos_draws_the_same_label_covering_demos_and_keys_rows_by
     plain, dspy = formats.row_key("trec-label", "0.5b", "json"), formats.row_key("trec-label", "0.5b", "dspy")
     assert plain != formats.row_key("trec-label", "0.5b", "json", follow_up=True)
     assert dspy == formats.row_key("trec-label", "0.5b", "dspy", follow_up=True)
-    follow = {"task": "gsm8k", "model": "0.5b", "format": "labels", "follow_up": True}
+    follow = {"task": "gsm8k", "model": "0.5b", "format": "labels", "reasoning": "none", "follow_up": True}
     assert (
         formats.row_task(follow) == "gsm8k [follow-up]" and formats.row_task({**follow, "follow_up": False}) == "gsm8k"
     )
@@ -188,6 +188,31 @@ def test_formats_reasoning_applies_only_to_programs_that_reason() -> None:
     assert formats.reasoning_of("bbh-cot/sports_understanding", args) == "brief"
     assert formats.reasoning_of("gsm8k", args) == "brief"
     assert formats.reasoning_of("trec-label", args) == "step"
+    for task in ("trec-label", "sst2"):
+        outputs = formats.bench_for(task, args).program(None).step.signature.output_names
+        assert "reasoning" not in outputs
+    step = formats.bench_for("gsm8k", argparse.Namespace(reasoning="step")).program(None)
+    assert step.step.signature.outputs[0].description == formats.REASONING["step"]
+
+
+def test_formats_default_reasoning_is_the_modules_own_and_only_other_wordings_are_labelled() -> None:
+    """The table marks a chain-of-thought row whose reasoning field is worded otherwise than a
+    `ChainOfThought` words it now; rows of programs without a reasoning field carry no mark."""
+    import formats
+    from prompthone.program import ChainOfThought
+    from prompthone.program.module import REASONING_DESCRIPTION
+
+    assert formats.REASONING[formats.DEFAULT_REASONING] == REASONING_DESCRIPTION
+    (reasoning, _) = ChainOfThought("question -> answer").signature.outputs
+    assert reasoning.description == formats.REASONING[formats.DEFAULT_REASONING]
+    assert formats.parse_args([]).reasoning == formats.DEFAULT_REASONING
+    cot = {"task": "gsm8k", "model": "0.5b", "format": "labels"}
+    assert formats.row_task({**cot, "reasoning": formats.DEFAULT_REASONING}) == "gsm8k"
+    assert formats.row_task(cot) == "gsm8k [reasoning: step]"  # a row from before the field: the old wording
+    assert (
+        formats.row_task({"task": "trec-label", "model": "0.5b", "format": "labels", "reasoning": "step"})
+        == "trec-label"
+    )
 
 
 def test_dspy_targets_takes_each_keys_latest_row_and_walls_only_from_rows_paid_in_full(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
+from prompthone.program.module import REASONING_DESCRIPTION
 from sample_efficiency import (
     CallCap,
     CallCapReached,
@@ -256,6 +257,19 @@ def test_row_key_names_what_decides_a_row_and_not_when_or_where_it_ran(tmp_path:
     assert cd.row_key("mipro", args)["demo_layout_revision"] == cd.DEMO_LAYOUT_REVISION >= 2
     assert "demo_layout_revision" not in cd.row_key("zero-shot", args)
     assert "demo_layout_revision" not in cd.row_key("dspy-miprov2", args)
+
+
+def test_a_start_whose_reasoning_field_is_worded_otherwise_is_another_row(monkeypatch) -> None:
+    """A chain-of-thought start sends its reasoning field's wording: rows measured under the old one
+    (keys without it) are not replayed for the new start, and programs that do not reason keep their keys."""
+    cd, bbh = _bench_args("--task", "bbh/sports_understanding")
+    _, trec = _bench_args()
+    assert cd.start_reasoning(bbh) == {"solve": REASONING_DESCRIPTION} and cd.start_reasoning(trec) == {}
+    assert "start_reasoning" not in cd.row_key("zero-shot", trec)
+    assert "start_reasoning" not in cd.row_key("dspy-zero-shot", bbh)  # DSPy renders its own
+    new = cd.key_hash(cd.row_key("zero-shot", bbh))
+    monkeypatch.setattr(cd, "LEGACY_REASONING", REASONING_DESCRIPTION)  # as if the start still had the old wording
+    assert "start_reasoning" not in cd.row_key("zero-shot", bbh) and cd.key_hash(cd.row_key("zero-shot", bbh)) != new
 
 
 def test_the_server_the_script_starts_is_sent_one_request_at_a_time_and_the_row_key_ignores_it() -> None:

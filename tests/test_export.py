@@ -77,7 +77,7 @@ def test_export_and_load_give_the_runs_best_candidate(run_dir, fmt):
     assert doc["modules"]["solve"]["signature"] == {
         "inputs": {"question": ""},
         "outputs": {
-            "reasoning": "think step by step to reach the outputs",
+            "reasoning": "",
             "answer": "the final numeric answer, a number only",
         },
     }
