@@ -22,9 +22,10 @@ LM_OPTIONS = frozenset({"temperature", "max_tokens", "stop", "top_p", "seed", "s
 #: What a `ChainOfThought`'s `reasoning` field is described as: nothing, as DSPy's `ChainOfThought`
 #: renders it. The field's place before the outputs is what asks for the reasoning; the earlier
 #: description, "think step by step to reach the outputs", made the embedded 0.5B model list "factors"
-#: past its token limit on BIG-Bench Hard and end without the answer line: zero-shot on 100 questions
-#: (benchmarks/formats.py, docs/benchmarks.md) sports understanding 0.0% with it (n=40, 25 unparsed)
-#: and 17.0% without (DSPy's rendering 13.0%); GSM8K 8.0% without (DSPy 5.0%).
+#: past its token limit on BIG-Bench Hard and end without the answer line. Zero-shot, 100 questions
+#: (benchmarks/formats.py, docs/benchmarks.md): BBH sports understanding 0.0% with it (n=80, 56
+#: unparsed), 17.0% without, DSPy's rendering 13.0%; GSM8K 13.0% with it, 8.0% without, DSPy 5.0%.
+#: A signature with its own `reasoning` output keeps its own description.
 REASONING_DESCRIPTION = ""
 
 
