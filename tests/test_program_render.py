@@ -105,3 +105,20 @@ def test_check_inputs_names_missing_and_unexpected_fields():
     expected = r"missing input\(s\) \['question'\]; unexpected input\(s\) \['qestion'\]"
     with pytest.raises(TypeError, match=expected):
         check_inputs(SIG, {"qestion": "x"}, where="module 'answer'")
+
+
+def test_a_chain_of_thought_asks_for_reasoning_by_its_place_and_a_users_reasoning_field_keeps_its_words():
+    """The reasoning field is listed before the answer with no description of its own (as DSPy renders
+    it); a signature that has a `reasoning` output keeps the words its author gave it."""
+    plain = ChainOfThought(SIG)
+    system = render_messages(plain.signature, plain.params.with_format("labels"), {"question": "5+6?"})[0]["content"]
+    assert "- Reasoning\n- Answer: the final number, digits only" in system
+    assert system.index("Reasoning: ...") < system.index("Answer: ...")
+    worded = Signature({"question": ""}, {"reasoning": "show each calculation", "answer": "the final number"})
+    module = ChainOfThought(worded)
+    assert [(f.name, f.description) for f in module.signature.outputs] == [
+        ("reasoning", "show each calculation"),
+        ("answer", "the final number"),
+    ]
+    system = render_messages(module.signature, module.params.with_format("labels"), {"question": "5+6?"})[0]["content"]
+    assert "- Reasoning: show each calculation" in system
