@@ -90,6 +90,7 @@ from prompthone.optimize import Budget
 from prompthone.optimize.format_search import for_start, format_choices
 from prompthone.optimize.mipro.settings import MIPROSettings
 from prompthone.program import ChainOfThought, Program
+from prompthone.program.module import LEGACY_REASONING_DESCRIPTION
 from prompthone.program.params import LEGACY_FORMAT
 from prompthone.program.render import DEMO_LAYOUT_REVISION
 from prompthone.runs.config import parse_settings
@@ -111,7 +112,7 @@ DSPY_METHODS = {"dspy-miprov2": "miprov2", "dspy-copro": "copro", "dspy-zero-sho
 ALL_METHODS = (*PROMPTHONE_METHODS, *DSPY_METHODS)
 TARGET_METHOD = "dspy-miprov2"
 #: how `ChainOfThought` worded its reasoning field until 2026-12-06: rows measured under it lack the key
-LEGACY_REASONING = "think step by step to reach the outputs"
+LEGACY_REASONING = LEGACY_REASONING_DESCRIPTION
 #: prompthone's MIPRO proposer max_tokens when nothing else is asked (both sides get the same)
 DEFAULT_PROPOSER_MAX_TOKENS = {"preset": MIPROSettings().proposer_max_tokens, "sized": 150}
 

@@ -53,7 +53,7 @@ from prompthone.lm.local.assemble import resolve_gguf
 from prompthone.metrics import ChoiceMatch, ExactMatch, Metric, NumericMatch
 from prompthone.optimize.proposers.demos import covering_sample
 from prompthone.program import ChainOfThought, Demo, Predict, Program, Signature
-from prompthone.program.module import REASONING_DESCRIPTION
+from prompthone.program.module import LEGACY_REASONING_DESCRIPTION, REASONING_DESCRIPTION
 from prompthone.program.params import PROMPT_FORMATS
 from prompthone.program.render import DEMO_LAYOUT_REVISION
 from prompthone.tasks.builtin import MATH_ANSWER, MATH_INSTRUCTION
@@ -76,7 +76,7 @@ TREC_LABELS = "abbreviation, description, entity, human, location, number"
 #: (the rows from before the field existed)
 REASONING = {
     "none": "",
-    "step": "think step by step to reach the outputs",
+    "step": LEGACY_REASONING_DESCRIPTION,
     "brief": "a few short sentences that lead to the answer",
 }
 #: the wording a `ChainOfThought` module gives its reasoning field when the program does not

@@ -27,6 +27,8 @@ LM_OPTIONS = frozenset({"temperature", "max_tokens", "stop", "top_p", "seed", "s
 #: unparsed), 17.0% without, DSPy's rendering 13.0%; GSM8K 13.0% with it, 8.0% without, DSPy 5.0%.
 #: A signature with its own `reasoning` output keeps its own description.
 REASONING_DESCRIPTION = ""
+#: the wording before that: stored runs, exports and benchmark rows from before 2026-12-06 carry it
+LEGACY_REASONING_DESCRIPTION = "think step by step to reach the outputs"
 
 
 def check_lm_options(options: Mapping[str, Any], where: str) -> dict[str, Any]:
