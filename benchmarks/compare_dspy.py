@@ -277,6 +277,9 @@ def row_key(method: str, args: argparse.Namespace) -> dict[str, Any]:
         reasoning = start_reasoning(args)
         if set(reasoning.values()) - {LEGACY_REASONING}:  # rows from before it was keyed all had the old wording
             key["start_reasoning"] = reasoning
+        follow_up = start_follow_up(args)
+        if follow_up:  # rows from before it was keyed had no module that follows up
+            key["start_follow_up"] = follow_up
     if method not in DSPY_METHODS and method != "zero-shot" and DEMO_LAYOUT_REVISION > 1:
         # an optimizer's candidates carry demos; a task's start program has none (its zero-shot row stands)
         key["demo_layout_revision"] = DEMO_LAYOUT_REVISION
@@ -293,6 +296,13 @@ def start_reasoning(args: argparse.Namespace) -> dict[str, str]:
     """How each chain-of-thought module of the task's start program words its reasoning field: a row
     whose start asked for its reasoning otherwise sent other prompts, so it is another row."""
     return dict(_start_reasoning(args.task, args.data_root))
+
+
+def start_follow_up(args: argparse.Namespace) -> list[str]:
+    """The start program's modules that ask once more for an output a reply lacked (`follow_up`): a row
+    whose start asks sends more calls where a reply is unreadable, so it is another row."""
+    return [name for name, module in _start_program(args.task, args.data_root).named_modules().items()
+            if module.follow_up]  # fmt: skip
 
 
 @functools.cache

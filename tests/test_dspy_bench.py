@@ -272,6 +272,21 @@ def test_a_start_whose_reasoning_field_is_worded_otherwise_is_another_row(monkey
     assert "start_reasoning" not in cd.row_key("zero-shot", bbh) and cd.key_hash(cd.row_key("zero-shot", bbh)) != new
 
 
+def test_a_start_that_follows_up_unreadable_replies_is_another_row(monkeypatch) -> None:
+    """A chain-of-thought start asks once more for an answer its reply lacked (since that became its
+    default): its rows are keyed apart from the rows measured without the ask; a start of `Predict`s
+    (no ask) keeps its key."""
+    cd, bbh = _bench_args("--task", "bbh/sports_understanding")
+    _, trec = _bench_args()
+    assert cd.start_follow_up(bbh) == ["solve"] and cd.start_follow_up(trec) == []
+    assert cd.row_key("zero-shot", bbh)["start_follow_up"] == ["solve"]
+    assert "start_follow_up" not in cd.row_key("mipro", trec)
+    assert "start_follow_up" not in cd.row_key("dspy-zero-shot", bbh)  # DSPy's side has its own retry
+    asks = cd.key_hash(cd.row_key("zero-shot", bbh))
+    monkeypatch.setattr(cd._start_program("bbh/sports_understanding", None).solve, "follow_up", False)
+    assert "start_follow_up" not in cd.row_key("zero-shot", bbh) and cd.key_hash(cd.row_key("zero-shot", bbh)) != asks
+
+
 def test_the_server_the_script_starts_is_sent_one_request_at_a_time_and_the_row_key_ignores_it() -> None:
     cd, started = _bench_args()
     _, theirs = _bench_args("--base-url", "http://127.0.0.1:9/v1")

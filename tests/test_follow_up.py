@@ -1,4 +1,5 @@
-"""A module built with `follow_up=True` whose reply lacks a required output asks once more, in the same chat, for it.
+"""A module that follows up (`ChainOfThought` by default, any module built with `follow_up=True`) asks once
+more, in the same chat, for a required output its reply lacked.
 
 Scripted replies test the logic (what is asked, how the second reply is read, what the trace keeps);
 the embedded model, in-process and behind a real llama_cpp.server, shows the ask recovers an answer that
@@ -96,13 +97,20 @@ async def test_chatter_or_restated_reasoning_is_not_taken_as_the_answer(second, 
     assert call.status == ("ok" if answer else "parse_failure")
 
 
-async def test_a_complete_reply_asks_nothing_and_a_module_asks_only_when_told():
+async def test_a_complete_reply_asks_nothing_and_only_chain_of_thought_asks_by_default():
     lm, backend = scripted("Reasoning: r\nAnswer: yes", "Answer: no", cache=False)
-    await run_program(ChainOfThought(COT, follow_up=True), {"question": "q"}, lm=lm)
+    await run_program(ChainOfThought(COT), {"question": "q"}, lm=lm)
     assert len(backend.requests) == 1
     lm, backend = scripted("Reasoning: r", "Answer: no", cache=False)
-    (call,) = (await run_program(ChainOfThought(COT), {"question": "q"}, lm=lm)).trace  # off by default
+    (call,) = (await run_program(ChainOfThought(COT), {"question": "q"}, lm=lm)).trace  # on by default
+    assert len(backend.requests) == 2 and call.status == "ok" and call.follow_up == "Answer: no"
+    lm, backend = scripted("Reasoning: r", "Answer: no", cache=False)
+    (call,) = (await run_program(ChainOfThought(COT, follow_up=False), {"question": "q"}, lm=lm)).trace
     assert len(backend.requests) == 1 and call.status == "parse_failure" and call.follow_up is None
+    lm, backend = scripted("I think it is no.", "Answer: no", cache=False)
+    (call,) = (await run_program(Predict(Signature.parse("question -> answer, note")), {"question": "q"}, lm=lm)).trace
+    assert len(backend.requests) == 1 and call.status == "parse_failure"  # a Predict asks only when told
+    assert Predict(COT, follow_up=True).follow_up and not ChainOfThought(COT, follow_up=False).follow_up
 
 
 async def test_a_failed_follow_up_is_an_error_and_keeps_the_first_reply():
