@@ -235,11 +235,10 @@ class ChainOfThought(Module):
     A reply whose reasoning ran on without the answer line gets one follow-up asking for the answer
     (`default_follow_up`; `follow_up=False` turns it off). Why on here: reasoning is where a reply
     ends without its answer (the 0.5B model closes GSM8K's with "Therefore, ... \\boxed{70}." instead
-    of `Answer: 70`: 44 of 200 test replies of the side by side, 9 of them with the right number), and
-    DSPy's `ChainOfThought` gets a second call on such a reply too (its ChatAdapter retries through the
-    JSONAdapter), so without it the two sides' starts differ by a retry. Measured on the first replies
-    of 100 questions each (docs/benchmarks.md): GSM8K 8.0% -> 9.0%, BBH sports understanding 17.0% ->
-    17.0% (every reply readable; the follow-ups there repeat a sentence, not `yes`/`no`).
+    of `Answer: 70`), and DSPy's `ChainOfThought` gets a second call on such a reply too (its
+    ChatAdapter retries through the JSONAdapter). Zero-shot on the side by side's test questions
+    (docs/benchmarks.md): GSM8K 0.110 -> 0.145 (n=200; 44 follow-ups, 7 of them right), BBH sports
+    understanding 0.200 -> 0.200 (n=125; 22 follow-ups, which repeat a sentence, not `yes`/`no`).
     """
 
     optional_outputs = ("reasoning",)
