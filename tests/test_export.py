@@ -118,6 +118,22 @@ def test_messages_work_filled_in_by_hand_without_prompthone(run_dir):
     assert fill_placeholders(module, {"question": QUESTION}) == messages
     text = readme.read_text()
     assert "best_messages.json" in text and "{question}" in text and "`Answer:`" in text
+    # a chain-of-thought module follows up a reply without its answer: the export says with what, as sent
+    assert module["follow_up"].startswith("Your reply above does not give the answer.")
+    assert f"followed up with: {module['follow_up']}" in text
+    backend = ScriptedBackend(
+        lambda r: "Answer: 15" if r.chat[-1]["content"] == module["follow_up"] else "Reasoning: r"
+    )
+    from prompthone.lm import run_sync
+
+    run_sync(run_program(program, {"question": QUESTION}, lm=LM(backend, cache=False), candidate=stored_best(run_dir)))
+    first, second = (r.chat for r in backend.requests)
+    assert second == [
+        *messages,
+        {"role": "assistant", "content": "Reasoning: r"},
+        {"role": "user", "content": module["follow_up"]},
+    ]
+    assert first == messages
     with pytest.raises(ExportError, match="--format json"):
         load_exported(path)
 
@@ -133,6 +149,7 @@ def test_the_messages_readme_names_the_outputs_as_each_format_writes_them(fmt, s
     assert f"prompt format `{fmt}`: the reply gives {says}\n" in readme
     structured = messages_readme(messages_document(Predict("q -> a", format="labels"), structured=True), "m.json")
     assert 'the reply gives a JSON object with the keys `"a"`' in structured  # a response_format asks for JSON
+    assert "follow_up" not in messages_document(module)["modules"]["predict"]  # a Predict asks nothing more
 
 
 class QA(Program):

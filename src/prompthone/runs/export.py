@@ -36,6 +36,7 @@ from prompthone.program import (
     as_program,
     render_prompts,
 )
+from prompthone.program.render import follow_up_message
 from prompthone.program.values import format_value
 from prompthone.report.run_data import RUNS_DIR, RunData, RunDataError, load_run
 
@@ -140,6 +141,12 @@ def messages_document(
         }
         if name in prompts.response_formats:
             entry["response_format"] = prompts.response_formats[name]
+        if module.follow_up:  # what prompthone asks when a reply lacks the module's outputs (a ChainOfThought's)
+            optional = set(module.optional_outputs)
+            required = [n for n in sig.output_names if n not in optional]
+            entry["follow_up"] = follow_up_message(
+                sig, required, candidate[name].format, structured=name in prompts.response_formats
+            )
         out["modules"][name] = entry
     return out
 
@@ -177,6 +184,10 @@ def messages_readme(doc: Mapping[str, Any], file_name: str) -> str:
         "   `response_format` asks for a JSON object: pass it as the request's JSON schema if your API",
         "   supports one.",
         "",
+        "If a reply lacks the outputs and the module has a `follow_up`, prompthone asks once more in the same chat:",
+        "append the reply as an `assistant` message and `follow_up` as a `user` message, send again, and read",
+        "the outputs the first reply lacked from the second (a bare short value counts as the answer).",
+        "",
         "If a module's last message has the role `assistant`, it is the start of the answer (a pre-filled reply):",
         "send it to an API that continues a final assistant message, or append its text to the user message.",
         "In a pipeline of several modules, a later module's inputs are usually the outputs of an earlier one.",
@@ -209,6 +220,8 @@ def messages_readme(doc: Mapping[str, Any], file_name: str) -> str:
         fmt = entry.get("prompt_format", "labels")
         lines.append(f"- `{name}`: {len(entry['messages'])} messages; fill {ins} in message {entry['fill_message']};")
         lines.append(f"  prompt format `{fmt}`: the reply gives {_reply_outputs(entry, fmt)}")
+        if entry.get("follow_up"):
+            lines.append(f"  a reply without them is followed up with: {entry['follow_up']}")
     return "\n".join(lines) + "\n"
 
 
