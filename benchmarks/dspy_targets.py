@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -169,6 +170,7 @@ def verdicts(table: dict[tuple[str, int], dict[str, Cell | None]]) -> list[str]:
             out.append(f"mipro wall / MIPROv2 wall (rows paid in full, run alone): {listed}: {verdict}")
         else:
             out.append("mipro wall / MIPROv2 wall: no pair where both rows paid in full, run alone")
+        out.append(paired_line([p.score - d.score for _, p, d in pairs]))
     else:
         out.append("mipro vs MIPROv2: no task-seed pair has both rows")
     if missing:
@@ -186,6 +188,28 @@ def verdicts(table: dict[tuple[str, int], dict[str, Cell | None]]) -> list[str]:
     if no_start:
         out.append("without both zero-shot rows: " + ", ".join(no_start))
     return out
+
+
+def sign_test(higher: int, lower: int) -> float:
+    """Two-sided exact sign test: the chance of a split at least this uneven if either side is as likely
+    to be higher on a pair (ties left out)."""
+    n = higher + lower
+    if n == 0:
+        return 1.0
+    k = min(higher, lower)
+    return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n)
+
+
+def paired_line(diffs: Sequence[float]) -> str:
+    """How far apart the two MIPROs are pair by pair, and whether the split could be chance: a miss on the
+    mean by less than the pairs scatter is not evidence that one side is behind."""
+    higher = sum(d > 0 for d in diffs)
+    lower = sum(d < 0 for d in diffs)
+    return (
+        f"mipro - MIPROv2 per pair: mean {sum(diffs) / len(diffs):+.3f} (from {min(diffs):+.3f} to {max(diffs):+.3f}); "
+        f"mipro higher on {higher} of {len(diffs)} pairs, lower on {lower} "
+        f"(two-sided sign test p = {sign_test(higher, lower):.2f})"
+    )
 
 
 def markdown(table: dict[tuple[str, int], dict[str, Cell | None]]) -> str:

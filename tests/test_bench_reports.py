@@ -255,6 +255,10 @@ def test_dspy_targets_takes_each_keys_latest_row_and_walls_only_from_rows_paid_i
     assert lines[0].startswith("mipro vs MIPROv2, mean over 1 task-seed pairs: 0.600 vs 0.640") and "MISSED" in lines[0]
     assert lines[1].endswith("MET")  # 0.60 is above MIPROv2's lower bound 0.59
     assert "0.600x" in lines[2] and lines[2].endswith("MISSED")
+    assert lines[3] == (
+        "mipro - MIPROv2 per pair: mean -0.040 (from -0.040 to -0.040); mipro higher on 0 of 1 pairs, lower on 1 "
+        "(two-sided sign test p = 1.00)"
+    )
     assert any(x.startswith("without both MIPRO rows: hotpotqa-500 seed 0") for x in lines)
     assert any("MISSED on trec-label seed 0 (0.400 < 0.450)" in x for x in lines)
     assert "not run" in dt.markdown(table)
@@ -295,3 +299,14 @@ def test_formats_a_limited_or_stopped_run_counts_for_the_examples_it_scored() ->
     assert left == ["tags", "recap"]
     assert formats.left_to_score(rows, ["labels", "json"], 100, "gsm8k", "0.5b", 0, "step", False) == ["labels", "json"]
     assert formats.left_to_score(rows, ["tags"], 40, "gsm8k", "0.5b", 0, "brief", False) == ["tags"]  # another key
+
+
+def test_the_sign_test_of_the_mipro_pairs_is_the_exact_binomial_tail() -> None:
+    import dspy_targets as dt
+
+    assert dt.sign_test(0, 0) == 1.0 and dt.sign_test(1, 0) == 1.0
+    assert dt.sign_test(2, 5) == dt.sign_test(5, 2) == 2 * (1 + 7 + 21) / 128  # P(X <= 2) + P(X >= 5), n = 7
+    assert dt.sign_test(0, 10) == 2 / 1024
+    line = dt.paired_line([0.045, -0.05, -0.03, 0.025, -0.075, -0.008, -0.015])
+    assert "mean -0.015 (from -0.075 to +0.045); mipro higher on 2 of 7 pairs, lower on 5" in line
+    assert line.endswith("p = 0.45)")
