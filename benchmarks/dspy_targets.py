@@ -202,7 +202,7 @@ def sign_test(higher: int, lower: int) -> float:
 
 def paired_line(diffs: Sequence[float]) -> str:
     """How far apart the two MIPROs are pair by pair, and whether the split could be chance: a miss on the
-    mean by less than the pairs scatter is not evidence that one side is behind."""
+    mean by less than the pairs' scatter is not evidence that one side is behind."""
     higher = sum(d > 0 for d in diffs)
     lower = sum(d < 0 for d in diffs)
     return (
