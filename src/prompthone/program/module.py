@@ -87,6 +87,11 @@ class Module:
         return signature
 
     @property
+    def required_outputs(self) -> tuple[str, ...]:
+        """The outputs a reply must give (every output but the optional ones, such as reasoning)."""
+        return tuple(n for n in self.signature.output_names if n not in self.optional_outputs)
+
+    @property
     def format(self) -> str:
         """The prompt format of this module's own params (a candidate may carry another)."""
         return self.params.format

@@ -142,10 +142,8 @@ def messages_document(
         if name in prompts.response_formats:
             entry["response_format"] = prompts.response_formats[name]
         if module.follow_up:  # what prompthone asks when a reply lacks the module's outputs (a ChainOfThought's)
-            optional = set(module.optional_outputs)
-            required = [n for n in sig.output_names if n not in optional]
             entry["follow_up"] = follow_up_message(
-                sig, required, candidate[name].format, structured=name in prompts.response_formats
+                sig, module.required_outputs, candidate[name].format, structured=name in prompts.response_formats
             )
         out["modules"][name] = entry
     return out

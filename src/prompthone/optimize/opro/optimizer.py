@@ -306,7 +306,7 @@ def _checked_outputs(setup: OptimizationSetup) -> set[str]:
     optional, and a long gold rationale would crowd the meta-prompt)."""
     out: set[str] = set()
     for mod in setup.program.named_modules().values():
-        out.update(n for n in mod.signature.output_names if n not in mod.optional_outputs)
+        out.update(mod.required_outputs)
     return out
 
 

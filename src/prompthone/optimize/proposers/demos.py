@@ -143,8 +143,7 @@ def labeled_demos(program: Program, examples: Sequence[Example]) -> dict[str, tu
     out: dict[str, tuple[Demo, ...]] = {}
     for name, module in program.named_modules().items():
         sig = module.signature
-        optional = set(getattr(module, "optional_outputs", ()))
-        required = [*sig.input_names, *(n for n in sig.output_names if n not in optional)]
+        required = [*sig.input_names, *module.required_outputs]
         fields = [*sig.input_names, *sig.output_names]
         demos: list[Demo] = []
         for ex in examples:
