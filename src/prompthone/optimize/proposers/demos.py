@@ -278,10 +278,7 @@ def label_field(module: Module, demos: Sequence[Demo]) -> str | None:
     """The required output whose values across `demos` form a small label set (2 to `MAX_LABEL_VALUES`
     distinct values, each seen at least twice on average), or None. Decided from the data, not the
     signature, so a TREC classifier or SST-2 qualifies and a GSM8K answer or a search query does not."""
-    optional = set(getattr(module, "optional_outputs", ()))
-    for name in module.signature.output_names:
-        if name in optional:
-            continue
+    for name in module.required_outputs:
         values = [_label_value(d[name]) for d in demos if name in d]
         distinct = set(values)
         if 2 <= len(distinct) <= MAX_LABEL_VALUES and len(values) >= 2 * len(distinct):
