@@ -19,12 +19,13 @@ install-dev: $(BIN)/python system-deps
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install -e ".[local,dev]"
 
 # The report tests open the HTML report in headless Chromium; the store tests start a throwaway
-# PostgreSQL server (both Debian packages).
+# PostgreSQL server (both Debian packages). apt-get waits up to 10 min for another package manager's
+# lock (a fresh machine's unattended upgrades) instead of failing at once.
 system-deps:
-	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium) \
+	@command -v chromium >/dev/null || (apt-get update -qq -o DPkg::Lock::Timeout=600 && apt-get install -y -qq -o DPkg::Lock::Timeout=600 chromium) \
 		|| (echo "install Chromium (Debian: apt-get install chromium) for the report tests" && false)
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null \
-		|| (apt-get update -qq && apt-get install -y -qq postgresql) \
+		|| (apt-get update -qq -o DPkg::Lock::Timeout=600 && apt-get install -y -qq -o DPkg::Lock::Timeout=600 postgresql) \
 		|| (echo "install PostgreSQL (Debian: apt-get install postgresql) for the store tests" && false)
 
 demo: install
