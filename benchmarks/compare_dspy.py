@@ -213,6 +213,10 @@ def key_settings(method: str, args: argparse.Namespace) -> dict[str, Any]:
     settings = dict(method_settings(method, args))
     if method not in ("mipro", "mipro-proposer"):
         return settings
+    if args.preset and "num_instructions" not in settings:
+        # the preset's instruction pool as it stands (3 at light since MIPROv2's rule was adopted; rows from
+        # before, with 6, lack the field): the same key as a row that set the count outright
+        settings["num_instructions"] = MIPROSettings.build(args.preset).instructions_for(True)
     value = searched_formats(args)
     settings.pop("search_formats", None)
     searching = {f for f in start_formats(args).values() if len(format_choices(f, value)) > 1}
@@ -455,7 +459,7 @@ async def run_prompthone(method: str, url: str, args: argparse.Namespace, out_di
     if spec.optimizer == "mipro":  # the sizes the preset resolved to, next to the plan the run made of them
         m = MIPROSettings.build(**spec.settings)
         plan |= {
-            "instructions": m.n_instructions, "demo_sets": m.n_demo_sets,
+            "instructions": m.instructions_for(True), "demo_sets": m.n_demo_sets,
             "max_bootstrapped_demos": m.max_bootstrapped_demos, "max_labeled_demos": m.max_labeled_demos,
         }  # fmt: skip
     u = out.usage

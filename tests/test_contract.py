@@ -326,7 +326,7 @@ async def test_mipro_proposals_keep_the_contract_and_the_proposer_is_shown_it():
         events=events,
     )  # fmt: skip
     setup.evaluator.metric = LABEL_MATCH
-    r = await MIPRO(minibatch_size=6, num_trials=6).optimize(setup)
+    r = await MIPRO(minibatch_size=6, num_trials=6, num_instructions=6).optimize(setup)  # five proposals
     prompts = [q.messages[-1][1] for q in pb.requests if "Write a new instruction" in q.messages[-1][1]]
     assert prompts and all(f"Label ({LABEL_DESC})" in p for p in prompts)  # the field's description
     assert all(f"word for word: {CONTRACT_SENTENCE}" in p for p in prompts)  # and the start's contract

@@ -259,6 +259,18 @@ def test_row_key_names_what_decides_a_row_and_not_when_or_where_it_ran(tmp_path:
     assert "demo_layout_revision" not in cd.row_key("dspy-miprov2", args)
 
 
+def test_a_preset_rows_key_names_its_instruction_pool_so_rows_from_the_larger_pool_are_not_replayed() -> None:
+    cd, args = _bench_args()
+    _, variant = _bench_args("--mipro-set", "num_instructions=3")
+    _, six = _bench_args("--mipro-set", "num_instructions=6")
+    assert cd.row_key("mipro", args)["settings"]["num_instructions"] == 3  # MIPROv2 light's pool
+    assert cd.prompthone_settings("mipro", args).get("num_instructions") is None  # the run keeps the preset's own
+    # a row that set 3 outright measured the same search: the same row; one with 6 (the old default) is another
+    assert cd.key_hash(cd.row_key("mipro", args)) == cd.key_hash(cd.row_key("mipro", variant))
+    assert cd.key_hash(cd.row_key("mipro", args)) != cd.key_hash(cd.row_key("mipro", six))
+    assert "num_instructions" not in cd.row_key("dspy-miprov2", args)["settings"]
+
+
 def test_a_start_whose_reasoning_field_is_worded_otherwise_is_another_row(monkeypatch) -> None:
     """A chain-of-thought start sends its reasoning field's wording: rows measured under the old one
     (keys without it) are not replayed for the new start, and programs that do not reason keep their keys."""
@@ -319,10 +331,10 @@ def test_a_mipro_row_key_reads_search_formats_as_it_acts_on_the_start() -> None:
     # trec-label's Predict starts in json: the default ({"json": ["tags"]}) searches tags there, the same row
     # as asking for tags; asking for labels is another row
     assert key() == key("--search-formats", "tags") == {"preset": "light", "proposer_max_tokens": 200,
-                                                       "search_formats": ["tags"]}  # fmt: skip
+                                                       "search_formats": ["tags"], "num_instructions": 3}  # fmt: skip
     assert key("--search-formats", "labels")["search_formats"] == ["labels"]
     # off searches nothing: the key of the rows measured before the setting existed (no search_formats)
-    assert key("--search-formats", "off") == {"preset": "light", "proposer_max_tokens": 200}
+    assert key("--search-formats", "off") == {"preset": "light", "proposer_max_tokens": 200, "num_instructions": 3}
     # what is run is what was asked: off is passed on as false, the default is left to prompthone
     args = compare_dspy.parse_args([*base, "--search-formats", "off"])
     assert compare_dspy.prompthone_settings("mipro", args)["search_formats"] is False

@@ -41,6 +41,17 @@ def test_presets_and_trial_counts_follow_the_documented_formula():
     assert s.num_candidates == 12 and s.val_size == 300 and s.trials_for(2, 12) == 7
 
 
+def test_a_preset_halves_the_instruction_pool_when_demos_are_searched_too_as_miprov2_auto_does():
+    light = MIPROSettings.build("light")
+    assert (light.instructions_for(True), light.instructions_for(False), light.n_demo_sets) == (3, 6, 6)
+    assert MIPROSettings.build("heavy").instructions_for(True) == 9
+    assert MIPROSettings.build("light", num_instructions=5).instructions_for(True) == 5  # set outright
+    assert MIPROSettings.build(None, num_candidates=4).instructions_for(True) == 4  # no preset: both counts
+    assert MIPROSettings.build("light", num_candidates=4).instructions_for(True) == 4  # candidates given outright
+    assert MIPRO().n_instructions() == 3 and MIPRO0Shot().n_instructions() == 6
+    assert MIPROPlusPlus().n_instructions() == 6  # no pool: its proposer-demo rotations keep one per candidate
+
+
 def test_startup_trials_are_sized_to_the_budget():
     s = MIPROSettings.build()
     assert [s.startup_for(n) for n in (2, 5, 11, 30, 100)] == [2, 2, 3, 6, 20]
@@ -83,7 +94,7 @@ def test_minibatch_schedule_is_seeded_fixed_size_and_covers_the_validation_set()
 @pytest.mark.parametrize("parallel", [1, 3])
 async def test_trials_with_the_same_batch_index_are_scored_on_the_same_examples(parallel):
     setup, _, _ = make_setup()
-    r = await MIPRO(minibatch_size=10, num_trials=12, parallel_trials=parallel).optimize(setup)
+    r = await MIPRO(minibatch_size=10, num_trials=12, parallel_trials=parallel, num_instructions=6).optimize(setup)
     ev = setup.evaluator
     assert len(ev.calls) == len(r.trials)  # every score went through the shared evaluator, in order
     by_batch: dict[int, set] = defaultdict(set)
@@ -137,7 +148,8 @@ def test_a_configuration_asked_again_is_scored_on_a_batch_it_has_not_seen_even_w
 
 async def test_mipro_finds_the_planted_best_configuration():
     setup, _, pb = make_setup()
-    r = await MIPRO(minibatch_size=10).optimize(setup)
+    # the world's proposer script plants its `Predict(...)` reply among the first five proposals
+    r = await MIPRO(minibatch_size=10, num_instructions=6).optimize(setup)
     assert r.start_score == pytest.approx(0.2) and r.best_score == 1.0
     best = r.best["classify"]
     assert "parity" in best.instruction and len(best.demos) >= 2

@@ -73,6 +73,6 @@ def estimate_mipro(opt: MIPROShape, setup: OptimizationSetup, est: Estimate) -> 
     if s.ground_demos:
         instruction_prompt += 3 * p / max(1, calls_per_run) / max(1, n_demos + 1)
     if opt.searches_instructions:
-        add(n_mod * (s.n_instructions - 1), instruction_prompt)
+        add(n_mod * (opt.n_instructions() - 1), instruction_prompt)
     if opt.proposes_in_trials:
         add(n_mod * trials, instruction_prompt + 40 * s.history_size)

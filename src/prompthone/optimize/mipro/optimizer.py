@@ -88,12 +88,18 @@ class MIPROFamily(Optimizer):
     def _variables_per_module(self) -> int:
         return int(self.searches_instructions) + int(self.searches_demos)
 
+    def n_instructions(self) -> int:
+        """Instruction candidates per module (the start's included) for this member of the family."""
+        return self.settings.instructions_for(self.searches_demos)
+
     def plan(self, setup: OptimizationSetup) -> dict[str, int]:
         """The sizes a run on `setup` will use: validation examples, trials, start-up trials, trials in
         flight, minibatch size."""
         s = self.settings
         m = len(setup.program.named_modules())
-        n_cand = max(s.n_instructions if self.searches_instructions else 1, s.n_demo_sets if self.searches_demos else 1)
+        n_cand = max(
+            self.n_instructions() if self.searches_instructions else 1, s.n_demo_sets if self.searches_demos else 1
+        )
         n_trials = s.trials_for(m * max(1, self._variables_per_module()), n_cand)
         val = min(len(setup.valset), s.val_size)
         return {
@@ -191,7 +197,8 @@ class MIPROFamily(Optimizer):
         else:
             demo_sets = {m: [start[m].demos] for m in modules}
         proposer_demos = {
-            m: _rotations(list(boot.demos.get(m, ())) or list(labeled.get(m, ())), 3, s.n_instructions) for m in modules
+            m: _rotations(list(boot.demos.get(m, ())) or list(labeled.get(m, ())), 3, self.n_instructions())
+            for m in modules
         }
         grounding = Grounding()
         instructions = {m: [start[m].instruction] for m in modules}
@@ -203,7 +210,7 @@ class MIPROFamily(Optimizer):
             rng = setup.rng("mipro:tips")
             options: dict[str, list[ProposalOptions]] = {}
             for m in modules:
-                tips = [rng.choice(list(TIPS)) if s.tips else "none" for _ in range(s.n_instructions - 1)]
+                tips = [rng.choice(list(TIPS)) if s.tips else "none" for _ in range(self.n_instructions() - 1)]
                 options[m] = [self._options(tip=t) for t in tips]
             shown = {m: proposer_demos[m] if s.ground_demos else [] for m in modules}
             found = await asyncio.gather(
@@ -460,10 +467,11 @@ def _rotations(demos: list[Demo], size: int, count: int) -> list[DemoSet]:
 class MIPRO(MIPROFamily):
     """MIPRO: instructions and demos of every module searched jointly with TPE.
 
-    Presets (`preset`): light = 6 instruction candidates and 6 demo sets per module, up to 100 validation
-    examples, 11 trials for one module (21 for two); medium = 12 / 300 / 18 (29); heavy = 18 / 1000 /
-    27 (34). Minibatches of 35 (or the whole validation set if smaller, then every trial is a full
-    evaluation), a full evaluation every 6 trials, up to 4 bootstrapped + 4 labelled demos per set.
+    Presets (`preset`): light = 3 instruction candidates and 6 demo sets per module (MIPROv2's light),
+    up to 100 validation examples, 11 trials for one module (21 for two); medium = 6 + 12 / 300 / 18
+    (29); heavy = 9 + 18 / 1000 / 27 (34). Minibatches of 35 (or the whole validation set if smaller,
+    then every trial is a full evaluation), a full evaluation every 6 trials, up to 4 bootstrapped + 4
+    labelled demos per set.
     LM calls, roughly: task = start and full evaluations × |val| + trials × minibatch, times modules;
     teacher <= |train| runs; proposer = a few calls for grounding + (candidates - 1) per module, more
     when proposals are rejected (at most `max_attempts` each). `estimate(setup)` gives the numbers.
@@ -518,6 +526,11 @@ class MIPROPlusPlus(MIPROFamily):
 
     def _variables_per_module(self) -> int:
         return 2
+
+    def n_instructions(self) -> int:
+        """The proposer's demo rotations a trial cycles through: one per candidate, as before presets
+        halved MIPRO's instruction pool (MIPRO++ has no pool; it proposes in every trial)."""
+        return self.settings.num_instructions or self.settings.num_candidates
 
     def _distributions(self, run: MIPRORun) -> dict[str, BaseDistribution]:
         assert run.pool is not None

@@ -86,6 +86,8 @@ def fingerprint(
         kept.pop("search_formats", None)  # searches no format: the fingerprint a run had before formats were
     if kept.get("max_demos") is None:
         kept.pop("max_demos", None)  # no cap: the fingerprint a run had before the setting existed
+    if kept.get("num_instructions_with_demos") is None:
+        kept.pop("num_instructions_with_demos", None)  # candidates given outright: as before it existed
     payload = {
         "optimizer": optimizer,
         "settings": fingerprint_settings(kept),
