@@ -52,6 +52,15 @@ def test_a_preset_halves_the_instruction_pool_when_demos_are_searched_too_as_mip
     assert MIPROPlusPlus().n_instructions() == 6  # no pool: its proposer-demo rotations keep one per candidate
 
 
+async def test_a_light_run_proposes_two_instructions_per_module_beside_six_demo_sets():
+    setup, _, pb = make_setup()
+    r = await MIPRO(minibatch_size=10, num_trials=3).optimize(setup)
+    asked = {q.sample_index for q in pb.requests if "Write a new instruction" in q.messages[-1][1]}
+    assert r.info["pool_sizes"]["classify"]["demo_sets"] == 6
+    assert r.info["pool_sizes"]["classify"]["instructions"] <= 3 and {0, 3} <= asked  # proposals k=0, 1 (3k)
+    assert not asked & {6, 9, 12}  # no third proposal was asked for
+
+
 def test_startup_trials_are_sized_to_the_budget():
     s = MIPROSettings.build()
     assert [s.startup_for(n) for n in (2, 5, 11, 30, 100)] == [2, 2, 3, 6, 20]
