@@ -530,7 +530,7 @@ class MIPROPlusPlus(MIPROFamily):
     def n_instructions(self) -> int:
         """The proposer's demo rotations a trial cycles through: one per candidate, as before presets
         halved MIPRO's instruction pool (MIPRO++ has no pool; it proposes in every trial)."""
-        return self.settings.num_instructions or self.settings.num_candidates
+        return self.settings.instructions_for(searches_demos=False)
 
     def _distributions(self, run: MIPRORun) -> dict[str, BaseDistribution]:
         assert run.pool is not None
