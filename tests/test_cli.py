@@ -50,9 +50,10 @@ def test_lm_unreachable_server_says_what_to_do():
     assert "127.0.0.1:9" in res.output
 
 
-def test_models_lists_the_catalogue():
-    res = runner.invoke(app, ["models"])
-    assert res.exit_code == 0
+@pytest.mark.parametrize("args", [["models"], ["models", "list"]])
+def test_models_lists_the_catalogue(args):
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
     for name, model in CATALOG.items():
         assert name in res.output
         assert f"{model.size / 1e6:,.0f} MB" in res.output

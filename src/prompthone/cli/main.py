@@ -101,10 +101,15 @@ def lm_command(
 
 
 @models_app.callback()
-def models_list(ctx: typer.Context) -> None:
+def models_default(ctx: typer.Context) -> None:
     """List the embedded models, whether each is installed, and its size."""
-    if ctx.invoked_subcommand is not None:
-        return
+    if ctx.invoked_subcommand is None:
+        models_list()
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """List the embedded models, whether each is installed, and its size (the same as `models` alone)."""
     table = Table(title="Embedded models (use as local/<name>)")
     for col in ("name", "installed", "size", "description"):
         table.add_column(col)
