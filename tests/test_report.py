@@ -318,3 +318,11 @@ def test_cli_report_writes_the_page_and_names_missing_runs(run_dir, tmp_path):
     res = CliRunner().invoke(app, ["report", "missing-run", "--runs-dir", str(tmp_path)])
     assert res.exit_code == 1
     assert "no run 'missing-run'" in res.output
+    # An absolute path that is no run folder (a typo, or the folder above the runs) is named, not a
+    # traceback from matching it as a name prefix under --runs-dir.
+    for command in ("report", "show"):
+        res = CliRunner().invoke(app, [command, str(tmp_path / "nowhere"), "--runs-dir", str(tmp_path)])
+        assert res.exit_code == 1, res.output
+        assert res.exception is None or isinstance(res.exception, SystemExit), res.exception
+        expected = f"no run '{tmp_path / 'nowhere'}': {tmp_path / 'nowhere'} is not a run folder"
+        assert "".join(expected.split()) in "".join(res.output.split())  # the console wraps long lines

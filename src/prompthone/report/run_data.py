@@ -41,14 +41,17 @@ def resolve_run(run: str | Path, runs_dir: Path = RUNS_DIR) -> tuple[str, Path |
     under = runs_dir / s
     if is_run_folder(under):
         return database_url(under), under
-    matches = sorted(d for d in runs_dir.glob(f"{glob_escape(s)}*") if is_run_folder(d)) if s else []
+    # A prefix names a run under runs_dir; an absolute path that is no run folder has nothing to match.
+    prefix_ok = bool(s) and not p.is_absolute()
+    matches = sorted(d for d in runs_dir.glob(f"{glob_escape(s)}*") if is_run_folder(d)) if prefix_ok else []
     if len(matches) == 1:
         return database_url(matches[0]), matches[0]
     if len(matches) > 1:
         names = ", ".join(d.name for d in matches[:6]) + (" ..." if len(matches) > 6 else "")
         raise RunDataError(f"{s!r} matches {len(matches)} runs in {runs_dir}: {names}; give the full name")
+    where = f"{p} is not" if under == p else f"neither {p} nor {under} is"
     raise RunDataError(
-        f"no run {s!r}: neither {p} nor {under} is a run folder (a folder holding {RUN_DB} or {STORE_POINTER}); "
+        f"no run {s!r}: {where} a run folder (a folder holding {RUN_DB} or {STORE_POINTER}); "
         f"`prompthone runs` lists the runs in {runs_dir}"
     )
 
