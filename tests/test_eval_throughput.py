@@ -13,6 +13,7 @@ import datetime
 import inspect
 import random
 import threading
+from concurrent.futures import CancelledError
 
 import pytest
 
@@ -23,7 +24,7 @@ from prompthone.lm.openai_backend import OpenAIBackend
 from prompthone.lm.scripted import ScriptedBackend
 from prompthone.metrics import ExactMatch
 from prompthone.program import Candidate, Predict, Program, PromptParams, run_program
-from prompthone.program.context import _ForwardThreads, in_worker_thread
+from prompthone.program.context import _ForwardThreads, _LoopCall, in_worker_thread
 from prompthone.program.run import _check_forward_inputs
 from prompthone.program.values import label_key
 from prompthone.testing import FakeOpenAIServer, Fault
@@ -246,6 +247,49 @@ async def test_work_cancelled_before_it_starts_never_runs() -> None:
     await first
     await asyncio.sleep(0.05)
     assert ran == ["first"]
+
+
+def test_a_loop_call_that_never_starts_closes_the_coroutine_it_was_given() -> None:
+    """A sync forward's module call cancelled before the loop started it (a Ctrl-C, a killed run), or
+    submitted to a closed loop, closes the module's own coroutine: nothing is left "never awaited"."""
+
+    async def module_call() -> int:
+        return 1
+
+    loop = asyncio.new_event_loop()
+    try:
+        coro = module_call()
+        call = _LoopCall(loop, coro, contextvars.copy_context())
+        call.submit()
+        call.cancel()  # before the loop ran its start
+        loop.run_until_complete(asyncio.sleep(0))
+        assert inspect.getcoroutinestate(coro) == inspect.CORO_CLOSED
+        with pytest.raises(CancelledError):
+            call.wait()
+    finally:
+        loop.close()
+    coro = module_call()
+    with pytest.raises(RuntimeError):
+        _LoopCall(loop, coro).submit()
+    assert inspect.getcoroutinestate(coro) == inspect.CORO_CLOSED
+
+
+def test_a_loop_call_runs_in_the_context_it_was_given() -> None:
+    mark: contextvars.ContextVar[str] = contextvars.ContextVar("mark", default="none")
+
+    async def read_mark() -> str:
+        return mark.get()
+
+    context = contextvars.copy_context()
+    context.run(mark.set, "given")
+    loop = asyncio.new_event_loop()
+    try:
+        call = _LoopCall(loop, read_mark(), context)
+        call.submit()
+        loop.run_until_complete(asyncio.sleep(0.01))
+        assert call.wait() == "given" and mark.get() == "none"
+    finally:
+        loop.close()
 
 
 async def test_fifty_sync_runs_in_flight_at_once() -> None:

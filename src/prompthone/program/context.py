@@ -149,15 +149,16 @@ def wait_on_run_loop(ctx: RunContext, coro: Coroutine[Any, Any, T], what: str) -
             "use `await ....acall(...)` in an async forward"
         )
 
-    async def in_run() -> T:
-        _RUN.set(ctx)  # the task runs in its own copy of the loop's context; this set stays inside it
-        return await coro
-
+    # The task runs in a copy of this thread's context with the run set, so the set stays inside it.
+    # (A context rather than a wrapper coroutine: a call cancelled before it starts then closes the
+    # module's own coroutine, which a user's Ctrl-C would otherwise report as "never awaited".)
+    context = contextvars.copy_context()
+    context.run(_RUN.set, ctx)
     with ctx._lock:
         if ctx.cancelled:
             coro.close()
             raise ProgramError(f"{what}: the run was cancelled")
-        call: _LoopCall[T] = _LoopCall(ctx.loop, in_run())
+        call: _LoopCall[T] = _LoopCall(ctx.loop, coro, context)
         ctx._pending.add(call)
     try:
         call.submit()
@@ -177,11 +178,17 @@ class _LoopCall(Generic[T]):
     concurrent future did, and cancels the task.
     """
 
-    __slots__ = ("_coro", "_done", "_loop", "_outcome", "_settle_lock", "_task")
+    __slots__ = ("_context", "_coro", "_done", "_loop", "_outcome", "_settle_lock", "_task")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        coro: Coroutine[Any, Any, T],
+        context: contextvars.Context | None = None,
+    ) -> None:
         self._loop = loop
         self._coro: Coroutine[Any, Any, T] | None = coro
+        self._context = context  # the task's context (None: a copy of the loop's current one)
         self._task: asyncio.Task[T] | None = None
         self._outcome: tuple[bool, Any] | None = None  # (ok, result or exception), set once
         self._settle_lock = threading.Lock()
@@ -222,7 +229,7 @@ class _LoopCall(Generic[T]):
         if self._outcome is not None:  # cancelled before it started
             coro.close()
             return
-        self._task = self._loop.create_task(coro)
+        self._task = self._loop.create_task(coro, context=self._context)
         self._task.add_done_callback(self._finished)
 
     def _finished(self, task: asyncio.Task[T]) -> None:  # on the loop
