@@ -270,7 +270,7 @@ def test_a_loop_call_that_never_starts_closes_the_coroutine_it_was_given() -> No
         loop.close()
     coro = module_call()
     with pytest.raises(RuntimeError):
-        _LoopCall(loop, coro).submit()
+        _LoopCall(loop, coro, contextvars.copy_context()).submit()
     assert inspect.getcoroutinestate(coro) == inspect.CORO_CLOSED
 
 

@@ -184,11 +184,11 @@ class _LoopCall(Generic[T]):
         self,
         loop: asyncio.AbstractEventLoop,
         coro: Coroutine[Any, Any, T],
-        context: contextvars.Context | None = None,
+        context: contextvars.Context,
     ) -> None:
         self._loop = loop
         self._coro: Coroutine[Any, Any, T] | None = coro
-        self._context = context  # the task's context (None: a copy of the loop's current one)
+        self._context = context  # the task's own: nothing else enters it
         self._task: asyncio.Task[T] | None = None
         self._outcome: tuple[bool, Any] | None = None  # (ok, result or exception), set once
         self._settle_lock = threading.Lock()
