@@ -54,7 +54,7 @@ from prompthone.metrics import ChoiceMatch, ExactMatch, Metric, NumericMatch
 from prompthone.optimize.proposers.demos import covering_sample
 from prompthone.program import ChainOfThought, Demo, Predict, Program, Signature
 from prompthone.program.module import LEGACY_REASONING_DESCRIPTION, REASONING_DESCRIPTION
-from prompthone.program.params import PROMPT_FORMATS
+from prompthone.program.params import DEFAULT_FORMAT, PROMPT_FORMATS, REASONING_FORMAT
 from prompthone.program.render import DEMO_LAYOUT_REVISION
 from prompthone.tasks.builtin import MATH_ANSWER, MATH_INSTRUCTION
 from prompthone.tasks.programs import MultiHopQA
@@ -394,6 +394,65 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+#: the tasks issue 15 names for this comparison: the ones a `Predict` (or two) answers directly, and GSM8K,
+#: answered by a `ChainOfThought`; the other rows are variants (demos, wordings) that inform, not decide
+DIRECT_TASKS = ("trec-label", "sst2", "bbh/sports_understanding", "bbh/date_understanding",
+                "bbh/object_counting", "hotpotqa")  # fmt: skip
+REASONING_TASKS = ("gsm8k",)
+
+
+def _as_measured(task: str, fmt: str) -> str:
+    """The table's name of a task's zero-shot row under `fmt` as a module starts by default: a
+    `ChainOfThought` asks again for a missing answer (`default_follow_up`), DSPy's side is its own."""
+    follows_up = BENCHES[task].kind == "cot" and fmt != DSPY
+    return f"{task} [follow-up]" if follows_up else task
+
+
+def verdict(rows: list[dict[str, Any]]) -> str:
+    """Markdown: per model, each format's mean over the directly answered tasks, whether the default start
+    (`DEFAULT_FORMAT`; `REASONING_FORMAT` for GSM8K) is the best there, and every task where it falls below
+    DSPy's rendering beyond DSPy's confidence interval (its score under DSPy's lower bound): the two targets
+    of issue 15, item 1. A mean over tasks some format has not measured to its whole sample says so."""
+    latest: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for r in rows:
+        if not r.get("demos"):
+            latest[(row_task(r), r["model"], r["format"])] = r
+    formats = [f for f in ALL_FORMATS if any(k[2] == f for k in latest)]
+    lines = ["| model | " + " | ".join(f"{f} (mean)" for f in formats) + " | default start | below DSPy's CI |",
+             "|---|" + "---|" * (len(formats) + 2)]  # fmt: skip
+    for model in dict.fromkeys(r["model"] for r in rows):
+        means: dict[str, float] = {}
+        cells, unfinished = [], False
+        for f in formats:
+            got = [latest.get((_as_measured(t, f), model, f)) for t in DIRECT_TASKS]
+            found = [r for r in got if r is not None]
+            if len(found) < len(got):
+                cells.append("")
+                continue
+            means[f] = sum(r["mean"] for r in found) / len(found)
+            partial = any(r.get("partial") for r in found)
+            unfinished |= partial
+            cells.append(f"{100 * means[f]:.1f}" + (f" (n>={min(r['n'] for r in found)})" if partial else ""))
+        best = max(means, key=means.__getitem__) if means else None
+        if DEFAULT_FORMAT not in means:
+            call = f"`{DEFAULT_FORMAT}`: not measured on every task"
+        elif best == DEFAULT_FORMAT:
+            call = f"`{DEFAULT_FORMAT}` best on the mean"
+        else:
+            call = f"`{DEFAULT_FORMAT}` below `{best}` on the mean"
+        if unfinished:
+            call += " (some rows not yet at their whole sample)"
+        below = []
+        for t in (*DIRECT_TASKS, *REASONING_TASKS):
+            start_format = REASONING_FORMAT if BENCHES[t].kind == "cot" else DEFAULT_FORMAT
+            start, dspy = latest.get((_as_measured(t, start_format), model, start_format)), latest.get((t, model, DSPY))
+            if start is not None and dspy is not None and start["mean"] < dspy["lo"]:
+                below.append(f"{t}: {100 * start['mean']:.1f} (n={start['n']}) vs {100 * dspy['mean']:.1f} "
+                             f"({100 * dspy['lo']:.0f}-{100 * dspy['hi']:.0f}, n={dspy['n']})")  # fmt: skip
+        lines.append(f"| {model} | " + " | ".join(cells) + f" | {call} | {'; '.join(below) or 'none'} |")
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------------------------------ main
 def reasoning_of(task: str, args: argparse.Namespace) -> str:
     """`--reasoning` where the task's program reasons; a program without a reasoning field keeps "step"
@@ -502,6 +561,8 @@ def main() -> None:
     results = Path(args.results)
     if args.report:
         print(table(load_rows(results)))
+        print()
+        print(verdict(load_rows(results)))
         return
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]

@@ -119,6 +119,34 @@ def test_formats_with_demos_draws_the_same_label_covering_demos_and_keys_rows_by
     )
 
 
+def test_formats_verdict_checks_the_default_start_against_every_format_and_dspy() -> None:
+    """`formats.py --report`'s verdict: the default start's mean over the directly answered tasks against each
+    format's, and each task (GSM8K under its reasoning start, which follows up) where the start scores below
+    DSPy's lower bound; a format missing a task gets no mean, an unfinished one says so."""
+    import formats
+
+    def row(task: str, model: str, fmt: str, mean: float, **extra: object) -> dict:
+        return {"task": task, "model": model, "format": fmt, "n": 100, "mean": mean, "lo": mean - 0.1,
+                "hi": mean + 0.1, "reasoning": "none", **extra}  # fmt: skip
+
+    rows = []
+    for task in formats.DIRECT_TASKS:
+        rows += [row(task, "0.5b", "json", 0.5), row(task, "0.5b", "labels", 0.4), row(task, "0.5b", "dspy", 0.42)]
+        rows += [row(task, "1.5b", "json", 0.5), row(task, "1.5b", "tags", 0.6, partial=True, n=40)]
+    rows += [row("bbh/object_counting", "0.5b", "json", 0.1), row("bbh/object_counting", "0.5b", "json", 0.2, demos=4)]
+    rows += [row("gsm8k", "0.5b", "labels", 0.3, follow_up=True), row("gsm8k", "0.5b", "dspy", 0.5)]
+    rows += [row("gsm8k", "0.5b", "labels", 0.01)]  # the same start without the follow-up: not the default
+    lines = {line.split(" | ")[0]: line for line in formats.verdict(rows).splitlines()}
+    zero, one = lines["| 0.5b"], lines["| 1.5b"]
+    json_mean = 100 * (5 * 0.5 + 0.1) / 6  # the later object counting row replaces the earlier one; demos don't count
+    assert f"| {json_mean:.1f} |" in zero and "| 40.0 |" in zero and "`json` best on the mean |" in zero
+    assert "bbh/object_counting: 10.0 (n=100) vs 42.0 (32-52, n=100)" in zero
+    assert "gsm8k: 30.0 (n=100) vs 50.0 (40-60, n=100)" in zero
+    assert "`json` below `tags` on the mean (some rows not yet at their whole sample)" in one
+    assert "| 60.0 (n>=40) |" in one and one.endswith("| none |")
+    assert formats.verdict([r for r in rows if r["format"] != "json"]).count("not measured on every task") == 2
+
+
 def test_chosen_demos_takes_dspy_rows_with_their_demos_and_tables_each_layout(tmp_path: Path) -> None:
     """`chosen_demos.py`: DSPy MIPROv2 rows that recorded their chosen demos (the latest per key) become
     sources; rows with demos in a prompthone layout key on the layout revision; the table shows each layout."""
