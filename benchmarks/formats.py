@@ -53,6 +53,7 @@ from prompthone.lm.local.assemble import resolve_gguf
 from prompthone.metrics import ChoiceMatch, ExactMatch, Metric, NumericMatch
 from prompthone.optimize.proposers.demos import covering_sample
 from prompthone.program import ChainOfThought, Demo, Predict, Program, Signature
+from prompthone.program.label_sets import find_labels
 from prompthone.program.module import LEGACY_REASONING_DESCRIPTION, REASONING_DESCRIPTION
 from prompthone.program.params import DEFAULT_FORMAT, PROMPT_FORMATS, REASONING_FORMAT
 from prompthone.program.render import DEMO_LAYOUT_REVISION
@@ -324,6 +325,19 @@ def step_recorded(rows: Sequence[dict[str, Any]], key: tuple, example_ids: list[
     return any(key_of(r) == key and r.get("example_ids") == example_ids for r in rows)
 
 
+#: how prompthone reads a reply to a field that enumerates its values: 2 since rule 8 of
+#: `prompthone.program.parse` (the value a reply starts with, chatter after it dropped); 1 before
+LABEL_SET_PARSE_REVISION = 2
+
+
+def parse_revision(task: str, fmt: str) -> int:
+    """The revision of prompthone's reply reading a row measured: it matters only where an output field
+    enumerates its values (rows from before it read as 1)."""
+    bench = BENCHES.get(task)
+    enumerates = bench is not None and any(find_labels(d) for d in bench.outputs.values() if d)
+    return LABEL_SET_PARSE_REVISION if enumerates and fmt != DSPY else 1
+
+
 def layout_revision(fmt: str, demos: int) -> int:
     """The revision of prompthone's layouts a row measured (`DEMO_LAYOUT_REVISION`; 1 before it existed):
     it matters only where prompthone renders demos."""
@@ -338,18 +352,21 @@ def row_key(
     revision: int | None = None,
     reasoning: str = "step",
     follow_up: bool = False,
-) -> tuple[str, str, str, int, int, str, bool]:
+    parsed: int | None = None,
+) -> tuple[str, str, str, int, int, str, bool, int]:
     """A row is measured again when what it sends changed: a newer layout revision is a new row, and so
     is another wording of the reasoning field (DSPy's side renders its own, whatever it is), and so is
-    a prompthone row whose modules asked again for an output their reply lacked (`--follow-up`)."""
+    a prompthone row whose modules asked again for an output their reply lacked (`--follow-up`); and
+    when how its replies are read changed (`parsed`, the parse revision; the caches replay the replies)."""
     rev = layout_revision(fmt, demos) if revision is None else revision
-    return (task, model, fmt, demos, rev, "step" if fmt == DSPY else reasoning, follow_up and fmt != DSPY)
+    parse_rev = parse_revision(task, fmt) if parsed is None else parsed
+    return (task, model, fmt, demos, rev, "step" if fmt == DSPY else reasoning, follow_up and fmt != DSPY, parse_rev)
 
 
-def key_of(r: dict[str, Any]) -> tuple[str, str, str, int, int, str, bool]:
+def key_of(r: dict[str, Any]) -> tuple[str, str, str, int, int, str, bool, int]:
     """A stored row's key (rows from before a key field existed read as its default)."""
     return row_key(r["task"], r["model"], r["format"], r.get("demos", 0), r.get("demo_layout_revision", 1),
-                   r.get("reasoning", "step"), r.get("follow_up", False))  # fmt: skip
+                   r.get("reasoning", "step"), r.get("follow_up", False), r.get("parse_revision", 1))  # fmt: skip
 
 
 def row_task(r: dict[str, Any]) -> str:
@@ -499,7 +516,8 @@ def run_task(
             row = {
                 "task": task, "model": model, "format": fmt, "demos": len(demos), "reasoning": reasoning_of(task, args),
                 "follow_up": args.follow_up and fmt != DSPY,
-                "demo_layout_revision": layout_revision(fmt, len(demos)), "n": len(part),
+                "demo_layout_revision": layout_revision(fmt, len(demos)),
+                "parse_revision": parse_revision(task, fmt), "n": len(part),
                 "partial": k < len(whole),  # of the task's whole sample: a `--limit` run's last step is partial too
                 "mean": mean, "lo": lo, "hi": hi, **out, "max_tokens": bench.max_tokens,
                 "wall_s": round(time.perf_counter() - t0, 1), "load_avg_start": load0,

@@ -147,6 +147,22 @@ def test_formats_verdict_checks_the_default_start_against_every_format_and_dspy(
     assert formats.verdict([r for r in rows if r["format"] != "json"]).count("not measured on every task") == 2
 
 
+def test_formats_rows_of_a_task_whose_output_enumerates_its_values_are_read_again_under_the_label_set_rule() -> None:
+    """Rule 8 of the parser changes how replies to trec-label's `label` ("one of: ...") are read, so those rows
+    are scored again (their replies replay from the caches); SST-2's answer enumerates nothing, and DSPy's
+    side reads its own replies."""
+    import formats
+
+    old = {"task": "trec-label", "model": "1.5b", "format": "labels", "demos": 0, "n": 100}
+    assert formats.parse_revision("trec-label", "labels") == formats.LABEL_SET_PARSE_REVISION == 2
+    assert formats.key_of(old) != formats.row_key("trec-label", "1.5b", "labels")
+    assert formats.key_of({**old, "parse_revision": 2}) == formats.row_key("trec-label", "1.5b", "labels")
+    assert formats.left_to_score([old], ["labels"], 100, "trec-label", "1.5b", 0, "step", False) == ["labels"]
+    for task, fmt in (("sst2", "labels"), ("trec-label", "dspy"), ("hotpotqa", "json")):
+        assert formats.parse_revision(task, fmt) == 1
+        assert formats.key_of({**old, "task": task, "format": fmt}) == formats.row_key(task, "1.5b", fmt)
+
+
 def test_chosen_demos_takes_dspy_rows_with_their_demos_and_tables_each_layout(tmp_path: Path) -> None:
     """`chosen_demos.py`: DSPy MIPROv2 rows that recorded their chosen demos (the latest per key) become
     sources; rows with demos in a prompthone layout key on the layout revision; the table shows each layout."""

@@ -140,3 +140,41 @@ def test_structured_reply_missing_a_key_or_not_json():
     assert not missing.ok and "no key 'answer'" in missing.failure.reason
     fallback = cot("Reasoning: 6*7\nAnswer: 42", structured=True)
     assert fallback.ok and fallback.values["answer"] == "42" and fallback.how["answer"] == "label"
+
+
+TREC_LABEL = Signature(
+    {"question": ""},
+    {"label": "one of: abbreviation, description, entity, human, location, number"},
+    "Classify the question.",
+)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "reply", "label", "how"),
+    [
+        # what the 1.5B model writes on issue 15's TREC program: the label, then an answer to the question
+        ("labels", "Label: entity\nAmerican Red Cross was founded by Clara Barton.", "entity", "label+label-set"),
+        ("recap", "Label: **Human**\nThe first woman governor was Nellie Tayloe Ross.", "human", "label+label-set"),
+        ("tags", "<description>...</description>", "description", "whole-reply+label-set"),
+        ("tags", "<entity>", "entity", "whole-reply+label-set"),
+        ("tags", "<label>location</label> because it asks where", "location", "label"),
+        ("json", '{"label": "number (a count)"}', "number", "json+label-set"),
+        # an allowed value as written stays as written (the metric compares case and spacing)
+        ("labels", "Label: Entity", "Entity", "label"),
+        # naming two values, or starting with none, is not a choice: kept for the metric to judge
+        ("labels", "Label: entity or human\nIt asks for a person.", "entity or human\nIt asks for a person.", "label"),
+        ("labels", "Label: It expects a human.", "It expects a human.", "label"),
+        ("labels", "Label: humanity", "humanity", "label"),
+    ],
+)
+def test_a_field_that_enumerates_its_values_is_read_as_the_value_a_reply_starts_with(fmt, reply, label, how):
+    parsed = parse_reply(TREC_LABEL, reply, format=fmt)
+    assert parsed.ok and parsed.values["label"] == label and parsed.how["label"] == how
+
+
+def test_a_field_without_an_enumeration_keeps_the_whole_value_and_a_failure_stays_a_failure():
+    free = Signature({"question": ""}, {"label": "the type of answer"}, "Classify the question.")
+    assert parse_reply(free, "Label: entity\nMore text.").values["label"] == "entity\nMore text."
+    two = Signature({"question": ""}, {"label": "one of: a b, c d", "why": ""}, "x")
+    failed = parse_reply(two, "Label: c d\nthen more")
+    assert not failed.ok and failed.failure.missing == ("why",)

@@ -29,6 +29,12 @@ Small models rarely reply in exactly the format they were shown. The rules, in o
    whole unlabelled reply longer than one short line (rule 5 would make any chatter the answer). What
    is still missing fails.
 
+8. Label sets. An output field whose description enumerates its values ("one of: a, b, c") takes the
+   value a reply starts it with when the reply goes on past it: `Label: entity` followed by a line of
+   chatter, or the value written as a marker (`<entity>`, `<description>...</description>`) is that
+   value. Only when the first line starts with an allowed value and names no other one; a value that
+   is already one, or names none or several, is kept as written (the metric judges it).
+
 Each prompt format (`PromptParams.format`) has its reader here, chosen by `parse_reply`:
 
 - "labels" and "recap" reply in `Label: value` lines: the rules above.
@@ -53,6 +59,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from prompthone.program.label_sets import find_labels, label_pattern
 from prompthone.program.params import PROMPT_FORMATS
 from prompthone.program.signature import Field, Signature
 from prompthone.program.values import label_key
@@ -426,6 +433,40 @@ def parse_tags(signature: Signature, text: str, *, optional: Collection[str] = (
     return parsed
 
 
+@functools.lru_cache(maxsize=512)
+def _label_sets(signature: Signature) -> dict[str, tuple[str, ...]]:
+    """output field -> the values its description enumerates (fields that enumerate none are left out)."""
+    return {f.name: tuple(found) for f in signature.outputs if f.description and (found := find_labels(f.description))}
+
+
+_LEADING_MARKUP = re.compile(r"^[\s<*_\"'`(\[]+")
+
+
+def _settled(value: str, labels: tuple[str, ...]) -> str | None:
+    """The allowed value `value` starts with, when it goes on past it (rule 8); None to keep `value`."""
+    if any(value.strip().casefold() == x.casefold() for x in labels):
+        return None
+    first = _LEADING_MARKUP.sub("", value.strip().split("\n", 1)[0])
+    named = [x for x in labels if label_pattern(x).search(first)]
+    if len(named) == 1 and label_pattern(named[0]).match(first):
+        return named[0]
+    return None
+
+
+def settle_labels(signature: Signature, parsed: Parsed) -> Parsed:
+    """`parsed` with rule 8 applied to every output field that enumerates its values; a failure is kept."""
+    sets = _label_sets(signature)
+    if not sets or parsed.failure is not None:
+        return parsed
+    values, how = dict(parsed.values), dict(parsed.how)
+    for name, labels in sets.items():
+        value = values.get(name)
+        picked = None if value is None else _settled(value, labels)
+        if picked is not None:
+            values[name], how[name] = picked, f"{how[name]}+label-set"
+    return Parsed(values, how) if values != parsed.values else parsed
+
+
 def parse_reply(
     signature: Signature,
     text: str,
@@ -438,9 +479,11 @@ def parse_reply(
     """Turn a reply into output fields, read as `format` writes them; never raises on a bad reply,
     returns a failure instead."""
     if structured or format == "json":
-        return parse_json(signature, text, optional=optional, truncated=truncated)
-    if format == "tags":
-        return parse_tags(signature, text, optional=optional, truncated=truncated)
-    if format not in PROMPT_FORMATS:
+        parsed = parse_json(signature, text, optional=optional, truncated=truncated)
+    elif format == "tags":
+        parsed = parse_tags(signature, text, optional=optional, truncated=truncated)
+    elif format in PROMPT_FORMATS:
+        parsed = parse_text(signature, text, optional=optional, truncated=truncated)
+    else:
         raise ValueError(f"prompt format must be one of {list(PROMPT_FORMATS)}, got {format!r}")
-    return parse_text(signature, text, optional=optional, truncated=truncated)
+    return settle_labels(signature, parsed)

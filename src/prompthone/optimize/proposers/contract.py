@@ -26,26 +26,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from prompthone.program.label_sets import find_labels, label_pattern, sentences
 from prompthone.program.signature import Field
 
 #: statuses a checked proposal gets: kept as written, repaired, or rejected (to be re-sampled)
 KEPT, REPAIRED, REJECTED = "kept", "repaired", "rejected"
-
-#: label sets bigger than this are not treated as an enumeration (a list of 20 things is prose)
-MAX_LABELS = 20
-_ITEM = re.compile(r"^\(?[A-Za-z0-9][\w'\-]*\)?(?: [\w'\-]+){0,2}$")
-_ITEM_SPLIT = re.compile(r"\s*(?:,|;|/|\|)\s*|\s+(?:or|and)\s+", re.I)
-_ONE_OF = re.compile(
-    r"\bone\s+of(?:\s+the(?:se)?)?(?:\s+(?:following|allowed|possible|valid|given))?"
-    r"(?:\s+(?:labels?|categories|classes|options|values|words|answers|types|kinds))?\s*(?::|-|–)?\s*",
-    re.I,
-)
-_COLON = re.compile(r":\s*")
-_BINARY = re.compile(r"(?:^|[\s(])(?:either\s+)?([A-Za-z]+)\s+or\s+([A-Za-z]+)\s*[?.!)]?\s*$", re.I)
-_NOT_LABELS = {
-    "a", "an", "the", "and", "or", "not", "more", "less", "it", "this", "that", "them", "one", "other", "else",
-    "both", "neither", "either", "any", "all", "some", "so", "to", "be", "is", "are", "of", "in", "on", "for",
-}  # fmt: skip
 
 #: answer forms: (name, where the start requires it, how a proposal shows it kept it)
 FORMS: tuple[tuple[str, re.Pattern[str], re.Pattern[str]], ...] = (
@@ -67,59 +52,6 @@ FORMS: tuple[tuple[str, re.Pattern[str], re.Pattern[str]], ...] = (
 
 #: a word in any script (an instruction in Chinese is one "word" here, and never a format word)
 _WORD = re.compile(r"[^\W\d_]+")
-_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'“])")
-
-
-def _sentences(text: str) -> list[str]:
-    return [s.strip() for s in _SENTENCE.split(text.strip()) if s.strip()]
-
-
-def _items(rest: str) -> list[str] | None:
-    """The items of an enumeration at the start of `rest` (up to the sentence end), or None if it is
-    not one: every item must be one to three plain words, a quoted word, or an option like `(A)`."""
-    rest = re.split(r"(?<=[^.]\w)[.!?](?:\s|$)|\n", rest.strip(), maxsplit=1)[0]
-    rest = rest.strip().rstrip(".!?")
-    out: list[str] = []
-    for raw in _ITEM_SPLIT.split(rest):
-        item = raw.strip().strip("\"'`“”‘’*").strip()
-        if re.fullmatch(r"\([A-Za-z0-9]\)", item) is None:
-            item = re.sub(r"\s*\([^)]*\)\s*", " ", item).strip()  # "c (in lowercase)" -> "c"
-        item = re.sub(r"^(?:either|or|and)\s+", "", item, flags=re.I).strip()
-        if not item:
-            continue
-        if len(item) > 30 or not _ITEM.match(item):
-            return None
-        out.append(item)
-    return out if 2 <= len(out) <= MAX_LABELS else None
-
-
-def find_labels(text: str) -> list[str]:
-    """The allowed labels `text` enumerates ("one of: a, b, c", "...: a, b, c.", "positive or negative?"),
-    in their order; [] when it enumerates none."""
-    for sentence in _sentences(text) or [text]:
-        m = _ONE_OF.search(sentence)
-        if m:
-            found = _items(sentence[m.end() :])
-            if found:
-                return found
-        for m in _COLON.finditer(sentence):
-            found = _items(sentence[m.end() :])
-            if found and len(found) >= 3:
-                return found
-        m = _BINARY.search(sentence)
-        if m and not {m.group(1).lower(), m.group(2).lower()} & _NOT_LABELS:
-            return [m.group(1), m.group(2)]
-    return []
-
-
-def _label_pattern(label: str) -> re.Pattern[str]:
-    """A label as a proposal may write it: any case, spaces or hyphens between words, a plural."""
-    words = [re.escape(w) for w in re.split(r"[\s\-_]+", label.strip()) if w]
-    last = words[-1]
-    consonant_y = re.fullmatch(r"\w*[^aeiou\W]y", last, re.I)  # entity -> entities
-    last = rf"{last[:-1]}(?:y|ies)" if consonant_y else rf"{last}(?:s|es)?"
-    body = r"[\s\-_]*".join([*words[:-1], last])
-    return re.compile(rf"(?<![\w]){body}(?![\w])", re.I)
 
 
 @dataclass(frozen=True)
@@ -158,7 +90,7 @@ class Contract:
                 if statement not in statements:
                     statements.append(statement)
 
-        for sentence in _sentences(instruction):
+        for sentence in sentences(instruction):
             take(sentence, sentence)
         for f in outputs:
             if f.name in skip or not f.description:
@@ -171,7 +103,7 @@ class Contract:
     def missing(self, text: str) -> list[str]:
         """What `text` leaves out: the labels it does not name, or (with no label set) the forms."""
         if self.labels:
-            return [x for x in self.labels if not _label_pattern(x).search(text)]
+            return [x for x in self.labels if not label_pattern(x).search(text)]
         return [name for name, _, kept in FORMS if name in self.forms and not kept.search(text)]
 
     def repair(self, text: str) -> str:
@@ -190,7 +122,7 @@ def _without_lists(text: str) -> str:
     """`text` minus an enumeration it holds, so a label called "number" is not read as a form."""
     found = find_labels(text)
     for x in found:
-        text = _label_pattern(x).sub(" ", text)
+        text = label_pattern(x).sub(" ", text)
     return text
 
 
@@ -298,7 +230,7 @@ def states_no_task(text: str, contract: Contract) -> bool:
     """True when `text` holds nothing but the output's names, its allowed labels and format words: a header
     such as "**Good Output:** Label (one of: ...)" keeps every label, yet asks nothing of the model."""
     for label in contract.labels:
-        text = _label_pattern(label).sub(" ", text)
+        text = label_pattern(label).sub(" ", text)
     words = {w.lower() for w in _WORD.findall(text)}
     return not words - _NO_TASK_WORDS - set(contract.fields)
 
