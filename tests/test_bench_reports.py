@@ -136,15 +136,24 @@ def test_formats_verdict_checks_the_default_start_against_every_format_and_dspy(
     rows += [row("bbh/object_counting", "0.5b", "json", 0.1), row("bbh/object_counting", "0.5b", "json", 0.2, demos=4)]
     rows += [row("gsm8k", "0.5b", "labels", 0.3, follow_up=True), row("gsm8k", "0.5b", "dspy", 0.5)]
     rows += [row("gsm8k", "0.5b", "labels", 0.01)]  # the same start without the follow-up: not the default
-    lines = {line.split(" | ")[0]: line for line in formats.verdict(rows).splitlines()}
-    zero, one = lines["| 0.5b"], lines["| 1.5b"]
+    text = formats.verdict(rows)
+    lines = {tuple(line.split(" | ")[:2]): line for line in text.splitlines() if line.startswith("| ")}
     json_mean = 100 * (5 * 0.5 + 0.1) / 6  # the later object counting row replaces the earlier one; demos don't count
-    assert f"| {json_mean:.1f} |" in zero and "| 40.0 |" in zero and "`json` best on the mean |" in zero
-    assert "bbh/object_counting: 10.0 (n=100) vs 42.0 (32-52, n=100)" in zero
-    assert "gsm8k: 30.0 (n=100) vs 50.0 (40-60, n=100)" in zero
-    assert "`json` below `tags` on the mean (some rows not yet at their whole sample)" in one
-    assert "| 60.0 (n>=40) |" in one and one.endswith("| none |")
-    assert formats.verdict([r for r in rows if r["format"] != "json"]).count("not measured on every task") == 2
+    assert f"| **{json_mean:.1f}** |" in lines[("| 0.5b", "json (default)")]
+    assert "| 40.0 | gsm8k: 30.0 (n=100)" in lines[("| 0.5b", "labels")] and "| 42.0 |" in lines[("| 0.5b", "dspy")]
+    starts = "- 0.5b: the default start (`json`, `labels` for GSM8K) is best on the mean; below DSPy's CI on "
+    assert starts + "bbh/object_counting: 10.0 (n=100) vs 42.0 (32-52, n=100); gsm8k: 30.0 (n=100) vs 50.0" in text
+    assert (
+        "| **60.0 (n>=40)** | none |" in lines[("| 1.5b", "tags")]
+        and "0 of 6 tasks measured" in lines[("| 1.5b", "dspy")]
+    )
+    assert (
+        "- 1.5b: the default start (`json`, `labels` for GSM8K) is below `tags` on the mean; below DSPy's CI on no task"
+        in text
+    )
+    assert "| 6 of 12 tasks measured |" in lines[("| both", "tags")]  # both models: a mean needs every pair
+    assert "0.5b bbh/object_counting: 10.0" in lines[("| both", "json (default)")]
+    assert formats.verdict([r for r in rows if r["format"] != "json"]).count("not measured on every task") == 3
 
 
 def test_formats_rows_of_a_task_whose_output_enumerates_its_values_are_read_again_under_the_label_set_rule() -> None:
