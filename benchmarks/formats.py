@@ -31,6 +31,7 @@ same examples.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -330,6 +331,7 @@ def step_recorded(rows: Sequence[dict[str, Any]], key: tuple, example_ids: list[
 LABEL_SET_PARSE_REVISION = 2
 
 
+@functools.cache  # `key_of` asks for every stored row
 def parse_revision(task: str, fmt: str) -> int:
     """The revision of prompthone's reply reading a row measured: it matters only where an output field
     enumerates its values (rows from before it read as 1)."""

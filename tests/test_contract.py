@@ -21,7 +21,6 @@ from prompthone.optimize.opro import OPRO
 from prompthone.optimize.proposers.contract import (
     Contract,
     contract_report,
-    find_labels,
     guard,
     looks_truncated,
     runs_to_cutoff,
@@ -30,6 +29,7 @@ from prompthone.optimize.proposers.contract import (
     talks_about_program,
 )
 from prompthone.program import Predict, Program, Signature
+from prompthone.program.label_sets import find_labels
 from prompthone.program.signature import Field
 from test_mipro_world import make_setup, proposer_answer
 

@@ -178,3 +178,16 @@ def test_a_field_without_an_enumeration_keeps_the_whole_value_and_a_failure_stay
     two = Signature({"question": ""}, {"label": "one of: a b, c d", "why": ""}, "x")
     failed = parse_reply(two, "Label: c d\nthen more")
     assert not failed.ok and failed.failure.missing == ("why",)
+
+
+def test_a_long_follow_up_reply_counts_when_rule_8_reads_an_allowed_value_from_it():
+    from prompthone.program.parse import merge_follow_up
+
+    two = Signature({"question": ""}, {"reasoning": "", "label": "one of: entity, human"}, "x")
+    first = parse_reply(two, "Reasoning: it asks who.")
+    reply = "Human. The question asks for the person who founded it."
+    merged = merge_follow_up(first, parse_reply(two, reply, optional=("reasoning",)), reply)
+    assert merged.ok and merged.values["label"] == "human" and merged.how["label"] == "follow-up"
+    chatter = "The question asks for the person who founded it, so a person."
+    kept = merge_follow_up(first, parse_reply(two, chatter, optional=("reasoning",)), chatter)
+    assert not kept.ok and kept.failure.missing == ("label",)

@@ -8,6 +8,7 @@ a reply may be read as are the same set.
 
 from __future__ import annotations
 
+import functools
 import re
 
 #: label sets bigger than this are not treated as an enumeration (a list of 20 things is prose)
@@ -72,6 +73,7 @@ def find_labels(text: str) -> list[str]:
     return []
 
 
+@functools.lru_cache(maxsize=1024)  # the parser asks for the same few labels on every reply
 def label_pattern(label: str) -> re.Pattern[str]:
     """A label as a proposal or a reply may write it: any case, spaces or hyphens between words, a plural."""
     words = [re.escape(w) for w in re.split(r"[\s\-_]+", label.strip()) if w]

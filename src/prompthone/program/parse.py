@@ -26,8 +26,8 @@ Small models rarely reply in exactly the format they were shown. The rules, in o
 7. Follow-up. A module built with `follow_up=True` whose reply lacks required outputs asks once
    more, in the same chat, for those outputs only (`render.follow_up_message`); that reply is read by
    these rules with only the missing outputs required, and `merge_follow_up` takes those, except a
-   whole unlabelled reply longer than one short line (rule 5 would make any chatter the answer). What
-   is still missing fails.
+   whole unlabelled reply longer than one short line (rule 5 would make any chatter the answer) that
+   rule 8 did not read an allowed value from. What is still missing fails.
 
 8. Label sets. An output field whose description enumerates its values ("one of: a, b, c") takes the
    value a reply starts it with when the reply goes on past it: `Label: entity` followed by a line of
@@ -447,9 +447,9 @@ def _settled(value: str, labels: tuple[str, ...]) -> str | None:
     if any(value.strip().casefold() == x.casefold() for x in labels):
         return None
     first = _LEADING_MARKUP.sub("", value.strip().split("\n", 1)[0])
-    named = [x for x in labels if label_pattern(x).search(first)]
-    if len(named) == 1 and label_pattern(named[0]).match(first):
-        return named[0]
+    named = [(x, p) for x in labels if (p := label_pattern(x)).search(first)]
+    if len(named) == 1 and named[0][1].match(first):
+        return named[0][0]
     return None
 
 

@@ -353,7 +353,6 @@ __all__: Sequence[str] = [
     "Verdict",
     "contract_report",
     "contracts_for",
-    "find_labels",
     "guard",
     "looks_truncated",
     "runs_to_cutoff",
