@@ -47,7 +47,7 @@ from typing import Any
 
 from machine import cpu_model
 from prompthone.data import Example, load_bbh, load_gsm8k, load_hotpotqa_distractor, load_sst2, load_trec
-from prompthone.evaluate import EvaluationError, Evaluator
+from prompthone.evaluate import EvalResult, EvaluationError, Evaluator
 from prompthone.evaluate.stats import mean_ci
 from prompthone.lm import LM
 from prompthone.lm.local.assemble import resolve_gguf
@@ -195,6 +195,34 @@ def demos_for(bench: Bench, k: int, root: str | None) -> list[dict[str, str]]:
 
 
 # ------------------------------------------------------------------------------------------ rows
+def evaluate_format(
+    bench: Bench,
+    fmt: str,
+    examples: list[Example],
+    lm: LM,
+    root: str | None,
+    demos: Sequence[dict[str, str]] = (),
+    *,
+    follow_up: bool = False,
+    progress: bool = True,
+) -> EvalResult:
+    """The zero-shot program with every module in `fmt`, evaluated on `examples`: the one path both the
+    rows (`score_prompthone`) and the answer summaries (`formats_answers.py`) take, so the two read the
+    same cached replies the same way."""
+    program = bench.program(root)
+    for module in program.named_modules().values():
+        module.format = fmt
+        module.follow_up = follow_up
+        module.params = module.params.with_demos(Demo(d) for d in demos)
+    # max_errors=0: an example that errored (the server went away, a timeout) was not measured, so the
+    # row is not written at all; a rerun picks it up from the caches
+    ev = Evaluator(
+        program, bench.metric(), lm, concurrency=1, max_errors=0, progress=progress,
+        keep_traces=False, temperature=0.0, max_tokens=bench.max_tokens,
+    )  # fmt: skip
+    return ev.evaluate_sync(None, examples, description=f"{bench.name} {fmt}")
+
+
 def score_prompthone(
     bench: Bench,
     fmt: str,
@@ -205,20 +233,9 @@ def score_prompthone(
     *,
     follow_up: bool = False,
 ) -> dict[str, Any]:
-    program = bench.program(root)
-    for module in program.named_modules().values():
-        module.format = fmt
-        module.follow_up = follow_up
-        module.params = module.params.with_demos(Demo(d) for d in demos)
-    # max_errors=0: an example that errored (the server went away, a timeout) was not measured, so the
-    # row is not written at all; a rerun picks it up from the caches
-    ev = Evaluator(
-        program, bench.metric(), lm, concurrency=1, max_errors=0, progress=True,
-        keep_traces=False, temperature=0.0, max_tokens=bench.max_tokens,
-    )  # fmt: skip
     paid0 = lm.usage.calls - lm.usage.cache_hits
     try:
-        res = ev.evaluate_sync(None, examples, description=f"{bench.name} {fmt}")
+        res = evaluate_format(bench, fmt, examples, lm, root, demos, follow_up=follow_up)
     except EvaluationError as exc:
         raise SystemExit(f"{bench.name} {fmt}: {exc}; no row written") from None
     recs = {r.example_id: r for r in res.records}

@@ -8,6 +8,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import proposal_contracts as pc
@@ -363,3 +365,59 @@ def test_the_sign_test_of_the_mipro_pairs_is_the_exact_binomial_tail() -> None:
     line = dt.paired_line([0.045, -0.05, -0.03, 0.025, -0.075, -0.008, -0.015])
     assert "mean -0.015 (from -0.075 to +0.045); mipro higher on 2 of 7 pairs, lower on 5" in line
     assert line.endswith("p = 0.45)")
+
+
+def test_formats_answers_replays_a_row_from_the_cache_alone_and_summarizes_its_wrong_answers(tmp_path: Path) -> None:
+    """`formats_answers.py`: a row's replies come back from the answer cache under the server's identity, never
+    from a model; the summary gives the signed error of numeric answers, and a row that does not replay (a
+    reply missing, or a score that differs) stops the script with the row named."""
+    import formats
+    import formats_answers as fa
+    from prompthone.lm import LM
+    from prompthone.lm.scripted import ScriptedBackend
+
+    bench = formats.BENCHES["bbh/object_counting"]
+    examples = formats.sample(bench, None)[:6]
+    gold = {ex.inputs["question"]: int(ex.labels["answer"]) for ex in examples}
+    over = {q: n + (2 if i % 2 else 0) for i, (q, n) in enumerate(gold.items())}  # every other one 2 too high
+
+    class AsServed(ScriptedBackend):  # answers as the server did, under its identity: what formats.py cached
+        def identity(self) -> str:
+            return fa.CacheOnly("qwen2.5-coder-1.5b", 18439).identity()
+
+    def respond(request) -> str:
+        question = next(q for q in over if q in request.messages[-1][1])
+        return f'{{"answer": {over[question]}}}'
+
+    cache = tmp_path / "responses-qwen2.5-coder-1.5b.sqlite"
+    paid = LM(AsServed(respond, name="qwen2.5-coder-1.5b"), cache=str(cache))
+    res = formats.evaluate_format(bench, "json", examples[:5], paid, None, progress=False)
+    assert [r.score for r in res.records] == [1.0, 0.0, 1.0, 0.0, 1.0]
+    row = {"task": bench.name, "model": "1.5b", "format": "json", "n": 5, "mean": 0.6, "date": "d",
+           "example_ids": [ex.id for ex in examples[:5]], "parse_revision": 1}  # fmt: skip
+    assert fa.latest_rows([row, {**row, "format": "dspy"}], [bench.name], ["1.5b"]) == [row]
+
+    got = fa.replay(row, tmp_path, 18439, None)
+    assert (got.n, got.score, got.signed_error, got.too_high, got.too_low) == (5, 0.6, 0.8, 2, 0)
+    with pytest.raises(SystemExit, match="does not replay"):  # the sixth reply was never paid for
+        fa.replay({**row, "n": 6, "example_ids": [ex.id for ex in examples]}, tmp_path, 18439, None)
+    with pytest.raises(SystemExit, match=r"replays to 0\.600, the row says 0\.800"):
+        fa.replay({**row, "mean": 0.8}, tmp_path, 18439, None)
+    with pytest.raises(SystemExit, match="does not replay"):  # another port is another server: other keys
+        fa.replay(row, tmp_path, 18440, None)
+
+
+def test_formats_answers_counts_the_replies_the_label_set_rule_settled() -> None:
+    import formats
+    import formats_answers as fa
+    from prompthone.evaluate import ExampleRecord
+
+    examples = formats.sample(formats.BENCHES["trec-label"], None)[:3]
+    raws = ["Label: entity\nThe question asks for a thing.", "Label: human", "Label: entity"]
+    records = [
+        ExampleRecord(ex.id, "scored", 0.0, {"label": raw.split("\n")[0].removeprefix("Label: ")}, raw=raw)
+        for ex, raw in zip(examples, raws, strict=True)
+    ]
+    got = fa.summarize("trec-label", "0.5b", "labels", records, examples)
+    assert got.label_set_reads == 1 and got.common[0] == ("entity", 2) and got.signed_error is None
+    assert fa.summarize("sst2", "0.5b", "labels", records[:0], []).label_set_reads is None
