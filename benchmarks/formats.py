@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import math
 import os
 import platform
 import random
@@ -48,7 +49,7 @@ from typing import Any
 from machine import cpu_model
 from prompthone.data import Example, load_bbh, load_gsm8k, load_hotpotqa_distractor, load_sst2, load_trec
 from prompthone.evaluate import EvalResult, EvaluationError, Evaluator
-from prompthone.evaluate.stats import mean_ci
+from prompthone.evaluate.stats import Z95, mean_ci
 from prompthone.lm import LM
 from prompthone.lm.local.assemble import resolve_gguf
 from prompthone.metrics import ChoiceMatch, ExactMatch, Metric, NumericMatch
@@ -457,6 +458,22 @@ def _below_dspy(
             f"({100 * dspy['lo']:.0f}-{100 * dspy['hi']:.0f}, n={dspy['n']})")  # fmt: skip
 
 
+def paired_gap(ahead: Sequence[dict[str, Any]], behind: Sequence[dict[str, Any]]) -> tuple[float, float, float, int]:
+    """How far the rows `ahead` score above the rows `behind`, example by example where both scored the same
+    example: (mean difference, 95% low, 95% high, examples), the normal interval of the paired differences.
+    A lead on the mean that this interval straddles zero for is one the samples cannot tell from noise."""
+    diffs: list[float] = []
+    for a, b in zip(ahead, behind, strict=True):
+        theirs = dict(zip(b["example_ids"], b["scores"], strict=True))
+        diffs += [s - theirs[i] for i, s in zip(a["example_ids"], a["scores"], strict=True) if i in theirs]
+    n = len(diffs)
+    if n < 2:
+        return (math.nan, math.nan, math.nan, n)
+    mean = sum(diffs) / n
+    half = Z95 * math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1) / n)
+    return (mean, mean - half, mean + half, n)
+
+
 def verdict(rows: list[dict[str, Any]]) -> str:
     """Markdown: the two targets of issue 15, item 1, per model and over both. For each format, its mean over
     the directly answered tasks (the best one marked) and the tasks where it scores below DSPy's rendering
@@ -499,6 +516,13 @@ def verdict(rows: list[dict[str, Any]]) -> str:
         ]
         best_call = "not measured on every task" if DEFAULT_FORMAT not in means else (
             "best on the mean" if best == DEFAULT_FORMAT else f"below `{best}` on the mean")  # fmt: skip
+        if best is not None and best != DEFAULT_FORMAT and DEFAULT_FORMAT in means:
+            gap, lo, hi, n = paired_gap(
+                [latest[(_as_measured(t, best), m, best)] for m in group for t in DIRECT_TASKS],
+                [latest[(_as_measured(t, DEFAULT_FORMAT), m, DEFAULT_FORMAT)] for m in group for t in DIRECT_TASKS],
+            )
+            best_call += (f" by {100 * gap:.1f} points (paired over {n} examples: 95% CI "
+                          f"{100 * lo:+.1f} to {100 * hi:+.1f})")  # fmt: skip
         calls.append(f"- {name}: the default start (`{DEFAULT_FORMAT}`, `{REASONING_FORMAT}` for GSM8K) is "
                      f"{best_call}; below DSPy's CI on {'; '.join(starts) or 'no task'}")  # fmt: skip
     return "\n".join([*lines, "", *calls])

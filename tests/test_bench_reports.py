@@ -4,6 +4,7 @@ HotPotQA retrieval analysis (hotpot_retrieval.py) read what runs stored."""
 from __future__ import annotations
 
 import json
+import math
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -127,14 +128,19 @@ def test_formats_verdict_checks_the_default_start_against_every_format_and_dspy(
     DSPy's lower bound; a format missing a task gets no mean, an unfinished one says so."""
     import formats
 
-    def row(task: str, model: str, fmt: str, mean: float, **extra: object) -> dict:
-        return {"task": task, "model": model, "format": fmt, "n": 100, "mean": mean, "lo": mean - 0.1,
-                "hi": mean + 0.1, "reasoning": "none", **extra}  # fmt: skip
+    def row(
+        task: str, model: str, fmt: str, mean: float, n: int = 100, right_last: bool = False, **extra: object
+    ) -> dict:
+        right = [1.0] * round(mean * n)
+        wrong = [0.0] * (n - len(right))
+        return {"task": task, "model": model, "format": fmt, "n": n, "mean": mean, "lo": mean - 0.1,
+                "hi": mean + 0.1, "reasoning": "none", "example_ids": [f"{task}-{i}" for i in range(n)],
+                "scores": wrong + right if right_last else right + wrong, **extra}  # fmt: skip
 
     rows = []
     for task in formats.DIRECT_TASKS:
         rows += [row(task, "0.5b", "json", 0.5), row(task, "0.5b", "labels", 0.4), row(task, "0.5b", "dspy", 0.42)]
-        rows += [row(task, "1.5b", "json", 0.5), row(task, "1.5b", "tags", 0.6, partial=True, n=40)]
+        rows += [row(task, "1.5b", "json", 0.5, right_last=True), row(task, "1.5b", "tags", 0.6, partial=True, n=40)]
     rows += [row("bbh/object_counting", "0.5b", "json", 0.1), row("bbh/object_counting", "0.5b", "json", 0.2, demos=4)]
     rows += [row("gsm8k", "0.5b", "labels", 0.3, follow_up=True), row("gsm8k", "0.5b", "dspy", 0.5)]
     rows += [row("gsm8k", "0.5b", "labels", 0.01)]  # the same start without the follow-up: not the default
@@ -150,12 +156,23 @@ def test_formats_verdict_checks_the_default_start_against_every_format_and_dspy(
         and "0 of 6 tasks measured" in lines[("| 1.5b", "dspy")]
     )
     assert (
-        "- 1.5b: the default start (`json`, `labels` for GSM8K) is below `tags` on the mean; below DSPy's CI on no task"
-        in text
+        # paired on the 40 examples both scored per task: json had none of them right, tags 24
+        "- 1.5b: the default start (`json`, `labels` for GSM8K) is below `tags` on the mean by 60.0 points (paired "
+        "over 240 examples: 95% CI +53.8 to +66.2); below DSPy's CI on no task" in text
     )
     assert "| 6 of 12 tasks measured |" in lines[("| both", "tags")]  # both models: a mean needs every pair
     assert "0.5b bbh/object_counting: 10.0" in lines[("| both", "json (default)")]
     assert formats.verdict([r for r in rows if r["format"] != "json"]).count("not measured on every task") == 3
+
+
+def test_formats_paired_gap_compares_the_examples_both_rows_scored() -> None:
+    import formats
+
+    a = {"example_ids": ["x", "y", "z"], "scores": [1.0, 1.0, 0.0]}
+    b = {"example_ids": ["y", "x"], "scores": [1.0, 0.0]}  # another order, and no "z": it is not paired
+    gap, lo, hi, n = formats.paired_gap([a], [b])
+    assert (gap, n) == (0.5, 2) and lo == pytest.approx(0.5 - 1.959964 * 0.5) and hi == pytest.approx(0.5 + 0.979982)
+    assert math.isnan(formats.paired_gap([a], [{"example_ids": ["q"], "scores": [1.0]}])[0])
 
 
 def test_formats_rows_of_a_task_whose_output_enumerates_its_values_are_read_again_under_the_label_set_rule() -> None:
