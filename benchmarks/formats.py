@@ -3,6 +3,7 @@
     make bench-dspy-env                       # once: DSPy 3.4.1 in .venv-dspy
     .venv/bin/python benchmarks/formats.py    # every row not yet in the results file, most informative first
     .venv/bin/python benchmarks/formats.py --report   # the table of what is there, spending nothing
+    .venv/bin/python benchmarks/formats_answers.py    # what each format made the model answer, from the caches
 
 For each (task, model, format) it scores the zero-shot program, on the same seeded sample of test
 examples, with the same prompthone metric, under each prompthone prompt format (`PROMPT_FORMATS`: the
