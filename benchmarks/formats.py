@@ -355,8 +355,13 @@ def parse_revision(task: str, fmt: str) -> int:
     """The revision of prompthone's reply reading a row measured: it matters only where an output field
     enumerates its values (rows from before it read as 1)."""
     bench = BENCHES.get(task)
-    enumerates = bench is not None and any(find_labels(d) for d in bench.outputs.values() if d)
-    return LABEL_SET_PARSE_REVISION if enumerates and fmt != DSPY else 1
+    return LABEL_SET_PARSE_REVISION if bench is not None and enumerates_values(bench) and fmt != DSPY else 1
+
+
+def enumerates_values(bench: Bench) -> bool:
+    """Whether an output field of the task's program lists its allowed values, which rule 8 of the parser
+    reads a reply against."""
+    return any(find_labels(d) for d in bench.outputs.values() if d)
 
 
 def layout_revision(fmt: str, demos: int) -> int:

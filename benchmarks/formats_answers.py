@@ -11,7 +11,7 @@ format has to explain:
 
 - `answers`: the most common answers and their share (a model that answers `entity` to every TREC
   question scores the share of entity questions, whatever the format's reading);
-- on numeric tasks (object counting, GSM8K), the mean signed error of the answers that are numbers
+- on object counting (`NUMERIC_TASKS`), the mean signed error of the answers that are numbers
   and how many were too high and too low (a format that makes the model over-count shows here);
 - `label-set reads`: replies whose value rule 8 of `prompthone.program.parse` settled (the allowed
   value the reply starts with, chatter after it dropped), on tasks whose output enumerates its values.
@@ -24,7 +24,6 @@ without a new parse revision).
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -40,12 +39,11 @@ from prompthone.lm.backend import Backend
 from prompthone.lm.errors import ConfigError, LMError
 from prompthone.lm.openai_backend import OpenAIBackend
 from prompthone.lm.types import Generation, Request
+from prompthone.metrics.numbers import answer_number
 from prompthone.program import Signature
-from prompthone.program.label_sets import find_labels
 from prompthone.program.params import PROMPT_FORMATS
 from prompthone.program.parse import parse_reply
 
-_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 #: tasks whose answer is a number: their wrong answers are summarized as a signed error
 NUMERIC_TASKS = ("bbh/object_counting",)
 
@@ -85,11 +83,6 @@ class Answers:
     label_set_reads: int | None  # None where the output enumerates no values
 
 
-def _number(value: Any) -> float | None:
-    m = _NUMBER.search(str(value).replace(",", ""))
-    return float(m.group()) if m else None
-
-
 def summarize(
     task: str, model: str, fmt: str, records: Sequence[ExampleRecord], examples: Sequence[Example]
 ) -> Answers:
@@ -102,13 +95,14 @@ def summarize(
     errors = []
     if task in NUMERIC_TASKS:
         for r in records:
-            got, want = _number(r.outputs.get(out_name, "")), _number(gold[r.example_id])
+            got = answer_number(str(r.outputs.get(out_name, "")))
+            want = answer_number(str(gold[r.example_id]))
             if r.status == "scored" and got is not None and want is not None:
                 errors.append(got - want)
-    enumerates = any(find_labels(d) for d in bench.outputs.values() if d)
-    sig = Signature(bench.inputs, bench.outputs, bench.instruction)
+    enumerates = fm.enumerates_values(bench)
     settled = 0
     if enumerates:
+        sig = Signature(bench.inputs, bench.outputs, bench.instruction)
         for r in records:
             if r.raw:
                 read = parse_reply(sig, r.raw, format=fmt)
