@@ -588,7 +588,9 @@ def optimize_wall(row: dict[str, Any]) -> str:
 
 def choices_markdown(rows: list[dict[str, Any]], default_formats: Any = None) -> str:
     """What each prompthone optimization chose per module, and how its instruction proposals fared against
-    the task's contract (issue 15, items 3 and 6); rows from before these were recorded are left out."""
+    the task's contract (issue 15, items 3 and 6); rows from before these were recorded are left out.
+    The contract counts are the run's, over all its modules, so they stand on the run's first line only
+    (repeated on every module's line they read as each module's)."""
     lines = []
     for r in rows:
         chosen, report = r.get("chosen"), r.get("proposals") or {}
@@ -598,16 +600,16 @@ def choices_markdown(rows: list[dict[str, Any]], default_formats: Any = None) ->
             f"{report.get('checked', 0)} checked: {report.get('kept', 0)} kept / {report.get('repaired', 0)} repaired"
             f" / {report.get('rejected', 0)} rejected"
         )
-        for m, c in chosen.items():
+        for i, (m, c) in enumerate(chosen.items()):
             which = (report.get("chosen") or {}).get(m, "-")
             text = c["instruction"].replace("|", "\\|").replace("\n", " ")
-            lines.append(
-                f"| {row_name(r, default_formats)} | {m} | {which} | {c['format']} | {c['demos']} | {shares} | {text} |"
-            )
+            run_shares = shares if i == 0 else ""
+            name = row_name(r, default_formats)
+            lines.append(f"| {name} | {m} | {which} | {c['format']} | {c['demos']} | {run_shares} | {text} |")
     if not lines:
         return ""
     return (
-        "\n\n| method | module | instruction chosen | format | demos | proposals (contract) | instruction |\n"
+        "\n\n| method | module | instruction chosen | format | demos | the run's proposals (contract) | instruction |\n"
         "|---|---|---|---|---|---|---|\n" + "\n".join(lines)
     )
 

@@ -413,6 +413,26 @@ def test_the_wall_of_a_row_resumed_from_an_earlier_sessions_answers_is_marked_as
     assert cd.optimize_wall(one_go | {"method": "dspy-zero-shot", "wall_s_optimization": 0.02}) == "-"
 
 
+def test_the_choices_table_gives_a_runs_proposal_counts_once_not_on_every_modules_line():
+    import compare_dspy as cd
+
+    row = {
+        "method": "mipro",
+        "chosen": {
+            "query": {"instruction": "Write a search query.", "format": "json", "demos": 4},
+            "answer": {"instruction": "Answer | briefly.\nUse the context.", "format": "tags", "demos": 3},
+        },
+        "proposals": {"checked": 4, "kept": 3, "repaired": 1, "rejected": 0},
+    }
+    row["proposals"]["chosen"] = {"query": "start", "answer": "kept"}
+    lines = [line for line in cd.choices_markdown([row]).splitlines() if line.startswith("| mipro |")]
+    assert lines == [
+        "| mipro | query | start | json | 4 | 4 checked: 3 kept / 1 repaired / 0 rejected | Write a search query. |",
+        "| mipro | answer | kept | tags | 3 |  | Answer \\| briefly. Use the context. |",
+    ]
+    assert cd.choices_markdown([{"method": "mipro", "test": {}}]) == ""  # a row from before choices were kept
+
+
 def test_a_mipro_ablation_is_its_own_row_and_a_mistyped_setting_stops_before_any_server(tmp_path, monkeypatch):
     cd, plain = _bench_args()
     _, ablation = _bench_args("--mipro-set", "cover_labels=false")
