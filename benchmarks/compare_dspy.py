@@ -600,11 +600,11 @@ def choices_markdown(rows: list[dict[str, Any]], default_formats: Any = None) ->
             f"{report.get('checked', 0)} checked: {report.get('kept', 0)} kept / {report.get('repaired', 0)} repaired"
             f" / {report.get('rejected', 0)} rejected"
         )
+        name = row_name(r, default_formats)
         for i, (m, c) in enumerate(chosen.items()):
             which = (report.get("chosen") or {}).get(m, "-")
             text = c["instruction"].replace("|", "\\|").replace("\n", " ")
             run_shares = shares if i == 0 else ""
-            name = row_name(r, default_formats)
             lines.append(f"| {name} | {m} | {which} | {c['format']} | {c['demos']} | {run_shares} | {text} |")
     if not lines:
         return ""

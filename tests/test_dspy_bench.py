@@ -422,9 +422,14 @@ def test_the_choices_table_gives_a_runs_proposal_counts_once_not_on_every_module
             "query": {"instruction": "Write a search query.", "format": "json", "demos": 4},
             "answer": {"instruction": "Answer | briefly.\nUse the context.", "format": "tags", "demos": 3},
         },
-        "proposals": {"checked": 4, "kept": 3, "repaired": 1, "rejected": 0},
+        "proposals": {
+            "checked": 4,
+            "kept": 3,
+            "repaired": 1,
+            "rejected": 0,
+            "chosen": {"query": "start", "answer": "kept"},
+        },
     }
-    row["proposals"]["chosen"] = {"query": "start", "answer": "kept"}
     lines = [line for line in cd.choices_markdown([row]).splitlines() if line.startswith("| mipro |")]
     assert lines == [
         "| mipro | query | start | json | 4 | 4 checked: 3 kept / 1 repaired / 0 rejected | Write a search query. |",
