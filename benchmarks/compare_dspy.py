@@ -85,13 +85,14 @@ from prompthone.evaluate.stats import mean_ci
 from prompthone.lm import LM
 from prompthone.lm.availability import model_status
 from prompthone.lm.local.assemble import resolve_gguf
+from prompthone.lm.local.catalog import start_format_of
 from prompthone.lm.settings import ONE_AT_A_TIME_ENV
 from prompthone.optimize import Budget
 from prompthone.optimize.format_search import for_start, format_choices
 from prompthone.optimize.mipro.settings import MIPROSettings
 from prompthone.program import ChainOfThought, Program
 from prompthone.program.module import LEGACY_REASONING_DESCRIPTION
-from prompthone.program.params import LEGACY_FORMAT
+from prompthone.program.params import LEGACY_FORMAT, MODULE_DEFAULTS
 from prompthone.program.render import DEMO_LAYOUT_REVISION
 from prompthone.runs.config import parse_settings
 from prompthone.runs.runner import run_optimization
@@ -291,36 +292,45 @@ def row_key(method: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def start_formats(args: argparse.Namespace) -> dict[str, str]:
-    """The prompt format each module of the task's start program is in (prompthone's default for its
-    kind of module, unless the task names one): a row measured in other formats is another row."""
-    return dict(_start_formats(args.task, args.data_root))
+    """The prompt format each module of the task's start program is in on `--model` (the model's start format
+    from the catalog, or prompthone's default for the kind of module, unless the task names one): a row
+    measured in other formats is another row."""
+    return dict(_start_formats(args.task, args.data_root, args.model))
 
 
 def start_reasoning(args: argparse.Namespace) -> dict[str, str]:
     """How each chain-of-thought module of the task's start program words its reasoning field: a row
     whose start asked for its reasoning otherwise sent other prompts, so it is another row."""
-    return dict(_start_reasoning(args.task, args.data_root))
+    return dict(_start_reasoning(args.task, args.data_root, args.model))
 
 
 def start_follow_up(args: argparse.Namespace) -> list[str]:
     """The start program's modules that ask once more for an output a reply lacked (`follow_up`): a row
     whose start asks sends more calls where a reply is unreadable, so it is another row."""
-    return [name for name, module in _start_program(args.task, args.data_root).named_modules().items()
+    return [name for name, module in _start_program(args.task, args.data_root, args.model).named_modules().items()
             if module.follow_up]  # fmt: skip
 
 
 @functools.cache
-def _start_program(task: str, data_root: str | None) -> Program:
+def _start_program(task: str, data_root: str | None, model: str) -> Program:
     # once per task: row keys are asked for several times a row, and a program may load a corpus (HotPotQA)
-    return get_task(task).make_program(data_root)
+    return start_program(task, data_root, model)
 
 
-def _start_formats(task: str, data_root: str | None) -> tuple[tuple[str, str], ...]:
-    return tuple((name, module.format) for name, module in _start_program(task, data_root).named_modules().items())
+def start_program(task: str, data_root: str | None, model: str) -> Program:
+    """The task's start program as a run on the embedded `model` starts it (in the model's start format)."""
+    program = get_task(task).make_program(data_root)
+    program.adopt_start_formats(start_format_of(model))
+    return program
 
 
-def _start_reasoning(task: str, data_root: str | None) -> tuple[tuple[str, str], ...]:
-    modules = _start_program(task, data_root).named_modules().items()
+def _start_formats(task: str, data_root: str | None, model: str) -> tuple[tuple[str, str], ...]:
+    modules = _start_program(task, data_root, model).named_modules().items()
+    return tuple((name, module.format) for name, module in modules)
+
+
+def _start_reasoning(task: str, data_root: str | None, model: str) -> tuple[tuple[str, str], ...]:
+    modules = _start_program(task, data_root, model).named_modules().items()
     return tuple(
         (name, next(f.description for f in m.signature.outputs if f.name == "reasoning"))
         for name, m in modules
@@ -409,9 +419,8 @@ async def run_zero_shot(url: str, args: argparse.Namespace, cache: Path) -> dict
         task, n_train=args.n_train, n_val=args.n_val, n_test=args.n_test, seed=args.seed, root=args.data_root
     )
     lm = LM(f"openai/{args.alias}@{url}", cache=cache)
-    evaluator = Evaluator(
-        task.make_program(args.data_root), task.metric(), lm, concurrency=args.concurrency, max_tokens=args.max_tokens
-    )
+    program = start_program(args.task, args.data_root, args.model)
+    evaluator = Evaluator(program, task.metric(), lm, concurrency=args.concurrency, max_tokens=args.max_tokens)
     t0 = time.perf_counter()
     res = await evaluator.evaluate(None, parts.test)
     u = lm.usage.as_dict()
@@ -449,6 +458,8 @@ async def run_prompthone(method: str, url: str, args: argparse.Namespace, out_di
         data_root=args.data_root,
         concurrency=args.concurrency,
         max_tokens=args.max_tokens,
+        # the server serves the model under --alias, which the catalog does not know: name its start format
+        start_format=start_format_of(args.model) or MODULE_DEFAULTS,
         budget=Budget(max_lm_calls=args.cap),
     )
     t0 = time.perf_counter()

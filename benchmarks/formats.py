@@ -53,6 +53,7 @@ from prompthone.evaluate import EvalResult, EvaluationError, Evaluator
 from prompthone.evaluate.stats import Z95, mean_ci
 from prompthone.lm import LM
 from prompthone.lm.local.assemble import resolve_gguf
+from prompthone.lm.local.catalog import start_format_of
 from prompthone.metrics import ChoiceMatch, ExactMatch, Metric, NumericMatch
 from prompthone.optimize.proposers.demos import covering_sample
 from prompthone.program import ChainOfThought, Demo, Predict, Program, Signature
@@ -480,12 +481,18 @@ def paired_gap(ahead: Sequence[dict[str, Any]], behind: Sequence[dict[str, Any]]
     return (mean, mean - half, mean + half, n)
 
 
+def start_format(model: str) -> str:
+    """The format a `Predict` starts in on `model` (a row's model label, `0.5b`): the catalog's start format
+    for the model, else prompthone's default."""
+    return start_format_of(MODELS.get(model, model)) or DEFAULT_FORMAT
+
+
 def verdict(rows: list[dict[str, Any]]) -> str:
     """Markdown: the two targets of issue 15, item 1, per model and over both. For each format, its mean over
     the directly answered tasks (the best one marked) and the tasks where it scores below DSPy's rendering
     beyond DSPy's confidence interval (GSM8K under a format is its `ChainOfThought` start in it, asking again);
-    then whether the default start (`DEFAULT_FORMAT`, and `REASONING_FORMAT` for GSM8K) meets both. A mean
-    needs every task; one over rows not yet at their whole sample shows the least n."""
+    then whether the default start (each model's `start_format`, and `REASONING_FORMAT` for GSM8K) meets
+    both. A mean needs every task; one over rows not yet at their whole sample shows the least n."""
     latest: dict[tuple[str, str, str], dict[str, Any]] = {}
     for r in rows:
         if not r.get("demos"):
@@ -509,27 +516,36 @@ def verdict(rows: list[dict[str, Any]]) -> str:
             partial = any(r.get("partial") for r in found)
             cells[f] = f"{100 * means[f]:.1f}" + (f" (n>={min(r['n'] for r in found)})" if partial else "")
         best = max(means, key=means.__getitem__) if means else None
+        own = {m: start_format(m) for m in group}
+        mixed = len(set(own.values())) > 1  # the models start in different formats
         for f in formats:
             tasks = () if f == DSPY else (*DIRECT_TASKS, *REASONING_TASKS)
             below = [b for m in group for t in tasks if (b := _below_dspy(latest, t, m, f, several))]
-            tag = " (default)" if f == DEFAULT_FORMAT else ""
+            tag = " (default)" if not mixed and f in own.values() else ""
             mean = f"**{cells[f]}**" if f == best else cells[f]
             none = "none" if f in means and f != DSPY else ""
             lines.append(f"| {name} | {f}{tag} | {mean} | {'; '.join(below) or none} |")
-        starts = [b for m in group for t in DIRECT_TASKS if (b := _below_dspy(latest, t, m, DEFAULT_FORMAT, several))]
+        start = [latest.get((_as_measured(t, own[m]), m, own[m])) for m in group for t in DIRECT_TASKS]
+        starts = [b for m in group for t in DIRECT_TASKS if (b := _below_dspy(latest, t, m, own[m], several))]
         starts += [
             b for m in group for t in REASONING_TASKS if (b := _below_dspy(latest, t, m, REASONING_FORMAT, several))
         ]
-        best_call = "not measured on every task" if DEFAULT_FORMAT not in means else (
-            "best on the mean" if best == DEFAULT_FORMAT else f"below `{best}` on the mean")  # fmt: skip
-        if best is not None and best != DEFAULT_FORMAT and DEFAULT_FORMAT in means:
-            gap, lo, hi, n = paired_gap(
-                [latest[(_as_measured(t, best), m, best)] for m in group for t in DIRECT_TASKS],
-                [latest[(_as_measured(t, DEFAULT_FORMAT), m, DEFAULT_FORMAT)] for m in group for t in DIRECT_TASKS],
-            )
+        start_mean = None if None in start else sum(r["mean"] for r in start) / len(start)
+        if mixed:  # each model in its own start: a row of its own
+            cell = "not measured on every task" if start_mean is None else f"{100 * start_mean:.1f}"
+            lines.append(f"| {name} | each model's start | {cell} | {'; '.join(starts) or 'none'} |")
+        if start_mean is None or best is None:
+            best_call = "not measured on every task"
+        elif start_mean >= means[best]:
+            best_call = "best on the mean"
+        else:
+            best_call = f"below `{best}` on the mean"
+            ahead = [latest[(_as_measured(t, best), m, best)] for m in group for t in DIRECT_TASKS]
+            gap, lo, hi, n = paired_gap(ahead, start)
             best_call += (f" by {100 * gap:.1f} points (paired over {n} examples: 95% CI "
                           f"{100 * lo:+.1f} to {100 * hi:+.1f})")  # fmt: skip
-        calls.append(f"- {name}: the default start (`{DEFAULT_FORMAT}`, `{REASONING_FORMAT}` for GSM8K) is "
+        named = ", ".join(f"`{own[m]}` on {m}" for m in group) if mixed else f"`{own[group[0]]}`"
+        calls.append(f"- {name}: the default start ({named}, `{REASONING_FORMAT}` for GSM8K) is "
                      f"{best_call}; below DSPy's CI on {'; '.join(starts) or 'no task'}")  # fmt: skip
     return "\n".join([*lines, "", *calls])
 

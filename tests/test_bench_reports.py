@@ -125,7 +125,8 @@ def test_formats_with_demos_draws_the_same_label_covering_demos_and_keys_rows_by
 def test_formats_verdict_checks_the_default_start_against_every_format_and_dspy() -> None:
     """`formats.py --report`'s verdict: the default start's mean over the directly answered tasks against each
     format's, and each task (GSM8K under its reasoning start, which follows up) where the start scores below
-    DSPy's lower bound; a format missing a task gets no mean, an unfinished one says so."""
+    DSPy's lower bound; a format missing a task gets no mean, an unfinished one says so. Each model's start is
+    its catalog entry's (0.5B `json`, 1.5B `labels`), so over both models the start is a row of its own."""
     import formats
 
     def row(
@@ -140,7 +141,7 @@ def test_formats_verdict_checks_the_default_start_against_every_format_and_dspy(
     rows = []
     for task in formats.DIRECT_TASKS:
         rows += [row(task, "0.5b", "json", 0.5), row(task, "0.5b", "labels", 0.4), row(task, "0.5b", "dspy", 0.42)]
-        rows += [row(task, "1.5b", "json", 0.5, right_last=True), row(task, "1.5b", "tags", 0.6, partial=True, n=40)]
+        rows += [row(task, "1.5b", "labels", 0.5, right_last=True), row(task, "1.5b", "tags", 0.6, partial=True, n=40)]
     rows += [row("bbh/object_counting", "0.5b", "json", 0.1), row("bbh/object_counting", "0.5b", "json", 0.2, demos=4)]
     rows += [row("gsm8k", "0.5b", "labels", 0.3, follow_up=True), row("gsm8k", "0.5b", "dspy", 0.5)]
     rows += [row("gsm8k", "0.5b", "labels", 0.01)]  # the same start without the follow-up: not the default
@@ -156,12 +157,17 @@ def test_formats_verdict_checks_the_default_start_against_every_format_and_dspy(
         and "0 of 6 tasks measured" in lines[("| 1.5b", "dspy")]
     )
     assert (
-        # paired on the 40 examples both scored per task: json had none of them right, tags 24
-        "- 1.5b: the default start (`json`, `labels` for GSM8K) is below `tags` on the mean by 60.0 points (paired "
-        "over 240 examples: 95% CI +53.8 to +66.2); below DSPy's CI on no task" in text
+        # paired on the 40 examples both scored per task: labels had none of them right, tags 24
+        "- 1.5b: the default start (`labels`, `labels` for GSM8K) is below `tags` on the mean by 60.0 points "
+        "(paired over 240 examples: 95% CI +53.8 to +66.2); below DSPy's CI on no task"
+        in text
+        and "| 1.5b | labels (default) |" in text
     )
     assert "| 6 of 12 tasks measured |" in lines[("| both", "tags")]  # both models: a mean needs every pair
-    assert "0.5b bbh/object_counting: 10.0" in lines[("| both", "json (default)")]
+    assert "| 6 of 12 tasks measured |" in lines[("| both", "json")]  # json is no start on 1.5b, nor a default
+    each = lines[("| both", "each model's start")]  # 0.5b in json, 1.5b in labels: 12 rows
+    assert f"| {100 * (json_mean / 100 + 0.5) / 2:.1f} |" in each and "0.5b bbh/object_counting: 10.0" in each
+    assert "- both: the default start (`json` on 0.5b, `labels` on 1.5b, `labels` for GSM8K) is best" in text
     assert formats.verdict([r for r in rows if r["format"] != "json"]).count("not measured on every task") == 3
 
 

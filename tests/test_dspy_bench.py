@@ -295,7 +295,7 @@ def test_a_start_that_follows_up_unreadable_replies_is_another_row(monkeypatch) 
     assert "start_follow_up" not in cd.row_key("mipro", trec)
     assert "start_follow_up" not in cd.row_key("dspy-zero-shot", bbh)  # DSPy's side has its own retry
     asks = cd.key_hash(cd.row_key("zero-shot", bbh))
-    monkeypatch.setattr(cd._start_program("bbh/sports_understanding", None).solve, "follow_up", False)
+    monkeypatch.setattr(cd._start_program("bbh/sports_understanding", None, bbh.model).solve, "follow_up", False)
     assert "start_follow_up" not in cd.row_key("zero-shot", bbh) and cd.key_hash(cd.row_key("zero-shot", bbh)) != asks
 
 

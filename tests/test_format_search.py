@@ -387,7 +387,11 @@ def test_summary_prompts_report_and_exports_say_which_format_won(tmp_path, monke
         out = run_sync(run_optimization(spec, out_dir=tmp_path / "runs"))
     assert out.result.best["solve"].format == "tags" and out.final_test.mean == 1.0
     summary = json.loads((out.run_dir / "summary.json").read_text())
-    assert summary["prompt_formats"] == {"start": {"solve": "labels"}, "best": {"solve": "tags"}}
+    assert summary["prompt_formats"] == {
+        "task_model": "module",
+        "start": {"solve": "labels"},
+        "best": {"solve": "tags"},
+    }
     assert summary["settings"]["search_formats"] == ["tags"]
     text = (out.run_dir / "best_prompts.txt").read_text()
     assert text.startswith("=== module: solve (prompt format: tags) ===") and "<question>" in text

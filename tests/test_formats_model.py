@@ -72,3 +72,21 @@ def test_the_default_format_reads_replies_cut_off_at_a_tight_max_tokens(qwen, tm
     for r in result.records:
         assert r.status == "scored", f"{r.raw!r} did not parse ({r.feedback})"
         assert r.outputs["label"] in TREC_LABELS.split(", "), r.raw
+
+
+def test_a_module_without_a_format_starts_in_its_models_and_the_embedded_model_answers_in_it(qwen, tmp_path):
+    """The embedded model told to start modules in `labels` (as the catalog tells the 1.5B model): a module
+    that names no format is rendered in it, and the real reply parses in it."""
+    from prompthone.program import using
+
+    module = Predict(SIG)
+    assert module.format == "json"
+    lm = LM(qwen, cache=tmp_path / "c.sqlite", start_format="labels")
+    replies: list[str] = []
+    lm.listeners.append(lambda c: replies.append(c.text))
+    with using(lm):
+        for example in EXAMPLES[:2]:
+            got = module(**example.inputs)
+            assert got.sentiment.strip().lower() == example.labels["answer"]
+    assert module.format == "labels"
+    assert len(replies) == 2 and all(r.startswith("Sentiment:") for r in replies), replies

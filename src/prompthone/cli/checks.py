@@ -26,6 +26,22 @@ def positive(value: float | None) -> float | None:
     return value
 
 
+#: what `--start-format` accepts: a prompt format, or "module" (each module's own default)
+START_FORMAT_HELP = (
+    "Prompt format of the modules that name none: labels, recap, tags, json, or module (each module's own "
+    "default). Default: the task model's from the embedded catalog (qwen2.5-coder-1.5b: labels), else module."
+)
+
+
+def start_format_choice(value: str | None) -> str | None:
+    """Typer callback for `--start-format`: a format name or `module`, said with the choices when it is neither."""
+    from prompthone.program.params import MODULE_DEFAULTS, PROMPT_FORMATS
+
+    if value is not None and value not in (*PROMPT_FORMATS, MODULE_DEFAULTS):
+        raise typer.BadParameter(f"expected one of {', '.join((*PROMPT_FORMATS, MODULE_DEFAULTS))}, got {value!r}")
+    return value
+
+
 def check_settings(optimizer: str, settings: dict[str, Any]) -> str | None:
     """Build the optimizer once, as a config's `settings:` is checked: the `--set` mistake as one line, or None."""
     from prompthone.optimize.registry import SettingError, make_optimizer

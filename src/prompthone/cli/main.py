@@ -17,10 +17,12 @@ from rich.text import Text
 from prompthone.cli import demo_cmd, opro_cmd, report_cmd, worker_cmd
 from prompthone.cli.checks import (
     SPLIT_FLAGS,
+    START_FORMAT_HELP,
     check_settings,
     lm_error_message,
     positive,
     run_error_message,
+    start_format_choice,
     terminal_safe,
 )
 from prompthone.lm import DEFAULT_MODEL, LM, LMError, run_sync
@@ -152,9 +154,10 @@ def eval_command(
     concurrency: Annotated[int, typer.Option(help="Examples in flight.", min=1)] = 8,
     max_tokens: Annotated[int, typer.Option(help="Cap on tokens per LM call.", min=1)] = 384,
     timeout: Annotated[float, typer.Option(help=TIMEOUT_HELP, callback=positive)] = DEFAULT_TIMEOUT_S,
+    start_format: Annotated[str | None, typer.Option(help=START_FORMAT_HELP, callback=start_format_choice)] = None,
 ) -> None:
     """Evaluate a built-in task's starting prompt and write per-example results."""
-    _eval(task, model, n, seed, data_root, out, concurrency, max_tokens, timeout)
+    _eval(task, model, n, seed, data_root, out, concurrency, max_tokens, timeout, start_format)
 
 
 @app.command("optimize")
@@ -178,6 +181,7 @@ def optimize_command(
     max_calls: Annotated[int | None, typer.Option(help="Budget: paid LM calls, all models.", min=1)] = None,
     max_minutes: Annotated[float | None, typer.Option(help="Budget: wall time.", callback=positive)] = None,
     timeout: Annotated[float, typer.Option(help=TIMEOUT_HELP, callback=positive)] = DEFAULT_TIMEOUT_S,
+    start_format: Annotated[str | None, typer.Option(help=START_FORMAT_HELP, callback=start_format_choice)] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the cost estimate and stop.")] = False,
     resume: Annotated[Path | None, typer.Option("--resume", help="Run folder of an interrupted run.")] = None,
     store: Annotated[
@@ -222,6 +226,7 @@ def optimize_command(
             concurrency=concurrency,
             max_tokens=max_tokens,
             timeout_s=timeout,
+            start_format=start_format,
             budget=Budget(max_lm_calls=max_calls, max_wall_s=max_minutes * 60 if max_minutes else None),
         )
         if (problem := check_settings(optimizer, spec.settings)) is not None:
@@ -354,7 +359,7 @@ def _score(result: dict, key: str) -> str:
     return f"{result[key]['score']:.3f}" if key in result else "-"
 
 
-def _eval(task, model, n, seed, data_root, out, concurrency, max_tokens, timeout) -> None:
+def _eval(task, model, n, seed, data_root, out, concurrency, max_tokens, timeout, start_format=None) -> None:
     from prompthone.cli.eval_cmd import print_summary
     from prompthone.data import DataError
     from prompthone.evaluate import EvaluationError
@@ -372,6 +377,7 @@ def _eval(task, model, n, seed, data_root, out, concurrency, max_tokens, timeout
             max_tokens=max_tokens,
             timeout_s=timeout,
             console=console,
+            start_format=start_format,
         )
     except (LMError, DataError, EvaluationError, KeyError) as exc:
         raise fail(run_error_message(exc)) from None

@@ -72,6 +72,9 @@ class Evaluator:
     every optimizer of a run) serves repeated (candidate, example, metric) scores; `lm_options` go to
     every LM call (e.g. temperature=0, max_tokens=256). `dispatch` (a `Dispatch`) scores the examples
     elsewhere instead (a run's work queue, where workers compute them); None scores them here.
+    It never changes the program: a module scored without a candidate is in the format it holds, so
+    code that scores a start on a model of its own calls `program.adopt_start_formats(lm.start_format)`
+    first, as a run and `prompthone eval` do.
     """
 
     def __init__(

@@ -18,6 +18,7 @@ from prompthone.lm import settings
 from prompthone.lm.backend import Backend, PerLoop
 from prompthone.lm.cache import ResponseCache, cache_key
 from prompthone.lm.errors import LMError
+from prompthone.lm.local.catalog import start_format_of
 from prompthone.lm.model_string import DEFAULT_MODEL, parse_model_string
 from prompthone.lm.slots import RequestSlots
 from prompthone.lm.types import Completion, Generation, Message, Request
@@ -68,6 +69,10 @@ class LM:
     it holds its slot, never for an answer from the cache or shared with a twin in flight: a run's budget
     shared by several processes reserves the call there, and refuses it by raising `BudgetExhausted`
     (nothing is sent, nothing is counted). What the call cost reaches `listeners` with its Completion.
+
+    `start_format` is the prompt format (`labels`, `recap`, `tags`, `json`) this model reads best, for the
+    modules that leave theirs to the model (`Module(format=None)`); None takes the embedded catalog's entry
+    for a model it knows (also a server model served under a catalog name), else the modules' own default.
     """
 
     def __init__(
@@ -82,6 +87,7 @@ class LM:
         max_concurrency: int | None = None,
         slots: RequestSlots | None = None,
         role: str | None = None,
+        start_format: str | None = None,
         **backend_options: Any,
     ) -> None:
         if not timeout_s > 0:
@@ -89,6 +95,9 @@ class LM:
         self.role = role
         self.backend = model if isinstance(model, Backend) else make_backend(model, **backend_options)
         self.model = self.backend.describe()
+        #: the format modules that leave theirs to the model start in on this one (None: their own default);
+        #: the program layer, which owns the format names, checks it when a module adopts it
+        self.start_format = start_format if start_format is not None else start_format_of(self.backend.model)
         if isinstance(cache, ResponseCache):
             self.cache: ResponseCache | None = cache
         elif cache is True:

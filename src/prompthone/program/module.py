@@ -43,8 +43,11 @@ class Module:
 
     It owns its default `params` (instruction and demos), as a torch module owns its weights; a run
     under a `Candidate` reads the candidate's params instead and never touches these.
-    `format` is the prompt layout, one of `PROMPT_FORMATS` (None: the class's `default_format`); it is part of the
-    params, so a candidate (and an optimizer) may choose another one for this module.
+    `format` is the prompt layout, one of `PROMPT_FORMATS`; it is part of the params, so a candidate (and an
+    optimizer) may choose another one for this module. None leaves it to the model: the module starts in
+    the class's `default_format`, and a run on a model with a start format of its own (the embedded
+    catalog's, or `LM(start_format=...)`) starts it in that one instead (`adopt_start_format`), when the
+    class `follows_model_format`. Naming a format, setting `.format` or loading a candidate fixes it.
     `structured` asks for JSON replies constrained by a schema (None: follow the run's setting).
     LM options given here (`max_tokens=...`) are defaults that a run's own options override.
     `follow_up`: when a reply lacks a required output (a model that reasoned until max_tokens, or
@@ -55,8 +58,10 @@ class Module:
 
     #: output fields that may be missing from a reply without it being a parse failure
     optional_outputs: tuple[str, ...] = ()
-    #: the format this kind of module starts in when given none
+    #: the format this kind of module starts in when given none, on a model that names no start format
     default_format: str = DEFAULT_FORMAT
+    #: whether a module of this kind given no format starts in its model's start format, when the model has one
+    follows_model_format: bool = True
     #: whether a reply lacking a required output gets one follow-up, when the module is given no `follow_up`
     default_follow_up: bool = False
 
@@ -79,6 +84,8 @@ class Module:
             tuple(d if isinstance(d, Demo) else Demo(d) for d in demos),
             format=self.default_format if format is None else format,
         )
+        #: False once a format is named (here, by `.format = ...` or by `Program.load_candidate`)
+        self.format_from_model = format is None and self.follows_model_format
         self.structured = structured
         self.follow_up = self.default_follow_up if follow_up is None else bool(follow_up)
         self.lm_options = check_lm_options(lm_options, type(self).__name__)
@@ -99,6 +106,20 @@ class Module:
     @format.setter
     def format(self, value: str) -> None:
         self.params = self.params.with_format(value)
+        self.format_from_model = False
+
+    def adopt_start_format(self, model_format: str | None) -> None:
+        """Start in `model_format` (a model's start format; None: the model has none, so the class default)
+        if this module left its format to the model; a module with a format of its own keeps it."""
+        if self.format_from_model:
+            fmt = model_format or self.default_format
+            if fmt not in PROMPT_FORMATS:
+                raise ValueError(
+                    f"a model's start format (LM(start_format=...), --start-format, start_format:) must be one "
+                    f"of {list(PROMPT_FORMATS)}, got {fmt!r}"
+                )
+            if fmt != self.params.format:
+                self.params = self.params.with_format(fmt)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.signature.shorthand()!r})"
@@ -248,6 +269,8 @@ class ChainOfThought(Module):
 
     optional_outputs = ("reasoning",)
     default_format = REASONING_FORMAT
+    #: `labels` measured best for reasoning on both embedded models (GSM8K: JSON collapses the reasoning)
+    follows_model_format = False
     default_follow_up = True
 
     def _extend(self, signature: Signature) -> Signature:

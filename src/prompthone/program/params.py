@@ -75,11 +75,16 @@ DEFAULT_POSITION = "system"
 #: (`<field>value</field>` markers, with the same reminder) and "json" (a JSON object reply, with the
 #: same reminder). Each is a render + parse pair; an optimizer may search it like the instruction.
 PROMPT_FORMATS = ("labels", "recap", "tags", "json")
-#: the format a module starts in when it names none (`Module(format=None)`): a JSON object reply. Of the
+#: the format a module starts in when it names none (`Module(format=None)`) and its model names no start
+#: format of its own (`EmbeddedModel.start_format`, `LM(start_format=...)`): a JSON object reply. Of the
 #: zero-shot starts measured in `benchmarks/formats.py` (docs/benchmarks.md, "Prompt formats"), JSON is
-#: the best on the mean over the tasks without reasoning and never below DSPy's own rendering beyond its
-#: confidence interval. Modules that reason first (`ChainOfThought`) start in `REASONING_FORMAT` instead.
+#: the best on the 0.5B model's mean over the tasks without reasoning and never below DSPy's own rendering
+#: beyond its confidence interval; the 1.5B model reads `labels` best, so its catalog entry names that.
+#: Modules that reason first (`ChainOfThought`) start in `REASONING_FORMAT` on every model.
 DEFAULT_FORMAT = "json"
+#: a start format (`RunSpec.start_format`, `--start-format`) that is no format: each module starts in its
+#: own class default, whatever the model (what every run did before models had start formats)
+MODULE_DEFAULTS = "module"
 #: the format a reasoning module starts in: inside a JSON reply the small models write one sentence of
 #: "reasoning" and then a guess (GSM8K, 0.5B: 0% in JSON against 15% in `Label:` lines), so a module that
 #: must think out loud keeps the plain field lines, where the reasoning is free text

@@ -59,20 +59,33 @@ class Program:
     def load_candidate(self, candidate: Candidate) -> None:
         """Make a candidate the modules' defaults (e.g. to keep the best one found).
 
-        This is the one method that changes modules; runs never do, they read the candidate from
-        their run context.
+        This and `adopt_start_formats` are the only methods that change modules; runs never do, they
+        read the candidate from their run context.
         """
         modules = self.named_modules()
         candidate.check(modules)
         for name, module in modules.items():
             module.params = candidate[name]
+            module.format_from_model = False
+
+    def adopt_start_formats(self, model_format: str | None, per_module: Mapping[str, str | None] | None = None) -> None:
+        """Start every module that left its format to the model in that model's start format
+        (`Module.adopt_start_format`); `per_module` gives some modules (by name) another model's.
+
+        Called where a program meets its model, before its start candidate is hashed: a run (for the
+        task model), an evaluation, an interactive call. A program called on another model later follows
+        that one; a module with a format of its own never changes.
+        """
+        for name, module in self.named_modules().items():
+            module.adopt_start_format((per_module or {}).get(name, model_format))
 
     def __call__(self, **inputs: Any) -> Any:
         """A nested program called from a sync forward, or an interactive call inside `using(lm)`."""
         ctx = current_run()
         if ctx is None:
-            result = self.run_sync(inputs, lm=default_lm(f"{type(self).__name__}(...)"))
-            return result.prediction()
+            lm = default_lm(f"{type(self).__name__}(...)")
+            self.adopt_start_formats(lm.start_format)  # called outside a run: it starts as a run on `lm` would
+            return self.run_sync(inputs, lm=lm).prediction()
         if self.is_async:
             return wait_on_run_loop(ctx, self.forward(**inputs), f"{type(self).__name__}(...)")
         if on_event_loop():
@@ -86,8 +99,9 @@ class Program:
         """A nested program called from an async forward, or an interactive call inside `using(lm)`."""
         ctx = current_run()
         if ctx is None:
-            result = await self.run(inputs, lm=default_lm(f"{type(self).__name__}.acall(...)"))
-            return result.prediction()
+            lm = default_lm(f"{type(self).__name__}.acall(...)")
+            self.adopt_start_formats(lm.start_format)
+            return (await self.run(inputs, lm=lm)).prediction()
         if self.is_async:
             return await self.forward(**inputs)
         return await in_worker_thread(self.forward, **inputs)

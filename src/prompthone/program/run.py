@@ -201,9 +201,11 @@ async def run_program(
 
 
 async def arun_module_interactively(module: Module, inputs: Mapping[str, Any], lm: LM) -> Prediction:
+    module.adopt_start_format(lm.start_format)  # called outside a run: it starts as a run on `lm` would
     result = await run_program(module, inputs, lm=lm)
     return result.prediction()
 
 
 def run_module_interactively(module: Module, inputs: Mapping[str, Any], lm: LM) -> Prediction:
+    module.adopt_start_format(lm.start_format)
     return run_sync(run_program(module, inputs, lm=lm)).prediction()

@@ -140,6 +140,8 @@ class RunConfig(_Strict):
     threads: int | None = Field(None, ge=1)
     #: seconds each attempt of an LM call may take, every role (CLI: --timeout)
     timeout_s: float = Field(120.0, gt=0)
+    #: prompt format of the modules that name none (CLI: --start-format); None: the task model's catalog entry
+    start_format: Literal["labels", "recap", "tags", "json", "module"] | None = None
     judge: JudgeConfig | None = None
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
 
@@ -201,6 +203,7 @@ class RunConfig(_Strict):
             max_errors=self.max_errors,
             threads=self.threads,
             timeout_s=self.timeout_s,
+            start_format=self.start_format,
             budget=Budget(
                 max_lm_calls=b.max_lm_calls,
                 max_tokens=b.max_tokens,

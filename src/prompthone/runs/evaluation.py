@@ -16,6 +16,7 @@ from rich.console import Console
 from prompthone.data import split
 from prompthone.evaluate import EvalResult, Evaluator
 from prompthone.lm import LM
+from prompthone.program.params import MODULE_DEFAULTS
 from prompthone.runs.files import write_evaluation
 from prompthone.tasks import get_task
 
@@ -41,13 +42,18 @@ def run_eval(
     max_tokens: int,
     console: Console,
     timeout_s: float = 120.0,
+    start_format: str | None = None,
 ) -> EvalOutcome:
-    """Evaluate `task_name`'s starting program on `n` held-out examples; write the results under `out_dir`."""
+    """Evaluate `task_name`'s starting program on `n` held-out examples; write the results under `out_dir`.
+    `start_format` is the model's (`LM(start_format=...)`; None: the catalog's for an embedded model;
+    `MODULE_DEFAULTS`: each module's own)."""
     task = get_task(task_name)
     examples = task.load(data_root)
     held_out = split(examples, train=0, val=0, test=min(n, len(examples)), seed=seed).test
     program = task.make_program(data_root)
-    lm = LM(model, timeout_s=timeout_s, role="task")
+    module_defaults = start_format == MODULE_DEFAULTS
+    lm = LM(model, timeout_s=timeout_s, role="task", start_format=None if module_defaults else start_format)
+    program.adopt_start_formats(None if module_defaults else lm.start_format)
     console.print(
         f"[bold]{task.name}[/]: {task.description}\n"
         f"model [cyan]{lm.model}[/], {len(held_out)} examples (seed {seed}), metric {task.metric().name}"

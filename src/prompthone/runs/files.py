@@ -81,6 +81,7 @@ def write_outcome(outcome: RunOutcome, program: Program, *, metric_name: str) ->
         "best_candidate": r.best.hash,
         "start_candidate": Candidate.default(program).hash,
         "prompt_formats": {
+            "task_model": spec.start_format,  # what the modules that name no format start in (see RunSpec)
             "start": {m: p.format for m, p in Candidate.default(program).items()},
             "best": {m: p.format for m, p in r.best.items()},
         },

@@ -25,6 +25,7 @@ from prompthone.optimize.base import OptimizationResult
 from prompthone.optimize.budget import Budget
 from prompthone.optimize.registry import OPTIMIZERS, make_optimizer
 from prompthone.program import Candidate, Module, Program, as_program
+from prompthone.program.params import MODULE_DEFAULTS, PROMPT_FORMATS
 from prompthone.runs.runner import run_optimization
 from prompthone.runs.spec import RunOutcome, RunSpec
 from prompthone.tasks import Task
@@ -77,6 +78,7 @@ def optimize(
     concurrency: int = 8,
     threads: int | None = None,
     timeout_s: float = 120.0,
+    start_format: str | None = None,
     name: str | None = None,
     console: Console | None = None,
     **settings: Any,
@@ -85,13 +87,20 @@ def optimize(
     as keywords, e.g. `preset="light"`) so that `metric(example, prediction)` scores best on `valset`.
 
     Without `valset`, a seeded 20% of `trainset` trains and the rest validates. `testset`, when given, is
-    scored for the start and for the result and is never shown to the optimizer. The run is a folder
-    under `out_dir` like a CLI run (`prompthone show/report/export` read it); an interrupted run continues
-    with the same call and `resume=<its folder>`, paying only for what it had not bought yet.
+    scored for the start and for the result and is never shown to the optimizer. `start_format` is the
+    prompt format of the modules that name none (see `RunSpec.start_format`; None: the model's own). The
+    run is a folder under `out_dir` like a CLI run (`prompthone show/report/export` read it); an
+    interrupted run continues with the same call and `resume=<its folder>`, paying only for what it had
+    not bought yet.
     """
     if method not in OPTIMIZERS:
         raise ValueError(f"method: unknown optimizer {method!r}; expected one of: {', '.join(OPTIMIZERS)}")
     make_optimizer(method, **settings)  # a misspelt or out-of-range setting fails here, before any run folder
+    if start_format is not None and start_format not in (*PROMPT_FORMATS, MODULE_DEFAULTS):
+        raise ValueError(
+            f"start_format: expected one of {', '.join((*PROMPT_FORMATS, MODULE_DEFAULTS))} or None, "
+            f"got {start_format!r}"
+        )
     program = as_program(program)
     train, val, test = _examples("trainset", trainset), valset, testset
     fixed: dict[str, list[Example]] = {"test": _examples("testset", test or [])}
@@ -123,6 +132,7 @@ def optimize(
         max_tokens=max_tokens,
         threads=threads,
         timeout_s=timeout_s,
+        start_format=start_format,
         budget=Budget(
             max_lm_calls=max_calls,
             max_cost_usd=max_cost_usd,

@@ -91,10 +91,11 @@ async def run_optimization(
         run_dir = new_run_dir(out_dir, spec)
 
     # Everything that can be wrong with the spec is found here, before a run folder is made.
-    spec = with_resolved_settings(spec)
+    spec = with_resolved_settings(spec).with_resolved_start_format()
     task = task or get_task(spec.task)
     parts = splits_for(spec, task)
     program = task.make_program(spec.data_root)
+    program.adopt_start_formats(spec.task_start_format())  # before the start candidate is hashed
     start_hash = Candidate.default(program).hash
     if store is not None:
         _check_same_start(store, start_hash, run_dir)

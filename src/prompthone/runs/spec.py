@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from prompthone.evaluate import EvalResult
+from prompthone.lm.local.catalog import start_format_of
 from prompthone.optimize.base import OptimizationResult
 from prompthone.optimize.budget import Budget
+from prompthone.program.params import MODULE_DEFAULTS
 from prompthone.sqlurl import safe_url
 from prompthone.tasks.user import task_label
 
@@ -53,6 +55,12 @@ class RunSpec:
     #: seconds each attempt of an LM call may take, for every role (a slow CPU model needs more)
     timeout_s: float = 120.0
     budget: Budget = field(default_factory=Budget)
+    #: the prompt format the task model reads best, for the modules that leave theirs to the model
+    #: (`Module(format=None)`): one of `PROMPT_FORMATS`; `MODULE_DEFAULTS` (each module's own default: what
+    #: runs stored before this key existed used); or None: the embedded catalog's entry for the task model
+    #: (`EmbeddedModel.start_format`), decided when the run begins and recorded by name, so a resumed run
+    #: starts where it began whatever the catalog says later
+    start_format: str | None = None
 
     @property
     def task_name(self) -> str:
@@ -79,9 +87,22 @@ class RunSpec:
         """What the optimizer is built from: the resolved settings once a run recorded them, else the given."""
         return self.settings if self.resolved_settings is None else self.resolved_settings
 
+    def task_start_format(self) -> str | None:
+        """The format `Program.adopt_start_formats` is given for this run's task model (None: the modules'
+        own defaults)."""
+        fmt = self.start_format if self.start_format is not None else start_format_of(self.model)
+        return None if fmt == MODULE_DEFAULTS else fmt
+
+    def with_resolved_start_format(self) -> RunSpec:
+        """This spec with its start format named (see `start_format`), as the run's stored config keeps it."""
+        if self.start_format is not None:
+            return self
+        return replace(self, start_format=start_format_of(self.model) or MODULE_DEFAULTS)
+
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> RunSpec:
         c = dict(config)
+        c.setdefault("start_format", MODULE_DEFAULTS)  # a run stored before the key: its modules' own defaults
         budget = c.pop("budget", None) or {}
         budget["prices"] = {k: tuple(v) for k, v in (budget.get("prices") or {}).items()}
         return cls(**c, budget=Budget(**budget))

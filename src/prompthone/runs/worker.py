@@ -167,6 +167,7 @@ class Worker:
         task = get_task(spec.task)
         parts = splits_for(spec, task)
         program = task.make_program(spec.data_root)
+        program.adopt_start_formats(spec.task_start_format())  # the start the leader hashed
         backends = role_backends(spec)  # a model this host cannot use is said before any chunk is taken
         cache, scores = self._caches()
         self.lms: dict[str, LM] = role_lms(spec, cache, backends)

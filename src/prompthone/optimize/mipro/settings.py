@@ -55,10 +55,10 @@ class MIPROSettings(MethodSettings):
     from a start format to one of these) adds one categorical `{module}::format` per module whose
     start is in another format, the start's format first; it shares the trials (the default trial
     count does not grow with it). The default, `{"json": ["tags"]}`, lets a module that starts in JSON
-    (a `Predict`'s default) take the tagged layout: measured on trec-label at the light preset, three
-    seeds, it raised the test score from 0.575 / 0.600 / 0.605 (the earlier default, `["labels"]`) to
-    0.640 / 0.655 / 0.655 (n=200; docs/benchmarks.md); a module that starts in labelled lines (a
-    `ChainOfThought`'s) searches nothing.
+    (a `Predict`'s start, unless its model's start format is another) take the tagged layout: measured
+    on trec-label at the light preset, three seeds, it raised the test score from 0.575 / 0.600 / 0.605
+    (the earlier default, `["labels"]`) to 0.640 / 0.655 / 0.655 (n=200; docs/benchmarks.md); a module
+    that starts in labelled lines (a `ChainOfThought`'s) searches nothing.
 
     Values are kept exactly as given (no int-to-float normalizing): they are part of the study's
     fingerprint, which a resumed run must match.
