@@ -52,11 +52,12 @@ def test_lm_unreachable_server_says_what_to_do():
 
 @pytest.mark.parametrize("args", [["models"], ["models", "list"]])
 def test_models_lists_the_catalogue(args):
-    res = runner.invoke(app, args)
+    res = runner.invoke(app, args, env={"COLUMNS": "300"})
     assert res.exit_code == 0, res.output
     for name, model in CATALOG.items():
-        assert name in res.output
-        assert f"{model.size / 1e6:,.0f} MB" in res.output
+        line = next(row for row in res.output.splitlines() if f" {name} " in row)
+        assert f"{model.size / 1e6:,.0f} MB" in line
+        assert f" {model.start_format or '-'} " in line  # the layout its modules start in
 
 
 def test_readme_commands_are_what_ci_runs():

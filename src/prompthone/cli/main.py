@@ -111,13 +111,14 @@ def models_default(ctx: typer.Context) -> None:
 
 @models_app.command("list")
 def models_list() -> None:
-    """List the embedded models, whether each is installed, and its size (the same as `models` alone)."""
+    """List the embedded models, whether each is installed, its size and its start format (the same as `models`
+    alone)."""
     table = Table(title="Embedded models (use as local/<name>)")
-    for col in ("name", "installed", "size", "description"):
+    for col in ("name", "installed", "size", "start format", "description"):
         table.add_column(col)
     for m in CATALOG.values():
         inst = "[green]yes[/]" if is_installed(m) else f"[yellow]no[/] (prompthone models install {m.name})"
-        table.add_row(m.name, inst, f"{m.size / 1e6:,.0f} MB", m.description)
+        table.add_row(m.name, inst, f"{m.size / 1e6:,.0f} MB", m.start_format or "-", m.description)
     console.print(table)
     console.print(f"[dim]assembled files live in {models_dir()}; any GGUF file works as local/<path>.gguf[/]")
 
