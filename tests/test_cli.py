@@ -92,6 +92,8 @@ def test_eval_scores_the_start_prompt_and_leaves_its_files(tmp_path):
         )
     assert res.exit_code == 0, res.output
     assert "trec-mini" in res.output and "6 examples (seed 0)" in res.output
+    # a model the catalog does not know: the module's own (the line may wrap on a narrow terminal)
+    assert "prompt format classify json" in " ".join(res.output.split())
     (folder,) = tmp_path.glob("eval-trec-mini-*")
     summary = json.loads((folder / "summary.json").read_text())
     rows = [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]

@@ -166,3 +166,16 @@ def test_a_config_names_its_start_format_and_an_unknown_one_is_refused_by_key(tm
     path.write_text("task: trec-mini\noptimizer: mipro\nstart_format: xml\n")
     with pytest.raises(ConfigFileError, match=r"start_format: .*'labels', 'recap', 'tags', 'json' or 'module'"):
         load_config(path)
+
+
+def test_eval_starts_in_the_format_it_is_told_and_says_so(trec_server, tmp_path) -> None:
+    url, bodies = trec_server
+    args = ["eval", "--task", "trec-mini", "--model", f"openai/{MODEL_15B}@{url}", "--n", "2", "--out", str(tmp_path)]
+    served = CliRunner().invoke(app, args, env={"COLUMNS": "400"})  # a catalog name: its start format
+    told = CliRunner().invoke(app, [*args, "--start-format", "tags"], env={"COLUMNS": "400"})
+    own = CliRunner().invoke(app, [*args, "--start-format", "module"], env={"COLUMNS": "400"})
+    assert [r.exit_code for r in (served, told, own)] == [0, 0, 0], served.output + told.output + own.output
+    assert "prompt format classify labels" in served.output and "prompt format classify tags" in told.output
+    assert "prompt format classify json" in own.output
+    layouts = [reply_layout(b["messages"][0]["content"])[0] for b in bodies]
+    assert layouts == ["labels"] * 2 + ["tags"] * 2 + ["json"] * 2

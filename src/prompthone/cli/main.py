@@ -114,7 +114,8 @@ def models_list() -> None:
     """List the embedded models, whether each is installed, its size and its start format (the same as `models`
     alone)."""
     table = Table(title="Embedded models (use as local/<name>)")
-    for col in ("name", "installed", "size", "start format", "description"):
+    table.add_column("name", no_wrap=True)  # a model string is typed from it: the description wraps instead
+    for col in ("installed", "size", "start format", "description"):
         table.add_column(col)
     for m in CATALOG.values():
         inst = "[green]yes[/]" if is_installed(m) else f"[yellow]no[/] (prompthone models install {m.name})"

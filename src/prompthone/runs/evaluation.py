@@ -56,7 +56,8 @@ def run_eval(
     program.adopt_start_formats(None if module_defaults else lm.start_format)
     console.print(
         f"[bold]{task.name}[/]: {task.description}\n"
-        f"model [cyan]{lm.model}[/], {len(held_out)} examples (seed {seed}), metric {task.metric().name}"
+        f"model [cyan]{lm.model}[/], {len(held_out)} examples (seed {seed}), metric {task.metric().name}, "
+        "prompt format " + ", ".join(f"{name} {m.format}" for name, m in program.named_modules().items())
     )
     evaluator = Evaluator(program, task.metric(), lm, concurrency=concurrency, progress=True, max_tokens=max_tokens)
     t0 = time.perf_counter()
