@@ -48,7 +48,8 @@ def scripted(name: str, seen: list | None = None, **kw) -> LM:
 def test_the_catalog_names_a_known_format_per_model_and_finds_it_under_every_spelling() -> None:
     assert all(m.start_format in (None, *PROMPT_FORMATS) for m in CATALOG.values())
     assert CATALOG["qwen2.5-coder-0.5b"].start_format == "json" and CATALOG[MODEL_15B].start_format == "labels"
-    spellings = [MODEL_15B, "qwen-1.5b", f"local/{MODEL_15B}", "local/qwen-1.5b", f"openai/{MODEL_15B}@http://h:1/v1"]
+    spellings = [MODEL_15B, "qwen-1.5b", f"local/{MODEL_15B}", "local/qwen-1.5b", f"openai/{MODEL_15B}@http://h:1/v1",
+                 f"local//root/.cache/prompthone/models/{MODEL_15B}.gguf", f"/models/{MODEL_15B}.gguf"]  # fmt: skip
     assert [start_format_of(s) for s in spellings] == ["labels"] * len(spellings)
     assert [start_format_of(s) for s in ("gpt-4o-mini", "openai/qwen1.5b@http://h:1/v1", "local/x.gguf")] == [None] * 3
 

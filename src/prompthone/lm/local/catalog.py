@@ -79,8 +79,10 @@ def lookup(name: str) -> EmbeddedModel | None:
 
 def start_format_of(model: str) -> str | None:
     """The start format the catalog gives `model`: a catalog name or alias, bare or as a model string
-    (`local/<name>`, or `openai/<name>@<url>` for a server that serves a catalog model under its name);
-    None for any other model."""
+    (`local/<name>`, or `openai/<name>@<url>` for a server that serves a catalog model under its name),
+    or the path of a catalog model's assembled file (`<models dir>/<name>.gguf`, which is also the name
+    `llama_cpp.server` serves a file under when given no alias); None for any other model."""
     name = model.split("/", 1)[1] if model.startswith(("local/", "openai/")) else model
-    entry = lookup(name.split("@", 1)[0])
+    name = name.split("@", 1)[0]
+    entry = lookup(name) or lookup(name.rsplit("/", 1)[-1].removesuffix(".gguf"))
     return entry.start_format if entry is not None else None
