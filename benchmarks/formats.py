@@ -173,12 +173,23 @@ BENCHES: dict[str, Bench] = {
 # fmt: on
 
 
-def sample(bench: Bench, root: str | None) -> list[Example]:
-    """The same `n` examples for every format and model: a seeded sample, in a fixed order."""
+#: a row's sample (`--held-out`): the seeded sample every format was compared (and each model's start
+#: format chosen) on, or a second one of the same size drawn from the examples outside it
+FIRST_SAMPLE, HELD_OUT = "first", "held-out"
+
+
+def sample(bench: Bench, root: str | None, which: str = FIRST_SAMPLE) -> list[Example]:
+    """The same `n` examples for every format and model: a seeded sample, in a fixed order; `HELD_OUT`, a
+    second seeded sample disjoint from it (as many as the examples left allow), to check a choice made on
+    the first on examples it was not made on."""
     examples = bench.load(root)
-    if len(examples) <= bench.n:
-        return examples
-    return random.Random(f"formats:{bench.name}").sample(examples, bench.n)
+    seeded = random.Random(f"formats:{bench.name}")
+    first = examples if len(examples) <= bench.n else seeded.sample(examples, bench.n)
+    if which == FIRST_SAMPLE:
+        return first
+    used = {ex.id for ex in first}
+    rest = [ex for ex in examples if ex.id not in used]
+    return random.Random(f"formats-held-out:{bench.name}").sample(rest, min(bench.n, len(rest)))
 
 
 def demos_for(bench: Bench, k: int, root: str | None) -> list[dict[str, str]]:
@@ -328,6 +339,7 @@ def left_to_score(
     demos: int,
     reasoning: str,
     follow_up: bool,
+    which: str = FIRST_SAMPLE,
 ) -> list[str]:
     """The formats whose rows hold fewer than `wanted` examples of this task: a run stopped early, or one
     asked for fewer with `--limit`, leaves rows that count for what they scored, no more."""
@@ -335,7 +347,7 @@ def left_to_score(
     for r in rows:
         key = key_of(r)
         scored[key] = max(scored.get(key, 0), r["n"])
-    keys = {f: row_key(task, model, f, demos, reasoning=reasoning, follow_up=follow_up) for f in formats}
+    keys = {f: row_key(task, model, f, demos, reasoning=reasoning, follow_up=follow_up, which=which) for f in formats}
     return [f for f in formats if scored.get(keys[f], 0) < wanted]
 
 
@@ -380,20 +392,23 @@ def row_key(
     reasoning: str = "step",
     follow_up: bool = False,
     parsed: int | None = None,
-) -> tuple[str, str, str, int, int, str, bool, int]:
+    which: str = FIRST_SAMPLE,
+) -> tuple[str, str, str, int, int, str, bool, int, str]:
     """A row is measured again when what it sends changed: a newer layout revision is a new row, and so
     is another wording of the reasoning field (DSPy's side renders its own, whatever it is), and so is
     a prompthone row whose modules asked again for an output their reply lacked (`--follow-up`); and
     when how its replies are read changed (`parsed`, the parse revision; the caches replay the replies)."""
     rev = layout_revision(fmt, demos) if revision is None else revision
     parse_rev = parse_revision(task, fmt) if parsed is None else parsed
-    return (task, model, fmt, demos, rev, "step" if fmt == DSPY else reasoning, follow_up and fmt != DSPY, parse_rev)
+    reasoning = "step" if fmt == DSPY else reasoning
+    return (task, model, fmt, demos, rev, reasoning, follow_up and fmt != DSPY, parse_rev, which)
 
 
-def key_of(r: dict[str, Any]) -> tuple[str, str, str, int, int, str, bool, int]:
+def key_of(r: dict[str, Any]) -> tuple[str, str, str, int, int, str, bool, int, str]:
     """A stored row's key (rows from before a key field existed read as its default)."""
     return row_key(r["task"], r["model"], r["format"], r.get("demos", 0), r.get("demo_layout_revision", 1),
-                   r.get("reasoning", "step"), r.get("follow_up", False), r.get("parse_revision", 1))  # fmt: skip
+                   r.get("reasoning", "step"), r.get("follow_up", False), r.get("parse_revision", 1),
+                   r.get("sample", FIRST_SAMPLE))  # fmt: skip
 
 
 def row_task(r: dict[str, Any]) -> str:
@@ -404,7 +419,8 @@ def row_task(r: dict[str, Any]) -> str:
     bench = BENCHES.get(r["task"])
     worded_otherwise = bench is not None and bench.kind == "cot" and reasoning != DEFAULT_REASONING
     name = f"{name} [reasoning: {reasoning}]" if worded_otherwise and r["format"] != DSPY else name
-    return f"{name} [follow-up]" if r.get("follow_up") else name
+    name = f"{name} [follow-up]" if r.get("follow_up") else name
+    return f"{name} [{HELD_OUT}]" if r.get("sample", FIRST_SAMPLE) == HELD_OUT else name
 
 
 # ----------------------------------------------------------------------------------------- table
@@ -550,6 +566,35 @@ def verdict(rows: list[dict[str, Any]]) -> str:
     return "\n".join([*lines, "", *calls])
 
 
+def held_out_check(rows: list[dict[str, Any]]) -> str:
+    """Markdown: each model's start format against every other format measured on the held-out sample
+    (`--held-out`) of the directly answered tasks: the means, and the paired interval of the start's lead,
+    since the start was chosen on the first sample and a lead there may be the sample's. Empty without
+    held-out rows."""
+    latest: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for r in rows:
+        if r.get("sample") == HELD_OUT and not r.get("demos") and r["task"] in DIRECT_TASKS:
+            latest[(r["task"], r["model"], r["format"])] = r
+    lines = []
+    for model in dict.fromkeys(k[1] for k in latest):
+        start = start_format(model)
+        tasks = [t for t in DIRECT_TASKS if (t, model, start) in latest]
+        others = [f for f in ALL_FORMATS if f != start and all((t, model, f) in latest for t in tasks)]
+        if not tasks or not others:
+            continue
+        mine = [latest[(t, model, start)] for t in tasks]
+        n = sum(r["n"] for r in mine)
+        parts = [f"start `{start}` {100 * sum(r['mean'] for r in mine) / len(mine):.1f}"]
+        for f in others:
+            theirs = [latest[(t, model, f)] for t in tasks]
+            gap, lo, hi, paired = paired_gap(mine, theirs)
+            parts.append(f"`{f}` {100 * sum(r['mean'] for r in theirs) / len(theirs):.1f} (the start ahead by "
+                         f"{100 * gap:+.1f}, 95% CI {100 * lo:+.1f} to {100 * hi:+.1f}, {paired} paired)")  # fmt: skip
+        lines.append(f"- {model}, held-out sample ({len(tasks)} tasks: {', '.join(tasks)}; {n} examples): "
+                     + "; ".join(parts))  # fmt: skip
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------------------------------ main
 def reasoning_of(task: str, args: argparse.Namespace) -> str:
     """`--reasoning` where the task's program reasons; a program without a reasoning field keeps "step"
@@ -561,6 +606,15 @@ def bench_for(task: str, args: argparse.Namespace) -> Bench:
     """The task's program with the reasoning field `--reasoning` words, where the program reasons."""
     bench = BENCHES[task]
     return replace(bench, reasoning=REASONING[args.reasoning]) if bench.kind == "cot" else bench
+
+
+def which_sample(args: argparse.Namespace) -> str:
+    return HELD_OUT if args.held_out else FIRST_SAMPLE
+
+
+def held_out_field(args: argparse.Namespace) -> dict[str, str]:
+    """A held-out row says so; a row of the first sample has no field (as every row had before it existed)."""
+    return {"sample": HELD_OUT} if args.held_out else {}
 
 
 def steps_of(n: int, chunk: int) -> list[int]:
@@ -576,7 +630,7 @@ def run_task(
     `steps` (sizes) runs only those steps.
     """
     bench = bench_for(task, args)
-    whole = sample(bench, args.data_root)
+    whole = sample(bench, args.data_root, which_sample(args))
     examples = whole[: args.limit]
     demos = demos_for(bench, args.demos, args.data_root)
     results = Path(args.results)
@@ -584,7 +638,8 @@ def run_task(
     for k in steps or steps_of(len(examples), args.chunk):
         part = examples[:k]
         for fmt in formats:
-            key = row_key(task, model, fmt, len(demos), reasoning=reasoning_of(task, args), follow_up=args.follow_up)
+            key = row_key(task, model, fmt, len(demos), reasoning=reasoning_of(task, args), follow_up=args.follow_up,
+                          which=which_sample(args))  # fmt: skip
             if step_recorded(recorded, key, [ex.id for ex in part]):
                 continue  # a stopped run's earlier steps: their rows stand, and the table keeps their latest n
             t0, load0 = time.perf_counter(), os.getloadavg()[0]
@@ -595,7 +650,7 @@ def run_task(
             mean, lo, hi = mean_ci(out["scores"])
             row = {
                 "task": task, "model": model, "format": fmt, "demos": len(demos), "reasoning": reasoning_of(task, args),
-                "follow_up": args.follow_up and fmt != DSPY,
+                "follow_up": args.follow_up and fmt != DSPY, **held_out_field(args),
                 "demo_layout_revision": layout_revision(fmt, len(demos)),
                 "parse_revision": parse_revision(task, fmt), "n": len(part),
                 "partial": k < len(whole),  # of the task's whole sample: a `--limit` run's last step is partial too
@@ -650,6 +705,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="build prompthone's modules with follow_up=True (ask once more for an output a reply lacked)",
     )
+    p.add_argument(
+        "--held-out",
+        action="store_true",
+        help="score a second seeded sample of each task, disjoint from the first (on which each model's start "
+        "format was chosen): rows marked [held-out], and `--report` checks the choice on them",
+    )
     p.add_argument("--report", action="store_true", help="print the table of the results file and stop")
     return p.parse_args(argv)
 
@@ -661,6 +722,9 @@ def main() -> None:
         print(table(load_rows(results)))
         print()
         print(verdict(load_rows(results)))
+        if check := held_out_check(load_rows(results)):
+            print()
+            print(check)
         return
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
@@ -676,9 +740,12 @@ def main() -> None:
     results.parent.mkdir(parents=True, exist_ok=True)
     rows = load_rows(results)
     for model in models:
-        wanted = {t: len(sample(BENCHES[t], args.data_root)[: args.limit]) for t in tasks}
+        which = which_sample(args)
+        wanted = {t: len(sample(BENCHES[t], args.data_root, which)[: args.limit]) for t in tasks}
         left = {
-            t: left_to_score(rows, formats, wanted[t], t, model, args.demos, reasoning_of(t, args), args.follow_up)
+            t: left_to_score(
+                rows, formats, wanted[t], t, model, args.demos, reasoning_of(t, args), args.follow_up, which
+            )
             for t in tasks
         }
         todo = [t for t in tasks if left[t]]

@@ -444,3 +444,33 @@ def test_formats_answers_counts_the_replies_the_label_set_rule_settled() -> None
     got = fa.summarize("trec-label", "0.5b", "labels", records, examples)
     assert got.label_set_reads == 1 and got.common[0] == ("entity", 2) and got.signed_error is None
     assert fa.summarize("sst2", "0.5b", "labels", records[:0], []).label_set_reads is None
+
+
+def test_formats_held_out_sample_is_disjoint_seeded_and_kept_apart_from_the_first() -> None:
+    """`formats.py --held-out`: a second sample of each task outside the first (on which each model's start
+    format was chosen), the same on every call; its rows have their own key and name, so the table and the
+    verdict of the first sample never mix them in, and `--report` checks the start's lead on them."""
+    import formats
+
+    bench = formats.BENCHES["trec-label"]
+    first, held = formats.sample(bench, None), formats.sample(bench, None, formats.HELD_OUT)
+    assert len(first) == len(held) == bench.n and not {e.id for e in first} & {e.id for e in held}
+    assert [e.id for e in held] == [e.id for e in formats.sample(bench, None, formats.HELD_OUT)]
+    plain = {"task": "sst2", "model": "1.5b", "format": "labels", "parse_revision": 1}
+    assert formats.key_of({**plain, "sample": formats.HELD_OUT}) != formats.key_of(plain)
+    assert formats.row_task({**plain, "sample": formats.HELD_OUT}) == "sst2 [held-out]"
+
+    def row(task: str, fmt: str, right: int, sample: str | None = formats.HELD_OUT) -> dict:
+        ids = [f"{task}-{i}" for i in range(10)]
+        extra = {"sample": sample} if sample else {}
+        return {"task": task, "model": "1.5b", "format": fmt, "n": 10, "mean": right / 10, "lo": 0.0, "hi": 1.0,
+                "example_ids": ids, "scores": [1.0] * right + [0.0] * (10 - right), **extra}  # fmt: skip
+
+    rows = [row(t, "labels", 6) for t in ("sst2", "trec-label")] + [row(t, "json", 4) for t in ("sst2", "trec-label")]
+    check = formats.held_out_check(rows)
+    assert check.startswith("- 1.5b, held-out sample (2 tasks: trec-label, sst2; 20 examples): start `labels` 60.0")
+    assert "`json` 40.0 (the start ahead by +20.0, 95% CI" in check and "20 paired)" in check
+    assert formats.held_out_check([row("sst2", "labels", 6, sample=None)]) == ""  # no held-out rows: nothing
+    # the verdict is the first sample's: held-out rows measure none of its tasks
+    mixed = formats.verdict([*rows, row("sst2", "labels", 6, sample=None)])
+    assert "| 1.5b | labels (default) | 1 of 6 tasks measured |" in mixed
