@@ -457,3 +457,23 @@ def test_a_mipro_ablation_is_its_own_row_and_a_mistyped_setting_stops_before_any
     monkeypatch.setattr(cd, "llama_server", lambda *a, **k: pytest.fail("a server was started"))
     with pytest.raises(SystemExit, match=r"--mipro-set: unknown MIPRO setting\(s\) \['cover_labelz'\]"):
         cd.main()
+
+
+def test_a_row_starts_in_its_models_start_format_and_the_05b_rows_keep_their_keys() -> None:
+    """The start program of a row is the one a run on `--model` starts: on the 1.5B model its `Predict` starts
+    in `labels` (the catalog's), so its rows are keyed apart and MIPRO's default format search, which moves
+    only a `json` start, searches nothing there; on the 0.5B model the start is `json` as before, so the rows
+    measured before start formats existed keep their keys (and their answer files)."""
+    import json
+
+    cd, small = _bench_args()
+    _, large = _bench_args("--model", "qwen2.5-coder-1.5b", "--alias", "qwen1.5b")
+    assert cd.start_formats(small) == {"classify": "json"} and cd.start_formats(large) == {"classify": "labels"}
+    assert cd.key_settings("mipro", small)["search_formats"] == ["tags"]
+    assert "search_formats" not in cd.key_settings("mipro", large)
+    # `labels` everywhere is the layout every row had before formats were named: such a key names none
+    assert "start_formats" not in cd.row_key("zero-shot", large) and cd.row_key("zero-shot", small)["start_formats"]
+    results = Path(__file__).resolve().parents[1] / "docs" / "results" / "compare_dspy-trec-label-seed0.jsonl"
+    committed = [json.loads(line) for line in results.open()]
+    keys = [r["key"] for r in committed if r.get("key", {}).get("method") == "zero-shot"]
+    assert cd.row_key("zero-shot", small) in keys  # the 0.5B zero-shot row is found under the key it had
