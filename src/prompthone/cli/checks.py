@@ -35,10 +35,10 @@ START_FORMAT_HELP = (
 
 def start_format_choice(value: str | None) -> str | None:
     """Typer callback for `--start-format`: a format name or `module`, said with the choices when it is neither."""
-    from prompthone.program.params import MODULE_DEFAULTS, PROMPT_FORMATS
+    from prompthone.program.params import START_FORMATS
 
-    if value is not None and value not in (*PROMPT_FORMATS, MODULE_DEFAULTS):
-        raise typer.BadParameter(f"expected one of {', '.join((*PROMPT_FORMATS, MODULE_DEFAULTS))}, got {value!r}")
+    if value is not None and value not in START_FORMATS:
+        raise typer.BadParameter(f"expected one of {', '.join(START_FORMATS)}, got {value!r}")
     return value
 
 

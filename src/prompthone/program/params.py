@@ -85,6 +85,8 @@ DEFAULT_FORMAT = "json"
 #: a start format (`RunSpec.start_format`, `--start-format`) that is no format: each module starts in its
 #: own class default, whatever the model (what every run did before models had start formats)
 MODULE_DEFAULTS = "module"
+#: what a start format may be named as (`--start-format`, `start_format=`)
+START_FORMATS = (*PROMPT_FORMATS, MODULE_DEFAULTS)
 #: the format a reasoning module starts in: inside a JSON reply the small models write one sentence of
 #: "reasoning" and then a guess (GSM8K, 0.5B: 0% in JSON against 15% in `Label:` lines), so a module that
 #: must think out loud keeps the plain field lines, where the reasoning is free text

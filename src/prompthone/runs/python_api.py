@@ -25,7 +25,7 @@ from prompthone.optimize.base import OptimizationResult
 from prompthone.optimize.budget import Budget
 from prompthone.optimize.registry import OPTIMIZERS, make_optimizer
 from prompthone.program import Candidate, Module, Program, as_program
-from prompthone.program.params import MODULE_DEFAULTS, PROMPT_FORMATS
+from prompthone.program.params import START_FORMATS
 from prompthone.runs.runner import run_optimization
 from prompthone.runs.spec import RunOutcome, RunSpec
 from prompthone.tasks import Task
@@ -96,11 +96,8 @@ def optimize(
     if method not in OPTIMIZERS:
         raise ValueError(f"method: unknown optimizer {method!r}; expected one of: {', '.join(OPTIMIZERS)}")
     make_optimizer(method, **settings)  # a misspelt or out-of-range setting fails here, before any run folder
-    if start_format is not None and start_format not in (*PROMPT_FORMATS, MODULE_DEFAULTS):
-        raise ValueError(
-            f"start_format: expected one of {', '.join((*PROMPT_FORMATS, MODULE_DEFAULTS))} or None, "
-            f"got {start_format!r}"
-        )
+    if start_format is not None and start_format not in START_FORMATS:
+        raise ValueError(f"start_format: expected one of {', '.join(START_FORMATS)} or None, got {start_format!r}")
     program = as_program(program)
     train, val, test = _examples("trainset", trainset), valset, testset
     fixed: dict[str, list[Example]] = {"test": _examples("testset", test or [])}
