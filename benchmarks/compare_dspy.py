@@ -53,9 +53,10 @@ when a whole-validation score first reached the best whole-validation score DSPy
 prompthone's come from the run's SQLite (`ph_trials` and `ph_lm_calls` matched by time); DSPy's
 from `CallCap`'s marks around each `dspy.Evaluate` call.
 
-Writes one JSON line per row to `--results` (default `docs/results/compare_dspy-<task>-seed<seed>.jsonl`)
-as soon as the row is done, and prints the table in Markdown. A row that replayed an earlier session's
-answers shows its optimize wall as `(resumed)`: that wall counts the last session only.
+Writes one JSON line per row to `--results` (default `docs/results/compare_dspy-<task>-seed<seed>.jsonl`;
+`compare_dspy-<model>-<task>-seed<seed>.jsonl` for a `--model` other than the default) as soon as the
+row is done, and prints the table in Markdown. A row that replayed an earlier session's answers shows
+its optimize wall as `(resumed)`: that wall counts the last session only.
 """
 
 from __future__ import annotations
@@ -106,6 +107,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 from model_server import llama_server  # noqa: E402
 
 DSPY_PYTHON = ROOT / ".venv-dspy" / "bin" / "python"
+#: the embedded model served unless `--model` names another (the side by side's rows are on it)
+DEFAULT_MODEL = "qwen2.5-coder-0.5b"
 #: prompthone methods: the optimizer each runs (`zero-shot` runs none: it scores the start program)
 PROMPTHONE_METHODS = {"zero-shot": None, "mipro": "mipro", "mipro-proposer": "mipro", "opro": "opro",
                       "gradsum": "gradsum"}  # fmt: skip
@@ -625,11 +628,19 @@ def choices_markdown(rows: list[dict[str, Any]], default_formats: Any = None) ->
     )
 
 
+def default_results_path(args: argparse.Namespace) -> Path:
+    """Where rows go without `--results`: one file per task and seed, and one per model besides the default
+    model's, so that a report never shows one model's row in place of another's (rows are named by method)."""
+    slug = args.task.replace("/", "-")
+    model = "" if args.model == DEFAULT_MODEL else f"{args.model}-"
+    return ROOT / "docs" / "results" / f"compare_dspy-{model}{slug}-seed{args.seed}.jsonl"
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", required=True, help="built-in task: trec, hotpotqa, ...")
     p.add_argument("--methods", default=",".join(ALL_METHODS), help=f"comma-separated, of {', '.join(ALL_METHODS)}")
-    p.add_argument("--model", default="qwen2.5-coder-0.5b", help="embedded model name (GGUF) to serve")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="embedded model name (GGUF) to serve")
     p.add_argument("--alias", default="qwen0.5b", help="the model's name on the server")
     p.add_argument("--n-train", type=int, default=20)
     p.add_argument("--n-val", type=int, default=20)
@@ -733,9 +744,7 @@ def main() -> None:
         raise SystemExit(f"unknown method(s) {unknown}; known: {', '.join(ALL_METHODS)}")
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    slug = args.task.replace("/", "-")
-    default_results = ROOT / "docs" / "results" / f"compare_dspy-{slug}-seed{args.seed}.jsonl"
-    results = Path(args.results) if args.results else default_results
+    results = Path(args.results) if args.results else default_results_path(args)
     console = Console()
     if args.report:
         if not results.exists():

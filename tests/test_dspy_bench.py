@@ -402,6 +402,22 @@ def test_a_row_that_searched_other_formats_than_the_default_is_named_by_them_bes
     assert cd.format_names({"json": ["tags"], "labels": ["json"]}) == "json:tags;labels:json"
 
 
+def test_another_models_rows_go_to_a_results_file_of_their_own_that_the_side_by_side_does_not_read(tmp_path):
+    cd, plain = _bench_args()
+    _, larger = _bench_args("--model", "qwen2.5-coder-1.5b", "--alias", "qwen1.5b")
+    _, bbh = _bench_args("--task", "bbh/sports_understanding", "--seed", "2")
+    results = cd.ROOT / "docs" / "results"
+    assert cd.default_results_path(plain) == results / "compare_dspy-trec-label-seed0.jsonl"
+    assert cd.default_results_path(bbh) == results / "compare_dspy-bbh-sports_understanding-seed2.jsonl"
+    assert cd.default_results_path(larger) == results / "compare_dspy-qwen2.5-coder-1.5b-trec-label-seed0.jsonl"
+    import dspy_targets
+
+    for args in (plain, larger):
+        (tmp_path / cd.default_results_path(args).name).write_text("")
+    assert dspy_targets.seeds_of("trec-label", tmp_path) == [0]
+    assert dspy_targets.results_paths("trec-label", 0, tmp_path) == [tmp_path / "compare_dspy-trec-label-seed0.jsonl"]
+
+
 def test_the_wall_of_a_row_resumed_from_an_earlier_sessions_answers_is_marked_as_not_comparable():
     import compare_dspy as cd
 
